@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Types shared by the kernel programs and, through bpf2go -type, by Go.
+ * Every struct here is mirrored in Go by generation only: change it here and
+ * run `make generate`. Fields are ordered largest first so that no implicit
+ * padding appears; explicit padding is named so that zeroed keys hash alike. */
+#ifndef HOSTFLOW_FLOW_H
+#define HOSTFLOW_FLOW_H
+
+#include <linux/types.h>
+
+/* flow_id_t is the aggregation key: one flow per distinct value. */
+typedef struct flow_id_t {
+	/* IPv4 addresses are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d). */
+	__u8 src_ip[16];
+	__u8 dst_ip[16];
+	/* Interface the packet was seen on (skb->ifindex). */
+	__u32 if_index;
+	/* Ethertype of the L3 header (0x0800, 0x86dd), host byte order. */
+	__u16 eth_protocol;
+	/* Transport ports, host byte order; 0 where the protocol has none or
+	 * the packet is a non-first fragment. */
+	__u16 src_port;
+	__u16 dst_port;
+	/* Outer 802.1Q/802.1ad VLAN id, 0 when untagged. */
+	__u16 vlan_id;
+	/* IANA protocol number of the transport header. */
+	__u8 transport_protocol;
+	/* 0 ingress, 1 egress (IANA flowDirection, IE 61). */
+	__u8 direction;
+	/* ICMP/ICMPv6 type and code, 0 for other protocols. */
+	__u8 icmp_type;
+	__u8 icmp_code;
+} flow_id;
+
+/* flow_metrics_t is what the kernel accumulates per flow and per CPU. */
+typedef struct flow_metrics_t {
+	__u64 packets;
+	/* IP bytes: IP header and payload, no link-layer header. */
+	__u64 bytes;
+	/* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the first and last packet. */
+	__u64 start_mono_time_ts;
+	__u64 end_mono_time_ts;
+	/* OR of the TCP header flag bits (FIN=0x01 ... CWR=0x80, NS=0x100). */
+	__u16 flags;
+	__u8 pad[6];
+} flow_metrics;
+
+/* flow_record_t travels through the direct_flows ring buffer when a flow
+ * cannot be inserted into the aggregation map. */
+typedef struct flow_record_t {
+	flow_id id;
+	flow_metrics metrics;
+} flow_record;
+
+/* counter_key indexes the per-CPU global_counters array. Every place where
+ * the kernel side loses or diverts a packet has one. */
+enum counter_key {
+	/* Packets sent to direct_flows because aggregated_flows was full. */
+	COUNTER_MAP_FULL = 0,
+	/* Packets lost because direct_flows had no room: the only real loss. */
+	COUNTER_RINGBUF_FULL = 1,
+	/* Frames that carry no IPv4/IPv6 packet (ARP, LLDP, ...): not flows. */
+	COUNTER_NOT_IP = 2,
+	/* Frames too short or malformed to read an IP header from. */
+	COUNTER_MALFORMED = 3,
+	/* Packets seen while user space had installed no aggregation map. */
+	COUNTER_NO_MAP = 4,
+	/* Packets skipped by sampling. */
+	COUNTER_SAMPLED_OUT = 5,
+	COUNTER_MAX = 6,
+};
+
+#endif

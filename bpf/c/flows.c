@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* TC programs that account every packet to its flow.
+ *
+ * Aggregation happens in a per-CPU hash (no locks, no atomics) that user space
+ * swaps out every poll cycle: aggregated_flows is a one-slot array of maps,
+ * and replacing its slot from user space waits for every program that could
+ * still hold the old inner map (the kernel's maybe_wait_bpf_programs). The
+ * map user space then drains is quiescent, so no increment is lost between
+ * reading an entry and deleting it. A per-CPU hash, not an LRU: a full map
+ * must divert packets to direct_flows, never evict a flow silently. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "flow.h"
+#include "parse.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by user space before load. 0 or 1 count every packet; N > 1 counts a
+ * random 1-in-N. */
+volatile const __u32 sampling = 0;
+
+struct flows_inner {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, flow_id);
+	__type(value, flow_metrics);
+	/* Overridden by user space (cacheMaxSize). */
+	__uint(max_entries, 1 << 16);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct flows_inner);
+} aggregated_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	/* Overridden by user space. */
+	__uint(max_entries, 1 << 20);
+} direct_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, COUNTER_MAX);
+} global_counters SEC(".maps");
+
+/* Force the types user space needs into BTF for bpf2go -type. */
+const flow_record *unused_flow_record __attribute__((unused));
+const enum counter_key *unused_counter_key __attribute__((unused));
+
+static __always_inline void count(__u32 key)
+{
+	__u64 *v = bpf_map_lookup_elem(&global_counters, &key);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void divert(flow_id *id, flow_metrics *m)
+{
+	flow_record *r = bpf_ringbuf_reserve(&direct_flows, sizeof(*r), 0);
+	if (!r) {
+		count(COUNTER_RINGBUF_FULL);
+		return;
+	}
+	r->id = *id;
+	r->metrics = *m;
+	bpf_ringbuf_submit(r, 0);
+}
+
+static __always_inline int account(struct __sk_buff *skb, __u8 direction)
+{
+	if (sampling > 1 && bpf_get_prandom_u32() % sampling != 0) {
+		count(COUNTER_SAMPLED_OUT);
+		return TC_ACT_UNSPEC;
+	}
+
+	flow_id id = {};
+	struct packet_info pi = {};
+	int res = parse_packet(skb, &id, &pi);
+	if (res == PARSE_NOT_IP) {
+		count(COUNTER_NOT_IP);
+		return TC_ACT_UNSPEC;
+	}
+	if (res != PARSE_OK) {
+		count(COUNTER_MALFORMED);
+		return TC_ACT_UNSPEC;
+	}
+	id.if_index = skb->ifindex;
+	id.direction = direction;
+
+	/* A GSO skb stands for gso_segs packets on the wire, each repeating
+	 * the IP and transport headers. */
+	__u64 packets = 1;
+	__u64 bytes = skb->len - pi.l3_off;
+	__u32 segs = skb->gso_segs;
+	if (segs > 1) {
+		packets = segs;
+		bytes += (__u64)(segs - 1) * pi.hdr_len;
+	}
+	__u64 now = bpf_ktime_get_ns();
+
+	__u32 zero = 0;
+	void *flows = bpf_map_lookup_elem(&aggregated_flows, &zero);
+	if (!flows) {
+		count(COUNTER_NO_MAP);
+		return TC_ACT_UNSPEC;
+	}
+
+	flow_metrics *m = bpf_map_lookup_elem(flows, &id);
+	if (!m) {
+		flow_metrics nm = {
+			.packets = packets,
+			.bytes = bytes,
+			.start_mono_time_ts = now,
+			.end_mono_time_ts = now,
+			.flags = pi.tcp_flags,
+		};
+		long err = bpf_map_update_elem(flows, &id, &nm, BPF_NOEXIST);
+		if (err == 0)
+			return TC_ACT_UNSPEC;
+		/* Another CPU inserted the key first: this CPU's slot exists
+		 * now (zeroed), so fall through and add to it. */
+		m = bpf_map_lookup_elem(flows, &id);
+		if (!m) {
+			count(COUNTER_MAP_FULL);
+			divert(&id, &nm);
+			return TC_ACT_UNSPEC;
+		}
+	}
+	/* Per-CPU value: only this CPU writes it, no atomics needed. */
+	m->packets += packets;
+	m->bytes += bytes;
+	if (m->start_mono_time_ts == 0)
+		m->start_mono_time_ts = now;
+	m->end_mono_time_ts = now;
+	m->flags |= pi.tcp_flags;
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int ingress_flow_parse(struct __sk_buff *skb)
+{
+	return account(skb, 0);
+}
+
+SEC("tc")
+int egress_flow_parse(struct __sk_buff *skb)
+{
+	return account(skb, 1);
+}

@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The one packet parser, shared by every hostflow program.
+ *
+ * Every header is read with bpf_skb_load_bytes, never through direct packet
+ * access: an skb built by an AF_PACKET sender with a TX ring (and many
+ * drivers' receive paths) keeps only the Ethernet header in the linear area,
+ * and a parser that reads data..data_end sees nothing behind it. */
+#ifndef HOSTFLOW_PARSE_H
+#define HOSTFLOW_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "flow.h"
+
+#define ETH_HLEN_ 14
+#define VLAN_HLEN_ 4
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+#define MAX_VLAN_TAGS 2
+#define MAX_IPV6_EXT_HEADERS 8
+
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_DSTOPTS_ 60
+#define IPPROTO_SCTP_ 132
+#define IPPROTO_UDPLITE_ 136
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IP = 1,
+	PARSE_MALFORMED = 2,
+};
+
+/* packet_info is what the parser learns besides the flow key. */
+struct packet_info {
+	/* Offset of the IP header from skb->data. */
+	__u32 l3_off;
+	/* Length of all headers from the IP header to the end of the transport
+	 * header; every segment of a GSO packet repeats them. */
+	__u32 hdr_len;
+	__u16 tcp_flags;
+};
+
+/* parse_l4 reads ports, ICMP type/code and TCP flags at off. */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto,
+				    flow_id *id, struct packet_info *pi)
+{
+	__u8 buf[14];
+
+	switch (proto) {
+	case IPPROTO_TCP:
+		if (bpf_skb_load_bytes(skb, off, buf, 14) < 0)
+			return PARSE_MALFORMED;
+		id->src_port = ((__u16)buf[0] << 8) | buf[1];
+		id->dst_port = ((__u16)buf[2] << 8) | buf[3];
+		/* NS is the low bit of byte 12, the other eight flags byte 13. */
+		pi->tcp_flags = ((__u16)(buf[12] & 0x01) << 8) | buf[13];
+		pi->hdr_len += (buf[12] >> 4) * 4;
+		return PARSE_OK;
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE_:
+	case IPPROTO_SCTP_:
+		if (bpf_skb_load_bytes(skb, off, buf, 4) < 0)
+			return PARSE_MALFORMED;
+		id->src_port = ((__u16)buf[0] << 8) | buf[1];
+		id->dst_port = ((__u16)buf[2] << 8) | buf[3];
+		pi->hdr_len += proto == IPPROTO_SCTP_ ? 12 : 8;
+		return PARSE_OK;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		if (bpf_skb_load_bytes(skb, off, buf, 2) < 0)
+			return PARSE_MALFORMED;
+		id->icmp_type = buf[0];
+		id->icmp_code = buf[1];
+		pi->hdr_len += 8;
+		return PARSE_OK;
+	}
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id *id,
+				      struct packet_info *pi)
+{
+	__u8 h[20];
+
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		return PARSE_MALFORMED;
+	if ((h[0] >> 4) != 4)
+		return PARSE_MALFORMED;
+	__u32 ihl = (h[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return PARSE_MALFORMED;
+
+	id->src_ip[10] = 0xff;
+	id->src_ip[11] = 0xff;
+	id->dst_ip[10] = 0xff;
+	id->dst_ip[11] = 0xff;
+	__builtin_memcpy(&id->src_ip[12], &h[12], 4);
+	__builtin_memcpy(&id->dst_ip[12], &h[16], 4);
+	id->transport_protocol = h[9];
+	pi->hdr_len = ihl;
+
+	/* A non-first fragment carries no transport header: what follows the
+	 * IP header is payload and must never be read as ports. Such fragments
+	 * are keyed by addresses and protocol with ports 0. */
+	__u16 frag_off = (((__u16)h[6] << 8) | h[7]) & 0x1fff;
+	if (frag_off != 0)
+		return PARSE_OK;
+	return parse_l4(skb, off + ihl, h[9], id, pi);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id *id,
+				      struct packet_info *pi)
+{
+	__u8 h[40];
+
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		return PARSE_MALFORMED;
+	if ((h[0] >> 4) != 6)
+		return PARSE_MALFORMED;
+	__builtin_memcpy(id->src_ip, &h[8], 16);
+	__builtin_memcpy(id->dst_ip, &h[24], 16);
+
+	__u8 next = h[6];
+	__u32 l4 = off + 40;
+
+	/* Walk a bounded chain of extension headers to the transport header. */
+	for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
+		__u8 ext[8];
+
+		if (next != IPPROTO_HOPOPTS_ && next != IPPROTO_ROUTING_ &&
+		    next != IPPROTO_DSTOPTS_ && next != IPPROTO_FRAGMENT_ &&
+		    next != IPPROTO_AH_)
+			break;
+		if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
+			return PARSE_MALFORMED;
+		if (next == IPPROTO_FRAGMENT_) {
+			__u16 frag_off = (((__u16)ext[2] << 8) | ext[3]) >> 3;
+			next = ext[0];
+			l4 += 8;
+			if (frag_off != 0) {
+				/* Non-first fragment: no transport header. */
+				id->transport_protocol = next;
+				pi->hdr_len = l4 - off;
+				return PARSE_OK;
+			}
+			continue;
+		}
+		__u32 len = next == IPPROTO_AH_ ? ((__u32)ext[1] + 2) * 4 : ((__u32)ext[1] + 1) * 8;
+		next = ext[0];
+		l4 += len;
+	}
+	id->transport_protocol = next;
+	pi->hdr_len = l4 - off;
+	return parse_l4(skb, l4, next, id, pi);
+}
+
+/* parse_packet fills id (except direction and ifindex) and pi from an skb
+ * whose data starts at the Ethernet header. */
+static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
+					struct packet_info *pi)
+{
+	__u8 eth[4];
+	__u32 off = 12;
+
+	if (bpf_skb_load_bytes(skb, off, eth, 2) < 0)
+		return PARSE_MALFORMED;
+	__u16 proto = ((__u16)eth[0] << 8) | eth[1];
+	off += 2;
+
+	/* A tag the kernel already took off the frame (hardware or
+	 * skb_vlan_untag) is the outer one. */
+	if (skb->vlan_present)
+		id->vlan_id = skb->vlan_tci & 0x0fff;
+
+	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+		if (proto != ETH_P_8021Q_ && proto != ETH_P_8021AD_)
+			break;
+		if (bpf_skb_load_bytes(skb, off, eth, 4) < 0)
+			return PARSE_MALFORMED;
+		if (id->vlan_id == 0)
+			id->vlan_id = (((__u16)eth[0] << 8) | eth[1]) & 0x0fff;
+		proto = ((__u16)eth[2] << 8) | eth[3];
+		off += VLAN_HLEN_;
+	}
+
+	id->eth_protocol = proto;
+	pi->l3_off = off;
+	switch (proto) {
+	case ETH_P_IP:
+		return parse_ipv4(skb, off, id, pi);
+	case ETH_P_IPV6:
+		return parse_ipv6(skb, off, id, pi);
+	}
+	return PARSE_NOT_IP;
+}
+
+#endif

@@ -1,0 +1,46 @@
+package bpf
+
+import (
+	"fmt"
+)
+
+// KernelCounters are the kernel side's totals since load, summed over CPUs.
+// Every place where the programs lose or divert a packet has one.
+type KernelCounters struct {
+	// MapFull: packets diverted to direct_flows because the aggregation
+	// map was full. They are not lost.
+	MapFull uint64
+	// RingBufFull: packets lost because direct_flows had no room.
+	RingBufFull uint64
+	// NotIP: frames with no IPv4/IPv6 packet (ARP, LLDP, ...).
+	NotIP uint64
+	// Malformed: frames too short or broken to read.
+	Malformed uint64
+	// NoMap: packets seen while no aggregation map was installed.
+	NoMap uint64
+	// SampledOut: packets skipped by sampling.
+	SampledOut uint64
+}
+
+// ReadCounters reads the kernel counters.
+func (m *FlowFetcher) ReadCounters() (KernelCounters, error) {
+	var c KernelCounters
+	fields := []*uint64{
+		NetCounterKeyCOUNTER_MAP_FULL:     &c.MapFull,
+		NetCounterKeyCOUNTER_RINGBUF_FULL: &c.RingBufFull,
+		NetCounterKeyCOUNTER_NOT_IP:       &c.NotIP,
+		NetCounterKeyCOUNTER_MALFORMED:    &c.Malformed,
+		NetCounterKeyCOUNTER_NO_MAP:       &c.NoMap,
+		NetCounterKeyCOUNTER_SAMPLED_OUT:  &c.SampledOut,
+	}
+	for k, dst := range fields {
+		var perCPU []uint64
+		if err := m.objs.GlobalCounters.Lookup(uint32(k), &perCPU); err != nil {
+			return c, fmt.Errorf("read counter %d: %w", k, err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,15 @@
+// Package bpf holds hostflow's kernel side: the eBPF programs under c/, the
+// objects bpf2go generates from them, and the fetchers that load, attach and
+// drain them.
+//
+// FlowFetcher attaches ingress_flow_parse and egress_flow_parse to the TC
+// hooks of the chosen interfaces (tcx where the kernel has it, a clsact qdisc
+// with a direct-action filter otherwise). The programs aggregate packets per
+// NetFlowId in a per-CPU hash; LookupAndDeleteMap swaps that hash for an empty
+// one and drains the old one, which no program can touch any more. Flows that
+// find the hash full arrive one packet at a time through ReadRingBuf.
+//
+// Everything here needs CAP_BPF and CAP_NET_ADMIN (and CAP_PERFMON for the
+// ring buffer on some kernels); the tests that load programs skip without
+// them, except under CI=true where a missing privilege fails the test.
+package bpf

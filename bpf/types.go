@@ -1,0 +1,160 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+const (
+	// DirectionUnset is a convenience value to specify an unset/removed
+	// direction field.
+	DirectionUnset = 0xFF
+	// DirectionIngress and DirectionEgress are the values of IANA IPFIX
+	// element 61 (flowDirection).
+	DirectionIngress = 0
+	DirectionEgress  = 1
+	// InterfaceUnset marks an unknown interface index.
+	InterfaceUnset = 0xFFFFFFFF
+)
+
+// IPAddr encodes IPv4 and IPv6 addresses with a fixed length of 16 bytes.
+// IPv4 addresses are IPv4-mapped IPv6 addresses (::ffff:a.b.c.d, RFC 4038
+// section 4.2), as in the kernel's flow key.
+type IPAddr [16]uint8
+
+// Addr returns the address as a netip.Addr, unmapped for IPv4.
+func (ia IPAddr) Addr() netip.Addr {
+	return netip.AddrFrom16(ia).Unmap()
+}
+
+// Is4 reports whether the address is an IPv4-mapped address.
+func (ia IPAddr) Is4() bool {
+	return netip.AddrFrom16(ia).Is4In6()
+}
+
+// IntEncodeV4 encodes an IPv4 address as an integer in network byte order.
+// It assumes the address is IPv4: for an IPv6 address it encodes the last
+// four bytes.
+func (ia *IPAddr) IntEncodeV4() uint32 {
+	return binary.BigEndian.Uint32(ia[12:16])
+}
+
+// String returns the address in its usual text form.
+func (ia IPAddr) String() string {
+	return ia.Addr().String()
+}
+
+// MarshalJSON encodes the address as a JSON string.
+func (ia *IPAddr) MarshalJSON() ([]byte, error) {
+	return json.Marshal(ia.String())
+}
+
+// IPAddrFrom returns the IPAddr of a netip.Addr (IPv4 is mapped).
+func IPAddrFrom(a netip.Addr) IPAddr {
+	return IPAddr(a.As16())
+}
+
+// NetFlowId is the flow key the kernel aggregates by. It is a comparable
+// value type, usable as a Go map key; the zero value is not a valid flow
+// (it has no ethertype).
+type NetFlowId NetFlowIdT
+
+// Valid reports whether the key names a flow: it has an L3 protocol.
+func (id NetFlowId) Valid() bool {
+	return id.EthProtocol != 0
+}
+
+// SrcAddr returns the source address.
+func (id NetFlowId) SrcAddr() netip.Addr { return IPAddr(id.SrcIp).Addr() }
+
+// DstAddr returns the destination address.
+func (id NetFlowId) DstAddr() netip.Addr { return IPAddr(id.DstIp).Addr() }
+
+// IsIPv4 reports whether the flow is IPv4.
+func (id NetFlowId) IsIPv4() bool { return id.EthProtocol == 0x0800 }
+
+// String renders the key for humans, e.g.
+// "udp 198.18.0.1:5000 -> 198.18.0.2:53 if=3 egress".
+func (id NetFlowId) String() string {
+	dir := "ingress"
+	if id.Direction == DirectionEgress {
+		dir = "egress"
+	}
+	src := netip.AddrPortFrom(id.SrcAddr(), id.SrcPort)
+	dst := netip.AddrPortFrom(id.DstAddr(), id.DstPort)
+	return fmt.Sprintf("%s %s -> %s if=%d %s", ProtocolName(id.TransportProtocol), src, dst, id.IfIndex, dir)
+}
+
+// ProtocolName returns a short name of an IANA protocol number.
+func ProtocolName(p uint8) string {
+	switch p {
+	case 1:
+		return "icmp"
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 58:
+		return "icmpv6"
+	case 132:
+		return "sctp"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}
+
+// NetFlowMetrics is what the kernel counts for one flow on one CPU.
+// Timestamps are CLOCK_MONOTONIC nanoseconds.
+type NetFlowMetrics NetFlowMetricsT
+
+// Accumulate adds src to fm: counts add up, the time span widens and TCP
+// flags are OR-ed. An empty src (a CPU that never saw the flow) changes
+// nothing.
+func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
+	if src.Packets == 0 {
+		return
+	}
+	if fm.Packets == 0 || (src.StartMonoTimeTs != 0 && src.StartMonoTimeTs < fm.StartMonoTimeTs) {
+		fm.StartMonoTimeTs = src.StartMonoTimeTs
+	}
+	if src.EndMonoTimeTs > fm.EndMonoTimeTs {
+		fm.EndMonoTimeTs = src.EndMonoTimeTs
+	}
+	fm.Packets += src.Packets
+	fm.Bytes += src.Bytes
+	fm.Flags |= src.Flags
+}
+
+// Record is one flow's metrics with the attributes user space adds.
+//
+// Unlike the seed API, Record holds the key and metrics directly rather than
+// embedding the generated NetFlowRecordT: the generated struct carries the
+// raw T types, and callers should only ever see NetFlowId and NetFlowMetrics
+// with their methods.
+type Record struct {
+	Id      NetFlowId
+	Metrics NetFlowMetrics
+	Attrs   RecordAttrs
+}
+
+// RecordAttrs are the attributes of a flow that do not come from the kernel.
+// The seed's Kubernetes and Beyla fields are gone: a host probe has neither.
+type RecordAttrs struct {
+	// Interface is the name of the interface with index Id.IfIndex.
+	Interface string
+	// SamplingInterval is N of 1-in-N packet sampling; 0 or 1 is unsampled.
+	SamplingInterval uint32
+}
+
+// NewRecord returns a record of key and metrics with empty attributes.
+func NewRecord(key NetFlowId, metrics NetFlowMetrics) *Record {
+	return &Record{Id: key, Metrics: metrics}
+}
+
+// MonoToTime converts a CLOCK_MONOTONIC timestamp in nanoseconds to wall
+// time, given a simultaneous reading of both clocks.
+func MonoToTime(mono uint64, nowWall time.Time, nowMono time.Duration) time.Time {
+	return nowWall.Add(time.Duration(int64(mono) - int64(nowMono)))
+}
