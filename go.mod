@@ -3,10 +3,11 @@ module github.com/hostflow/hostflow
 go 1.26.8
 
 require (
-	github.com/cilium/ebpf v0.22.0 // indirect
-	github.com/vishvananda/netlink v1.3.1 // indirect
-	github.com/vishvananda/netns v0.0.5 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	github.com/cilium/ebpf v0.22.0
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
+	github.com/vmware/go-ipfix v0.17.0
+	golang.org/x/sys v0.50.0
 )
 
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -1,0 +1,88 @@
+package exporter
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestJSONLines(t *testing.T) {
+	var buf bytes.Buffer
+	s := NewJSONLines(&buf)
+	flows := sampleFlows()
+	if err := s.Export(flows[:2]); err != nil {
+		t.Fatal(err)
+	}
+	// Export flushes: lines are out before Close.
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Fatalf("%d lines after Export, want 2:\n%s", n, buf.String())
+	}
+	if err := s.Export(flows[2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var lines []map[string]any
+	sc := bufio.NewScanner(&buf)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != len(flows) {
+		t.Fatalf("%d lines, want %d", len(lines), len(flows))
+	}
+
+	// sampleFlows()[0] is TCP over IPv4, ingress; [6] is ICMPv6 egress
+	// with a VLAN.
+	tests := []struct {
+		line int
+		want map[string]any
+	}{
+		{0, map[string]any{
+			"src": "192.0.2.1", "dst": "198.51.100.7", "src_port": 40000.0, "dst_port": 443.0,
+			"proto": 6.0, "ethertype": 2048.0, "ifindex": 2.0, "direction": "ingress", "vlan": 0.0,
+			"icmp_type": 0.0, "icmp_code": 0.0, "packets": 12.0, "bytes": 3456.0,
+			"start": "2024-05-01T11:59:30.000Z", "end": "2024-05-01T11:59:59.123Z",
+			"tcp_flags": 27.0, "end_reason": "end",
+		}},
+		{6, map[string]any{
+			"src": "fe80::1", "dst": "ff02::1", "src_port": 0.0, "dst_port": 0.0,
+			"proto": 58.0, "ethertype": 34525.0, "ifindex": 5.0, "direction": "egress", "vlan": 4094.0,
+			"icmp_type": 135.0, "icmp_code": 0.0, "packets": 1.0, "bytes": 72.0,
+			"start": "2024-05-01T12:00:00.000Z", "end": "2024-05-01T12:00:00.000Z",
+			"tcp_flags": 0.0, "end_reason": "lack-of-resources",
+		}},
+	}
+	for _, tt := range tests {
+		got := lines[tt.line]
+		if len(got) != len(tt.want) {
+			t.Errorf("line %d: %d fields, want %d: %v", tt.line, len(got), len(tt.want), got)
+		}
+		for k, w := range tt.want {
+			if got[k] != w {
+				t.Errorf("line %d: %s = %v, want %v", tt.line, k, got[k], w)
+			}
+		}
+	}
+}
+
+type failingWriter struct{}
+
+var errWrite = errors.New("disk full")
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errWrite }
+
+func TestJSONLinesWriteError(t *testing.T) {
+	s := NewJSONLines(failingWriter{})
+	if err := s.Export(sampleFlows()); !errors.Is(err, errWrite) {
+		t.Errorf("Export error %v, want %v", err, errWrite)
+	}
+}

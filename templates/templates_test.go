@@ -1,0 +1,136 @@
+package templates
+
+import (
+	"testing"
+
+	"github.com/vmware/go-ipfix/pkg/registry"
+)
+
+// spec is the layout the brief asks for, written out independently of the
+// tables in elements.go: the tables must match it field for field.
+type spec struct {
+	id        uint16
+	name      string
+	addr      [2]Field
+	iface     Field
+	icmp      Field
+	recordLen int
+}
+
+func (s spec) fields() []Field {
+	return []Field{
+		s.addr[0], s.addr[1],
+		{7, 2, "sourceTransportPort"}, {11, 2, "destinationTransportPort"},
+		{4, 1, "protocolIdentifier"}, {6, 2, "tcpControlBits"},
+		{1, 8, "octetDeltaCount"}, {2, 8, "packetDeltaCount"},
+		{152, 8, "flowStartMilliseconds"}, {153, 8, "flowEndMilliseconds"},
+		{61, 1, "flowDirection"}, s.iface, {136, 1, "flowEndReason"},
+		s.icmp, {58, 2, "vlanId"},
+	}
+}
+
+var (
+	v4     = [2]Field{{8, 4, "sourceIPv4Address"}, {12, 4, "destinationIPv4Address"}}
+	v6     = [2]Field{{27, 16, "sourceIPv6Address"}, {28, 16, "destinationIPv6Address"}}
+	in     = Field{10, 4, "ingressInterface"}
+	out    = Field{14, 4, "egressInterface"}
+	icmp4  = Field{32, 2, "icmpTypeCodeIPv4"}
+	icmp6  = Field{139, 2, "icmpTypeCodeIPv6"}
+	wanted = []spec{
+		{256, "ipv4-ingress", v4, in, icmp4, 57},
+		{257, "ipv4-egress", v4, out, icmp4, 57},
+		{258, "ipv6-ingress", v6, in, icmp6, 81},
+		{259, "ipv6-egress", v6, out, icmp6, 81},
+	}
+)
+
+func TestDefaults(t *testing.T) {
+	d := Defaults()
+	if len(d) != len(wanted) {
+		t.Fatalf("got %d templates, want %d", len(d), len(wanted))
+	}
+	for i, w := range wanted {
+		got := d[i]
+		if got.ID != w.id || got.Name != w.name {
+			t.Errorf("template %d: got %d %q, want %d %q", i, got.ID, got.Name, w.id, w.name)
+		}
+		wf := w.fields()
+		if len(got.Fields) != len(wf) {
+			t.Fatalf("%s: got %d fields, want %d", w.name, len(got.Fields), len(wf))
+		}
+		for j := range wf {
+			if got.Fields[j] != wf[j] {
+				t.Errorf("%s field %d: got %+v, want %+v", w.name, j, got.Fields[j], wf[j])
+			}
+		}
+		if n := got.RecordLength(); n != w.recordLen {
+			t.Errorf("%s: RecordLength %d, want %d", w.name, n, w.recordLen)
+		}
+		if n := got.SpecLength(); n != 4+4*len(wf) {
+			t.Errorf("%s: SpecLength %d, want %d", w.name, n, 4+4*len(wf))
+		}
+	}
+	if n := MaxRecordLength(); n != 81 {
+		t.Errorf("MaxRecordLength %d, want 81", n)
+	}
+}
+
+func TestSelect(t *testing.T) {
+	tests := []struct {
+		ipv4, egress bool
+		want         uint16
+	}{
+		{true, false, IPv4Ingress},
+		{true, true, IPv4Egress},
+		{false, false, IPv6Ingress},
+		{false, true, IPv6Egress},
+	}
+	for _, tt := range tests {
+		if got := Select(tt.ipv4, tt.egress); got.ID != tt.want {
+			t.Errorf("Select(ipv4=%v, egress=%v) = %d, want %d", tt.ipv4, tt.egress, got.ID, tt.want)
+		}
+	}
+	if a := testing.AllocsPerRun(100, func() { _ = Select(false, true) }); a != 0 {
+		t.Errorf("Select allocates %v times", a)
+	}
+}
+
+func TestRecordLength(t *testing.T) {
+	tests := []struct {
+		name string
+		t    Template
+		want int
+	}{
+		{"empty", Template{}, 0},
+		{"one", Template{Fields: []Field{{1, 8, "octetDeltaCount"}}}, 8},
+		{"mixed", Template{Fields: []Field{{8, 4, ""}, {4, 1, ""}, {27, 16, ""}}}, 21},
+	}
+	for _, tt := range tests {
+		if got := tt.t.RecordLength(); got != tt.want {
+			t.Errorf("%s: RecordLength %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestIANARegistry checks every field against go-ipfix's copy of the IANA
+// registry: a typo in an ID, a name or a length shows up here.
+func TestIANARegistry(t *testing.T) {
+	registry.LoadRegistry()
+	for _, tmpl := range Defaults() {
+		ids := map[uint16]bool{}
+		for _, f := range tmpl.Fields {
+			if ids[f.ID] {
+				t.Errorf("%s: element %d twice", tmpl.Name, f.ID)
+			}
+			ids[f.ID] = true
+			ie, err := registry.GetInfoElementFromID(f.ID, registry.IANAEnterpriseID)
+			if err != nil {
+				t.Errorf("%s: %v", tmpl.Name, err)
+				continue
+			}
+			if ie.Name != f.Name || ie.Len != f.Length {
+				t.Errorf("%s: element %d is %s/%d in the registry, %s/%d here", tmpl.Name, f.ID, ie.Name, ie.Len, f.Name, f.Length)
+			}
+		}
+	}
+}
