@@ -328,3 +328,10 @@ func (m *FlowFetcher) Close() error {
 	errs = append(errs, m.objs.Close())
 	return errors.Join(errs...)
 }
+
+// FlushRingBuf makes ReadRingBuf return every record already in
+// direct_flows and then ringbuf.ErrFlushed, instead of blocking. Call it
+// after detaching, so that the last diverted packets are read before exit.
+func (m *FlowFetcher) FlushRingBuf() error {
+	return m.rb.Flush()
+}
