@@ -3,7 +3,6 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -46,7 +45,7 @@ const (
 
 // attachTCX attaches prog to ifindex with a tcx link, after every program
 // already there: hostflow observes and passes packets on (TCX_NEXT).
-func attachTCX(prog *ebpf.Program, ifindex int, hook ebpf.AttachType) (io.Closer, error) {
+func attachTCX(prog *ebpf.Program, ifindex int, hook ebpf.AttachType) (link.Link, error) {
 	return link.AttachTCX(link.TCXOptions{
 		Interface: ifindex,
 		Program:   prog,
@@ -63,7 +62,7 @@ type clsactFilter struct {
 // attachClsact adds prog as a direct-action filter on the ingress or egress
 // hook of ifindex, creating the clsact qdisc if there is none. created says
 // whether this call created the qdisc.
-func attachClsact(prog *ebpf.Program, ifindex int, ingress bool, name string) (f io.Closer, created bool, err error) {
+func attachClsact(prog *ebpf.Program, ifindex int, ingress bool, name string) (f *clsactFilter, created bool, err error) {
 	qdisc := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{
 			LinkIndex: ifindex,
@@ -101,6 +100,18 @@ func attachClsact(prog *ebpf.Program, ifindex int, ingress bool, name string) (f
 		return nil, false, fmt.Errorf("add cls_bpf filter: %w", err)
 	}
 	return &clsactFilter{filter: bf}, own, nil
+}
+
+// Update replaces the filter's program in place (RTM_NEWTFILTER with
+// NLM_F_REPLACE on the same handle and priority).
+func (c *clsactFilter) Update(prog *ebpf.Program) error {
+	nf := *c.filter
+	nf.Fd = prog.FD()
+	if err := netlink.FilterReplace(&nf); err != nil {
+		return fmt.Errorf("replace cls_bpf filter: %w", err)
+	}
+	c.filter = &nf
+	return nil
 }
 
 // Close removes the filter; a filter already gone with its link is no error.

@@ -53,8 +53,12 @@ type FlowFetcher struct {
 	mode    AttachMode
 	rb      *ringbuf.Reader
 	ncpu    int
+	cfg     fetcherConfig
+	maxSize int
 
-	mu       sync.Mutex // guards attached, active and the drain buffers
+	mu       sync.Mutex // guards attached, active, objs.NetPrograms, sampling and the drain buffers
+	sampling int
+
 	attached map[int]*ifaceAttachment
 	keys     []NetFlowId
 	values   []NetFlowMetrics
@@ -62,8 +66,21 @@ type FlowFetcher struct {
 
 type ifaceAttachment struct {
 	name     string
-	links    []io.Closer
+	links    []hookLink
 	ownQdisc bool
+}
+
+// hookLink is one program on one TC hook; Update swaps the program in
+// place, so no packet passes unseen or is seen twice.
+type hookLink struct {
+	ingress bool
+	link    updatableLink
+}
+
+// updatableLink is a tcx link or a cls_bpf filter.
+type updatableLink interface {
+	io.Closer
+	Update(*ebpf.Program) error
 }
 
 // NewFlowFetcher loads the programs and maps into the kernel. sampling is N
@@ -92,22 +109,20 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 		return nil, fmt.Errorf("possible CPUs: %w", err)
 	}
 
-	spec, err := LoadNet()
+	spec, err := netSpec(sampling, cacheMaxSize, cfg.ringBufSize)
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.Variables[NetVarSampling].Set(uint32(sampling)); err != nil {
-		return nil, fmt.Errorf("set sampling: %w", err)
-	}
 	outer := spec.Maps[NetMapAggregatedFlows]
-	outer.InnerMap.MaxEntries = uint32(cacheMaxSize)
-	spec.Maps[NetMapDirectFlows].MaxEntries = cfg.ringBufSize
 
 	f := &FlowFetcher{
 		ingress:  ingress,
 		egress:   egress,
 		mode:     cfg.mode,
 		ncpu:     ncpu,
+		cfg:      cfg,
+		maxSize:  cacheMaxSize,
+		sampling: sampling,
 		attached: make(map[int]*ifaceAttachment),
 		keys:     make([]NetFlowId, drainBatch),
 		values:   make([]NetFlowMetrics, drainBatch*ncpu),
@@ -133,6 +148,75 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	return f, nil
+}
+
+// netSpec returns the collection spec with the load-time settings applied.
+func netSpec(sampling, cacheMaxSize int, ringBufSize uint32) (*ebpf.CollectionSpec, error) {
+	spec, err := LoadNet()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables[NetVarSampling].Set(uint32(sampling)); err != nil {
+		return nil, fmt.Errorf("set sampling: %w", err)
+	}
+	spec.Maps[NetMapAggregatedFlows].InnerMap.MaxEntries = uint32(cacheMaxSize)
+	spec.Maps[NetMapDirectFlows].MaxEntries = ringBufSize
+	return spec, nil
+}
+
+// Sampling returns N of the 1-in-N sampling in force.
+func (m *FlowFetcher) Sampling() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sampling
+}
+
+// SetSampling changes the sampling rate while attached. Sampling is a
+// load-time constant of the programs (the verifier prunes the sampling
+// branch when it is off), so new programs are loaded on the same maps and
+// swapped into every hook in place: no flow is lost and no packet is
+// counted twice.
+func (m *FlowFetcher) SetSampling(sampling int) error {
+	if sampling < 0 {
+		return fmt.Errorf("sampling %d: must be 0 or more", sampling)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sampling == m.sampling {
+		return nil
+	}
+	spec, err := netSpec(sampling, m.maxSize, m.cfg.ringBufSize)
+	if err != nil {
+		return err
+	}
+	var progs NetPrograms
+	err = spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		NetMapAggregatedFlows: m.objs.AggregatedFlows,
+		NetMapDirectFlows:     m.objs.DirectFlows,
+		NetMapGlobalCounters:  m.objs.GlobalCounters,
+	}})
+	if err != nil {
+		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
+	}
+	for _, a := range m.attached {
+		for _, h := range a.links {
+			p := progs.EgressFlowParse
+			if h.ingress {
+				p = progs.IngressFlowParse
+			}
+			if err := h.link.Update(p); err != nil {
+				// Hooks already updated keep the new programs
+				// alive through their links; the rest keep the
+				// old ones. Counting goes on either way.
+				progs.Close()
+				return fmt.Errorf("update %s: %w", a.name, err)
+			}
+		}
+	}
+	old := m.objs.NetPrograms
+	m.objs.NetPrograms = progs
+	m.sampling = sampling
+	return old.Close()
 }
 
 // Mode returns the attach mode in use: AttachAuto until the first attach
@@ -164,7 +248,7 @@ func (m *FlowFetcher) Attach(ifindex int, name string) error {
 		if !h.on {
 			continue
 		}
-		c, err := m.attachOne(a, h.prog, ifindex, h.ingress)
+		l, err := m.attachOne(a, h.prog, ifindex, h.ingress)
 		if err != nil {
 			hook := "egress"
 			if h.ingress {
@@ -173,7 +257,7 @@ func (m *FlowFetcher) Attach(ifindex int, name string) error {
 			_ = a.close(ifindex)
 			return &AttachError{Interface: name, Index: ifindex, Hook: hook, Mode: m.mode, Err: err}
 		}
-		a.links = append(a.links, c)
+		a.links = append(a.links, hookLink{ingress: h.ingress, link: l})
 	}
 	m.attached[ifindex] = a
 	return nil
@@ -181,7 +265,7 @@ func (m *FlowFetcher) Attach(ifindex int, name string) error {
 
 // attachOne attaches one program, probing for tcx on first use: a kernel
 // without tcx answers ErrNotSupported, and clsact is used from then on.
-func (m *FlowFetcher) attachOne(a *ifaceAttachment, prog *ebpf.Program, ifindex int, ingress bool) (io.Closer, error) {
+func (m *FlowFetcher) attachOne(a *ifaceAttachment, prog *ebpf.Program, ifindex int, ingress bool) (updatableLink, error) {
 	hook := ebpf.AttachTCXEgress
 	if ingress {
 		hook = ebpf.AttachTCXIngress
@@ -210,8 +294,8 @@ func (m *FlowFetcher) attachOne(a *ifaceAttachment, prog *ebpf.Program, ifindex 
 
 func (a *ifaceAttachment) close(ifindex int) error {
 	var errs []error
-	for _, l := range a.links {
-		errs = append(errs, l.Close())
+	for _, h := range a.links {
+		errs = append(errs, h.link.Close())
 	}
 	a.links = nil
 	if a.ownQdisc {

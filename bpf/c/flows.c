@@ -97,6 +97,11 @@ static __always_inline int account(struct __sk_buff *skb, __u8 direction)
 	 * the IP and transport headers. */
 	__u64 packets = 1;
 	__u64 bytes = skb->len - pi.l3_off;
+	/* Ethernet pads short frames to 60 bytes: the padding is not IP.
+	 * The smaller of the two is right for GSO too, whose IP header
+	 * declares either the whole packet or 0 (BIG TCP). */
+	if (pi.ip_len && pi.ip_len < bytes)
+		bytes = pi.ip_len;
 	__u32 segs = skb->gso_segs;
 	if (segs > 1) {
 		packets = segs;

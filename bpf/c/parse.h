@@ -45,6 +45,9 @@ struct packet_info {
 	/* Length of all headers from the IP header to the end of the transport
 	 * header; every segment of a GSO packet repeats them. */
 	__u32 hdr_len;
+	/* Length the IP header declares (IPv4 total length, IPv6 40 + payload
+	 * length); 0 when it declares none (IPv6 jumbograms, BIG TCP). */
+	__u32 ip_len;
 	__u16 tcp_flags;
 };
 
@@ -106,6 +109,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id 
 	__builtin_memcpy(&id->dst_ip[12], &h[16], 4);
 	id->transport_protocol = h[9];
 	pi->hdr_len = ihl;
+	pi->ip_len = ((__u32)h[2] << 8) | h[3];
 
 	/* A non-first fragment carries no transport header: what follows the
 	 * IP header is payload and must never be read as ports. Such fragments
@@ -127,6 +131,9 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id 
 		return PARSE_MALFORMED;
 	__builtin_memcpy(id->src_ip, &h[8], 16);
 	__builtin_memcpy(id->dst_ip, &h[24], 16);
+	__u32 payload = ((__u32)h[4] << 8) | h[5];
+	if (payload)
+		pi->ip_len = 40 + payload;
 
 	__u8 next = h[6];
 	__u32 l4 = off + 40;

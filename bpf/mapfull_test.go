@@ -1,0 +1,238 @@
+package bpf
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+func udpFlow(sport uint16, payload int) pkt {
+	return v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(sport, 53, bytesN(payload)))
+}
+
+// readRecords reads n records from the ring buffer, then checks that no
+// further record arrives before a short deadline.
+func readRecords(t *testing.T, f *FlowFetcher, n int) []Record {
+	t.Helper()
+	var out []Record
+	for len(out) < n {
+		f.rb.SetDeadline(time.Now().Add(5 * time.Second))
+		raw, err := f.ReadRingBuf()
+		if err != nil {
+			t.Fatalf("ReadRingBuf after %d of %d records: %v", len(out), n, err)
+		}
+		r, err := DecodeRecord(raw.RawSample)
+		if err != nil {
+			t.Fatalf("DecodeRecord: %v", err)
+		}
+		out = append(out, r)
+	}
+	f.rb.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if raw, err := f.ReadRingBuf(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadRingBuf after the %d expected records: %d bytes, err %v; want a deadline error", n, len(raw.RawSample), err)
+	}
+	return out
+}
+
+// TestMapFull fills a 4-entry aggregation map with 10 distinct flows: 4 are
+// aggregated, the other 6 arrive one record per packet through the ring
+// buffer and are counted as MapFull. Flows already in the full map keep
+// aggregating, and the spare map installed by the drain has room again.
+func TestMapFull(t *testing.T) {
+	f := newTestFetcher(t, 4)
+	const flows = 10
+	const payload = 20
+	for i := range flows {
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), payload).frame(), nil)
+	}
+	// A flow that made it into the map still aggregates when it is full.
+	runFrame(t, f.objs.IngressFlowParse, udpFlow(1000, payload).frame(), nil)
+
+	recs := readRecords(t, f, flows-4)
+	seen := map[uint16]bool{}
+	for _, r := range recs {
+		if r.Id.SrcPort < 1004 || r.Id.SrcPort >= 1000+flows || seen[r.Id.SrcPort] {
+			t.Errorf("unexpected or repeated diverted flow %v", r.Id)
+		}
+		seen[r.Id.SrcPort] = true
+		if r.Id.DstPort != 53 || r.Id.TransportProtocol != protoUDP || r.Id.Direction != DirectionIngress ||
+			r.Id.EthProtocol != etherTypeIPv4 || r.Id.SrcIp != ipKey("198.18.0.1") || r.Id.IfIndex != 1 {
+			t.Errorf("diverted key %+v", r.Id)
+		}
+		if r.Metrics.Packets != 1 || r.Metrics.Bytes != 20+8+payload || r.Metrics.StartMonoTimeTs == 0 ||
+			r.Metrics.StartMonoTimeTs != r.Metrics.EndMonoTimeTs {
+			t.Errorf("diverted metrics %+v", r.Metrics)
+		}
+	}
+
+	c := counters(t, f)
+	if c.MapFull != flows-4 || c.RingBufFull != 0 {
+		t.Errorf("MapFull %d RingBufFull %d, want %d and 0", c.MapFull, c.RingBufFull, flows-4)
+	}
+
+	agg := drain(t, f)
+	if len(agg) != 4 {
+		t.Fatalf("aggregated %d flows, want 4: %v", len(agg), agg)
+	}
+	for id, m := range agg {
+		want := uint64(1)
+		if id.SrcPort == 1000 {
+			want = 2
+		}
+		if id.SrcPort < 1000 || id.SrcPort >= 1004 || m.Packets != want || m.Bytes != want*(20+8+payload) {
+			t.Errorf("aggregated %v: packets %d bytes %d", id, m.Packets, m.Bytes)
+		}
+	}
+
+	// The spare map the drain installed is empty and as large.
+	for i := range 4 {
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), payload).frame(), nil)
+	}
+	if c := counters(t, f); c.MapFull != flows-4 {
+		t.Errorf("after the drain MapFull grew to %d: the spare map is not empty or smaller", c.MapFull)
+	}
+	if agg := drain(t, f); len(agg) != 4 {
+		t.Errorf("second cycle aggregated %d flows, want 4", len(agg))
+	}
+}
+
+// TestRingBufFull shrinks direct_flows to one page so that diverted records
+// overflow it: those packets are counted as RingBufFull, the only real loss.
+func TestRingBufFull(t *testing.T) {
+	f := newTestFetcher(t, 1, WithRingBufSize(uint32(os.Getpagesize())))
+	const n = 200 // 200 records of 88+8 bytes cannot fit in 4 KiB
+	for i := range n {
+		runFrame(t, f.objs.EgressFlowParse, udpFlow(uint16(3000+i), 0).frame(), nil)
+	}
+	c := counters(t, f)
+	if c.MapFull != n-1 || c.RingBufFull == 0 || c.RingBufFull >= n-1 {
+		t.Fatalf("MapFull %d RingBufFull %d, want %d and some but not all", c.MapFull, c.RingBufFull, n-1)
+	}
+	readRecords(t, f, int(c.MapFull-c.RingBufFull))
+}
+
+// TestSwap checks that each drain returns exactly the packets since the
+// previous one, over enough cycles to use both inner maps twice.
+func TestSwap(t *testing.T) {
+	f := newTestFetcher(t, 64)
+	a, b, c := udpFlow(1, 10), udpFlow(2, 20), udpFlow(3, 30)
+	key := func(p pkt) uint16 { return uint16(p.l3[20])<<8 | uint16(p.l3[21]) }
+
+	cycles := []map[*pkt]int{
+		{&a: 3, &b: 2},
+		{&a: 4, &c: 1},
+		{},
+		{&b: 5},
+		{&a: 1, &b: 1, &c: 1},
+	}
+	totals := map[uint16]uint64{}
+	wantTotals := map[uint16]uint64{}
+	for i, cyc := range cycles {
+		for p, n := range cyc {
+			for range n {
+				runFrame(t, f.objs.IngressFlowParse, p.frame(), nil)
+			}
+			wantTotals[key(*p)] += uint64(n)
+		}
+		got := drain(t, f)
+		if len(got) != len(cyc) {
+			t.Errorf("cycle %d: %d flows, want %d: %v", i, len(got), len(cyc), got)
+		}
+		for p, n := range cyc {
+			var found bool
+			for id, m := range got {
+				if id.SrcPort != key(*p) {
+					continue
+				}
+				found = true
+				if m.Packets != uint64(n) || m.Bytes != uint64(n*len(p.l3)) {
+					t.Errorf("cycle %d flow %v: packets %d bytes %d, want %d and %d", i, id, m.Packets, m.Bytes, n, n*len(p.l3))
+				}
+			}
+			if !found {
+				t.Errorf("cycle %d: flow with source port %d missing", i, key(*p))
+			}
+		}
+		for id, m := range got {
+			totals[id.SrcPort] += m.Packets
+		}
+	}
+	for port, n := range wantTotals {
+		if totals[port] != n {
+			t.Errorf("port %d: %d packets over all drains, want %d", port, totals[port], n)
+		}
+	}
+	if got := drain(t, f); len(got) != 0 {
+		t.Errorf("drain after the last one: %v, want nothing", got)
+	}
+}
+
+// TestSwapConcurrent drains while programs run on every CPU: the packets
+// of all drains must add up to exactly the runs, none lost, none twice.
+func TestSwapConcurrent(t *testing.T) {
+	f := newTestFetcher(t, 1024)
+	workers := max(runtime.NumCPU(), 2)
+	const wantDrains = 50
+	frames := make([][]byte, workers)
+	for w := range workers {
+		frames[w] = udpFlow(uint16(100+w), 50).frame()
+	}
+
+	var wg sync.WaitGroup
+	runs := make([]uint64, workers)
+	errs := make([]error, workers)
+	stop := make(chan struct{})
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prog := f.objs.IngressFlowParse
+			if w%2 == 1 {
+				prog = f.objs.EgressFlowParse
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := prog.Run(&ebpf.RunOptions{Data: frames[w], Repeat: 1}); err != nil {
+					errs[w] = err
+					return
+				}
+				runs[w]++
+			}
+		}()
+	}
+
+	perFlow := map[uint16]uint64{}
+	collect := func() {
+		for id, m := range drain(t, f) {
+			perFlow[id.SrcPort] += m.Packets
+			if m.Bytes != m.Packets*(20+8+50) {
+				t.Errorf("%v: %d bytes for %d packets", id, m.Bytes, m.Packets)
+			}
+		}
+	}
+	for range wantDrains {
+		collect()
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	collect()
+	for w := range workers {
+		if errs[w] != nil {
+			t.Fatalf("worker %d: run: %v", w, errs[w])
+		}
+		if got := perFlow[uint16(100+w)]; got != runs[w] || got == 0 {
+			t.Errorf("worker %d: %d packets over %d drains, want %d", w, got, wantDrains+1, runs[w])
+		}
+	}
+	t.Logf("%d workers, %v packets, %d drains", workers, runs, wantDrains+1)
+}
