@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/vishvananda/netlink"
 )
 
 // DefaultRingBufSize is the size of direct_flows in bytes: room for about
@@ -24,6 +25,22 @@ type FetcherOption func(*fetcherConfig)
 type fetcherConfig struct {
 	mode        AttachMode
 	ringBufSize uint32
+	algorithm   SamplingAlgorithm
+}
+
+// SamplingAlgorithm says how 1-in-N sampling picks packets.
+type SamplingAlgorithm = NetSamplingAlgorithm
+
+const (
+	// SamplingRandom picks each packet with probability 1/N.
+	SamplingRandom = NetSamplingAlgorithmSAMPLING_RANDOM
+	// SamplingCount picks every Nth packet on each CPU.
+	SamplingCount = NetSamplingAlgorithmSAMPLING_COUNT
+)
+
+// WithSamplingAlgorithm chooses random (default) or count-based sampling.
+func WithSamplingAlgorithm(a SamplingAlgorithm) FetcherOption {
+	return func(c *fetcherConfig) { c.algorithm = a }
 }
 
 // WithAttachMode forces tcx or clsact instead of probing.
@@ -66,6 +83,7 @@ type FlowFetcher struct {
 
 type ifaceAttachment struct {
 	name     string
+	l2       bool // the device has an Ethernet header
 	links    []hookLink
 	ownQdisc bool
 }
@@ -109,7 +127,7 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 		return nil, fmt.Errorf("possible CPUs: %w", err)
 	}
 
-	spec, err := netSpec(sampling, cacheMaxSize, cfg.ringBufSize)
+	spec, err := netSpec(sampling, cacheMaxSize, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +169,7 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 }
 
 // netSpec returns the collection spec with the load-time settings applied.
-func netSpec(sampling, cacheMaxSize int, ringBufSize uint32) (*ebpf.CollectionSpec, error) {
+func netSpec(sampling, cacheMaxSize int, cfg fetcherConfig) (*ebpf.CollectionSpec, error) {
 	spec, err := LoadNet()
 	if err != nil {
 		return nil, err
@@ -159,9 +177,26 @@ func netSpec(sampling, cacheMaxSize int, ringBufSize uint32) (*ebpf.CollectionSp
 	if err := spec.Variables[NetVarSampling].Set(uint32(sampling)); err != nil {
 		return nil, fmt.Errorf("set sampling: %w", err)
 	}
+	if err := spec.Variables[NetVarSamplingMode].Set(uint32(cfg.algorithm)); err != nil {
+		return nil, fmt.Errorf("set sampling algorithm: %w", err)
+	}
 	spec.Maps[NetMapAggregatedFlows].InnerMap.MaxEntries = uint32(cacheMaxSize)
-	spec.Maps[NetMapDirectFlows].MaxEntries = ringBufSize
+	spec.Maps[NetMapDirectFlows].MaxEntries = cfg.ringBufSize
 	return spec, nil
+}
+
+// program returns the program for a hook: ingress or egress, for devices
+// with an Ethernet header or without one.
+func (p *NetPrograms) program(ingress, l2 bool) *ebpf.Program {
+	switch {
+	case ingress && l2:
+		return p.IngressFlowParse
+	case ingress:
+		return p.IngressFlowParseL3
+	case l2:
+		return p.EgressFlowParse
+	}
+	return p.EgressFlowParseL3
 }
 
 // Sampling returns N of the 1-in-N sampling in force.
@@ -185,7 +220,7 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 	if sampling == m.sampling {
 		return nil
 	}
-	spec, err := netSpec(sampling, m.maxSize, m.cfg.ringBufSize)
+	spec, err := netSpec(sampling, m.maxSize, m.cfg)
 	if err != nil {
 		return err
 	}
@@ -194,17 +229,14 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 		NetMapAggregatedFlows: m.objs.AggregatedFlows,
 		NetMapDirectFlows:     m.objs.DirectFlows,
 		NetMapGlobalCounters:  m.objs.GlobalCounters,
+		NetMapSamplingCount:   m.objs.SamplingCount,
 	}})
 	if err != nil {
 		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
 	}
 	for _, a := range m.attached {
 		for _, h := range a.links {
-			p := progs.EgressFlowParse
-			if h.ingress {
-				p = progs.IngressFlowParse
-			}
-			if err := h.link.Update(p); err != nil {
+			if err := h.link.Update(progs.program(h.ingress, a.l2)); err != nil {
 				// Hooks already updated keep the new programs
 				// alive through their links; the rest keep the
 				// old ones. Counting goes on either way.
@@ -228,27 +260,24 @@ func (m *FlowFetcher) Mode() AttachMode {
 }
 
 // Attach puts the programs on the TC hooks of interface ifindex (name is for
-// messages and filter names).
+// messages and filter names). Devices without an Ethernet header (tun,
+// wireguard, IP tunnels) get the programs that parse from the IP header.
 func (m *FlowFetcher) Attach(ifindex int, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.attached[ifindex]; ok {
 		return fmt.Errorf("%s (ifindex %d): %w", name, ifindex, ErrAlreadyAttached)
 	}
-	a := &ifaceAttachment{name: name}
-	hooks := []struct {
-		on      bool
-		ingress bool
-		prog    *ebpf.Program
-	}{
-		{m.ingress, true, m.objs.IngressFlowParse},
-		{m.egress, false, m.objs.EgressFlowParse},
+	lnk, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return &AttachError{Interface: name, Index: ifindex, Hook: "any", Mode: m.mode, Err: err}
 	}
-	for _, h := range hooks {
+	a := &ifaceAttachment{name: name, l2: hasEthernetHeader(lnk)}
+	for _, h := range []struct{ on, ingress bool }{{m.ingress, true}, {m.egress, false}} {
 		if !h.on {
 			continue
 		}
-		l, err := m.attachOne(a, h.prog, ifindex, h.ingress)
+		l, err := m.attachOne(a, m.objs.program(h.ingress, a.l2), ifindex, h.ingress)
 		if err != nil {
 			hook := "egress"
 			if h.ingress {
@@ -261,6 +290,17 @@ func (m *FlowFetcher) Attach(ifindex int, name string) error {
 	}
 	m.attached[ifindex] = a
 	return nil
+}
+
+// hasEthernetHeader reports whether TC programs on l see an Ethernet
+// header: Ethernet-like devices and loopback do; tun, wireguard and IP
+// tunnels (ARPHRD_NONE, _TUNNEL, _SIT, _IPGRE, ...) start at the IP header.
+func hasEthernetHeader(l netlink.Link) bool {
+	switch l.Attrs().EncapType {
+	case "ether", "loopback":
+		return true
+	}
+	return false
 }
 
 // attachOne attaches one program, probing for tcx on first use: a kernel
@@ -286,10 +326,11 @@ func (m *FlowFetcher) attachOne(a *ifaceAttachment, prog *ebpf.Program, ifindex 
 		name = "hostflow_ingress"
 	}
 	c, created, err := attachClsact(prog, ifindex, ingress, name)
-	if created {
-		a.ownQdisc = true
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	a.ownQdisc = a.ownQdisc || created
+	return c, nil
 }
 
 func (a *ifaceAttachment) close(ifindex int) error {

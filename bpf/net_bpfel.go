@@ -47,7 +47,8 @@ type NetFlowMetricsT struct {
 	StartMonoTimeTs uint64
 	EndMonoTimeTs   uint64
 	Flags           uint16
-	Pad             [6]uint8
+	Pad             [2]uint8
+	Sampling        uint32
 }
 
 type NetFlowRecordT struct {
@@ -56,18 +57,30 @@ type NetFlowRecordT struct {
 	Metrics NetFlowMetricsT
 }
 
+type NetSamplingAlgorithm uint32
+
+const (
+	NetSamplingAlgorithmSAMPLING_RANDOM NetSamplingAlgorithm = 0
+	NetSamplingAlgorithmSAMPLING_COUNT  NetSamplingAlgorithm = 1
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	NetMapAggregatedFlows   = "aggregated_flows"
-	NetMapDirectFlows       = "direct_flows"
-	NetMapGlobalCounters    = "global_counters"
-	NetProgEgressFlowParse  = "egress_flow_parse"
-	NetProgIngressFlowParse = "ingress_flow_parse"
-	NetVarSampling          = "sampling"
-	NetVarUnusedCounterKey  = "unused_counter_key"
-	NetVarUnusedFlowRecord  = "unused_flow_record"
+	NetMapAggregatedFlows         = "aggregated_flows"
+	NetMapDirectFlows             = "direct_flows"
+	NetMapGlobalCounters          = "global_counters"
+	NetMapSamplingCount           = "sampling_count"
+	NetProgEgressFlowParse        = "egress_flow_parse"
+	NetProgEgressFlowParseL3      = "egress_flow_parse_l3"
+	NetProgIngressFlowParse       = "ingress_flow_parse"
+	NetProgIngressFlowParseL3     = "ingress_flow_parse_l3"
+	NetVarSampling                = "sampling"
+	NetVarSamplingMode            = "sampling_mode"
+	NetVarUnusedCounterKey        = "unused_counter_key"
+	NetVarUnusedFlowRecord        = "unused_flow_record"
+	NetVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
 )
 
 // LoadNet returns the embedded CollectionSpec for Net.
@@ -112,8 +125,10 @@ type NetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetProgramSpecs struct {
-	EgressFlowParse  *ebpf.ProgramSpec `ebpf:"egress_flow_parse"`
-	IngressFlowParse *ebpf.ProgramSpec `ebpf:"ingress_flow_parse"`
+	EgressFlowParse    *ebpf.ProgramSpec `ebpf:"egress_flow_parse"`
+	EgressFlowParseL3  *ebpf.ProgramSpec `ebpf:"egress_flow_parse_l3"`
+	IngressFlowParse   *ebpf.ProgramSpec `ebpf:"ingress_flow_parse"`
+	IngressFlowParseL3 *ebpf.ProgramSpec `ebpf:"ingress_flow_parse_l3"`
 }
 
 // NetMapSpecs contains maps before they are loaded into the kernel.
@@ -123,15 +138,18 @@ type NetMapSpecs struct {
 	AggregatedFlows *ebpf.MapSpec `ebpf:"aggregated_flows"`
 	DirectFlows     *ebpf.MapSpec `ebpf:"direct_flows"`
 	GlobalCounters  *ebpf.MapSpec `ebpf:"global_counters"`
+	SamplingCount   *ebpf.MapSpec `ebpf:"sampling_count"`
 }
 
 // NetVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetVariableSpecs struct {
-	Sampling         *ebpf.VariableSpec `ebpf:"sampling"`
-	UnusedCounterKey *ebpf.VariableSpec `ebpf:"unused_counter_key"`
-	UnusedFlowRecord *ebpf.VariableSpec `ebpf:"unused_flow_record"`
+	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
+	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
+	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
+	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
+	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
 }
 
 // NetObjects contains all objects after they have been loaded into the kernel.
@@ -157,6 +175,7 @@ type NetMaps struct {
 	AggregatedFlows *ebpf.Map `ebpf:"aggregated_flows"`
 	DirectFlows     *ebpf.Map `ebpf:"direct_flows"`
 	GlobalCounters  *ebpf.Map `ebpf:"global_counters"`
+	SamplingCount   *ebpf.Map `ebpf:"sampling_count"`
 }
 
 func (m *NetMaps) Close() error {
@@ -164,6 +183,7 @@ func (m *NetMaps) Close() error {
 		m.AggregatedFlows,
 		m.DirectFlows,
 		m.GlobalCounters,
+		m.SamplingCount,
 	)
 }
 
@@ -171,23 +191,29 @@ func (m *NetMaps) Close() error {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetVariables struct {
-	Sampling         *ebpf.Variable `ebpf:"sampling"`
-	UnusedCounterKey *ebpf.Variable `ebpf:"unused_counter_key"`
-	UnusedFlowRecord *ebpf.Variable `ebpf:"unused_flow_record"`
+	Sampling                *ebpf.Variable `ebpf:"sampling"`
+	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
+	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
+	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
+	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`
 }
 
 // NetPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetPrograms struct {
-	EgressFlowParse  *ebpf.Program `ebpf:"egress_flow_parse"`
-	IngressFlowParse *ebpf.Program `ebpf:"ingress_flow_parse"`
+	EgressFlowParse    *ebpf.Program `ebpf:"egress_flow_parse"`
+	EgressFlowParseL3  *ebpf.Program `ebpf:"egress_flow_parse_l3"`
+	IngressFlowParse   *ebpf.Program `ebpf:"ingress_flow_parse"`
+	IngressFlowParseL3 *ebpf.Program `ebpf:"ingress_flow_parse_l3"`
 }
 
 func (p *NetPrograms) Close() error {
 	return _NetClose(
 		p.EgressFlowParse,
+		p.EgressFlowParseL3,
 		p.IngressFlowParse,
+		p.IngressFlowParseL3,
 	)
 }
 

@@ -2,7 +2,10 @@ package bpf
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSetSamplingSwapsProgramsInPlace changes the sampling rate of attached
@@ -44,5 +47,53 @@ func TestSetSamplingSwapsProgramsInPlace(t *testing.T) {
 				t.Error("SetSampling(-1): no error")
 			}
 		})
+	}
+}
+
+// TestSamplingAlgorithms runs frames through the programs with 1-in-4
+// sampling: count-based keeps exactly every 4th packet and records the rate
+// in the flow; random keeps about a quarter.
+func TestSamplingAlgorithms(t *testing.T) {
+	requirePrivileges(t)
+	frame := ether(etherTypeIPv4, nil, ipv4{src: v4a, dst: v4b, proto: protoUDP}.build(udp(1, 2, bytesN(10))))
+	for _, tc := range []struct {
+		alg      SamplingAlgorithm
+		runs     int
+		min, max uint64 // kept packets
+	}{
+		{SamplingCount, 400, 100, 100},
+		// Binomial(4000, 1/4): mean 1000, sd 27; ±8 sd never fails by chance.
+		{SamplingRandom, 4000, 780, 1220},
+	} {
+		f, err := NewFlowFetcher(4, 16, true, true, WithSamplingAlgorithm(tc.alg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		// Count-based sampling counts per CPU: run on one CPU only.
+		runtime.LockOSThread()
+		var old, one unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &old); err != nil {
+			t.Fatal(err)
+		}
+		one.Set(0)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			t.Fatal(err)
+		}
+		for range tc.runs {
+			runFrame(t, f.objs.IngressFlowParse, frame, nil)
+		}
+		_ = unix.SchedSetaffinity(0, &old)
+		runtime.UnlockOSThread()
+		flows := drain(t, f)
+		if len(flows) != 1 {
+			t.Fatalf("alg %d: %d flows", tc.alg, len(flows))
+		}
+		for _, m := range flows {
+			c := counters(t, f)
+			if m.Packets < tc.min || m.Packets > tc.max || m.Packets+c.SampledOut != uint64(tc.runs) || m.Sampling != 4 {
+				t.Errorf("alg %d: kept %d (want %d..%d), sampled out %d, rate %d", tc.alg, m.Packets, tc.min, tc.max, c.SampledOut, m.Sampling)
+			}
+		}
 	}
 }

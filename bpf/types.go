@@ -125,6 +125,9 @@ func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	fm.Packets += src.Packets
 	fm.Bytes += src.Bytes
 	fm.Flags |= src.Flags
+	// Only a sampling change while the flow runs makes these differ; the
+	// coarser rate is the honest one to report.
+	fm.Sampling = max(fm.Sampling, src.Sampling)
 }
 
 // Record is one flow's metrics with the attributes user space adds.

@@ -42,7 +42,10 @@ typedef struct flow_metrics_t {
 	__u64 end_mono_time_ts;
 	/* OR of the TCP header flag bits (FIN=0x01 ... CWR=0x80, NS=0x100). */
 	__u16 flags;
-	__u8 pad[6];
+	__u8 pad[2];
+	/* N of the 1-in-N sampling these packets were counted with (0 or 1:
+	 * every packet); multiply the counts by it to estimate the total. */
+	__u32 sampling;
 } flow_metrics;
 
 /* flow_record_t travels through the direct_flows ring buffer when a flow
@@ -68,6 +71,15 @@ enum counter_key {
 	/* Packets skipped by sampling. */
 	COUNTER_SAMPLED_OUT = 5,
 	COUNTER_MAX = 6,
+};
+
+/* sampling_algorithm selects how 1-in-N packets are picked. */
+enum sampling_algorithm {
+	/* A random packet in N (bpf_get_prandom_u32): unbiased against
+	 * periodic traffic. */
+	SAMPLING_RANDOM = 0,
+	/* Every Nth packet on each CPU: deterministic, reproducible. */
+	SAMPLING_COUNT = 1,
 };
 
 #endif

@@ -17,9 +17,11 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-/* Set by user space before load. 0 or 1 count every packet; N > 1 counts a
- * random 1-in-N. */
+/* Set by user space before load. 0 or 1 count every packet; N > 1 counts
+ * 1-in-N, picked as sampling_mode says. Constants, so the verifier prunes
+ * the sampling code when it is off. */
 volatile const __u32 sampling = 0;
+volatile const __u32 sampling_mode = SAMPLING_RANDOM;
 
 struct flows_inner {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -49,9 +51,18 @@ struct {
 	__uint(max_entries, COUNTER_MAX);
 } global_counters SEC(".maps");
 
+/* Per-CPU packet counter of count-based sampling. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} sampling_count SEC(".maps");
+
 /* Force the types user space needs into BTF for bpf2go -type. */
 const flow_record *unused_flow_record __attribute__((unused));
 const enum counter_key *unused_counter_key __attribute__((unused));
+const enum sampling_algorithm *unused_sampling_algorithm __attribute__((unused));
 
 static __always_inline void count(__u32 key)
 {
@@ -72,16 +83,34 @@ static __always_inline void divert(flow_id *id, flow_metrics *m)
 	bpf_ringbuf_submit(r, 0);
 }
 
-static __always_inline int account(struct __sk_buff *skb, __u8 direction)
+/* sampled_out says whether sampling skips this packet. */
+static __always_inline bool sampled_out(void)
 {
-	if (sampling > 1 && bpf_get_prandom_u32() % sampling != 0) {
+	if (sampling <= 1)
+		return false;
+	if (sampling_mode == SAMPLING_COUNT) {
+		__u32 zero = 0;
+		__u32 *n = bpf_map_lookup_elem(&sampling_count, &zero);
+		if (!n)
+			return false;
+		if (++*n < sampling)
+			return true;
+		*n = 0;
+		return false;
+	}
+	return bpf_get_prandom_u32() % sampling != 0;
+}
+
+static __always_inline int account(struct __sk_buff *skb, __u8 direction, const bool l2)
+{
+	if (sampled_out()) {
 		count(COUNTER_SAMPLED_OUT);
 		return TC_ACT_UNSPEC;
 	}
 
 	flow_id id = {};
 	struct packet_info pi = {};
-	int res = parse_packet(skb, &id, &pi);
+	int res = parse_packet(skb, &id, &pi, l2);
 	if (res == PARSE_NOT_IP) {
 		count(COUNTER_NOT_IP);
 		return TC_ACT_UNSPEC;
@@ -124,6 +153,7 @@ static __always_inline int account(struct __sk_buff *skb, __u8 direction)
 			.start_mono_time_ts = now,
 			.end_mono_time_ts = now,
 			.flags = pi.tcp_flags,
+			.sampling = sampling,
 		};
 		long err = bpf_map_update_elem(flows, &id, &nm, BPF_NOEXIST);
 		if (err == 0)
@@ -144,17 +174,32 @@ static __always_inline int account(struct __sk_buff *skb, __u8 direction)
 		m->start_mono_time_ts = now;
 	m->end_mono_time_ts = now;
 	m->flags |= pi.tcp_flags;
+	m->sampling = sampling;
 	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
 int ingress_flow_parse(struct __sk_buff *skb)
 {
-	return account(skb, 0);
+	return account(skb, 0, true);
 }
 
 SEC("tc")
 int egress_flow_parse(struct __sk_buff *skb)
 {
-	return account(skb, 1);
+	return account(skb, 1, true);
+}
+
+/* The same for devices without a link-layer header (tun, wireguard, ...):
+ * the packet starts at the IP header and skb->protocol names it. */
+SEC("tc")
+int ingress_flow_parse_l3(struct __sk_buff *skb)
+{
+	return account(skb, 0, false);
+}
+
+SEC("tc")
+int egress_flow_parse_l3(struct __sk_buff *skb)
+{
+	return account(skb, 1, false);
 }

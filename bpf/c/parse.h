@@ -13,6 +13,7 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <stdbool.h>
 
 #include "flow.h"
 
@@ -169,13 +170,35 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id 
 	return parse_l4(skb, l4, next, id, pi);
 }
 
+/* parse_l3 dispatches on the ethertype proto of an L3 header at off. */
+static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u16 proto,
+				    flow_id *id, struct packet_info *pi)
+{
+	id->eth_protocol = proto;
+	pi->l3_off = off;
+	switch (proto) {
+	case ETH_P_IP:
+		return parse_ipv4(skb, off, id, pi);
+	case ETH_P_IPV6:
+		return parse_ipv6(skb, off, id, pi);
+	}
+	return PARSE_NOT_IP;
+}
+
 /* parse_packet fills id (except direction and ifindex) and pi from an skb
- * whose data starts at the Ethernet header. */
+ * whose data starts at the Ethernet header, or, when l2 is false (tun, wg
+ * and other devices without a link-layer header), at the IP header. l2 is
+ * a constant in every caller, so each program carries one branch only. */
 static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
-					struct packet_info *pi)
+					struct packet_info *pi, const bool l2)
 {
 	__u8 eth[4];
 	__u32 off = 12;
+
+	if (skb->vlan_present)
+		id->vlan_id = skb->vlan_tci & 0x0fff;
+	if (!l2)
+		return parse_l3(skb, 0, bpf_ntohs(skb->protocol), id, pi);
 
 	if (bpf_skb_load_bytes(skb, off, eth, 2) < 0)
 		return PARSE_MALFORMED;
@@ -183,10 +206,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
 	off += 2;
 
 	/* A tag the kernel already took off the frame (hardware or
-	 * skb_vlan_untag) is the outer one. */
-	if (skb->vlan_present)
-		id->vlan_id = skb->vlan_tci & 0x0fff;
-
+	 * skb_vlan_untag) is the outer one: it was read above. */
 	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
 		if (proto != ETH_P_8021Q_ && proto != ETH_P_8021AD_)
 			break;
@@ -197,16 +217,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
 		proto = ((__u16)eth[2] << 8) | eth[3];
 		off += VLAN_HLEN_;
 	}
-
-	id->eth_protocol = proto;
-	pi->l3_off = off;
-	switch (proto) {
-	case ETH_P_IP:
-		return parse_ipv4(skb, off, id, pi);
-	case ETH_P_IPV6:
-		return parse_ipv6(skb, off, id, pi);
-	}
-	return PARSE_NOT_IP;
+	return parse_l3(skb, off, proto, id, pi);
 }
 
 #endif
