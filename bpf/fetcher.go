@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"unsafe"
 
@@ -26,6 +27,7 @@ type fetcherConfig struct {
 	mode        AttachMode
 	ringBufSize uint32
 	algorithm   SamplingAlgorithm
+	stateDir    string
 }
 
 // SamplingAlgorithm says how 1-in-N sampling picks packets.
@@ -121,6 +123,11 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	}
 	if !ingress && !egress {
 		return nil, errors.New("neither ingress nor egress: nothing to capture")
+	}
+	if cfg.stateDir != "" {
+		if err := os.MkdirAll(cfg.stateDir, 0o755); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
 	}
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
@@ -283,7 +290,7 @@ func (m *FlowFetcher) Attach(ifindex int, name string) error {
 			if h.ingress {
 				hook = "ingress"
 			}
-			_ = a.close(ifindex)
+			_ = a.close(ifindex, m.cfg.stateDir)
 			return &AttachError{Interface: name, Index: ifindex, Hook: hook, Mode: m.mode, Err: err}
 		}
 		a.links = append(a.links, hookLink{ingress: h.ingress, link: l})
@@ -329,11 +336,16 @@ func (m *FlowFetcher) attachOne(a *ifaceAttachment, prog *ebpf.Program, ifindex 
 	if err != nil {
 		return nil, err
 	}
-	a.ownQdisc = a.ownQdisc || created
+	if created {
+		a.ownQdisc = true
+		// NewFlowFetcher checked the state dir is writable; a failure
+		// here only means a crash could leave this qdisc behind.
+		_ = recordQdisc(m.cfg.stateDir, ifindex, a.name)
+	}
 	return c, nil
 }
 
-func (a *ifaceAttachment) close(ifindex int) error {
+func (a *ifaceAttachment) close(ifindex int, stateDir string) error {
 	var errs []error
 	for _, h := range a.links {
 		errs = append(errs, h.link.Close())
@@ -341,6 +353,7 @@ func (a *ifaceAttachment) close(ifindex int) error {
 	a.links = nil
 	if a.ownQdisc {
 		errs = append(errs, releaseClsact(ifindex))
+		forgetQdisc(stateDir, ifindex)
 	}
 	return errors.Join(errs...)
 }
@@ -355,7 +368,7 @@ func (m *FlowFetcher) Detach(ifindex int) error {
 		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
 	}
 	delete(m.attached, ifindex)
-	if err := a.close(ifindex); err != nil {
+	if err := a.close(ifindex, m.cfg.stateDir); err != nil {
 		return fmt.Errorf("detach %s: %w", a.name, err)
 	}
 	return nil
@@ -439,7 +452,7 @@ func (m *FlowFetcher) Close() error {
 	defer m.mu.Unlock()
 	var errs []error
 	for i, a := range m.attached {
-		errs = append(errs, a.close(i))
+		errs = append(errs, a.close(i, m.cfg.stateDir))
 	}
 	m.attached = map[int]*ifaceAttachment{}
 	if m.rb != nil {

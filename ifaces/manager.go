@@ -1,0 +1,244 @@
+package ifaces
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Attacher is what Manager drives: bpf.FlowFetcher and SockFlowFetcher.
+type Attacher interface {
+	Attach(ifindex int, name string) error
+	Detach(ifindex int) error
+}
+
+// Link is the state of one link as Manager sees it.
+type Link struct {
+	Index    int
+	Name     string
+	Up       bool
+	Loopback bool
+}
+
+// State is an interface's attach state, for metrics and logs.
+type State struct {
+	Name     string
+	Attached bool
+	// Err is the last attach error, nil when attached.
+	Err error
+}
+
+// Manager keeps the attached set equal to the links the rules select.
+type Manager struct {
+	att Attacher
+	log *slog.Logger
+
+	mu       sync.Mutex
+	rules    Rules
+	links    map[int]Link   // every link seen
+	attached map[int]string // ifindex -> name at attach
+	failed   map[int]error  // last attach error of selected links
+}
+
+// NewManager returns a manager that attaches through att.
+func NewManager(att Attacher, rules Rules, log *slog.Logger) *Manager {
+	return &Manager{att: att, rules: rules, log: log,
+		links: map[int]Link{}, attached: map[int]string{}, failed: map[int]error{}}
+}
+
+// Start lists the links of the calling thread's network namespace and
+// attaches to those the rules select. A link named exactly in the rules
+// that does not exist, or an attach that fails, is an error: at start, the
+// user should hear about it at once.
+func (m *Manager) Start() error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range links {
+		m.links[l.Attrs().Index] = linkOf(l)
+	}
+	for _, n := range m.rules.Names() {
+		if !m.hasName(n) {
+			return fmt.Errorf("interface %q: no such link", n)
+		}
+	}
+	var errs []error
+	for _, l := range m.links {
+		errs = append(errs, m.reconcile(l))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(m.attached) == 0 {
+		return fmt.Errorf("no interface selected by %s", m.rules)
+	}
+	return nil
+}
+
+func (m *Manager) hasName(name string) bool {
+	for _, l := range m.links {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Run follows netlink link updates until ctx ends. Errors while following
+// are logged and kept in States: a link that fails to attach later must
+// not stop capture on the others.
+func (m *Manager) Run(ctx context.Context) error {
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	errc := make(chan error, 1)
+	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		ListExisting: true,
+		ErrorCallback: func(err error) {
+			select {
+			case errc <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("link updates: %w", err)
+		case u, ok := <-updates:
+			if !ok {
+				return errors.New("link updates: subscription closed")
+			}
+			m.handle(u)
+		}
+	}
+}
+
+func (m *Manager) handle(u netlink.LinkUpdate) {
+	l := linkOf(u.Link)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u.Header.Type == unix.RTM_DELLINK {
+		delete(m.links, l.Index)
+		delete(m.failed, l.Index)
+		if name, ok := m.attached[l.Index]; ok {
+			// The kernel removed the hooks with the link; this
+			// releases hostflow's side of them.
+			delete(m.attached, l.Index)
+			if err := m.att.Detach(l.Index); err != nil {
+				m.log.Warn("release removed interface", "interface", name, "ifindex", l.Index, "err", err)
+			}
+			m.log.Info("interface removed", "interface", name, "ifindex", l.Index)
+		}
+		return
+	}
+	m.links[l.Index] = l
+	if err := m.reconcile(l); err != nil {
+		m.log.Warn("attach", "interface", l.Name, "ifindex", l.Index, "err", err)
+	}
+}
+
+// reconcile attaches or detaches one link as the rules say. Called with mu
+// held.
+func (m *Manager) reconcile(l Link) error {
+	want := m.rules.Match(l.Name, l.Up, l.Loopback)
+	_, have := m.attached[l.Index]
+	switch {
+	case want && !have:
+		if err := m.att.Attach(l.Index, l.Name); err != nil {
+			m.failed[l.Index] = err
+			return err
+		}
+		delete(m.failed, l.Index)
+		m.attached[l.Index] = l.Name
+		m.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
+	case !want && have:
+		delete(m.attached, l.Index)
+		if err := m.att.Detach(l.Index); err != nil {
+			return fmt.Errorf("detach %s: %w", l.Name, err)
+		}
+		m.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
+	case !want:
+		delete(m.failed, l.Index)
+	}
+	return nil
+}
+
+// SetRules replaces the rules (on reload) and reconciles every known link
+// at once. Attach errors are returned and kept in States.
+func (m *Manager) SetRules(r Rules) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rules = r
+	var errs []error
+	for _, l := range m.links {
+		errs = append(errs, m.reconcile(l))
+	}
+	return errors.Join(errs...)
+}
+
+// DetachAll releases every attached link (at shutdown).
+func (m *Manager) DetachAll() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for idx, name := range m.attached {
+		if err := m.att.Detach(idx); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s: %w", name, err))
+		} else {
+			m.log.Info("detached", "interface", name, "ifindex", idx)
+		}
+		delete(m.attached, idx)
+	}
+	return errors.Join(errs...)
+}
+
+// States returns the selected links and whether each is attached.
+func (m *Manager) States() map[int]State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[int]State, len(m.attached)+len(m.failed))
+	for idx, name := range m.attached {
+		out[idx] = State{Name: name, Attached: true}
+	}
+	for idx, err := range m.failed {
+		out[idx] = State{Name: m.links[idx].Name, Err: err}
+	}
+	return out
+}
+
+// Names returns the names of the links with the given indexes known now,
+// for the exporter's interface table.
+func (m *Manager) Links() []Link {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Link, 0, len(m.links))
+	for _, l := range m.links {
+		out = append(out, l)
+	}
+	return out
+}
+
+func linkOf(l netlink.Link) Link {
+	a := l.Attrs()
+	return Link{
+		Index:    a.Index,
+		Name:     a.Name,
+		Up:       a.Flags&net.FlagUp != 0,
+		Loopback: a.Flags&net.FlagLoopback != 0,
+	}
+}
