@@ -14,6 +14,24 @@ const (
 	DefaultActiveTimeout = 60 * time.Second
 	DefaultIdleTimeout   = 15 * time.Second
 	DefaultMaxFlows      = 1 << 18
+
+	// DefaultTCPEndGrace is how long a TCP flow that has seen FIN or RST
+	// stays cached after its last packet. After a FIN the flow still
+	// carries the ACK of the peer's FIN, and a lost FIN is retransmitted
+	// after one retransmission timeout, whose floor is 1 s (RFC 6298
+	// section 2.4; Linux uses 200 ms). 2 s covers one such retransmission
+	// on any terrestrial path, so the closing packets land in the same
+	// record instead of opening a 1-packet record of their own, while the
+	// record still leaves far sooner than the 15 s idle timeout.
+	DefaultTCPEndGrace = 2 * time.Second
+)
+
+// TCP control bits in bpf.NetFlowMetrics.Flags (RFC 9293 section 3.1).
+const (
+	tcpFIN = 0x01
+	tcpRST = 0x04
+
+	protoTCP = 6
 )
 
 // CacheConfig sets the expiry rules of a Cache.
@@ -23,12 +41,20 @@ type CacheConfig struct {
 	ActiveTimeout time.Duration
 	// IdleTimeout ends a flow this long after its last packet.
 	IdleTimeout time.Duration
-	// MaxFlows bounds the cache. A new flow that finds it full is exported
-	// at once with flowEndReason lack of resources.
+	// MaxFlows bounds the cache. A new flow that finds it full pushes out
+	// the least recently seen flow, exported with flowEndReason lack of
+	// resources.
 	MaxFlows int
+	// TCPEndGrace ends a TCP flow that has seen FIN or RST this long after
+	// its last packet, with flowEndReason end of flow detected. It acts as
+	// the idle timeout of a closing connection, so packets after the FIN
+	// (the last ACKs, a retransmitted FIN) stay in the same record. If it
+	// exceeds IdleTimeout, IdleTimeout applies instead. Zero means
+	// DefaultTCPEndGrace.
+	TCPEndGrace time.Duration
 }
 
-// Validate reports the first bad setting.
+// Validate reports every bad setting.
 func (c CacheConfig) Validate() error {
 	var errs []error
 	if c.ActiveTimeout <= 0 {
@@ -40,26 +66,51 @@ func (c CacheConfig) Validate() error {
 	if c.MaxFlows <= 0 {
 		errs = append(errs, fmt.Errorf("max flows %d: must be positive", c.MaxFlows))
 	}
+	if c.TCPEndGrace < 0 {
+		errs = append(errs, fmt.Errorf("tcp end grace %v: must not be negative", c.TCPEndGrace))
+	}
 	return errors.Join(errs...)
 }
 
 // CacheStats counts what went through a Cache.
 type CacheStats struct {
 	// Exported counts flow records by end reason (index: EndReason).
+	// Exported[EndLackOfResources] counts the emergency expiries of a
+	// full cache.
 	Exported [6]uint64
 	// Active is the number of flows in the cache now.
 	Active int
+}
+
+// entry is one cached flow. Entries form a doubly linked list in the
+// order their flows were last seen, most recent at the head, so the least
+// recently seen flow is found in O(1) when the cache is full.
+type entry struct {
+	id         bpf.NetFlowId
+	m          bpf.NetFlowMetrics
+	prev, next *entry
 }
 
 // Cache aggregates kernel metrics by flow key and decides when a flow ends.
 // Times are kept on the kernel's monotonic clock and converted to wall time
 // only when a record leaves, so a wall-clock step never expires a flow. A
 // Cache is used by one goroutine.
+//
+// A flow ends, with the flowEndReason of RFC 7011 / IANA element 136:
+//   - idle (1): IdleTimeout after its last packet;
+//   - active (2): ActiveTimeout after its first packet; the next packets
+//     start a new record, so consecutive records add up to the flow;
+//   - end of flow detected (3): TCP only, TCPEndGrace after its last packet
+//     once FIN or RST was seen;
+//   - forced (4): at Flush, on shutdown;
+//   - lack of resources (5): pushed out of a full cache by a new flow.
 type Cache struct {
 	cfg     CacheConfig
 	clock   Clock
-	flows   map[bpf.NetFlowId]*bpf.NetFlowMetrics
-	pending []Flow // expired while adding (lack of resources)
+	flows   map[bpf.NetFlowId]*entry
+	head    *entry // most recently seen
+	tail    *entry // least recently seen
+	pending []Flow // pushed out while adding (lack of resources)
 	stats   CacheStats
 }
 
@@ -68,7 +119,11 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cache config: %w", err)
 	}
-	return &Cache{cfg: cfg, clock: clock, flows: make(map[bpf.NetFlowId]*bpf.NetFlowMetrics)}, nil
+	if cfg.TCPEndGrace == 0 {
+		cfg.TCPEndGrace = DefaultTCPEndGrace
+	}
+	cfg.TCPEndGrace = min(cfg.TCPEndGrace, cfg.IdleTimeout)
+	return &Cache{cfg: cfg, clock: clock, flows: make(map[bpf.NetFlowId]*entry)}, nil
 }
 
 // Add merges the per-CPU values of one flow into the cache.
@@ -81,44 +136,76 @@ func (c *Cache) Add(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 }
 
 // AddOne merges one metrics value into the cache.
+//
+// When a new flow finds the cache full, the least recently seen flow is
+// exported (lack of resources) and the new one takes its place. The other
+// choice, exporting the new flow at once, turns every packet of every new
+// flow into a record of its own for as long as the cache stays full; the
+// least recently seen flow is instead the one most likely to have ended
+// already, and exporting it early costs nothing but an earlier record:
+// its counts are complete and the next packets, if any, start a new
+// record. This is what routers call emergency expiry. Exactly one flow is
+// pushed out per new flow, so the work per call is O(1), and the pushed-out
+// entry is reused for the new flow.
+//
+// "Recently seen" is the order of AddOne calls: within one drain of the
+// kernel map that order is arbitrary, so flows seen in the same poll
+// interval are equally recent.
 func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	if m.Packets == 0 {
 		return
 	}
-	if cur, ok := c.flows[id]; ok {
-		cur.Accumulate(m)
+	if e, ok := c.flows[id]; ok {
+		e.m.Accumulate(m)
+		c.moveToFront(e)
 		return
 	}
+	var e *entry
 	if len(c.flows) >= c.cfg.MaxFlows {
-		c.pending = append(c.pending, c.record(id, m, EndLackOfResources, c.clock.Now(), c.clock.Monotonic()))
-		return
+		e = c.tail
+		c.pending = append(c.pending, c.record(e, EndLackOfResources, c.clock.Now(), c.clock.Monotonic()))
+		c.remove(e)
+		*e = entry{}
+	} else {
+		e = new(entry)
 	}
-	v := *m
-	c.flows[id] = &v
+	e.id, e.m = id, *m
+	c.flows[id] = e
+	c.pushFront(e)
 }
 
-// Expire appends to out the flows whose active or idle timeout has passed,
-// and those pushed out for lack of room, and removes them.
+// Expire appends to out the flows that ended (see Cache) and those pushed
+// out for lack of room, and removes them. Records are appended from the
+// least to the most recently seen flow. It visits every cached flow: it
+// runs once per poll interval, not per packet.
 func (c *Cache) Expire(out []Flow) []Flow {
 	out = append(out, c.pending...)
 	c.pending = c.pending[:0]
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
-	now := uint64(mono)
-	idle, active := uint64(c.cfg.IdleTimeout), uint64(c.cfg.ActiveTimeout)
-	for id, m := range c.flows {
-		var reason EndReason
-		switch {
-		case now >= m.EndMonoTimeTs && now-m.EndMonoTimeTs >= idle:
-			reason = EndIdleTimeout
-		case now >= m.StartMonoTimeTs && now-m.StartMonoTimeTs >= active:
-			reason = EndActiveTimeout
-		default:
-			continue
+	for e := c.tail; e != nil; {
+		prev := e.prev
+		if reason := c.ended(&e.m, e.id.TransportProtocol, uint64(mono)); reason != 0 {
+			out = append(out, c.record(e, reason, wall, mono))
+			c.remove(e)
 		}
-		out = append(out, c.record(id, m, reason, wall, mono))
-		delete(c.flows, id)
+		e = prev
 	}
 	return out
+}
+
+// ended returns why the flow m ended at monotonic time now, or 0 if it has
+// not. A TCP end wins over the timeouts: it says what really happened.
+func (c *Cache) ended(m *bpf.NetFlowMetrics, proto uint8, now uint64) EndReason {
+	since := func(t uint64, d time.Duration) bool { return now >= t && now-t >= uint64(d) }
+	switch {
+	case proto == protoTCP && m.Flags&(tcpFIN|tcpRST) != 0 && since(m.EndMonoTimeTs, c.cfg.TCPEndGrace):
+		return EndOfFlowDetected
+	case since(m.EndMonoTimeTs, c.cfg.IdleTimeout):
+		return EndIdleTimeout
+	case since(m.StartMonoTimeTs, c.cfg.ActiveTimeout):
+		return EndActiveTimeout
+	}
+	return 0
 }
 
 // Flush appends every cached flow to out with flowEndReason forced end, as
@@ -127,9 +214,11 @@ func (c *Cache) Flush(out []Flow) []Flow {
 	out = append(out, c.pending...)
 	c.pending = c.pending[:0]
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
-	for id, m := range c.flows {
-		out = append(out, c.record(id, m, EndForced, wall, mono))
-		delete(c.flows, id)
+	for e := c.tail; e != nil; {
+		prev := e.prev
+		out = append(out, c.record(e, EndForced, wall, mono))
+		c.remove(e)
+		e = prev
 	}
 	return out
 }
@@ -144,15 +233,53 @@ func (c *Cache) Stats() CacheStats {
 	return s
 }
 
-func (c *Cache) record(id bpf.NetFlowId, m *bpf.NetFlowMetrics, reason EndReason, wall time.Time, mono time.Duration) Flow {
+func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Duration) Flow {
 	c.stats.Exported[reason]++
 	return Flow{
-		Key:       id,
-		Packets:   m.Packets,
-		Bytes:     m.Bytes,
-		Start:     bpf.MonoToTime(m.StartMonoTimeTs, wall, mono),
-		End:       bpf.MonoToTime(m.EndMonoTimeTs, wall, mono),
-		TCPFlags:  m.Flags,
+		Key:       e.id,
+		Packets:   e.m.Packets,
+		Bytes:     e.m.Bytes,
+		Start:     bpf.MonoToTime(e.m.StartMonoTimeTs, wall, mono),
+		End:       bpf.MonoToTime(e.m.EndMonoTimeTs, wall, mono),
+		TCPFlags:  e.m.Flags,
 		EndReason: reason,
 	}
+}
+
+func (c *Cache) pushFront(e *entry) {
+	e.prev, e.next = nil, c.head
+	if c.head != nil {
+		c.head.prev = e
+	} else {
+		c.tail = e
+	}
+	c.head = e
+}
+
+func (c *Cache) unlink(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		c.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		c.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+func (c *Cache) moveToFront(e *entry) {
+	if c.head == e {
+		return
+	}
+	c.unlink(e)
+	c.pushFront(e)
+}
+
+// remove takes e out of the list and the map.
+func (c *Cache) remove(e *entry) {
+	c.unlink(e)
+	delete(c.flows, e.id)
 }

@@ -148,7 +148,7 @@ func TestCacheActiveSplitAddsUp(t *testing.T) {
 	}
 }
 
-func TestCacheFullExportsLackOfResources(t *testing.T) {
+func TestCacheFullExportsLeastRecentlySeen(t *testing.T) {
 	clk := newFakeClock()
 	c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: time.Minute, MaxFlows: 2}, clk)
 	for p := uint16(1); p <= 5; p++ {
@@ -161,14 +161,158 @@ func TestCacheFullExportsLackOfResources(t *testing.T) {
 	if len(out) != 3 {
 		t.Fatalf("got %d records, want 3 for lack of resources", len(out))
 	}
-	for _, f := range out {
-		if f.EndReason != EndLackOfResources || f.Packets != 1 {
-			t.Errorf("got %+v", f)
+	for i, f := range out {
+		// Each new flow pushed out the oldest: 1, 2, then 3.
+		if f.EndReason != EndLackOfResources || f.Packets != 1 || f.Key != key(uint16(i+1)) {
+			t.Errorf("record %d: got %+v", i, f)
 		}
 	}
 	out = c.Flush(nil)
-	if len(out) != 2 || c.Stats().Exported[EndLackOfResources] != 3 || c.Stats().Exported[EndForced] != 2 {
-		t.Errorf("flush %d, stats %+v", len(out), c.Stats())
+	if len(out) != 2 || out[0].Key != key(4) || out[1].Key != key(5) {
+		t.Errorf("flush %+v, want flows 4 and 5", out)
+	}
+	if st := c.Stats(); st.Exported[EndLackOfResources] != 3 || st.Exported[EndForced] != 2 || st.Active != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A packet of a cached flow makes it the most recently seen: the next new
+// flow pushes out the other one.
+func TestCacheFullKeepsRecentlySeen(t *testing.T) {
+	clk := newFakeClock()
+	c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: time.Minute, MaxFlows: 3}, clk)
+	for _, p := range []uint16{1, 2, 3, 1, 4, 5} {
+		c.AddOne(key(p), ptr(pkt(1, 80, clk.mono, clk.mono)))
+		clk.advance(time.Millisecond)
+	}
+	out := c.Expire(nil)
+	if len(out) != 2 || out[0].Key != key(2) || out[1].Key != key(3) {
+		t.Fatalf("pushed out %+v, want flows 2 and 3", out)
+	}
+	out = c.Flush(nil)
+	if len(out) != 3 || out[0].Key != key(1) || out[0].Packets != 2 {
+		t.Fatalf("flush %+v, want flow 1 (2 packets) first", out)
+	}
+}
+
+func tcpKey(port uint16) bpf.NetFlowId {
+	id := key(port)
+	id.TransportProtocol = 6
+	id.DstPort = 443
+	return id
+}
+
+// step is one event of a cache scenario: packets added at the current time
+// (with TCP flags), then the clock advanced, then Expire.
+type step struct {
+	pkts  uint64
+	flags uint16
+	wait  time.Duration
+}
+
+// Every end reason, on a fake clock. Each scenario runs one flow through
+// steps and checks the records Expire and Flush give.
+func TestCacheEndReasons(t *testing.T) {
+	cfg := CacheConfig{ActiveTimeout: 60 * time.Second, IdleTimeout: 15 * time.Second, MaxFlows: 10, TCPEndGrace: 2 * time.Second}
+	type rec struct {
+		reason EndReason
+		pkts   uint64
+	}
+	tests := []struct {
+		name  string
+		tcp   bool
+		steps []step
+		want  []rec // from Expire after the steps, then Flush
+	}{
+		{"idle", true, []step{{3, 0x10, 15 * time.Second}}, []rec{{EndIdleTimeout, 3}}},
+		{"active", true, []step{{1, 0x02, 10 * time.Second}, {1, 0x10, 10 * time.Second}, {1, 0x10, 10 * time.Second},
+			{1, 0x10, 10 * time.Second}, {1, 0x10, 10 * time.Second}, {1, 0x10, 10 * time.Second}, {1, 0x10, 0}},
+			[]rec{{EndActiveTimeout, 6}, {EndForced, 1}}},
+		{"fin", true, []step{{5, 0x12, time.Second}, {1, 0x11, 2 * time.Second}}, []rec{{EndOfFlowDetected, 6}}},
+		{"rst", true, []step{{2, 0x02, time.Second}, {1, 0x04, 2 * time.Second}}, []rec{{EndOfFlowDetected, 3}}},
+		{"fin not yet", true, []step{{1, 0x11, 1999 * time.Millisecond}}, []rec{{EndForced, 1}}},
+		// The last ACK after the FIN lands in the same record; the grace
+		// runs from the last packet.
+		{"fin then ack within grace", true, []step{{4, 0x11, time.Second}, {1, 0x10, 1500 * time.Millisecond}, {1, 0x10, 2 * time.Second}},
+			[]rec{{EndOfFlowDetected, 6}}},
+		// A packet after the grace starts a new flow, which has no FIN.
+		{"fin then ack after grace", true, []step{{4, 0x11, 2 * time.Second}, {1, 0x10, 0}},
+			[]rec{{EndOfFlowDetected, 4}, {EndForced, 1}}},
+		{"fin beats active", true, []step{{1, 0x02, 10 * time.Second}, {1, 0x10, 10 * time.Second}, {1, 0x10, 10 * time.Second},
+			{1, 0x10, 10 * time.Second}, {1, 0x10, 10 * time.Second}, {1, 0x01, 10 * time.Second}}, []rec{{EndOfFlowDetected, 6}}},
+		// Bit 0 of a UDP flow is not a FIN.
+		{"udp flags ignored", false, []step{{1, 0x01, 2 * time.Second}}, []rec{{EndForced, 1}}},
+		{"forced", true, []step{{7, 0x18, time.Second}}, []rec{{EndForced, 7}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock()
+			c := mustCache(t, cfg, clk)
+			id := key(7)
+			if tt.tcp {
+				id = tcpKey(7)
+			}
+			var out []Flow
+			for _, s := range tt.steps {
+				m := pkt(s.pkts, 100, clk.mono, clk.mono)
+				m.Flags = s.flags
+				c.AddOne(id, &m)
+				clk.advance(s.wait)
+				out = c.Expire(out)
+			}
+			out = c.Flush(out)
+			if len(out) != len(tt.want) {
+				t.Fatalf("got %d records %+v, want %v", len(out), out, tt.want)
+			}
+			var counts [6]uint64
+			for i, w := range tt.want {
+				if out[i].EndReason != w.reason || out[i].Packets != w.pkts || out[i].Bytes != 100*w.pkts {
+					t.Errorf("record %d: %v, %d packets, %d bytes; want %v, %d packets", i, out[i].EndReason, out[i].Packets, out[i].Bytes, w.reason, w.pkts)
+				}
+				counts[w.reason]++
+			}
+			if st := c.Stats(); st.Exported != counts || st.Active != 0 {
+				t.Errorf("stats %+v, want exported %v", st, counts)
+			}
+		})
+	}
+}
+
+// The FIN's record carries every flag seen, and its end time is the last
+// packet's, not the export time.
+func TestCacheFINRecord(t *testing.T) {
+	clk := newFakeClock()
+	c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: 15 * time.Second, MaxFlows: 10}, clk)
+	start := clk.mono
+	c.AddOne(tcpKey(1), &bpf.NetFlowMetrics{Packets: 3, Bytes: 180, StartMonoTimeTs: uint64(start), EndMonoTimeTs: uint64(start + time.Second), Flags: 0x02 | 0x10})
+	c.AddOne(tcpKey(1), &bpf.NetFlowMetrics{Packets: 1, Bytes: 60, StartMonoTimeTs: uint64(start + 3*time.Second), EndMonoTimeTs: uint64(start + 3*time.Second), Flags: 0x11})
+	clk.advance(3*time.Second + DefaultTCPEndGrace - time.Nanosecond)
+	if out := c.Expire(nil); len(out) != 0 {
+		t.Fatalf("expired %+v before the default grace", out)
+	}
+	clk.advance(time.Nanosecond)
+	out := c.Expire(nil)
+	if len(out) != 1 {
+		t.Fatalf("got %+v, want one record", out)
+	}
+	f := out[0]
+	if f.EndReason != EndOfFlowDetected || f.TCPFlags != 0x13 || f.Packets != 4 || f.Bytes != 240 {
+		t.Errorf("got %+v", f)
+	}
+	if want := clk.epoch.Add(start + 3*time.Second); !f.End.Equal(want) {
+		t.Errorf("end %v, want %v", f.End, want)
+	}
+}
+
+// A grace longer than the idle timeout gives way to it, but a TCP end is
+// still reported as such.
+func TestCacheGraceCappedByIdle(t *testing.T) {
+	clk := newFakeClock()
+	c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: time.Second, MaxFlows: 10, TCPEndGrace: 5 * time.Second}, clk)
+	c.AddOne(tcpKey(1), &bpf.NetFlowMetrics{Packets: 1, Bytes: 60, StartMonoTimeTs: uint64(clk.mono), EndMonoTimeTs: uint64(clk.mono), Flags: 0x01})
+	clk.advance(time.Second)
+	if out := c.Expire(nil); len(out) != 1 || out[0].EndReason != EndOfFlowDetected {
+		t.Fatalf("got %+v, want one end-of-flow record", out)
 	}
 }
 
@@ -177,6 +321,7 @@ func TestCacheConfigValidate(t *testing.T) {
 		{ActiveTimeout: 0, IdleTimeout: time.Second, MaxFlows: 1},
 		{ActiveTimeout: time.Second, IdleTimeout: -1, MaxFlows: 1},
 		{ActiveTimeout: time.Second, IdleTimeout: time.Second, MaxFlows: 0},
+		{ActiveTimeout: time.Second, IdleTimeout: time.Second, MaxFlows: 1, TCPEndGrace: -1},
 	} {
 		if _, err := NewCache(cfg, newFakeClock()); err == nil {
 			t.Errorf("%+v: no error", cfg)

@@ -1,8 +1,9 @@
 package templates
 
-// IANA information element identifiers used by the default templates
-// (https://www.iana.org/assignments/ipfix). They are constants so the
-// encoder can switch on them.
+// IANA information element identifiers (https://www.iana.org/assignments/ipfix).
+// Identifiers below 128 are also the NetFlow v9 field types of RFC 3954
+// section 8 (RFC 7012 section 4 keeps that range compatible), so the v9
+// layouts use the same constants where the two agree.
 const (
 	IEOctetDeltaCount          uint16 = 1
 	IEPacketDeltaCount         uint16 = 2
@@ -14,81 +15,179 @@ const (
 	IEDestinationTransportPort uint16 = 11
 	IEDestinationIPv4Address   uint16 = 12
 	IEEgressInterface          uint16 = 14
+	IEFlowEndSysUpTime         uint16 = 21 // v9 LAST_SWITCHED
+	IEFlowStartSysUpTime       uint16 = 22 // v9 FIRST_SWITCHED
 	IESourceIPv6Address        uint16 = 27
 	IEDestinationIPv6Address   uint16 = 28
-	IEICMPTypeCodeIPv4         uint16 = 32
+	IEICMPTypeCodeIPv4         uint16 = 32 // v9 ICMP_TYPE
+	IESamplingInterval         uint16 = 34 // v9 SAMPLING_INTERVAL
+	IESamplingAlgorithm        uint16 = 35 // v9 SAMPLING_ALGORITHM
+	IEExportedMessageTotal     uint16 = 41 // v9 TOTAL_PKTS_EXP
+	IEExportedFlowRecordTotal  uint16 = 42 // v9 TOTAL_FLOWS_EXP
 	IEVLANID                   uint16 = 58
+	IEIPVersion                uint16 = 60
 	IEFlowDirection            uint16 = 61
+	IEInterfaceName            uint16 = 82
+	IEInterfaceDescription     uint16 = 83
 	IEFlowEndReason            uint16 = 136
 	IEICMPTypeCodeIPv6         uint16 = 139
+	IEObservationDomainID      uint16 = 149
 	IEFlowStartMilliseconds    uint16 = 152
 	IEFlowEndMilliseconds      uint16 = 153
+	IESystemInitTimeMillis     uint16 = 160
+	IEIgnoredPacketTotal       uint16 = 164
+	IENotSentFlowTotal         uint16 = 166
+	IESelectorAlgorithm        uint16 = 304
+	IESamplingPacketInterval   uint16 = 305
+	IESamplingPacketSpace      uint16 = 306
 )
 
-// The field specifiers, each written once and shared by the layouts below.
+// NetFlow v9 options scope field types (RFC 3954 section 6.2).
+const (
+	V9ScopeSystem    uint16 = 1
+	V9ScopeInterface uint16 = 2
+)
+
+// element is one row of the table of elements hostflow can fill: the IPFIX
+// field specifier and, if v9 can carry the value, the v9 one. The two differ
+// where v9 has its own encoding: times are FIRST/LAST_SWITCHED, 32-bit
+// milliseconds of sysUptime; TCP flags are one byte; ICMP is ICMP_TYPE (32)
+// for both families.
+//
 // Lengths are the IANA full-length encodings: reduced-size encoding (RFC 7011
 // section 6.2) is not used because the kernel counts in 64 bits and a counter
-// that outgrows a reduced size could not be sent.
-var (
-	sourceIPv4Address        = Field{IESourceIPv4Address, 4, "sourceIPv4Address"}
-	destinationIPv4Address   = Field{IEDestinationIPv4Address, 4, "destinationIPv4Address"}
-	sourceIPv6Address        = Field{IESourceIPv6Address, 16, "sourceIPv6Address"}
-	destinationIPv6Address   = Field{IEDestinationIPv6Address, 16, "destinationIPv6Address"}
-	sourceTransportPort      = Field{IESourceTransportPort, 2, "sourceTransportPort"}
-	destinationTransportPort = Field{IEDestinationTransportPort, 2, "destinationTransportPort"}
-	protocolIdentifier       = Field{IEProtocolIdentifier, 1, "protocolIdentifier"}
-	tcpControlBits           = Field{IETCPControlBits, 2, "tcpControlBits"}
-	octetDeltaCount          = Field{IEOctetDeltaCount, 8, "octetDeltaCount"}
-	packetDeltaCount         = Field{IEPacketDeltaCount, 8, "packetDeltaCount"}
-	flowStartMilliseconds    = Field{IEFlowStartMilliseconds, 8, "flowStartMilliseconds"}
-	flowEndMilliseconds      = Field{IEFlowEndMilliseconds, 8, "flowEndMilliseconds"}
-	flowDirection            = Field{IEFlowDirection, 1, "flowDirection"}
-	ingressInterface         = Field{IEIngressInterface, 4, "ingressInterface"}
-	egressInterface          = Field{IEEgressInterface, 4, "egressInterface"}
-	flowEndReason            = Field{IEFlowEndReason, 1, "flowEndReason"}
+// that outgrows a reduced size could not be sent. v9 counters use the
+// 8-byte form RFC 3954 allows for IN_BYTES and IN_PKTS for the same reason.
+type element struct {
+	ipfix, v9 Field
+	// family is 4 or 6 for an element that only an IPv4 or IPv6 flow has,
+	// dir is 'i' or 'e' for one only an ingress or egress flow has; the
+	// twin is the element that takes its place in the other family or
+	// direction (sourceIPv4Address <-> sourceIPv6Address).
+	family uint8
+	dir    byte
+	twin   string
+}
+
+// elements is every element a flow can fill. A user layout (FromNames) can
+// use any of them; adding a row here (and a Value to the encoder) is all it
+// takes to offer one more.
+var elements = []element{
+	{ipfix: Field{IESourceIPv4Address, 4, "sourceIPv4Address", SrcIPv4}, v9: Field{8, 4, "IPV4_SRC_ADDR", SrcIPv4}, family: 4, twin: "sourceIPv6Address"},
+	{ipfix: Field{IEDestinationIPv4Address, 4, "destinationIPv4Address", DstIPv4}, v9: Field{12, 4, "IPV4_DST_ADDR", DstIPv4}, family: 4, twin: "destinationIPv6Address"},
+	{ipfix: Field{IESourceIPv6Address, 16, "sourceIPv6Address", SrcIPv6}, v9: Field{27, 16, "IPV6_SRC_ADDR", SrcIPv6}, family: 6, twin: "sourceIPv4Address"},
+	{ipfix: Field{IEDestinationIPv6Address, 16, "destinationIPv6Address", DstIPv6}, v9: Field{28, 16, "IPV6_DST_ADDR", DstIPv6}, family: 6, twin: "destinationIPv4Address"},
+	{ipfix: Field{IESourceTransportPort, 2, "sourceTransportPort", SrcPort}, v9: Field{7, 2, "L4_SRC_PORT", SrcPort}},
+	{ipfix: Field{IEDestinationTransportPort, 2, "destinationTransportPort", DstPort}, v9: Field{11, 2, "L4_DST_PORT", DstPort}},
+	{ipfix: Field{IEProtocolIdentifier, 1, "protocolIdentifier", Protocol}, v9: Field{4, 1, "PROTOCOL", Protocol}},
+	{ipfix: Field{IETCPControlBits, 2, "tcpControlBits", TCPFlags}, v9: Field{6, 1, "TCP_FLAGS", TCPFlags}},
+	{ipfix: Field{IEOctetDeltaCount, 8, "octetDeltaCount", Octets}, v9: Field{1, 8, "IN_BYTES", Octets}},
+	{ipfix: Field{IEPacketDeltaCount, 8, "packetDeltaCount", Packets}, v9: Field{2, 8, "IN_PKTS", Packets}},
+	{ipfix: Field{IEFlowStartMilliseconds, 8, "flowStartMilliseconds", StartMillis}, v9: Field{IEFlowStartSysUpTime, 4, "FIRST_SWITCHED", StartUptime}},
+	{ipfix: Field{IEFlowEndMilliseconds, 8, "flowEndMilliseconds", EndMillis}, v9: Field{IEFlowEndSysUpTime, 4, "LAST_SWITCHED", EndUptime}},
+	{ipfix: Field{IEFlowDirection, 1, "flowDirection", Direction}, v9: Field{61, 1, "DIRECTION", Direction}},
+	{ipfix: Field{IEIngressInterface, 4, "ingressInterface", Interface}, v9: Field{10, 4, "INPUT_SNMP", Interface}, dir: 'i', twin: "egressInterface"},
+	{ipfix: Field{IEEgressInterface, 4, "egressInterface", Interface}, v9: Field{14, 4, "OUTPUT_SNMP", Interface}, dir: 'e', twin: "ingressInterface"},
+	// RFC 3954 has no end reason and 136 is outside the v9-compatible
+	// range 1-127 (RFC 7012 section 4), so v9 does not carry it.
+	{ipfix: Field{IEFlowEndReason, 1, "flowEndReason", EndReason}},
 	// icmpTypeCode* are type<<8 | code; 0 for flows that are not ICMP.
-	icmpTypeCodeIPv4 = Field{IEICMPTypeCodeIPv4, 2, "icmpTypeCodeIPv4"}
-	icmpTypeCodeIPv6 = Field{IEICMPTypeCodeIPv6, 2, "icmpTypeCodeIPv6"}
-	vlanID           = Field{IEVLANID, 2, "vlanId"}
+	{ipfix: Field{IEICMPTypeCodeIPv4, 2, "icmpTypeCodeIPv4", ICMPv4TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv4TypeCode}, family: 4, twin: "icmpTypeCodeIPv6"},
+	{ipfix: Field{IEICMPTypeCodeIPv6, 2, "icmpTypeCodeIPv6", ICMPv6TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv6TypeCode}, family: 6, twin: "icmpTypeCodeIPv4"},
+	{ipfix: Field{IEVLANID, 2, "vlanId", VLAN}, v9: Field{58, 2, "SRC_VLAN", VLAN}},
+	{ipfix: Field{IEIPVersion, 1, "ipVersion", IPVersion}, v9: Field{60, 1, "IP_PROTOCOL_VERSION", IPVersion}},
+}
+
+// The default layouts, one table each, written as the IPv4-ingress variant:
+// the other three variants swap in the twins (see build).
+var (
+	defaultIPFIXNames = []string{
+		"sourceIPv4Address", "destinationIPv4Address",
+		"sourceTransportPort", "destinationTransportPort",
+		"protocolIdentifier", "tcpControlBits",
+		"octetDeltaCount", "packetDeltaCount",
+		"flowStartMilliseconds", "flowEndMilliseconds",
+		"flowDirection", "ingressInterface", "flowEndReason",
+		"icmpTypeCodeIPv4", "vlanId",
+	}
+	// defaultV9Names is the IPFIX layout less flowEndReason, which v9
+	// cannot carry.
+	defaultV9Names = []string{
+		"sourceIPv4Address", "destinationIPv4Address",
+		"sourceTransportPort", "destinationTransportPort",
+		"protocolIdentifier", "tcpControlBits",
+		"octetDeltaCount", "packetDeltaCount",
+		"flowStartMilliseconds", "flowEndMilliseconds",
+		"flowDirection", "ingressInterface",
+		"icmpTypeCodeIPv4", "vlanId",
+	}
 )
 
-// defaults is indexed by ID-256; Select relies on that order. Each row is a
-// complete layout, read top to bottom as the record is laid out on the wire.
-var defaults = [...]Template{
-	{ID: IPv4Ingress, Name: "ipv4-ingress", Fields: []Field{
-		sourceIPv4Address, destinationIPv4Address,
-		sourceTransportPort, destinationTransportPort,
-		protocolIdentifier, tcpControlBits,
-		octetDeltaCount, packetDeltaCount,
-		flowStartMilliseconds, flowEndMilliseconds,
-		flowDirection, ingressInterface, flowEndReason,
-		icmpTypeCodeIPv4, vlanID,
-	}},
-	{ID: IPv4Egress, Name: "ipv4-egress", Fields: []Field{
-		sourceIPv4Address, destinationIPv4Address,
-		sourceTransportPort, destinationTransportPort,
-		protocolIdentifier, tcpControlBits,
-		octetDeltaCount, packetDeltaCount,
-		flowStartMilliseconds, flowEndMilliseconds,
-		flowDirection, egressInterface, flowEndReason,
-		icmpTypeCodeIPv4, vlanID,
-	}},
-	{ID: IPv6Ingress, Name: "ipv6-ingress", Fields: []Field{
-		sourceIPv6Address, destinationIPv6Address,
-		sourceTransportPort, destinationTransportPort,
-		protocolIdentifier, tcpControlBits,
-		octetDeltaCount, packetDeltaCount,
-		flowStartMilliseconds, flowEndMilliseconds,
-		flowDirection, ingressInterface, flowEndReason,
-		icmpTypeCodeIPv6, vlanID,
-	}},
-	{ID: IPv6Egress, Name: "ipv6-egress", Fields: []Field{
-		sourceIPv6Address, destinationIPv6Address,
-		sourceTransportPort, destinationTransportPort,
-		protocolIdentifier, tcpControlBits,
-		octetDeltaCount, packetDeltaCount,
-		flowStartMilliseconds, flowEndMilliseconds,
-		flowDirection, egressInterface, flowEndReason,
-		icmpTypeCodeIPv6, vlanID,
-	}},
-}
+// The options templates (RFC 7011 section 3.4.2.2, RFC 3954 section 6.1),
+// as data. IDs follow the four data templates.
+const (
+	OptionsInterfaces  uint16 = 260
+	OptionsSampling    uint16 = 261
+	OptionsReliability uint16 = 262
+)
+
+// Lengths of the interface strings. IPFIX sends them variable-length (RFC
+// 7011 section 7), which nfdump, Wireshark and libfixbuf all decode, so
+// names are never cut or padded; the encoder still cuts them at
+// MaxVariableString so one record always fits a message. v9 has fixed
+// lengths only: 16 is IFNAMSIZ, the longest Linux interface name with its
+// NUL; descriptions (ifalias) are cut at 64 bytes.
+const (
+	MaxVariableString  = 128
+	v9InterfaceNameLen = 16
+	v9InterfaceDescLen = 64
+)
+
+var (
+	ipfixOptions = []OptionsTemplate{
+		{ID: OptionsInterfaces, Name: "interfaces",
+			Scope: []Field{{IEIngressInterface, 4, "ingressInterface", OptInterfaceIndex}},
+			Fields: []Field{
+				{IEInterfaceName, VariableLength, "interfaceName", OptInterfaceName},
+				{IEInterfaceDescription, VariableLength, "interfaceDescription", OptInterfaceDescription},
+			}},
+		{ID: OptionsSampling, Name: "sampling",
+			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
+			Fields: []Field{
+				{IESelectorAlgorithm, 2, "selectorAlgorithm", OptSelectorAlgorithm},
+				{IESamplingPacketInterval, 4, "samplingPacketInterval", OptSamplingPacketInterval},
+				{IESamplingPacketSpace, 4, "samplingPacketSpace", OptSamplingPacketSpace},
+			}},
+		{ID: OptionsReliability, Name: "reliability",
+			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
+			Fields: []Field{
+				{IEExportedMessageTotal, 8, "exportedMessageTotalCount", OptExportedMessages},
+				{IEExportedFlowRecordTotal, 8, "exportedFlowRecordTotalCount", OptExportedRecords},
+				{IEIgnoredPacketTotal, 8, "ignoredPacketTotalCount", OptIgnoredPackets},
+				{IENotSentFlowTotal, 8, "notSentFlowTotalCount", OptNotSentFlows},
+				{IESystemInitTimeMillis, 8, "systemInitTimeMilliseconds", OptSystemInitMillis},
+			}},
+	}
+	// v9 has fixed-length strings, and only the counters below 128:
+	// ignored packets, not-sent flows and the init time have no v9 type.
+	v9Options = []OptionsTemplate{
+		{ID: OptionsInterfaces, Name: "interfaces",
+			Scope: []Field{{V9ScopeInterface, 4, "Interface", OptInterfaceIndex}},
+			Fields: []Field{
+				{IEInterfaceName, v9InterfaceNameLen, "IF_NAME", OptInterfaceName},
+				{IEInterfaceDescription, v9InterfaceDescLen, "IF_DESC", OptInterfaceDescription},
+			}},
+		{ID: OptionsSampling, Name: "sampling",
+			Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},
+			Fields: []Field{
+				{IESamplingInterval, 4, "SAMPLING_INTERVAL", OptSamplingInterval},
+				{IESamplingAlgorithm, 1, "SAMPLING_ALGORITHM", OptSamplingAlgorithm},
+			}},
+		{ID: OptionsReliability, Name: "reliability",
+			Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},
+			Fields: []Field{
+				{IEExportedMessageTotal, 8, "TOTAL_PKTS_EXP", OptExportedMessages},
+				{IEExportedFlowRecordTotal, 8, "TOTAL_FLOWS_EXP", OptExportedRecords},
+			}},
+	}
+)

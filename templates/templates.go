@@ -1,12 +1,87 @@
 package templates
 
-// Field is one field specifier of a template record (RFC 7011 section 3.2):
-// an IANA information element (the enterprise bit is never set) and the
-// number of bytes its value takes in a data record.
+import (
+	"fmt"
+	"sync"
+
+	"github.com/vmware/go-ipfix/pkg/registry"
+)
+
+// Field is one field specifier of a template record (RFC 7011 section 3.2,
+// RFC 3954 section 5.2): an information element or v9 field type (the
+// enterprise bit is never set), the number of bytes its value takes in a
+// data record, and the value that fills it.
 type Field struct {
 	ID     uint16
 	Length uint16
 	Name   string
+	// Value says what the encoder writes: the encoder picks its code for
+	// a field once per template from (Value, Length), not per record.
+	Value Value
+}
+
+// VariableLength is the length of a variable-length field (RFC 7011
+// section 7). Only IPFIX options use it.
+const VariableLength uint16 = 65535
+
+// Value names the datum that fills a field. Flow values come from an
+// exporter.Flow; Opt values from the exporter's options providers.
+type Value uint8
+
+// Values a field can carry.
+const (
+	NoValue Value = iota
+	SrcIPv4
+	DstIPv4
+	SrcIPv6
+	DstIPv6
+	SrcPort
+	DstPort
+	Protocol
+	TCPFlags
+	Octets
+	Packets
+	StartMillis // flow start, ms since the Unix epoch
+	EndMillis
+	StartUptime // flow start, ms since the exporter's sysUptime 0
+	EndUptime
+	Direction
+	Interface
+	EndReason
+	ICMPv4TypeCode // type<<8|code for ICMP flows, else 0
+	ICMPv6TypeCode // type<<8|code for ICMPv6 flows, else 0
+	VLAN
+	IPVersion
+
+	OptInterfaceIndex
+	OptInterfaceName
+	OptInterfaceDescription
+	OptDomain // observation domain (IPFIX) or source id (v9)
+	OptSelectorAlgorithm
+	OptSamplingPacketInterval
+	OptSamplingPacketSpace
+	OptSamplingInterval
+	OptSamplingAlgorithm
+	OptExportedMessages
+	OptExportedRecords
+	OptIgnoredPackets
+	OptNotSentFlows
+	OptSystemInitMillis
+)
+
+// ExportProtocol is the export protocol a template is laid out for.
+type ExportProtocol uint8
+
+const (
+	IPFIX     ExportProtocol = iota // RFC 7011
+	NetFlowV9                       // RFC 3954
+)
+
+func (p ExportProtocol) String() string {
+	if p == NetFlowV9 {
+		return "netflow-v9"
+	}
+	return "ipfix"
 }
 
 // Template is a template record: its ID (256 and above, RFC 7011 section
@@ -18,10 +93,15 @@ type Template struct {
 }
 
 // RecordLength returns the length in bytes of one data record of t. Every
-// field has a fixed length, so all records of a template have this length.
+// data field has a fixed length, so all records of a template have this
+// length.
 func (t *Template) RecordLength() int {
+	return fieldsLength(t.Fields)
+}
+
+func fieldsLength(fs []Field) int {
 	n := 0
-	for _, f := range t.Fields {
+	for _, f := range fs {
 		n += int(f.Length)
 	}
 	return n
@@ -29,12 +109,38 @@ func (t *Template) RecordLength() int {
 
 // SpecLength returns the length in bytes of t's template record on the
 // wire: a 4-byte header (template ID, field count) and 4 bytes per field
-// specifier.
+// specifier. It is the same in IPFIX and v9.
 func (t *Template) SpecLength() int {
 	return 4 + 4*len(t.Fields)
 }
 
-// IDs of the default templates.
+// OptionsTemplate is an options template record: Scope fields say what the
+// record describes (an interface, the exporter), Fields describe it.
+type OptionsTemplate struct {
+	ID     uint16
+	Name   string
+	Scope  []Field
+	Fields []Field
+}
+
+// SpecLength returns the length of the options template record on the
+// wire: 6 header bytes (ID, field count or scope length, scope count or
+// option length) and 4 per field specifier, in IPFIX and in v9.
+func (o *OptionsTemplate) SpecLength() int {
+	return 6 + 4*(len(o.Scope)+len(o.Fields))
+}
+
+// Options returns the options templates of protocol p: interface table,
+// sampling and exporter reliability. Shared; do not modify.
+func Options(p ExportProtocol) []OptionsTemplate {
+	if p == NetFlowV9 {
+		return v9Options
+	}
+	return ipfixOptions
+}
+
+// IDs of the default templates, the same in every Set: the variant of a
+// set is its ID less 256.
 const (
 	IPv4Ingress uint16 = 256
 	IPv4Egress  uint16 = 257
@@ -42,11 +148,18 @@ const (
 	IPv6Egress  uint16 = 259
 )
 
-// Select returns the default template for a flow of the given address
-// family and direction. The result is shared and must not be modified.
-//
-// It does not allocate: the exporter calls it once per record.
-func Select(ipv4, egress bool) *Template {
+// Set is one record layout as the four templates a flow can need: IPv4 or
+// IPv6 addresses and ingress or egress interface are distinct elements, so
+// each combination is its own template (IDs 256-259).
+type Set struct {
+	Protocol  ExportProtocol
+	templates [4]Template
+	maxRecord int
+}
+
+// Select returns the template for a flow of the given address family and
+// direction. It does not allocate: the exporter calls it once per record.
+func (s *Set) Select(ipv4, egress bool) *Template {
 	i := 0
 	if !ipv4 {
 		i = 2
@@ -54,21 +167,143 @@ func Select(ipv4, egress bool) *Template {
 	if egress {
 		i++
 	}
-	return &defaults[i]
+	return &s.templates[i]
 }
 
-// Defaults returns the four default templates, ordered by ID. The slice and
-// the templates are shared and must not be modified.
+// Templates returns the four templates, ordered by ID. Shared; do not
+// modify.
+func (s *Set) Templates() []Template { return s.templates[:] }
+
+// MaxRecordLength returns the length of the longest data record of the
+// set: the least room a message must have for data.
+func (s *Set) MaxRecordLength() int { return s.maxRecord }
+
+var variantNames = [4]string{"ipv4-ingress", "ipv4-egress", "ipv6-ingress", "ipv6-egress"}
+
+// build makes a Set of elems, given as any one variant: each variant swaps
+// in the twin of an element that belongs to another family or direction.
+func build(p ExportProtocol, elems []*element) (*Set, error) {
+	s := &Set{Protocol: p}
+	for v := range s.templates {
+		family, dir := uint8(4), byte('i')
+		if v >= 2 {
+			family = 6
+		}
+		if v%2 == 1 {
+			dir = 'e'
+		}
+		t := Template{ID: 256 + uint16(v), Name: variantNames[v], Fields: make([]Field, 0, len(elems))}
+		seen := map[uint16]bool{}
+		for _, e := range elems {
+			if (e.family != 0 && e.family != family) || (e.dir != 0 && e.dir != dir) {
+				e = byName[e.twin]
+			}
+			f := e.ipfix
+			if p == NetFlowV9 {
+				f = e.v9
+				if f.ID == 0 {
+					return nil, fmt.Errorf("template %s: %s has no NetFlow v9 field type", t.Name, e.ipfix.Name)
+				}
+			}
+			if seen[f.ID] {
+				return nil, fmt.Errorf("template %s: %s twice", t.Name, f.Name)
+			}
+			seen[f.ID] = true
+			t.Fields = append(t.Fields, f)
+		}
+		s.templates[v] = t
+		s.maxRecord = max(s.maxRecord, t.RecordLength())
+	}
+	return s, nil
+}
+
+var (
+	byName = map[string]*element{}
+	byID   = map[uint16]*element{}
+)
+
+func mustBuild(p ExportProtocol, names []string) *Set {
+	elems := make([]*element, len(names))
+	for i, n := range names {
+		elems[i] = byName[n]
+	}
+	s, err := build(p, elems)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+var defaultSets [2]*Set
+
+func init() {
+	for i := range elements {
+		e := &elements[i]
+		byName[e.ipfix.Name] = e
+		byID[e.ipfix.ID] = e
+	}
+	defaultSets[IPFIX] = mustBuild(IPFIX, defaultIPFIXNames)
+	defaultSets[NetFlowV9] = mustBuild(NetFlowV9, defaultV9Names)
+}
+
+// DefaultSet returns the default layout of protocol p: 15 fields in IPFIX,
+// the same less flowEndReason in v9. Shared; do not modify.
+func DefaultSet(p ExportProtocol) *Set {
+	return defaultSets[p]
+}
+
+var loadRegistry sync.Once
+
+// FromNames builds a layout for protocol p from IANA element names, in
+// record order, resolved through go-ipfix's copy of the IANA registry.
+// Names are written for one variant; the others get the twin element of
+// their family or direction (sourceIPv4Address becomes sourceIPv6Address
+// in the IPv6 templates, ingressInterface becomes egressInterface in the
+// egress ones). It fails on a name the registry does not know, on one the
+// encoder cannot fill from a flow, and, for v9, on one v9 cannot carry.
+func FromNames(p ExportProtocol, names []string) (*Set, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("template from names: no elements")
+	}
+	loadRegistry.Do(registry.LoadRegistry)
+	elems := make([]*element, len(names))
+	for i, n := range names {
+		ie, err := registry.GetInfoElement(n, registry.IANAEnterpriseID)
+		if err != nil {
+			return nil, fmt.Errorf("template from names: unknown element %q: %w", n, err)
+		}
+		e, ok := byID[ie.ElementId]
+		if !ok {
+			return nil, fmt.Errorf("template from names: element %s (%d) cannot be filled from a flow", n, ie.ElementId)
+		}
+		if p == NetFlowV9 && e.v9.ID == 0 {
+			return nil, fmt.Errorf("template from names: element %s (%d) has no NetFlow v9 field type", n, ie.ElementId)
+		}
+		elems[i] = e
+	}
+	s, err := build(p, elems)
+	if err != nil {
+		return nil, fmt.Errorf("template from names: %w", err)
+	}
+	return s, nil
+}
+
+// Select returns the default IPFIX template for a flow of the given address
+// family and direction. The result is shared and must not be modified.
+//
+// It does not allocate: the exporter calls it once per record.
+func Select(ipv4, egress bool) *Template {
+	return defaultSets[IPFIX].Select(ipv4, egress)
+}
+
+// Defaults returns the four default IPFIX templates, ordered by ID. The
+// slice and the templates are shared and must not be modified.
 func Defaults() []Template {
-	return defaults[:]
+	return defaultSets[IPFIX].Templates()
 }
 
 // MaxRecordLength returns the length of the longest data record of the
-// default templates: the least room a message must have for data.
+// default IPFIX templates.
 func MaxRecordLength() int {
-	m := 0
-	for i := range defaults {
-		m = max(m, defaults[i].RecordLength())
-	}
-	return m
+	return defaultSets[IPFIX].MaxRecordLength()
 }

@@ -6,19 +6,27 @@ import (
 	"github.com/vmware/go-ipfix/pkg/registry"
 )
 
+// field is a field specifier without its Value, which the spec leaves to
+// the tables.
+type field struct {
+	ID     uint16
+	Length uint16
+	Name   string
+}
+
 // spec is the layout the brief asks for, written out independently of the
 // tables in elements.go: the tables must match it field for field.
 type spec struct {
 	id        uint16
 	name      string
-	addr      [2]Field
-	iface     Field
-	icmp      Field
+	addr      [2]field
+	iface     field
+	icmp      field
 	recordLen int
 }
 
-func (s spec) fields() []Field {
-	return []Field{
+func (s spec) fields() []field {
+	return []field{
 		s.addr[0], s.addr[1],
 		{7, 2, "sourceTransportPort"}, {11, 2, "destinationTransportPort"},
 		{4, 1, "protocolIdentifier"}, {6, 2, "tcpControlBits"},
@@ -30,12 +38,12 @@ func (s spec) fields() []Field {
 }
 
 var (
-	v4     = [2]Field{{8, 4, "sourceIPv4Address"}, {12, 4, "destinationIPv4Address"}}
-	v6     = [2]Field{{27, 16, "sourceIPv6Address"}, {28, 16, "destinationIPv6Address"}}
-	in     = Field{10, 4, "ingressInterface"}
-	out    = Field{14, 4, "egressInterface"}
-	icmp4  = Field{32, 2, "icmpTypeCodeIPv4"}
-	icmp6  = Field{139, 2, "icmpTypeCodeIPv6"}
+	v4     = [2]field{{8, 4, "sourceIPv4Address"}, {12, 4, "destinationIPv4Address"}}
+	v6     = [2]field{{27, 16, "sourceIPv6Address"}, {28, 16, "destinationIPv6Address"}}
+	in     = field{10, 4, "ingressInterface"}
+	out    = field{14, 4, "egressInterface"}
+	icmp4  = field{32, 2, "icmpTypeCodeIPv4"}
+	icmp6  = field{139, 2, "icmpTypeCodeIPv6"}
 	wanted = []spec{
 		{256, "ipv4-ingress", v4, in, icmp4, 57},
 		{257, "ipv4-egress", v4, out, icmp4, 57},
@@ -59,7 +67,8 @@ func TestDefaults(t *testing.T) {
 			t.Fatalf("%s: got %d fields, want %d", w.name, len(got.Fields), len(wf))
 		}
 		for j := range wf {
-			if got.Fields[j] != wf[j] {
+			g := got.Fields[j]
+			if g.ID != wf[j].ID || g.Length != wf[j].Length || g.Name != wf[j].Name {
 				t.Errorf("%s field %d: got %+v, want %+v", w.name, j, got.Fields[j], wf[j])
 			}
 		}
@@ -102,8 +111,8 @@ func TestRecordLength(t *testing.T) {
 		want int
 	}{
 		{"empty", Template{}, 0},
-		{"one", Template{Fields: []Field{{1, 8, "octetDeltaCount"}}}, 8},
-		{"mixed", Template{Fields: []Field{{8, 4, ""}, {4, 1, ""}, {27, 16, ""}}}, 21},
+		{"one", Template{Fields: []Field{{ID: 1, Length: 8}}}, 8},
+		{"mixed", Template{Fields: []Field{{ID: 8, Length: 4}, {ID: 4, Length: 1}, {ID: 27, Length: 16}}}, 21},
 	}
 	for _, tt := range tests {
 		if got := tt.t.RecordLength(); got != tt.want {

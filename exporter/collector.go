@@ -1,0 +1,328 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of a Collector.
+const (
+	// DefaultQueueLength is in batches. The capture exports one batch per
+	// poll interval (1 s by default), so 64 batches hold about a minute of
+	// flows: a collector restart or a short outage loses nothing, and the
+	// memory held for a dead collector stays bounded.
+	DefaultQueueLength = 64
+	// DefaultDrainTimeout bounds how long Close keeps sending what is
+	// queued. Shutdown should not hang on a dead collector, but a live one
+	// should get the flows forced out at shutdown.
+	DefaultDrainTimeout = 5 * time.Second
+
+	// closeAbortWait is how long Close waits, after the drain deadline
+	// and the transport is closed, for the sink to give up.
+	closeAbortWait = time.Second
+	// maxRecycledBatch caps the batch buffers kept for reuse, so one huge
+	// batch (the flush at shutdown) is not held on to.
+	maxRecycledBatch = 8192
+)
+
+var (
+	// ErrQueueFull is wrapped by the error of an Export whose batch was
+	// dropped because the collector's queue was full.
+	ErrQueueFull = errors.New("collector queue full")
+	// ErrDrainTimeout is wrapped by the error of a Close that could not
+	// send everything queued before its deadline.
+	ErrDrainTimeout = errors.New("collector drain timed out")
+)
+
+// CollectorConfig configures a Collector.
+type CollectorConfig struct {
+	// Name identifies the collector in logs and errors, e.g.
+	// "tls://collector.example:4740".
+	Name string
+	// Sink is the encoder, writing to Transport. Required. Its Export
+	// runs only on the Collector's goroutine; Close closes it.
+	Sink Sink
+	// Transport is what Sink writes to. Optional: if set, the Collector
+	// waits for it to connect before each batch (so an OnConnect hook
+	// runs before the batch is encoded), reports its counters and closes
+	// it, after Sink, at Close.
+	Transport Transport
+	// QueueLength is how many batches wait at most. Default
+	// DefaultQueueLength.
+	QueueLength int
+	// DrainTimeout bounds Close. Default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// Logger reports drops. Default: discard.
+	Logger *slog.Logger
+}
+
+// CollectorStats are a Collector's counters since it was created.
+type CollectorStats struct {
+	// Queued and QueuedRecords are the batches and flow records waiting
+	// now.
+	Queued        int
+	QueuedRecords int
+	// Enqueued counts the batches accepted by Export.
+	Enqueued uint64
+	// DroppedBatches and DroppedRecords count what was never handed to
+	// the sink: refused by a full queue, or still queued at the Close
+	// deadline.
+	DroppedBatches uint64
+	DroppedRecords uint64
+	// SentBatches and SentRecords count batches the sink exported without
+	// error.
+	SentBatches uint64
+	SentRecords uint64
+	// Errors counts batches the sink failed to export, wholly or in
+	// part; the records lost are in the sink's own counters.
+	Errors uint64
+	// Reconnects is Transport.Reconnects.
+	Reconnects uint64
+	// Transport is the transport's counters, zero without one.
+	Transport TransportStats
+}
+
+// Collector sends flows to one collector from a goroutine of its own, so a
+// slow or dead collector never blocks the capture or the other collectors.
+// It implements Sink.
+//
+// Between Export and that goroutine is a bounded queue of batches. When it
+// is full, Export drops the new batch and counts it: drop newest. Keeping
+// the oldest means that after a collector outage shorter than the queue,
+// the flows arrive complete and in order (records carry their own times,
+// so late is fine); dropping the oldest instead would trade those complete
+// minutes for the latest ones, and make every drop a gap in the middle of
+// what the collector already has. While a stream transport is down, the
+// goroutine waits for it to reconnect with the oldest batch in hand, so
+// the queue fills and the newest are dropped.
+type Collector struct {
+	name  string
+	sink  Sink
+	tr    Transport
+	drain time.Duration
+	log   *slog.Logger
+
+	// mu makes Export's send and Close's close of queue exclusive.
+	mu     sync.RWMutex
+	closed bool
+	queue  chan []Flow
+	free   chan []Flow // batch buffers to reuse
+
+	// ctx is cancelled at the drain deadline: the goroutine stops
+	// waiting for a connection and drops what is left.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	dropping                                 atomic.Bool
+	queued, queuedRecords                    atomic.Int64
+	enqueued, droppedBatches, droppedRecords atomic.Uint64
+	sentBatches, sentRecords, errs           atomic.Uint64
+}
+
+var _ Sink = (*Collector)(nil)
+
+// NewCollector starts a Collector.
+func NewCollector(cfg CollectorConfig) (*Collector, error) {
+	if cfg.Sink == nil {
+		return nil, errors.New("collector config: no sink")
+	}
+	if cfg.QueueLength == 0 {
+		cfg.QueueLength = DefaultQueueLength
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.QueueLength < 0 || cfg.DrainTimeout < 0 {
+		return nil, fmt.Errorf("collector config: negative queue length %d or drain timeout %v", cfg.QueueLength, cfg.DrainTimeout)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Collector{
+		name:   cfg.Name,
+		sink:   cfg.Sink,
+		tr:     cfg.Transport,
+		drain:  cfg.DrainTimeout,
+		log:    cfg.Logger.With("collector", cfg.Name),
+		queue:  make(chan []Flow, cfg.QueueLength),
+		free:   make(chan []Flow, cfg.QueueLength+1),
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	go c.run()
+	return c, nil
+}
+
+// Name returns the collector's name.
+func (c *Collector) Name() string { return c.name }
+
+// Export queues a copy of flows and returns at once. If the queue is full
+// the batch is dropped, counted, and the error wraps ErrQueueFull.
+func (c *Collector) Export(flows []Flow) error {
+	if len(flows) == 0 {
+		return nil
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		c.countDropped(len(flows))
+		return fmt.Errorf("collector %s export: %w", c.name, ErrClosed)
+	}
+	if len(c.queue) == cap(c.queue) {
+		// Full already: spare the copy.
+		return c.refuse(len(flows))
+	}
+	var b []Flow
+	select {
+	case b = <-c.free:
+	default:
+	}
+	b = append(b[:0], flows...)
+	c.queued.Add(1)
+	c.queuedRecords.Add(int64(len(b)))
+	select {
+	case c.queue <- b:
+		c.enqueued.Add(1)
+		if c.dropping.CompareAndSwap(true, false) {
+			c.log.Info("collector queue has room again", "dropped_records_total", c.droppedRecords.Load())
+		}
+		return nil
+	default:
+		c.queued.Add(-1)
+		c.queuedRecords.Add(-int64(len(b)))
+		c.recycle(b)
+		return c.refuse(len(flows))
+	}
+}
+
+func (c *Collector) refuse(n int) error {
+	c.countDropped(n)
+	if c.dropping.CompareAndSwap(false, true) {
+		// Log the change of state, not every drop.
+		c.log.Warn("collector queue full; dropping new flows until it drains")
+	}
+	return fmt.Errorf("collector %s export: %w: %d records dropped", c.name, ErrQueueFull, n)
+}
+
+func (c *Collector) countDropped(n int) {
+	c.droppedBatches.Add(1)
+	c.droppedRecords.Add(uint64(n))
+}
+
+func (c *Collector) recycle(b []Flow) {
+	if cap(b) > maxRecycledBatch {
+		return
+	}
+	clear(b) // the keys are small, but do not pin anything
+	select {
+	case c.free <- b[:0]:
+	default:
+	}
+}
+
+// run sends the queued batches until Close closes the queue.
+func (c *Collector) run() {
+	defer close(c.done)
+	for b := range c.queue {
+		c.queued.Add(-1)
+		c.queuedRecords.Add(-int64(len(b)))
+		c.send(b)
+		c.recycle(b)
+	}
+}
+
+func (c *Collector) send(b []Flow) {
+	if c.ctx.Err() != nil {
+		c.countDropped(len(b))
+		return
+	}
+	if c.tr != nil {
+		if err := c.tr.Connect(c.ctx); err != nil {
+			// Only at the drain deadline, or if the transport was
+			// closed under us.
+			c.countDropped(len(b))
+			return
+		}
+	}
+	if err := c.sink.Export(b); err != nil {
+		// The sink logs its failures; here they are only counted.
+		c.errs.Add(1)
+		c.log.Debug("collector export failed", "records", len(b), "err", err)
+		return
+	}
+	c.sentBatches.Add(1)
+	c.sentRecords.Add(uint64(len(b)))
+}
+
+// Stats returns the counters. It is safe to call from any goroutine.
+func (c *Collector) Stats() CollectorStats {
+	s := CollectorStats{
+		Queued:         int(c.queued.Load()),
+		QueuedRecords:  int(c.queuedRecords.Load()),
+		Enqueued:       c.enqueued.Load(),
+		DroppedBatches: c.droppedBatches.Load(),
+		DroppedRecords: c.droppedRecords.Load(),
+		SentBatches:    c.sentBatches.Load(),
+		SentRecords:    c.sentRecords.Load(),
+		Errors:         c.errs.Load(),
+	}
+	if c.tr != nil {
+		s.Transport = c.tr.Stats()
+		s.Reconnects = s.Transport.Reconnects
+	}
+	return s
+}
+
+// Close stops accepting flows, sends what is queued for up to the drain
+// timeout, then closes the sink and the transport. At the deadline it
+// gives up: it stops waiting for a connection, closes the transport to cut
+// a write short, counts what is left as dropped and returns an error
+// wrapping ErrDrainTimeout. If the sink is still busy a second later (a
+// writer that ignores the close), Close returns without closing the sink,
+// which would race with its Export, and leaves its goroutine behind.
+func (c *Collector) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.queue)
+	c.mu.Unlock()
+
+	var errs []error
+	timer := time.NewTimer(c.drain)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+	case <-timer.C:
+		before := c.droppedRecords.Load()
+		c.cancel()
+		if c.tr != nil {
+			errs = append(errs, c.tr.Close())
+		}
+		select {
+		case <-c.done:
+			errs = append(errs, fmt.Errorf("collector %s close: %w after %v: %d records dropped",
+				c.name, ErrDrainTimeout, c.drain, c.droppedRecords.Load()-before))
+		case <-time.After(closeAbortWait):
+			c.log.Error("collector sink still busy after close; leaving it behind")
+			errs = append(errs, fmt.Errorf("collector %s close: %w after %v: sink still busy", c.name, ErrDrainTimeout, c.drain))
+			return errors.Join(errs...)
+		}
+	}
+	c.cancel()
+	errs = append(errs, c.sink.Close())
+	if c.tr != nil {
+		errs = append(errs, c.tr.Close())
+	}
+	return errors.Join(errs...)
+}

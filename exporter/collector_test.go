@@ -1,0 +1,295 @@
+package exporter
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testFlows returns n distinct flows.
+func testFlows(n int) []Flow {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	out := make([]Flow, n)
+	for i := range out {
+		out[i] = Flow{Key: key(uint16(1000 + i)), Packets: 1, Bytes: 100, Start: now, End: now, EndReason: EndIdleTimeout}
+	}
+	return out
+}
+
+// countingSink records what it is given.
+type countingSink struct {
+	mu      sync.Mutex
+	batches int
+	records int
+	closed  bool
+	delay   time.Duration
+}
+
+func (s *countingSink) Export(flows []Flow) error {
+	time.Sleep(s.delay)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches++
+	s.records += len(flows)
+	return nil
+}
+
+func (s *countingSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
+// blockingWriter blocks every write until released: a collector that
+// never answers.
+type blockingWriter struct {
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *blockingWriter) WriteMessage([]byte) error {
+	w.once.Do(func() { close(w.entered) })
+	<-w.release
+	return errors.New("writer released")
+}
+
+func mustCollector(t *testing.T, cfg CollectorConfig) *Collector {
+	t.Helper()
+	c, err := NewCollector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// A collector whose writer blocks forever does not block Export, drops
+// and counts what its queue cannot hold, and does not hold back another
+// collector.
+func TestCollectorBlockedWriterDoesNotBlock(t *testing.T) {
+	bw := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	t.Cleanup(func() { close(bw.release) })
+	enc, err := NewIPFIX(IPFIXConfig{Writer: bw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := mustCollector(t, CollectorConfig{Name: "slow", Sink: enc, QueueLength: 4, DrainTimeout: 20 * time.Millisecond})
+	cs := &countingSink{}
+	fast := mustCollector(t, CollectorConfig{Name: "fast", Sink: cs, QueueLength: 64})
+
+	batch := testFlows(10)
+	if err := slow.Export(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := fast.Export(batch); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-bw.entered: // the slow collector's goroutine is stuck now
+	case <-time.After(2 * time.Second):
+		t.Fatal("slow collector never wrote")
+	}
+	const batches = 50
+	for i := 1; i < batches; i++ {
+		start := time.Now()
+		errSlow := slow.Export(batch)
+		errFast := fast.Export(batch)
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("export %d took %v", i, d)
+		}
+		if errFast != nil {
+			t.Errorf("fast export %d: %v", i, errFast)
+		}
+		if full := i > 4; full != errors.Is(errSlow, ErrQueueFull) {
+			t.Errorf("slow export %d: %v (queue full expected: %v)", i, errSlow, full)
+		}
+	}
+	st := slow.Stats()
+	if st.Enqueued != 5 || st.Queued != 4 || st.QueuedRecords != 40 || st.DroppedBatches != batches-5 || st.DroppedRecords != 10*(batches-5) || st.SentBatches != 0 {
+		t.Errorf("slow stats %+v", st)
+	}
+	if !waitUntil(2*time.Second, func() bool { return fast.Stats().SentRecords == 10*batches }) {
+		t.Errorf("fast collector sent %+v, want %d records", fast.Stats(), 10*batches)
+	}
+
+	// Close gives up on the stuck writer within its deadline (plus the
+	// second it gives the sink to notice).
+	start := time.Now()
+	err = slow.Close()
+	if !errors.Is(err, ErrDrainTimeout) {
+		t.Errorf("close: %v, want ErrDrainTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("close took %v", d)
+	}
+	if err := slow.Export(batch); !errors.Is(err, ErrClosed) {
+		t.Errorf("export after close: %v", err)
+	}
+	if err := fast.Close(); err != nil {
+		t.Errorf("fast close: %v", err)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if !cs.closed || cs.batches != batches || cs.records != 10*batches {
+		t.Errorf("fast sink got %d batches, %d records, closed %v", cs.batches, cs.records, cs.closed)
+	}
+}
+
+// Close sends everything queued when the collector keeps up.
+func TestCollectorCloseDrains(t *testing.T) {
+	cs := &countingSink{delay: time.Millisecond}
+	c := mustCollector(t, CollectorConfig{Name: "drain", Sink: cs, QueueLength: 16, DrainTimeout: 2 * time.Second})
+	for i := 0; i < 16; i++ {
+		if err := c.Export(testFlows(i + 1)); err != nil {
+			t.Fatalf("export %d: %v", i, err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	st := c.Stats()
+	if st.SentBatches != 16 || st.SentRecords != 16*17/2 || st.Queued != 0 || st.QueuedRecords != 0 || st.DroppedBatches != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if !cs.closed {
+		t.Error("sink not closed")
+	}
+}
+
+// bigWriterSink writes large messages to its transport until one fails.
+type bigWriterSink struct {
+	tr  Transport
+	msg []byte
+}
+
+func (s *bigWriterSink) Export([]Flow) error {
+	for i := 0; i < 4000; i++ {
+		if err := s.tr.WriteMessage(s.msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *bigWriterSink) Close() error { return nil }
+
+// At the drain deadline Close closes the transport, which cuts a write
+// that would otherwise run to its (long) write timeout.
+func TestCollectorCloseDeadlineCutsWrite(t *testing.T) {
+	srv := &msgServer{t: t, arrived: make(chan struct{}, 1), stop: make(chan struct{}), noRead: true}
+	srv.listen("127.0.0.1:0")
+	t.Cleanup(srv.kill)
+	tr := newStream(t, StreamConfig{Address: srv.addr(), WriteTimeout: 30 * time.Second})
+	c := mustCollector(t, CollectorConfig{Name: "stuck", Sink: &bigWriterSink{tr: tr, msg: testMsg(1, 65535)}, Transport: tr,
+		QueueLength: 4, DrainTimeout: 100 * time.Millisecond})
+	for i := 0; i < 3; i++ {
+		if err := c.Export(testFlows(5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	err := c.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("close took %v", d)
+	}
+	// Not left behind: the write was cut and the goroutine finished.
+	if !errors.Is(err, ErrDrainTimeout) || strings.Contains(err.Error(), "still busy") {
+		t.Errorf("close: %v, want ErrDrainTimeout with the sink done", err)
+	}
+	st := c.Stats()
+	if st.Errors != 1 || st.DroppedBatches != 2 || st.DroppedRecords != 10 || st.Transport.Connected {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// ipfixSetIDs returns the set IDs of an IPFIX message in order.
+func ipfixSetIDs(msg []byte) []uint16 {
+	var ids []uint16
+	for b := msg[16:]; len(b) >= 4; {
+		n := int(binary.BigEndian.Uint16(b[2:]))
+		ids = append(ids, binary.BigEndian.Uint16(b))
+		if n < 4 || n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	return ids
+}
+
+// End to end: IPFIX over TCP through a Collector. The collector restarts;
+// the transport reconnects and the encoder's templates come first on the
+// new connection, before any data, because the OnConnect hook marks them
+// due and the Collector connects before encoding a batch.
+func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0", nil)
+	tr := newStream(t, StreamConfig{Address: srv.addr()})
+	enc, err := NewIPFIX(IPFIXConfig{Writer: tr, TemplateRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.SetOnConnect(enc.ResendTemplates)
+	c := mustCollector(t, CollectorConfig{Name: "tcp", Sink: enc, Transport: tr, QueueLength: 8, DrainTimeout: time.Second})
+	defer c.Close()
+
+	if err := c.Export(testFlows(3)); err != nil {
+		t.Fatal(err)
+	}
+	if !srv.waitFor(2*time.Second, func() bool { return srv.total() >= 1 }) {
+		t.Fatal("no message on the first connection")
+	}
+	srv.kill()
+	if !waitUntil(2*time.Second, func() bool { return !tr.Stats().Connected }) {
+		t.Fatal("transport did not notice the collector hang up")
+	}
+	// The batch waits for the collector to come back.
+	if err := c.Export(testFlows(4)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	srv.restart()
+	if !srv.waitFor(2*time.Second, func() bool { s := srv.snapshot(); return len(s) == 2 && len(s[1]) >= 1 }) {
+		t.Fatalf("no message on the second connection: %d connections", len(srv.snapshot()))
+	}
+	for i, conn := range srv.snapshot() {
+		ids := ipfixSetIDs(conn[0])
+		if len(ids) < 2 || ids[0] != 2 {
+			t.Errorf("connection %d: first message has sets %v, want the template set (2) first", i, ids)
+		}
+	}
+	if !waitUntil(2*time.Second, func() bool { return c.Stats().SentRecords == 7 }) {
+		t.Errorf("stats %+v, want 7 records sent", c.Stats())
+	}
+	if st := c.Stats(); st.Reconnects != 1 || st.DroppedBatches != 0 || st.Errors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestNewCollectorConfig(t *testing.T) {
+	for _, cfg := range []CollectorConfig{
+		{},
+		{Sink: &countingSink{}, QueueLength: -1},
+		{Sink: &countingSink{}, DrainTimeout: -time.Second},
+	} {
+		if _, err := NewCollector(cfg); err == nil {
+			t.Errorf("%+v: no error", cfg)
+		}
+	}
+}

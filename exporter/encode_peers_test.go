@@ -1,0 +1,188 @@
+package exporter
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostflow/hostflow/templates"
+)
+
+// The tests in this file hand the encoders' output to other
+// implementations: Wireshark's dissector (tshark) for IPFIX and v9, and
+// libfixbuf's ipfixDump for IPFIX. They skip when the tool is missing,
+// except on CI (CI=true), where a missing tool is a failure.
+
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed; CI requires it", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// peerMessages exports varied flows with options on, in small messages so
+// there are several, across a template and options refresh.
+func peerMessages(t *testing.T, proto templates.ExportProtocol) [][]byte {
+	t.Helper()
+	w := &captureWriter{}
+	e, clk := newOptionsExporter(t, proto, w, 600, testOptions())
+	flows := append(sampleFlows(), randomFlows(200, 21)...)
+	if err := e.Export(flows); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	if err := e.Export(flows[:50]); err != nil {
+		t.Fatal(err)
+	}
+	return w.msgs
+}
+
+// writePcap writes msgs as UDP payloads of IPv4 packets from 192.0.2.1 to
+// 192.0.2.2:port, one Ethernet frame each, in a classic pcap file.
+func writePcap(t *testing.T, msgs [][]byte, port uint16) string {
+	t.Helper()
+	be, le := binary.BigEndian, binary.LittleEndian
+	var b []byte
+	// Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
+	b = le.AppendUint32(b, 0xa1b2c3d4)
+	b = le.AppendUint16(b, 2)
+	b = le.AppendUint16(b, 4)
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint32(b, 65535)
+	b = le.AppendUint32(b, 1)
+	for i, msg := range msgs {
+		var p []byte
+		p = append(p, 2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1) // dst, src MAC
+		p = be.AppendUint16(p, 0x0800)
+		ip := len(p)
+		p = append(p, 0x45, 0)
+		p = be.AppendUint16(p, uint16(20+8+len(msg)))
+		p = be.AppendUint16(p, uint16(i)) // id
+		p = be.AppendUint16(p, 0x4000)    // DF
+		p = append(p, 64, 17, 0, 0)       // TTL, UDP, checksum
+		p = append(p, 192, 0, 2, 1, 192, 0, 2, 2)
+		var sum uint32
+		for j := ip; j < ip+20; j += 2 {
+			sum += uint32(be.Uint16(p[j:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		be.PutUint16(p[ip+10:], ^uint16(sum))
+		p = be.AppendUint16(p, 40000)
+		p = be.AppendUint16(p, port)
+		p = be.AppendUint16(p, uint16(8+len(msg)))
+		p = be.AppendUint16(p, 0) // no UDP checksum: allowed over IPv4
+		p = append(p, msg...)
+		b = le.AppendUint32(b, uint32(testEpoch.Unix())+uint32(i))
+		b = le.AppendUint32(b, 0)
+		b = le.AppendUint32(b, uint32(len(p)))
+		b = le.AppendUint32(b, uint32(len(p)))
+		b = append(b, p...)
+	}
+	path := filepath.Join(t.TempDir(), "export.pcap")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir()) // no user profile
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, errOut.String())
+	}
+	if s := strings.TrimSpace(errOut.String()); s != "" && !strings.Contains(s, "Running as user \"root\"") {
+		t.Errorf("%s wrote to stderr:\n%s", name, s)
+	}
+	return out.String()
+}
+
+// TestTshark dissects IPFIX and v9 with Wireshark's cflow dissector and
+// requires every message decoded, with no malformed packet and no expert
+// warning or error.
+func TestTshark(t *testing.T) {
+	tshark := needTool(t, "tshark")
+	for _, tc := range []struct {
+		proto templates.ExportProtocol
+		port  uint16
+	}{{templates.IPFIX, 4739}, {templates.NetFlowV9, 2055}} {
+		t.Run(tc.proto.String(), func(t *testing.T) {
+			msgs := peerMessages(t, tc.proto)
+			pcap := writePcap(t, msgs, tc.port)
+			decode := "udp.port==" + strconv.Itoa(int(tc.port)) + ",cflow"
+			verbose := runTool(t, tshark, "-r", pcap, "-d", decode, "-V", "-Y", "cflow")
+			if n := strings.Count(verbose, "Cisco NetFlow/IPFIX\n"); n != len(msgs) {
+				t.Errorf("tshark dissected %d messages, want %d", n, len(msgs))
+			}
+			for _, bad := range []string{"Malformed", "Expert Info (Warning", "Expert Info (Error", "not found", "[Data (", "Unknown"} {
+				if i := strings.Index(verbose, bad); i >= 0 {
+					t.Errorf("tshark output has %q:\n%s", bad, surrounding(verbose, i))
+				}
+			}
+			// Spot checks of the values Wireshark decoded.
+			for _, want := range []string{"InputInt: 2", "SrcAddr: 192.0.2.1", "DstPort: 443", "Protocol: TCP (6)", "IfName: eth0", "IfDescr: uplink – rack 7"} {
+				if !strings.Contains(verbose, want) {
+					t.Errorf("tshark output lacks %q", want)
+				}
+			}
+			expert := runTool(t, tshark, "-r", pcap, "-d", decode, "-q", "-z", "expert,warn")
+			if regexp.MustCompile(`(?m)^(Errors|Warns) \(\d+\)`).MatchString(expert) {
+				t.Errorf("tshark expert info:\n%s", expert)
+			}
+			if testing.Verbose() {
+				t.Logf("tshark: %d messages dissected, expert:\n%s", len(msgs), expert)
+			}
+		})
+	}
+}
+
+// TestIPFIXDump reads an IPFIX file (the messages back to back, RFC 5655)
+// with libfixbuf's ipfixDump and requires no warnings and every record.
+func TestIPFIXDump(t *testing.T) {
+	ipfixDump := needTool(t, "ipfixDump")
+	msgs := peerMessages(t, templates.IPFIX)
+	path := filepath.Join(t.TempDir(), "export.ipfix")
+	if err := os.WriteFile(path, bytes.Join(msgs, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := runTool(t, ipfixDump, "--in", path)
+	for _, bad := range []string{"warning", "Warning", "error", "Error", "unknown", "Unknown"} {
+		if i := strings.Index(out, bad); i >= 0 {
+			t.Errorf("ipfixDump output has %q:\n%s", bad, surrounding(out, i))
+		}
+	}
+	var records int
+	for _, m := range gfDecodeAll(t, msgs) {
+		records += len(m.Flows) + len(m.Options)
+	}
+	if n := strings.Count(out, "--- data record"); n != records {
+		t.Errorf("ipfixDump printed %d data records, want %d", n, records)
+	}
+	for _, want := range []string{"interfaceName", "veth-with-a-very-long-name", "notSentFlowTotalCount", "selectorAlgorithm"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ipfixDump output lacks %q", want)
+		}
+	}
+}
+
+func surrounding(s string, i int) string {
+	return s[max(0, i-600):min(len(s), i+300)]
+}

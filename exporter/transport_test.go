@@ -1,0 +1,517 @@
+package exporter
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testBackoff keeps reconnection tests fast.
+var testBackoff = Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 0.5}
+
+func TestBackoffDelay(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.5}
+	want := []time.Duration{100, 200, 400, 800, 1600, 2000, 2000}
+	for i, w := range want {
+		n := i + 1
+		w *= time.Millisecond
+		if got := b.Delay(n, 0); got != w {
+			t.Errorf("delay(%d, r=0) = %v, want %v", n, got, w)
+		}
+		if got := b.Delay(n, 0.999999); got < w/2 || got > w {
+			t.Errorf("delay(%d, r=1) = %v, want in [%v, %v]", n, got, w/2, w)
+		}
+	}
+	// No overflow however many failures.
+	if got := b.Delay(1000, 0.3); got > b.Max || got < b.Max/2 {
+		t.Errorf("delay(1000) = %v, want at most %v", got, b.Max)
+	}
+	huge := Backoff{Min: time.Second, Max: math.MaxInt64}
+	if got := huge.Delay(200, 0); got <= 0 {
+		t.Errorf("huge max: delay %v", got)
+	}
+	for _, bad := range []Backoff{{}, {Min: time.Second, Max: time.Millisecond}, {Min: 1, Max: 2, Jitter: 1.5}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+	if err := DefaultBackoff.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+// msgServer is a collector that reads IPFIX messages framed by the length
+// in their 16-byte header and keeps them per connection.
+type msgServer struct {
+	t       *testing.T
+	ln      net.Listener
+	tlsConf *tls.Config
+	wg      sync.WaitGroup
+	arrived chan struct{}
+	noRead  bool          // accept but never read
+	stop    chan struct{} // closed by kill
+
+	stopOnce sync.Once
+	mu       sync.Mutex
+	conns    []*serverConn
+}
+
+type serverConn struct {
+	conn   net.Conn
+	msgs   [][]byte
+	err    error  // why reading stopped
+	peerCN string // client certificate's common name, under TLS
+}
+
+// startServer listens on addr ("127.0.0.1:0" for any port); with tlsConf
+// it speaks TLS.
+func startServer(t *testing.T, addr string, tlsConf *tls.Config) *msgServer {
+	t.Helper()
+	s := &msgServer{t: t, tlsConf: tlsConf, arrived: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.listen(addr)
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *msgServer) listen(addr string) {
+	s.t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go s.accept(ln)
+}
+
+func (s *msgServer) addr() string { return s.ln.Addr().String() }
+
+func (s *msgServer) accept(ln net.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		sc := &serverConn{conn: c}
+		if s.tlsConf != nil {
+			sc.conn = tls.Server(c, s.tlsConf)
+		}
+		s.mu.Lock()
+		s.conns = append(s.conns, sc)
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.read(sc)
+	}
+}
+
+func (s *msgServer) read(sc *serverConn) {
+	defer s.wg.Done()
+	err := s.readLoop(sc)
+	s.mu.Lock()
+	sc.err = err
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *msgServer) readLoop(sc *serverConn) error {
+	if tc, ok := sc.conn.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+			s.mu.Lock()
+			sc.peerCN = pc[0].Subject.CommonName
+			s.mu.Unlock()
+		}
+	}
+	if s.noRead {
+		<-s.stop
+		return nil
+	}
+	for {
+		var h [16]byte
+		if _, err := io.ReadFull(sc.conn, h[:]); err != nil {
+			return err
+		}
+		if v := binary.BigEndian.Uint16(h[0:]); v != 10 {
+			return errors.New("not IPFIX")
+		}
+		n := int(binary.BigEndian.Uint16(h[2:]))
+		if n < len(h) {
+			return errors.New("bad length")
+		}
+		msg := make([]byte, n)
+		copy(msg, h[:])
+		if _, err := io.ReadFull(sc.conn, msg[len(h):]); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		sc.msgs = append(sc.msgs, msg)
+		s.mu.Unlock()
+		s.signal()
+	}
+}
+
+func (s *msgServer) signal() {
+	select {
+	case s.arrived <- struct{}{}:
+	default:
+	}
+}
+
+// kill closes the listener and every connection, as a collector that
+// dies.
+func (s *msgServer) kill() {
+	s.ln.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.conn.Close()
+	}
+	s.mu.Unlock()
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}
+
+// restart listens again on the same address.
+func (s *msgServer) restart() {
+	s.t.Helper()
+	s.listen(s.addr())
+}
+
+// snapshot returns the messages of each connection so far.
+func (s *msgServer) snapshot() [][][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([][][]byte, len(s.conns))
+	for i, c := range s.conns {
+		out[i] = append([][]byte(nil), c.msgs...)
+	}
+	return out
+}
+
+func (s *msgServer) total() int {
+	n := 0
+	for _, c := range s.snapshot() {
+		n += len(c)
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func (s *msgServer) waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-s.arrived:
+		case <-time.After(5 * time.Millisecond):
+		case <-deadline.C:
+			return cond()
+		}
+	}
+	return true
+}
+
+// testMsg returns an IPFIX message of n bytes whose observation domain is
+// tag, so the server's copy can be told apart.
+func testMsg(tag uint32, n int) []byte {
+	b := make([]byte, n)
+	binary.BigEndian.PutUint16(b[0:], 10)
+	binary.BigEndian.PutUint16(b[2:], uint16(n))
+	binary.BigEndian.PutUint32(b[12:], tag)
+	return b
+}
+
+func msgTag(b []byte) uint32 { return binary.BigEndian.Uint32(b[12:]) }
+
+const markerTag = 0xfeedface
+
+func newStream(t *testing.T, cfg StreamConfig) *StreamTransport {
+	t.Helper()
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = testBackoff
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = time.Second
+	}
+	tr, err := NewStreamTransport(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+func connectWithin(t *testing.T, tr Transport, d time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return tr.Connect(ctx)
+}
+
+// The collector dies and comes back: the transport notices, backs off,
+// reconnects, and the OnConnect hook runs again before any data. The hook
+// writes a marker through the transport, as an encoder sending its
+// templates at once would.
+func TestStreamReconnectRunsHookFirst(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0", nil)
+	var tr *StreamTransport
+	var hooks int
+	tr = newStream(t, StreamConfig{Address: srv.addr(), OnConnect: func() {
+		hooks++
+		if err := tr.WriteMessage(testMsg(markerTag, 32)); err != nil {
+			t.Errorf("hook write: %v", err)
+		}
+	}})
+
+	// The first write connects lazily; the hook's marker goes first.
+	for i := uint32(1); i <= 3; i++ {
+		if err := tr.WriteMessage(testMsg(i, 100)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if !srv.waitFor(2*time.Second, func() bool { return srv.total() == 4 }) {
+		t.Fatalf("server got %d messages, want 4", srv.total())
+	}
+
+	srv.kill()
+	// The reader notices the hang-up; writes then fail fast.
+	deadline := time.Now().Add(2 * time.Second)
+	for tr.Stats().Connected && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if tr.Stats().Connected {
+		t.Fatal("transport did not notice the collector hang up")
+	}
+	start := time.Now()
+	err := tr.WriteMessage(testMsg(99, 100))
+	if err == nil {
+		t.Fatal("write to a dead collector succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("failed write took %v", d)
+	}
+	var ce *ConnError
+	if !errors.As(err, &ce) {
+		t.Errorf("error %v (%T), want a *ConnError inside", err, err)
+	}
+
+	// With the server still down, Connect keeps trying with backoff.
+	if err := connectWithin(t, tr, 300*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("connect to a dead collector: %v, want deadline exceeded", err)
+	}
+	if st := tr.Stats(); st.DialErrors < 2 {
+		t.Errorf("dial errors %d: backoff did not retry", st.DialErrors)
+	}
+
+	srv.restart()
+	if err := connectWithin(t, tr, 2*time.Second); err != nil {
+		t.Fatalf("reconnect: %v", err)
+	}
+	if err := tr.WriteMessage(testMsg(4, 100)); err != nil {
+		t.Fatalf("write after reconnect: %v", err)
+	}
+	if !srv.waitFor(2*time.Second, func() bool { return srv.total() == 6 }) {
+		t.Fatalf("server got %d messages, want 6", srv.total())
+	}
+	conns := srv.snapshot()
+	if len(conns) != 2 || hooks != 2 {
+		t.Fatalf("%d connections, %d hooks; want 2 and 2", len(conns), hooks)
+	}
+	for i, want := range [][]uint32{{markerTag, 1, 2, 3}, {markerTag, 4}} {
+		var got []uint32
+		for _, m := range conns[i] {
+			got = append(got, msgTag(m))
+		}
+		if !equalTags(got, want) {
+			t.Errorf("connection %d got messages %x, want %x", i, got, want)
+		}
+	}
+	st := tr.Stats()
+	if st.Reconnects != 1 || st.Messages != 6 || st.Lost != 1 || !st.Connected {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func equalTags(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// With no collector, the first write fails dialing and the next ones fail
+// at once, backing off, with the dial error inside.
+func TestStreamBackoffFailsFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	tr := newStream(t, StreamConfig{Address: addr, Backoff: Backoff{Min: time.Hour, Max: time.Hour}})
+	err = tr.WriteMessage(testMsg(1, 64))
+	var ce *ConnError
+	if !errors.As(err, &ce) || ce.Op != "dial" {
+		t.Fatalf("first write: %v, want a dial error", err)
+	}
+	start := time.Now()
+	for i := 0; i < 100; i++ {
+		err = tr.WriteMessage(testMsg(1, 64))
+		if !errors.Is(err, ErrBackoff) || !errors.As(err, &ce) {
+			t.Fatalf("write while backing off: %v", err)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("100 refused writes took %v", d)
+	}
+	var be *BackoffError
+	if !errors.As(err, &be) || be.Wait <= 0 || be.Wait > time.Hour {
+		t.Errorf("backoff error %+v", be)
+	}
+	if st := tr.Stats(); st.Lost != 101 || st.Dials != 1 || st.DialErrors != 1 || st.Connected {
+		t.Errorf("stats %+v", st)
+	}
+	// Close aborts a Connect waiting out the backoff.
+	done := make(chan error, 1)
+	go func() { done <- tr.Connect(context.Background()) }()
+	time.Sleep(10 * time.Millisecond)
+	tr.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("connect after close: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("close did not abort connect")
+	}
+	if err := tr.WriteMessage(testMsg(1, 64)); !errors.Is(err, ErrClosed) {
+		t.Errorf("write after close: %v", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+}
+
+// A collector that stops reading cannot hold a writer: the write times
+// out, the message is lost and the connection dropped (a partial message
+// would garble the stream).
+func TestStreamWriteDeadline(t *testing.T) {
+	srv := &msgServer{t: t, arrived: make(chan struct{}, 1), stop: make(chan struct{}), noRead: true}
+	srv.listen("127.0.0.1:0")
+	t.Cleanup(srv.kill)
+	tr := newStream(t, StreamConfig{Address: srv.addr(), WriteTimeout: 50 * time.Millisecond})
+	big := testMsg(1, 65535)
+	start := time.Now()
+	var err error
+	for i := 0; i < 2000 && err == nil; i++ { // ~128 MiB at most: far more than socket buffers
+		err = tr.WriteMessage(big)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("got %v, want a write deadline error", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if st := tr.Stats(); st.Connected || st.Lost != 1 {
+		t.Errorf("stats %+v: want disconnected, 1 lost", st)
+	}
+}
+
+func TestNewStreamTransportConfig(t *testing.T) {
+	for _, cfg := range []StreamConfig{
+		{},
+		{Address: "no-port"},
+		{Address: "127.0.0.1:1", DialTimeout: -1},
+		{Address: "127.0.0.1:1", Backoff: Backoff{Min: -1}},
+		{Address: "127.0.0.1:1", TLS: &tls.Config{MaxVersion: tls.VersionTLS11}},
+	} {
+		if _, err := NewStreamTransport(cfg); err == nil {
+			t.Errorf("%+v: no error", cfg)
+		}
+	}
+}
+
+// UDP to IPv4 and IPv6 collectors: one message, one datagram.
+func TestUDPTransport(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			host := "127.0.0.1"
+			if network == "udp6" {
+				host = "::1"
+			}
+			l, err := net.ListenPacket(network, net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Skipf("no %s loopback: %v", network, err)
+			}
+			defer l.Close()
+			u, err := DialUDP(l.LocalAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tr Transport = u
+			if err := tr.Connect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for i := uint32(1); i <= 2; i++ {
+				if err := tr.WriteMessage(testMsg(i, 200)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 2000)
+			for i := uint32(1); i <= 2; i++ {
+				n, _, err := l.ReadFrom(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != 200 || msgTag(buf[:n]) != i {
+					t.Errorf("datagram %d: %d bytes, tag %d", i, n, msgTag(buf[:n]))
+				}
+			}
+			if st := tr.Stats(); st.Messages != 2 || st.Bytes != 400 || !st.Connected {
+				t.Errorf("stats %+v", st)
+			}
+			if err := tr.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Close(); err != nil {
+				t.Errorf("second close: %v", err)
+			}
+			if err := tr.WriteMessage(testMsg(3, 200)); !errors.Is(err, ErrClosed) {
+				t.Errorf("write after close: %v", err)
+			}
+			if err := tr.Connect(context.Background()); !errors.Is(err, ErrClosed) {
+				t.Errorf("connect after close: %v", err)
+			}
+			if st := tr.Stats(); st.Lost != 1 || st.Connected {
+				t.Errorf("stats after close %+v", st)
+			}
+		})
+	}
+}
+
+func TestConnErrorText(t *testing.T) {
+	err := &ConnError{Op: "write", Addr: "[::1]:4739", Err: io.ErrClosedPipe}
+	if got := err.Error(); !strings.Contains(got, "[::1]:4739 write") || !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("got %q", got)
+	}
+}
