@@ -54,6 +54,18 @@ func attachTCX(prog *ebpf.Program, ifindex int, hook ebpf.AttachType) (link.Link
 	})
 }
 
+// clsactQdisc is the clsact qdisc of ifindex.
+func clsactQdisc(ifindex int) *netlink.GenericQdisc {
+	return &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: ifindex,
+			Handle:    netlink.MakeHandle(0xffff, 0),
+			Parent:    netlink.HANDLE_CLSACT,
+		},
+		QdiscType: "clsact",
+	}
+}
+
 // clsactFilter is a cls_bpf filter hostflow added.
 type clsactFilter struct {
 	filter *netlink.BpfFilter
@@ -63,14 +75,7 @@ type clsactFilter struct {
 // hook of ifindex, creating the clsact qdisc if there is none. created says
 // whether this call created the qdisc.
 func attachClsact(prog *ebpf.Program, ifindex int, ingress bool, name string) (f *clsactFilter, created bool, err error) {
-	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{
-			LinkIndex: ifindex,
-			Handle:    netlink.MakeHandle(0xffff, 0),
-			Parent:    netlink.HANDLE_CLSACT,
-		},
-		QdiscType: "clsact",
-	}
+	qdisc := clsactQdisc(ifindex)
 	own := false
 	if err := netlink.QdiscAdd(qdisc); err == nil {
 		own = true
@@ -138,14 +143,7 @@ func releaseClsact(ifindex int) error {
 			return nil // someone else uses the qdisc now: leave it
 		}
 	}
-	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{
-			LinkIndex: ifindex,
-			Handle:    netlink.MakeHandle(0xffff, 0),
-			Parent:    netlink.HANDLE_CLSACT,
-		},
-		QdiscType: "clsact",
-	}
+	qdisc := clsactQdisc(ifindex)
 	if err := netlink.QdiscDel(qdisc); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("delete clsact qdisc: %w", err)
 	}

@@ -1,9 +1,5 @@
 package bpf
 
-import (
-	"fmt"
-)
-
 // KernelCounters are the kernel side's totals since load, summed over CPUs.
 // Every place where the programs lose or divert a packet has one.
 type KernelCounters struct {
@@ -24,23 +20,5 @@ type KernelCounters struct {
 
 // ReadCounters reads the kernel counters.
 func (m *FlowFetcher) ReadCounters() (KernelCounters, error) {
-	var c KernelCounters
-	fields := []*uint64{
-		NetCounterKeyCOUNTER_MAP_FULL:     &c.MapFull,
-		NetCounterKeyCOUNTER_RINGBUF_FULL: &c.RingBufFull,
-		NetCounterKeyCOUNTER_NOT_IP:       &c.NotIP,
-		NetCounterKeyCOUNTER_MALFORMED:    &c.Malformed,
-		NetCounterKeyCOUNTER_NO_MAP:       &c.NoMap,
-		NetCounterKeyCOUNTER_SAMPLED_OUT:  &c.SampledOut,
-	}
-	for k, dst := range fields {
-		var perCPU []uint64
-		if err := m.objs.GlobalCounters.Lookup(uint32(k), &perCPU); err != nil {
-			return c, fmt.Errorf("read counter %d: %w", k, err)
-		}
-		for _, v := range perCPU {
-			*dst += v
-		}
-	}
-	return c, nil
+	return m.maps.readCounters()
 }

@@ -65,22 +65,17 @@ func WithRingBufSize(n uint32) FetcherOption {
 // (ReadRingBuf).
 type FlowFetcher struct {
 	objs    NetObjects
-	inner   [2]*ebpf.Map // aggregation maps; inner[active] is in the kernel's slot
-	active  int
+	maps    *flowMaps
 	ingress bool
 	egress  bool
 	mode    AttachMode
-	rb      *ringbuf.Reader
-	ncpu    int
 	cfg     fetcherConfig
 	maxSize int
 
-	mu       sync.Mutex // guards attached, active, objs.NetPrograms, sampling and the drain buffers
+	mu       sync.Mutex // guards attached, maps, objs.NetPrograms and sampling
 	sampling int
 
 	attached map[int]*ifaceAttachment
-	keys     []NetFlowId
-	values   []NetFlowMetrics
 }
 
 type ifaceAttachment struct {
@@ -129,11 +124,6 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 			return nil, fmt.Errorf("state dir: %w", err)
 		}
 	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, fmt.Errorf("possible CPUs: %w", err)
-	}
-
 	spec, err := netSpec(sampling, cacheMaxSize, cfg)
 	if err != nil {
 		return nil, err
@@ -144,33 +134,18 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 		ingress:  ingress,
 		egress:   egress,
 		mode:     cfg.mode,
-		ncpu:     ncpu,
 		cfg:      cfg,
 		maxSize:  cacheMaxSize,
 		sampling: sampling,
 		attached: make(map[int]*ifaceAttachment),
-		keys:     make([]NetFlowId, drainBatch),
-		values:   make([]NetFlowMetrics, drainBatch*ncpu),
 	}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
-	for i := range f.inner {
-		m, err := ebpf.NewMap(outer.InnerMap)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("create aggregation map: %w", err)
-		}
-		f.inner[i] = m
-	}
-	if err := f.objs.AggregatedFlows.Put(uint32(0), f.inner[0]); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("install aggregation map: %w", err)
-	}
-	f.rb, err = ringbuf.NewReader(f.objs.DirectFlows)
+	f.maps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters, outer.InnerMap)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open ring buffer: %w", err)
+		return nil, err
 	}
 	return f, nil
 }
@@ -408,32 +383,14 @@ func (m *FlowFetcher) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, erro
 func (m *FlowFetcher) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	old, next := m.inner[m.active], m.inner[1-m.active]
-	if err := m.objs.AggregatedFlows.Put(uint32(0), next); err != nil {
-		return fmt.Errorf("swap aggregation map: %w", err)
-	}
-	m.active = 1 - m.active
-
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := old.BatchLookupAndDelete(&cursor, m.keys, m.values, nil)
-		for i := 0; i < n; i++ {
-			fn(m.keys[i], m.values[i*m.ncpu:(i+1)*m.ncpu])
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("drain aggregation map: %w", err)
-		}
-	}
+	return m.maps.drain(fn)
 }
 
 // ReadRingBuf blocks until the kernel diverts a packet through direct_flows
 // and returns its raw record; decode it with DecodeRecord. It returns
 // ringbuf.ErrClosed (wrapped in os.ErrClosed) after Close.
 func (m *FlowFetcher) ReadRingBuf() (ringbuf.Record, error) {
-	return m.rb.Read()
+	return m.maps.rb.Read()
 }
 
 // DecodeRecord decodes a direct_flows record.
@@ -455,13 +412,8 @@ func (m *FlowFetcher) Close() error {
 		errs = append(errs, a.close(i, m.cfg.stateDir))
 	}
 	m.attached = map[int]*ifaceAttachment{}
-	if m.rb != nil {
-		errs = append(errs, m.rb.Close())
-	}
-	for _, im := range m.inner {
-		if im != nil {
-			errs = append(errs, im.Close())
-		}
+	if m.maps != nil {
+		errs = append(errs, m.maps.close())
 	}
 	errs = append(errs, m.objs.Close())
 	return errors.Join(errs...)
@@ -471,5 +423,5 @@ func (m *FlowFetcher) Close() error {
 // direct_flows and then ringbuf.ErrFlushed, instead of blocking. Call it
 // after detaching, so that the last diverted packets are read before exit.
 func (m *FlowFetcher) FlushRingBuf() error {
-	return m.rb.Flush()
+	return m.maps.rb.Flush()
 }

@@ -1,193 +1,28 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* TC programs that account every packet to its flow.
- *
- * Aggregation happens in a per-CPU hash (no locks, no atomics) that user space
- * swaps out every poll cycle: aggregated_flows is a one-slot array of maps,
- * and replacing its slot from user space waits for every program that could
- * still hold the old inner map (the kernel's maybe_wait_bpf_programs). The
- * map user space then drains is quiescent, so no increment is lost between
- * reading an entry and deleting it. A per-CPU hash, not an LRU: a full map
- * must divert packets to direct_flows, never evict a flow silently. */
+/* TC programs that account every packet to its flow. The maps and the
+ * accounting live in account.h, shared with the socket filter (sock.c). */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
 #include "flow.h"
 #include "parse.h"
+#include "account.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
-
-/* Set by user space before load. 0 or 1 count every packet; N > 1 counts
- * 1-in-N, picked as sampling_mode says. Constants, so the verifier prunes
- * the sampling code when it is off. */
-volatile const __u32 sampling = 0;
-volatile const __u32 sampling_mode = SAMPLING_RANDOM;
-
-struct flows_inner {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, flow_id);
-	__type(value, flow_metrics);
-	/* Overridden by user space (cacheMaxSize). */
-	__uint(max_entries, 1 << 16);
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct flows_inner);
-} aggregated_flows SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	/* Overridden by user space. */
-	__uint(max_entries, 1 << 20);
-} direct_flows SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, COUNTER_MAX);
-} global_counters SEC(".maps");
-
-/* Per-CPU packet counter of count-based sampling. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, 1);
-} sampling_count SEC(".maps");
-
-/* Force the types user space needs into BTF for bpf2go -type. */
-const flow_record *unused_flow_record __attribute__((unused));
-const enum counter_key *unused_counter_key __attribute__((unused));
-const enum sampling_algorithm *unused_sampling_algorithm __attribute__((unused));
-
-static __always_inline void count(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&global_counters, &key);
-	if (v)
-		*v += 1;
-}
-
-static __always_inline void divert(flow_id *id, flow_metrics *m)
-{
-	flow_record *r = bpf_ringbuf_reserve(&direct_flows, sizeof(*r), 0);
-	if (!r) {
-		count(COUNTER_RINGBUF_FULL);
-		return;
-	}
-	r->id = *id;
-	r->metrics = *m;
-	bpf_ringbuf_submit(r, 0);
-}
-
-/* sampled_out says whether sampling skips this packet. */
-static __always_inline bool sampled_out(void)
-{
-	if (sampling <= 1)
-		return false;
-	if (sampling_mode == SAMPLING_COUNT) {
-		__u32 zero = 0;
-		__u32 *n = bpf_map_lookup_elem(&sampling_count, &zero);
-		if (!n)
-			return false;
-		if (++*n < sampling)
-			return true;
-		*n = 0;
-		return false;
-	}
-	return bpf_get_prandom_u32() % sampling != 0;
-}
-
-static __always_inline int account(struct __sk_buff *skb, __u8 direction, const bool l2)
-{
-	if (sampled_out()) {
-		count(COUNTER_SAMPLED_OUT);
-		return TC_ACT_UNSPEC;
-	}
-
-	flow_id id = {};
-	struct packet_info pi = {};
-	int res = parse_packet(skb, &id, &pi, l2);
-	if (res == PARSE_NOT_IP) {
-		count(COUNTER_NOT_IP);
-		return TC_ACT_UNSPEC;
-	}
-	if (res != PARSE_OK) {
-		count(COUNTER_MALFORMED);
-		return TC_ACT_UNSPEC;
-	}
-	id.if_index = skb->ifindex;
-	id.direction = direction;
-
-	/* A GSO skb stands for gso_segs packets on the wire, each repeating
-	 * the IP and transport headers. */
-	__u64 packets = 1;
-	__u64 bytes = skb->len - pi.l3_off;
-	/* Ethernet pads short frames to 60 bytes: the padding is not IP.
-	 * The smaller of the two is right for GSO too, whose IP header
-	 * declares either the whole packet or 0 (BIG TCP). */
-	if (pi.ip_len && pi.ip_len < bytes)
-		bytes = pi.ip_len;
-	__u32 segs = skb->gso_segs;
-	if (segs > 1) {
-		packets = segs;
-		bytes += (__u64)(segs - 1) * pi.hdr_len;
-	}
-	__u64 now = bpf_ktime_get_ns();
-
-	__u32 zero = 0;
-	void *flows = bpf_map_lookup_elem(&aggregated_flows, &zero);
-	if (!flows) {
-		count(COUNTER_NO_MAP);
-		return TC_ACT_UNSPEC;
-	}
-
-	flow_metrics *m = bpf_map_lookup_elem(flows, &id);
-	if (!m) {
-		flow_metrics nm = {
-			.packets = packets,
-			.bytes = bytes,
-			.start_mono_time_ts = now,
-			.end_mono_time_ts = now,
-			.flags = pi.tcp_flags,
-			.sampling = sampling,
-		};
-		long err = bpf_map_update_elem(flows, &id, &nm, BPF_NOEXIST);
-		if (err == 0)
-			return TC_ACT_UNSPEC;
-		/* Another CPU inserted the key first: this CPU's slot exists
-		 * now (zeroed), so fall through and add to it. */
-		m = bpf_map_lookup_elem(flows, &id);
-		if (!m) {
-			count(COUNTER_MAP_FULL);
-			divert(&id, &nm);
-			return TC_ACT_UNSPEC;
-		}
-	}
-	/* Per-CPU value: only this CPU writes it, no atomics needed. */
-	m->packets += packets;
-	m->bytes += bytes;
-	if (m->start_mono_time_ts == 0)
-		m->start_mono_time_ts = now;
-	m->end_mono_time_ts = now;
-	m->flags |= pi.tcp_flags;
-	m->sampling = sampling;
-	return TC_ACT_UNSPEC;
-}
 
 SEC("tc")
 int ingress_flow_parse(struct __sk_buff *skb)
 {
-	return account(skb, 0, true);
+	account(skb, 0, true);
+	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
 int egress_flow_parse(struct __sk_buff *skb)
 {
-	return account(skb, 1, true);
+	account(skb, 1, true);
+	return TC_ACT_UNSPEC;
 }
 
 /* The same for devices without a link-layer header (tun, wireguard, ...):
@@ -195,11 +30,13 @@ int egress_flow_parse(struct __sk_buff *skb)
 SEC("tc")
 int ingress_flow_parse_l3(struct __sk_buff *skb)
 {
-	return account(skb, 0, false);
+	account(skb, 0, false);
+	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
 int egress_flow_parse_l3(struct __sk_buff *skb)
 {
-	return account(skb, 1, false);
+	account(skb, 1, false);
+	return TC_ACT_UNSPEC;
 }

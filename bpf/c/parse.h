@@ -52,15 +52,28 @@ struct packet_info {
 	__u16 tcp_flags;
 };
 
-/* parse_l4 reads ports, ICMP type/code and TCP flags at off. */
-static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto,
+/* Fixed transport header sizes: TCP 20 bytes (RFC 9293), UDP and UDP-Lite
+ * 8, the SCTP common header 12, ICMP 8 (RFC 792), ICMPv6 type, code and
+ * checksum 4 (RFC 4443). A packet that ends before its transport header
+ * does is malformed. */
+#define TCP_HLEN_ 20
+#define UDP_HLEN_ 8
+#define SCTP_HLEN_ 12
+#define ICMP_HLEN_ 8
+#define ICMPV6_HLEN_ 4
+
+/* parse_l4 reads ports, ICMP type/code and TCP flags at off. end is where
+ * the IP packet ends (its declared length, or the frame's end): a header
+ * must lie before it, so that Ethernet padding or a trailer behind a short
+ * packet is never read as ports. */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end, __u8 proto,
 				    flow_id *id, struct packet_info *pi)
 {
-	__u8 buf[14];
+	__u8 buf[TCP_HLEN_];
 
 	switch (proto) {
 	case IPPROTO_TCP:
-		if (bpf_skb_load_bytes(skb, off, buf, 14) < 0)
+		if (off + TCP_HLEN_ > end || bpf_skb_load_bytes(skb, off, buf, TCP_HLEN_) < 0)
 			return PARSE_MALFORMED;
 		id->src_port = ((__u16)buf[0] << 8) | buf[1];
 		id->dst_port = ((__u16)buf[2] << 8) | buf[3];
@@ -70,16 +83,28 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 		return PARSE_OK;
 	case IPPROTO_UDP:
 	case IPPROTO_UDPLITE_:
-	case IPPROTO_SCTP_:
-		if (bpf_skb_load_bytes(skb, off, buf, 4) < 0)
+		if (off + UDP_HLEN_ > end || bpf_skb_load_bytes(skb, off, buf, UDP_HLEN_) < 0)
 			return PARSE_MALFORMED;
 		id->src_port = ((__u16)buf[0] << 8) | buf[1];
 		id->dst_port = ((__u16)buf[2] << 8) | buf[3];
-		pi->hdr_len += proto == IPPROTO_SCTP_ ? 12 : 8;
+		pi->hdr_len += UDP_HLEN_;
+		return PARSE_OK;
+	case IPPROTO_SCTP_:
+		if (off + SCTP_HLEN_ > end || bpf_skb_load_bytes(skb, off, buf, SCTP_HLEN_) < 0)
+			return PARSE_MALFORMED;
+		id->src_port = ((__u16)buf[0] << 8) | buf[1];
+		id->dst_port = ((__u16)buf[2] << 8) | buf[3];
+		pi->hdr_len += SCTP_HLEN_;
 		return PARSE_OK;
 	case IPPROTO_ICMP:
+		if (off + ICMP_HLEN_ > end || bpf_skb_load_bytes(skb, off, buf, ICMP_HLEN_) < 0)
+			return PARSE_MALFORMED;
+		id->icmp_type = buf[0];
+		id->icmp_code = buf[1];
+		pi->hdr_len += ICMP_HLEN_;
+		return PARSE_OK;
 	case IPPROTO_ICMPV6_:
-		if (bpf_skb_load_bytes(skb, off, buf, 2) < 0)
+		if (off + ICMPV6_HLEN_ > end || bpf_skb_load_bytes(skb, off, buf, ICMPV6_HLEN_) < 0)
 			return PARSE_MALFORMED;
 		id->icmp_type = buf[0];
 		id->icmp_code = buf[1];
@@ -112,13 +137,24 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id 
 	pi->hdr_len = ihl;
 	pi->ip_len = ((__u32)h[2] << 8) | h[3];
 
+	/* The packet ends where its total length says, or with the frame
+	 * when that is 0 (TSO, BIG TCP). Its header, options included, must
+	 * fit in it. */
+	if (pi->ip_len && pi->ip_len < ihl)
+		return PARSE_MALFORMED;
+	__u32 end = skb->len;
+	if (pi->ip_len && off + pi->ip_len < end)
+		end = off + pi->ip_len;
+	if (off + ihl > end)
+		return PARSE_MALFORMED;
+
 	/* A non-first fragment carries no transport header: what follows the
 	 * IP header is payload and must never be read as ports. Such fragments
 	 * are keyed by addresses and protocol with ports 0. */
 	__u16 frag_off = (((__u16)h[6] << 8) | h[7]) & 0x1fff;
 	if (frag_off != 0)
 		return PARSE_OK;
-	return parse_l4(skb, off + ihl, h[9], id, pi);
+	return parse_l4(skb, off + ihl, end, h[9], id, pi);
 }
 
 static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id *id,
@@ -133,8 +169,12 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id 
 	__builtin_memcpy(id->src_ip, &h[8], 16);
 	__builtin_memcpy(id->dst_ip, &h[24], 16);
 	__u32 payload = ((__u32)h[4] << 8) | h[5];
-	if (payload)
+	__u32 end = skb->len;
+	if (payload) {
 		pi->ip_len = 40 + payload;
+		if (off + pi->ip_len < end)
+			end = off + pi->ip_len;
+	}
 
 	__u8 next = h[6];
 	__u32 l4 = off + 40;
@@ -147,7 +187,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id 
 		    next != IPPROTO_DSTOPTS_ && next != IPPROTO_FRAGMENT_ &&
 		    next != IPPROTO_AH_)
 			break;
-		if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
+		if (l4 + sizeof(ext) > end || bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
 			return PARSE_MALFORMED;
 		if (next == IPPROTO_FRAGMENT_) {
 			__u16 frag_off = (((__u16)ext[2] << 8) | ext[3]) >> 3;
@@ -164,10 +204,13 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id 
 		__u32 len = next == IPPROTO_AH_ ? ((__u32)ext[1] + 2) * 4 : ((__u32)ext[1] + 1) * 8;
 		next = ext[0];
 		l4 += len;
+		/* An extension header must end inside the packet. */
+		if (l4 > end)
+			return PARSE_MALFORMED;
 	}
 	id->transport_protocol = next;
 	pi->hdr_len = l4 - off;
-	return parse_l4(skb, l4, next, id, pi);
+	return parse_l4(skb, l4, end, next, id, pi);
 }
 
 /* parse_l3 dispatches on the ethertype proto of an L3 header at off. */
@@ -195,7 +238,11 @@ static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
 	__u8 eth[4];
 	__u32 off = 12;
 
-	if (skb->vlan_present)
+	/* The outer tag's VID, even when it is 0 (a priority tag): VID 0
+	 * cannot stand for "no tag yet". */
+	bool tagged = skb->vlan_present;
+
+	if (tagged)
 		id->vlan_id = skb->vlan_tci & 0x0fff;
 	if (!l2)
 		return parse_l3(skb, 0, bpf_ntohs(skb->protocol), id, pi);
@@ -212,8 +259,9 @@ static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
 			break;
 		if (bpf_skb_load_bytes(skb, off, eth, 4) < 0)
 			return PARSE_MALFORMED;
-		if (id->vlan_id == 0)
+		if (!tagged)
 			id->vlan_id = (((__u16)eth[0] << 8) | eth[1]) & 0x0fff;
+		tagged = true;
 		proto = ((__u16)eth[2] << 8) | eth[3];
 		off += VLAN_HLEN_;
 	}

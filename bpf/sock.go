@@ -1,0 +1,212 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// SockFlowFetcher is the --capture socket fallback of FlowFetcher, for
+// hosts where the TC hooks cannot be used. It attaches a socket filter
+// (c/sock.c) to one AF_PACKET socket per interface instead of TC programs;
+// the filter shares the parser, the maps and the accounting with the TC
+// programs, so the flows it produces are the same NetFlowId and
+// NetFlowMetrics, drained the same way. It is safe for concurrent use.
+//
+// The filter returns 0 for every packet, so the socket never receives
+// anything: a packet socket runs its filter on every packet it is handed
+// and only then decides, by the returned length, whether to queue a copy.
+// The program thus sees all traffic while nothing is copied to user space.
+//
+// What differs from TC: egress packets are seen after the qdiscs (what the
+// interface really sends, not what TC egress was handed), and the kernel
+// clones every outgoing skb for the tap, which costs more than a TC hook.
+type SockFlowFetcher struct {
+	objs    NetSkObjects
+	maps    *flowMaps
+	cfg     fetcherConfig
+	maxSize int
+
+	mu       sync.Mutex // guards objs.NetSkPrograms, sampling, attached and maps
+	sampling int
+	attached map[int]*sockAttachment
+}
+
+// NewSockFlowFetcher loads the socket filters and the maps into the kernel.
+// sampling is N of 1-in-N sampling (0 or 1: every packet); cacheMaxSize is
+// how many flows the kernel aggregates between two drains before it diverts
+// packets to the ring buffer. Of the options, WithSamplingAlgorithm and
+// WithRingBufSize apply; WithAttachMode has no meaning here and is ignored.
+// A packet socket sees both directions, so there is no ingress/egress
+// choice.
+func NewSockFlowFetcher(sampling, cacheMaxSize int, opts ...FetcherOption) (*SockFlowFetcher, error) {
+	cfg := fetcherConfig{mode: AttachAuto, ringBufSize: DefaultRingBufSize}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if sampling < 0 {
+		return nil, fmt.Errorf("sampling %d: must be 0 or more", sampling)
+	}
+	if cacheMaxSize <= 0 {
+		return nil, fmt.Errorf("cache max size %d: must be positive", cacheMaxSize)
+	}
+	spec, err := netSkSpec(sampling, cacheMaxSize, cfg)
+	if err != nil {
+		return nil, err
+	}
+	f := &SockFlowFetcher{
+		cfg:      cfg,
+		maxSize:  cacheMaxSize,
+		sampling: sampling,
+		attached: make(map[int]*sockAttachment),
+	}
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
+		return nil, fmt.Errorf("load socket programs: %w", err)
+	}
+	f.maps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters,
+		spec.Maps[NetSkMapAggregatedFlows].InnerMap)
+	if err != nil {
+		_ = f.objs.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// netSkSpec returns the socket filters' collection spec with the load-time
+// settings applied.
+func netSkSpec(sampling, cacheMaxSize int, cfg fetcherConfig) (*ebpf.CollectionSpec, error) {
+	spec, err := LoadNetSk()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables[NetSkVarSampling].Set(uint32(sampling)); err != nil {
+		return nil, fmt.Errorf("set sampling: %w", err)
+	}
+	if err := spec.Variables[NetSkVarSamplingMode].Set(uint32(cfg.algorithm)); err != nil {
+		return nil, fmt.Errorf("set sampling algorithm: %w", err)
+	}
+	spec.Maps[NetSkMapAggregatedFlows].InnerMap.MaxEntries = uint32(cacheMaxSize)
+	spec.Maps[NetSkMapDirectFlows].MaxEntries = cfg.ringBufSize
+	return spec, nil
+}
+
+// program returns the filter for a device with an Ethernet header or
+// without one.
+func (p *NetSkPrograms) program(l2 bool) *ebpf.Program {
+	if l2 {
+		return p.SockFlowParse
+	}
+	return p.SockFlowParseL3
+}
+
+// Sampling returns N of the 1-in-N sampling in force.
+func (m *SockFlowFetcher) Sampling() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sampling
+}
+
+// SetSampling changes the sampling rate while attached: new filters are
+// loaded on the same maps and put on every socket with SO_ATTACH_BPF,
+// which replaces a socket's filter in one pointer swap, so no packet is
+// missed or counted twice.
+func (m *SockFlowFetcher) SetSampling(sampling int) error {
+	if sampling < 0 {
+		return fmt.Errorf("sampling %d: must be 0 or more", sampling)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sampling == m.sampling {
+		return nil
+	}
+	spec, err := netSkSpec(sampling, m.maxSize, m.cfg)
+	if err != nil {
+		return err
+	}
+	var progs NetSkPrograms
+	err = spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		NetSkMapAggregatedFlows: m.objs.AggregatedFlows,
+		NetSkMapDirectFlows:     m.objs.DirectFlows,
+		NetSkMapGlobalCounters:  m.objs.GlobalCounters,
+		NetSkMapSamplingCount:   m.objs.SamplingCount,
+	}})
+	if err != nil {
+		return fmt.Errorf("load socket programs for sampling %d: %w", sampling, err)
+	}
+	for _, a := range m.attached {
+		if err := a.setFilter(progs.program(a.l2)); err != nil {
+			// Sockets already updated hold the new programs; the
+			// rest keep the old ones. Counting goes on either way.
+			_ = progs.Close()
+			return fmt.Errorf("update %s: %w", a.name, err)
+		}
+	}
+	old := m.objs.NetSkPrograms
+	m.objs.NetSkPrograms = progs
+	m.sampling = sampling
+	return old.Close()
+}
+
+// Attached returns the indexes and names of the interfaces with a socket.
+func (m *SockFlowFetcher) Attached() map[int]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[int]string, len(m.attached))
+	for i, a := range m.attached {
+		out[i] = a.name
+	}
+	return out
+}
+
+// LookupAndDeleteMap takes every flow the kernel aggregated since the last
+// call, with one value per possible CPU. No increment is lost: see Drain.
+func (m *SockFlowFetcher) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error) {
+	out := make(map[NetFlowId][]NetFlowMetrics)
+	err := m.Drain(func(id NetFlowId, perCPU []NetFlowMetrics) {
+		out[id] = append([]NetFlowMetrics(nil), perCPU...)
+	})
+	return out, err
+}
+
+// Drain swaps the aggregation map for the empty spare one and calls fn once
+// per flow of the old one with its per-CPU values, which are only valid
+// during the call. It works as FlowFetcher.Drain does.
+func (m *SockFlowFetcher) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.maps.drain(fn)
+}
+
+// ReadRingBuf blocks until the kernel diverts a packet through direct_flows
+// and returns its raw record; decode it with DecodeRecord. It returns
+// ringbuf.ErrClosed (wrapped in os.ErrClosed) after Close.
+func (m *SockFlowFetcher) ReadRingBuf() (ringbuf.Record, error) {
+	return m.maps.rb.Read()
+}
+
+// FlushRingBuf makes ReadRingBuf return every record already in
+// direct_flows and then ringbuf.ErrFlushed instead of blocking.
+func (m *SockFlowFetcher) FlushRingBuf() error {
+	return m.maps.rb.Flush()
+}
+
+// ReadCounters reads the kernel counters, summed over CPUs.
+func (m *SockFlowFetcher) ReadCounters() (KernelCounters, error) {
+	return m.maps.readCounters()
+}
+
+// Close closes every socket and frees the programs and maps.
+func (m *SockFlowFetcher) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, a := range m.attached {
+		errs = append(errs, a.close())
+	}
+	m.attached = map[int]*sockAttachment{}
+	errs = append(errs, m.maps.close(), m.objs.Close())
+	return errors.Join(errs...)
+}
