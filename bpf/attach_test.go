@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostflow/hostflow/bpf/internal/noop"
-	"github.com/hostflow/hostflow/bpf/internal/testutil"
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // vethEnv is a veth pair between two test namespaces with a netlink handle

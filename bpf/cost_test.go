@@ -29,7 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostflow/hostflow/bpf/internal/noop"
-	"github.com/hostflow/hostflow/bpf/internal/testutil"
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // costScenario is one traffic pattern: packets cycle over flows distinct

@@ -8,7 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/hostflow/hostflow/bpf/internal/testutil"
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // requirePrivileges skips the test when the process cannot load BPF

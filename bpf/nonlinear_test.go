@@ -22,7 +22,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"github.com/hostflow/hostflow/bpf/internal/testutil"
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // packetSocket opens an AF_PACKET raw socket bound to ifindex inside ns.

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostflow/hostflow/bpf/internal/testutil"
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // nsSockFetcher loads a socket fetcher whose Close runs when the test ends.

@@ -1,0 +1,133 @@
+package ifaces
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hostflow/hostflow/internal/testutil"
+)
+
+// recorder is an Attacher that records what it is asked.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recorder) Attach(idx int, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "attach "+name)
+	return nil
+}
+
+func (r *recorder) Detach(idx int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("detach %d", idx))
+	return nil
+}
+
+func (r *recorder) has(call string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Contains(r.calls, call)
+}
+
+// waitFor waits until the recorder saw call, bounded in time.
+func (r *recorder) waitFor(t *testing.T, call string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if r.has(call) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t.Fatalf("no %q in %q", call, r.calls)
+}
+
+// TestManagerFollowsLinks runs a Manager in a test namespace and changes
+// links under it: new links that match are attached, renamed and removed
+// ones are released, and new rules apply at once.
+func TestManagerFollowsLinks(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	ns.IP(t, "link", "add", "hft0", "type", "veth", "peer", "name", "other0")
+	rules, err := ParseRules([]string{`/^hft\d+$/`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	m := NewManager(rec, rules, slog.New(slog.DiscardHandler))
+	if err := ns.Do(m.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if !rec.has("attach hft0") || rec.has("attach other0") {
+		t.Fatalf("after Start: %q", rec.calls)
+	}
+	idx0 := indexOf(t, m, "hft0")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ns.Do(func() error { return m.Run(ctx) }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	ns.IP(t, "link", "add", "hft1", "type", "veth", "peer", "name", "other1")
+	rec.waitFor(t, "attach hft1")
+	idx1 := indexOf(t, m, "hft1")
+
+	ns.IP(t, "link", "set", "hft1", "name", "zzz1")
+	rec.waitFor(t, fmt.Sprintf("detach %d", idx1))
+
+	ns.IP(t, "link", "del", "hft0")
+	rec.waitFor(t, fmt.Sprintf("detach %d", idx0))
+
+	zzz, _ := ParseRules([]string{"zzz1"}, nil)
+	if err := m.SetRules(zzz); err != nil {
+		t.Fatalf("SetRules: %v", err)
+	}
+	if !rec.has("attach zzz1") {
+		t.Fatalf("after SetRules: %q", rec.calls)
+	}
+	if st := m.States(); len(st) != 1 || !st[idx1].Attached || st[idx1].Name != "zzz1" {
+		t.Errorf("States() = %+v", st)
+	}
+	if err := m.DetachAll(); err != nil || len(m.States()) != 0 {
+		t.Errorf("DetachAll: %v, states %+v", err, m.States())
+	}
+}
+
+// TestManagerStartErrors: a named link that does not exist, or rules that
+// select nothing, fail at start.
+func TestManagerStartErrors(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	for _, include := range [][]string{{"nosuch0"}, {"/^nothing/"}} {
+		rules, _ := ParseRules(include, nil)
+		m := NewManager(&recorder{}, rules, slog.New(slog.DiscardHandler))
+		if err := ns.Do(m.Start); err == nil {
+			t.Errorf("Start with %q: no error", include)
+		}
+	}
+}
+
+func indexOf(t *testing.T, m *Manager, name string) int {
+	t.Helper()
+	for _, l := range m.Links() {
+		if l.Name == name {
+			return l.Index
+		}
+	}
+	t.Fatalf("no link %s", name)
+	return 0
+}
