@@ -3,8 +3,16 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/hostflow
 ARGS ?=
+# The version hostflow reports and packages carry, from `git describe`
+# (computed once, so one build never mixes two versions).
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell ./packaging/version.sh)
+endif
+LDFLAGS := -X main.version=$(VERSION)
+# Where `make package` writes the .deb and .rpm.
+DIST ?= dist
 
-.PHONY: all deps generate build run test test-unit lint check-generate clean
+.PHONY: all deps generate build run test test-unit lint check-generate clean package
 
 all: build
 
@@ -16,7 +24,7 @@ generate: deps
 	$(GO) generate ./bpf/...
 
 build:
-	$(GO) build -o $(BIN) ./cmd/hostflow
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/hostflow
 
 # Run hostflow on every interface that is up (not loopback), printing each
 # finished flow as a JSON line. Needs root. Pass flags with ARGS="...".
@@ -30,7 +38,7 @@ test: deps
 
 # Tests that need no privileges.
 test-unit:
-	$(GO) test -count=1 ./exporter/... ./templates/... ./cmd/...
+	$(GO) test -count=1 ./exporter/... ./templates/... ./cmd/... ./internal/config/... ./metrics/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -40,5 +48,14 @@ lint:
 check-generate: generate
 	git diff --exit-code -- bpf/
 
+# dist/hostflow_<version>_amd64.deb and .rpm, built by nfpm (a Go tool
+# dependency in go.mod: nothing is downloaded beyond the Go module proxy).
+package:
+	mkdir -p $(DIST)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/hostflow ./cmd/hostflow
+	VERSION=$(VERSION) HOSTFLOW_BIN=$(DIST)/hostflow $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t $(DIST)/hostflow_$(VERSION)_amd64.deb
+	VERSION=$(VERSION) HOSTFLOW_BIN=$(DIST)/hostflow $(GO) tool nfpm package -f packaging/nfpm.yaml -p rpm -t $(DIST)/hostflow_$(VERSION)_amd64.rpm
+	rm -f $(DIST)/hostflow
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

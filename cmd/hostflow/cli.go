@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/hostflow/hostflow/internal/config"
+)
+
+const usageText = `Usage:
+  hostflow [flags]                  run the probe
+  hostflow check-config [flags]     validate the configuration and print it
+  hostflow version                  print the version
+
+hostflow counts every packet's flow on this host's interfaces with eBPF and
+exports IPFIX flow records. With no collector, each finished flow is printed
+as one JSON line on stdout.
+
+Configuration comes from ` + config.DefaultPath + ` (or --config), HOSTFLOW_*
+environment variables and flags; a flag beats the environment, which beats
+the file. SIGHUP reloads it.
+
+Flags:
+`
+
+// run dispatches the subcommands; with none it runs the daemon until ctx
+// is cancelled.
+func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintf(stdout, "hostflow %s (%s)\n", version, goVersion())
+			return nil
+		case "check-config":
+			cfg, err := config.Load(args[1:], usageText, stderr)
+			if errors.Is(err, config.ErrHelp) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return cfg.WriteYAML(stdout)
+		case "help":
+			_, err := config.Load([]string{"--help"}, usageText, stderr)
+			if errors.Is(err, config.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+	}
+	cfg, err := config.Load(args, usageText, stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return runDaemon(ctx, cfg, args, hup, stdout, stderr)
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/hostflow/hostflow/bpf"
+	"github.com/hostflow/hostflow/exporter"
+	"github.com/hostflow/hostflow/ifaces"
+	"github.com/hostflow/hostflow/internal/config"
+	"github.com/hostflow/hostflow/metrics"
+)
+
+// daemon moves flows from the kernel through the cache to the sinks. One
+// goroutine (loop) owns the cache, the configuration and every change to
+// attachments and sinks; the ring-buffer reader feeds it through a bounded
+// channel and blocks when it is full (the kernel then counts what the ring
+// buffer cannot hold, so nothing is lost silently). The fields under mu are
+// also read by /metrics scrapes.
+type daemon struct {
+	args    []string // the command line, loaded again on SIGHUP
+	stdout  io.Writer
+	log     *slog.Logger
+	level   *slog.LevelVar
+	notify  notifier
+	fetcher *bpf.FlowFetcher
+
+	cfg   *config.Config
+	cache *exporter.Cache
+	out   []exporter.Flow
+	tick  *time.Ticker
+
+	links     *ifaces.Manager
+	stopLinks context.CancelFunc // stops following link updates
+	linksDone chan struct{}
+
+	mu      sync.Mutex
+	sinks   sinkSet
+	counts  flowCounts
+	reloads metrics.ReloadStats
+}
+
+// flowCounts sum what was exported, across cache replacements.
+type flowCounts struct {
+	packets, bytes uint64
+	byReason       [6]uint64
+	active         int
+	direct         uint64
+	drainErrors    uint64
+	exportErrors   uint64
+}
+
+// runDaemon starts everything cfg asks for, runs until ctx is cancelled,
+// then detaches and exports every cached flow.
+func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-chan os.Signal, stdout, stderr io.Writer) error {
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := newLogger(cfg.LogFormat, level, stderr)
+	d := &daemon{args: args, stdout: stdout, log: log, level: level, notify: newNotifier(), cfg: cfg}
+	log.Info("starting", "version", version, "config", cfg.File)
+
+	if err := checkCapabilities(); err != nil {
+		return err
+	}
+	sinks, _, _, err := buildSinks(cfg, nil, stdout, log)
+	if err != nil {
+		return err
+	}
+	d.sinks = sinks
+	defer func() { _ = d.sinks.Close() }()
+	for _, s := range sinks {
+		log.Info("exporting", "collector", s.name())
+	}
+
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("remove memlock limit: %w", err)
+	}
+	unlock := lockState(cfg.StateDir, log)
+	defer unlock()
+	algo := bpf.SamplingRandom
+	if cfg.SamplingAlgorithm == "count" {
+		algo = bpf.SamplingCount
+	}
+	d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
+		bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir))
+	if err != nil {
+		return fmt.Errorf("load eBPF programs: %w", err)
+	}
+	defer d.fetcher.Close()
+
+	d.links = ifaces.NewManager(d.fetcher, cfg.Rules(), log)
+	if err := d.links.Start(); err != nil {
+		return err
+	}
+	d.followLinks()
+	if d.cache, err = exporter.NewCache(cfg.Cache(), exporter.SystemClock{}); err != nil {
+		return err
+	}
+
+	if cfg.MetricsEnabled {
+		reg := metrics.NewRegistry(d, metrics.BuildInfo{Version: version, GoVersion: goVersion()})
+		srv, err := metrics.Listen(cfg.MetricsListen, reg, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
+	}
+	return d.loop(ctx, hup)
+}
+
+func attachMode(s string) bpf.AttachMode {
+	switch s {
+	case "tcx":
+		return bpf.AttachTCX
+	case "clsact":
+		return bpf.AttachClsact
+	}
+	return bpf.AttachAuto
+}
+
+func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
+	direct := make(chan bpf.Record, 4096)
+	go d.readRingBuf(direct)
+
+	d.tick = time.NewTicker(d.cfg.PollInterval)
+	defer d.tick.Stop()
+	d.log.Info("ready", "interfaces", len(d.fetcher.Attached()), "collectors", len(d.sinks))
+	if err := d.notify.ready(d.status()); err != nil {
+		d.log.Warn("systemd notify", "err", err)
+	}
+	for {
+		select {
+		case r := <-direct:
+			d.addDirect(r)
+		case <-d.tick.C:
+			d.drain()
+			d.export(d.cache.Expire(d.out[:0]))
+			d.updateActive()
+		case <-hup:
+			d.reload()
+		case <-ctx.Done():
+			return d.shutdown(direct)
+		}
+	}
+}
+
+// followLinks attaches links that appear or come up and match the rules,
+// and releases those that go, until stopLinks.
+func (d *daemon) followLinks() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopLinks = cancel
+	d.linksDone = make(chan struct{})
+	go func() {
+		defer close(d.linksDone)
+		if err := d.links.Run(ctx); err != nil {
+			d.log.Error("follow link updates: new links are not attached until a reload", "err", err)
+		}
+	}()
+}
+
+func (d *daemon) status() string {
+	return fmt.Sprintf("capturing on %d interfaces, exporting to %d sinks", len(d.fetcher.Attached()), len(d.sinks))
+}
+
+func (d *daemon) addDirect(r bpf.Record) {
+	d.cache.AddOne(r.Id, &r.Metrics)
+	d.mu.Lock()
+	d.counts.direct++
+	d.mu.Unlock()
+}
+
+func (d *daemon) drain() {
+	if err := d.fetcher.Drain(d.cache.Add); err != nil {
+		d.mu.Lock()
+		d.counts.drainErrors++
+		d.mu.Unlock()
+		d.log.Error("read kernel flows", "err", err)
+	}
+}
+
+func (d *daemon) updateActive() {
+	n := d.cache.Len()
+	d.mu.Lock()
+	d.counts.active = n
+	d.mu.Unlock()
+}
+
+// export sends flows to the current sinks.
+func (d *daemon) export(flows []exporter.Flow) {
+	d.exportTo(d.sinks, flows)
+}
+
+func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
+	d.out = flows
+	if len(flows) == 0 {
+		return
+	}
+	err := sinks.Export(flows)
+	d.mu.Lock()
+	for i := range flows {
+		f := &flows[i]
+		d.counts.packets += f.Packets
+		d.counts.bytes += f.Bytes
+		if int(f.EndReason) < len(d.counts.byReason) {
+			d.counts.byReason[f.EndReason]++
+		}
+	}
+	if err != nil {
+		d.counts.exportErrors++
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Warn("export flows", "flows", len(flows), "err", err)
+	}
+}

@@ -1,0 +1,16 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+)
+
+// newLogger returns the daemon's logger: text or JSON on w, at a level
+// SIGHUP can change.
+func newLogger(format string, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hostflow/hostflow/exporter"
+	"github.com/hostflow/hostflow/internal/config"
+	"github.com/vishvananda/netlink"
+)
+
+// reload loads the configuration again (same command line, the file and
+// the environment as they are now) and applies it. An invalid configuration
+// or one that cannot be applied is logged and changes nothing.
+func (d *daemon) reload() {
+	if err := d.notify.reloading(); err != nil {
+		d.log.Warn("systemd notify", "err", err)
+	}
+	d.log.Info("reloading", "config", d.cfg.File)
+	next, err := config.Load(d.args, usageText, io.Discard)
+	if err == nil {
+		err = d.apply(next)
+	}
+	d.mu.Lock()
+	if err != nil {
+		d.reloads.Failure++
+	} else {
+		d.reloads.Success++
+		d.reloads.LastSuccess = time.Now()
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Error("reload rejected: the running configuration stays", "err", err)
+	} else {
+		d.log.Info("reloaded", "interfaces", len(d.fetcher.Attached()), "collectors", len(d.sinks),
+			"sampling", d.cfg.Sampling, "active_timeout", d.cfg.ActiveTimeout, "idle_timeout", d.cfg.IdleTimeout)
+	}
+	if err := d.notify.ready(d.status()); err != nil {
+		d.log.Warn("systemd notify", "err", err)
+	}
+}
+
+// apply switches to next. What can fail (named links, collector sockets,
+// the cache) is built first and undone on error; the switch itself cannot
+// lose a flow: the kernel map is drained before the cache is replaced, and
+// the old cache's flows go to the old sinks before those close.
+func (d *daemon) apply(next *config.Config) error {
+	cur := d.cfg
+	d.keepRestartOnly(cur, next)
+
+	for _, name := range next.Rules().Names() {
+		if _, err := netlink.LinkByName(name); err != nil {
+			return fmt.Errorf("interface %q: no such link", name)
+		}
+	}
+	sinks, unused, created, err := buildSinks(next, d.sinks, d.stdout, d.log)
+	if err != nil {
+		return err
+	}
+	var cache *exporter.Cache
+	if next.Cache() != cur.Cache() {
+		if cache, err = exporter.NewCache(next.Cache(), exporter.SystemClock{}); err != nil {
+			created.Close()
+			return fmt.Errorf("flow cache: %w", err)
+		}
+	}
+
+	// From here on nothing is undone. An interface that fails to attach
+	// is logged and shown in hostflow_interface_attached; the others
+	// capture.
+	if err := d.links.SetRules(next.Rules()); err != nil {
+		d.log.Error("apply interface rules", "err", err)
+	}
+	if cache != nil {
+		d.drain()
+		flows := d.cache.Flush(d.out[:0])
+		d.log.Info("flow cache settings changed: exported cached flows", "flows", len(flows))
+		d.exportTo(d.sinks, flows)
+		d.cache = cache
+		d.updateActive()
+	}
+	d.mu.Lock()
+	d.sinks = sinks
+	d.mu.Unlock()
+	if err := unused.Close(); err != nil {
+		d.log.Warn("close collector", "err", err)
+	}
+	for _, s := range created {
+		d.log.Info("exporting", "collector", s.name())
+	}
+	for _, s := range unused {
+		d.log.Info("stopped exporting", "collector", s.name())
+	}
+
+	if next.Sampling != cur.Sampling {
+		if err := d.fetcher.SetSampling(next.Sampling); err != nil {
+			d.log.Error("change sampling", "from", cur.Sampling, "to", next.Sampling, "err", err)
+			next.Sampling = cur.Sampling
+		}
+	}
+	if next.PollInterval != cur.PollInterval {
+		d.tick.Reset(next.PollInterval)
+	}
+	d.level.Set(next.LogLevel)
+	d.cfg = next
+	return nil
+}
+
+// keepRestartOnly keeps the running value of each key a reload cannot
+// change, and says so.
+func (d *daemon) keepRestartOnly(cur, next *config.Config) {
+	keep := func(key string, changed bool, restore func()) {
+		if changed {
+			d.log.Warn("setting changed: restart hostflow to apply it", "key", key)
+			restore()
+		}
+	}
+	keep("kernel_map_size", next.KernelMapSize != cur.KernelMapSize, func() { next.KernelMapSize = cur.KernelMapSize })
+	keep("attach", next.Attach != cur.Attach, func() { next.Attach = cur.Attach })
+	keep("direction", next.Direction != cur.Direction, func() { next.Direction = cur.Direction })
+	keep("log.format", next.LogFormat != cur.LogFormat, func() { next.LogFormat = cur.LogFormat })
+	keep("metrics.enabled", next.MetricsEnabled != cur.MetricsEnabled, func() { next.MetricsEnabled = cur.MetricsEnabled })
+	keep("metrics.listen", next.MetricsListen != cur.MetricsListen, func() { next.MetricsListen = cur.MetricsListen })
+	keep("sampling_algorithm", next.SamplingAlgorithm != cur.SamplingAlgorithm, func() { next.SamplingAlgorithm = cur.SamplingAlgorithm })
+	keep("state_dir", next.StateDir != cur.StateDir, func() { next.StateDir = cur.StateDir })
+}

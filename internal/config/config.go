@@ -1,0 +1,70 @@
+// Package config loads hostflow's configuration from a YAML file,
+// HOSTFLOW_* environment variables and command-line flags through one viper
+// instance, and validates it. Precedence: flag > environment > file >
+// default. Unknown keys and bad values are errors that name the key.
+package config
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/hostflow/hostflow/exporter"
+	"github.com/hostflow/hostflow/ifaces"
+)
+
+// DefaultPath is the file read when no --config is given. A missing file
+// at the default path is not an error: the defaults apply.
+const DefaultPath = "/etc/hostflow/hostflow.yaml"
+
+// EnvPrefix starts every environment variable hostflow reads:
+// HOSTFLOW_<KEY> with dots and dashes as underscores, e.g.
+// HOSTFLOW_ACTIVE_TIMEOUT, HOSTFLOW_METRICS_LISTEN. HOSTFLOW_CONFIG names
+// the config file.
+const EnvPrefix = "HOSTFLOW"
+
+// Config is the daemon's effective configuration.
+type Config struct {
+	// Interfaces are exact names and /regex/ patterns; empty selects every
+	// interface that is up, except loopback. ExcludeInterfaces are never
+	// selected.
+	Interfaces        []string
+	ExcludeInterfaces []string
+	// Collectors receive the flow records; none prints JSON lines.
+	Collectors []Collector
+
+	ActiveTimeout     time.Duration
+	IdleTimeout       time.Duration
+	MaxFlows          int
+	PollInterval      time.Duration
+	KernelMapSize     int
+	Sampling          int
+	SamplingAlgorithm string // random or count
+	StateDir          string
+	Attach            string // auto, tcx or clsact
+	Direction         string // ingress, egress or both
+	ObservationDomain uint32
+	MaxMessageSize    int
+
+	LogLevel  slog.Level
+	LogFormat string // text or json
+
+	MetricsEnabled bool
+	MetricsListen  string // host:port
+
+	// File is the config file that was read, "" when none.
+	File string
+
+	rules ifaces.Rules
+}
+
+// Rules returns the compiled interface rules.
+func (c *Config) Rules() ifaces.Rules { return c.rules }
+
+// Cache returns the flow cache settings.
+func (c *Config) Cache() exporter.CacheConfig {
+	return exporter.CacheConfig{ActiveTimeout: c.ActiveTimeout, IdleTimeout: c.IdleTimeout, MaxFlows: c.MaxFlows}
+}
+
+// Ingress and Egress say which TC hooks to capture on.
+func (c *Config) Ingress() bool { return c.Direction != "egress" }
+func (c *Config) Egress() bool  { return c.Direction != "ingress" }

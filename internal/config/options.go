@@ -1,0 +1,282 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hostflow/hostflow/exporter"
+)
+
+// kind is how an option is written on the command line.
+type kind int
+
+const (
+	kindString kind = iota
+	kindList        // comma-separated, or a repeatable flag
+	kindDuration
+	kindInt
+	kindBool
+)
+
+// option is one configuration key: its file key (dots nest), flag, default
+// and how it is decoded into a Config and printed back.
+type option struct {
+	key        string
+	flag       string
+	repeatable bool // the flag may be given more than once (lists only)
+	kind       kind
+	def        any
+	usage      string
+	set        func(c *Config, v any) error
+	get        func(c *Config) any
+}
+
+// options lists every key, in the order check-config prints them.
+var options = []option{
+	{
+		key: "interfaces", flag: "interfaces", kind: kindList, def: []string{},
+		usage: "interfaces to capture on: comma-separated names and /regex/ patterns (default: every interface that is up, except loopback)",
+		set: func(c *Config, v any) error {
+			l, err := toIfaceList(v)
+			if err != nil {
+				return err
+			}
+			c.Interfaces = l
+			return nil
+		},
+		get: func(c *Config) any { return c.Interfaces },
+	},
+	{
+		key: "exclude_interfaces", flag: "exclude-interfaces", kind: kindList, def: []string{},
+		usage: "interfaces never to capture on: comma-separated names and /regex/ patterns",
+		set: func(c *Config, v any) error {
+			l, err := toIfaceList(v)
+			if err != nil {
+				return err
+			}
+			c.ExcludeInterfaces = l
+			return nil
+		},
+		get: func(c *Config) any { return c.ExcludeInterfaces },
+	},
+	{
+		key: "collectors", flag: "collector", repeatable: true, kind: kindList, def: []string{},
+		usage: "send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739 (repeatable; none: print JSON lines on stdout)",
+		set: func(c *Config, v any) error {
+			l, err := toList(v)
+			if err != nil {
+				return err
+			}
+			c.Collectors = nil
+			for _, s := range l {
+				col, err := ParseCollector(s)
+				if err != nil {
+					return fmt.Errorf("collector %q: %w", s, err)
+				}
+				if slices.ContainsFunc(c.Collectors, func(o Collector) bool { return o.URL == s }) {
+					return fmt.Errorf("collector %q: listed twice", s)
+				}
+				c.Collectors = append(c.Collectors, col)
+			}
+			return nil
+		},
+		get: func(c *Config) any {
+			out := []string{}
+			for _, col := range c.Collectors {
+				out = append(out, col.URL)
+			}
+			return out
+		},
+	},
+	{
+		key: "active_timeout", flag: "active-timeout", kind: kindDuration, def: exporter.DefaultActiveTimeout,
+		usage: "export a long-lived flow this often",
+		set:   durationSetter(func(c *Config) *time.Duration { return &c.ActiveTimeout }),
+		get:   func(c *Config) any { return c.ActiveTimeout.String() },
+	},
+	{
+		key: "idle_timeout", flag: "idle-timeout", kind: kindDuration, def: exporter.DefaultIdleTimeout,
+		usage: "end a flow after this long without packets",
+		set:   durationSetter(func(c *Config) *time.Duration { return &c.IdleTimeout }),
+		get:   func(c *Config) any { return c.IdleTimeout.String() },
+	},
+	{
+		key: "max_flows", flag: "max-flows", kind: kindInt, def: exporter.DefaultMaxFlows,
+		usage: "flows the user-space cache holds; beyond, new flows are exported at once (flowEndReason 5)",
+		set:   intSetter(1, 1<<30, func(c *Config) *int { return &c.MaxFlows }),
+		get:   func(c *Config) any { return c.MaxFlows },
+	},
+	{
+		key: "poll_interval", flag: "poll-interval", kind: kindDuration, def: time.Second,
+		usage: "how often flows are read from the kernel",
+		set:   durationSetter(func(c *Config) *time.Duration { return &c.PollInterval }),
+		get:   func(c *Config) any { return c.PollInterval.String() },
+	},
+	{
+		key: "kernel_map_size", flag: "kernel-map-size", kind: kindInt, def: 1 << 17,
+		usage: "flows the kernel aggregates per poll interval before diverting packets to the ring buffer (restart to change)",
+		set:   intSetter(1, 1<<26, func(c *Config) *int { return &c.KernelMapSize }),
+		get:   func(c *Config) any { return c.KernelMapSize },
+	},
+	{
+		key: "sampling", flag: "sampling", kind: kindInt, def: 0,
+		usage: "count a random 1-in-N packets (0 or 1: every packet)",
+		set:   intSetter(0, 1<<31-1, func(c *Config) *int { return &c.Sampling }),
+		get:   func(c *Config) any { return c.Sampling },
+	},
+	{
+		key: "sampling_algorithm", flag: "sampling-algorithm", kind: kindString, def: "random",
+		usage: "how 1-in-N packets are picked: random, or count (every Nth packet per CPU) (restart to change)",
+		set:   enumSetter([]string{"random", "count"}, func(c *Config) *string { return &c.SamplingAlgorithm }),
+		get:   func(c *Config) any { return c.SamplingAlgorithm },
+	},
+	{
+		key: "attach", flag: "attach", kind: kindString, def: "auto",
+		usage: "how to attach to TC hooks: auto, tcx or clsact (restart to change)",
+		set:   enumSetter([]string{"auto", "tcx", "clsact"}, func(c *Config) *string { return &c.Attach }),
+		get:   func(c *Config) any { return c.Attach },
+	},
+	{
+		key: "direction", flag: "direction", kind: kindString, def: "both",
+		usage: "hooks to capture on: ingress, egress or both (restart to change)",
+		set:   enumSetter([]string{"ingress", "egress", "both"}, func(c *Config) *string { return &c.Direction }),
+		get:   func(c *Config) any { return c.Direction },
+	},
+	{
+		key: "state_dir", flag: "state-dir", kind: kindString, def: "/run/hostflow",
+		usage: "directory recording the clsact qdiscs hostflow created, so a restart after a crash removes them (restart to change)",
+		set: func(c *Config, v any) error {
+			s, err := toString(v)
+			if err != nil {
+				return err
+			}
+			if s != "" && !strings.HasPrefix(s, "/") {
+				return fmt.Errorf("want an absolute path")
+			}
+			c.StateDir = s
+			return nil
+		},
+		get: func(c *Config) any { return c.StateDir },
+	},
+	{
+		key: "observation_domain", flag: "observation-domain", kind: kindInt, def: 0,
+		usage: "IPFIX observation domain id",
+		set: func(c *Config, v any) error {
+			var n int
+			if err := intSetter(0, 1<<32-1, func(*Config) *int { return &n })(c, v); err != nil {
+				return err
+			}
+			c.ObservationDomain = uint32(n)
+			return nil
+		},
+		get: func(c *Config) any { return c.ObservationDomain },
+	},
+	{
+		key: "max_message_size", flag: "max-message-size", kind: kindInt, def: exporter.DefaultMaxMessageSize,
+		usage: "largest IPFIX message in bytes (keep it under the path MTU minus IP and UDP headers)",
+		set:   intSetter(256, 65535, func(c *Config) *int { return &c.MaxMessageSize }),
+		get:   func(c *Config) any { return c.MaxMessageSize },
+	},
+	{
+		key: "log.level", flag: "log-level", kind: kindString, def: "info",
+		usage: "debug, info, warn or error",
+		set: func(c *Config, v any) error {
+			var s string
+			if err := enumSetter([]string{"debug", "info", "warn", "error"}, func(*Config) *string { return &s })(c, v); err != nil {
+				return err
+			}
+			return c.LogLevel.UnmarshalText([]byte(s))
+		},
+		get: func(c *Config) any { return strings.ToLower(c.LogLevel.String()) },
+	},
+	{
+		key: "log.format", flag: "log-format", kind: kindString, def: "text",
+		usage: "log format: text or json (restart to change)",
+		set:   enumSetter([]string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
+		get:   func(c *Config) any { return c.LogFormat },
+	},
+	{
+		key: "metrics.enabled", flag: "metrics-enabled", kind: kindBool, def: true,
+		usage: "serve Prometheus metrics on metrics.listen (restart to change)",
+		set: func(c *Config, v any) error {
+			b, err := toBool(v)
+			c.MetricsEnabled = b
+			return err
+		},
+		get: func(c *Config) any { return c.MetricsEnabled },
+	},
+	{
+		key: "metrics.listen", flag: "metrics-listen", kind: kindString, def: "127.0.0.1:9740",
+		usage: "address of the /metrics endpoint, host:port (restart to change)",
+		set: func(c *Config, v any) error {
+			s, err := toString(v)
+			if err != nil {
+				return err
+			}
+			if err := checkHostPort(s); err != nil {
+				return err
+			}
+			c.MetricsListen = s
+			return nil
+		},
+		get: func(c *Config) any { return c.MetricsListen },
+	},
+}
+
+// Keys returns every configuration key, nested keys with dots.
+func Keys() []string {
+	out := make([]string, len(options))
+	for i, o := range options {
+		out[i] = o.key
+	}
+	return out
+}
+
+// EnvName returns the environment variable of a key.
+func EnvName(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
+}
+
+func durationSetter(field func(*Config) *time.Duration) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		d, err := toDuration(v)
+		if err != nil {
+			return err
+		}
+		if d <= 0 {
+			return fmt.Errorf("must be positive")
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func intSetter(lo, hi int, field func(*Config) *int) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		n, err := toInt(v)
+		if err != nil {
+			return err
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("want %d to %d", lo, hi)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func enumSetter(allowed []string, field func(*Config) *string) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		s, err := toString(v)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(allowed, s) {
+			return fmt.Errorf("want %s", strings.Join(allowed, ", "))
+		}
+		*field(c) = s
+		return nil
+	}
+}

@@ -1,0 +1,128 @@
+package metrics
+
+import (
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	descPackets = prometheus.NewDesc("hostflow_packets_total",
+		"Packets in exported flow records.", nil, nil)
+	descBytes = prometheus.NewDesc("hostflow_bytes_total",
+		"IP bytes in exported flow records.", nil, nil)
+	descActive = prometheus.NewDesc("hostflow_flows_active",
+		"Flows in the user-space cache.", nil, nil)
+	descExported = prometheus.NewDesc("hostflow_flows_exported_total",
+		"Flow records exported, by flowEndReason.", []string{"reason"}, nil)
+	descDirect = prometheus.NewDesc("hostflow_ringbuf_records_total",
+		"Packets read one by one from the ring buffer because the kernel map was full.", nil, nil)
+	descDrainErrors = prometheus.NewDesc("hostflow_drain_errors_total",
+		"Failed reads of the kernel flow map.", nil, nil)
+	descExportErrors = prometheus.NewDesc("hostflow_export_errors_total",
+		"Exports that failed on at least one collector.", nil, nil)
+
+	descKernel = map[string]*prometheus.Desc{
+		"map_full":     prometheus.NewDesc("hostflow_kernel_map_full_total", "Packets diverted to the ring buffer because the kernel flow map was full (not lost).", nil, nil),
+		"ringbuf_full": prometheus.NewDesc("hostflow_kernel_ringbuf_full_total", "Packets lost because the ring buffer was full.", nil, nil),
+		"not_ip":       prometheus.NewDesc("hostflow_kernel_not_ip_total", "Frames without an IPv4 or IPv6 packet (ARP, LLDP, ...).", nil, nil),
+		"malformed":    prometheus.NewDesc("hostflow_kernel_malformed_total", "Frames too short or broken to parse.", nil, nil),
+		"no_map":       prometheus.NewDesc("hostflow_kernel_no_map_total", "Packets seen while no aggregation map was installed.", nil, nil),
+		"sampled_out":  prometheus.NewDesc("hostflow_kernel_sampled_out_total", "Packets skipped by sampling.", nil, nil),
+	}
+
+	descMessages = prometheus.NewDesc("hostflow_collector_messages_total",
+		"Messages sent to the collector.", []string{"collector"}, nil)
+	descRecords = prometheus.NewDesc("hostflow_collector_records_total",
+		"Flow records sent to the collector.", []string{"collector"}, nil)
+	descSendErrors = prometheus.NewDesc("hostflow_collector_send_errors_total",
+		"Messages that failed to send.", []string{"collector"}, nil)
+	descRecordsLost = prometheus.NewDesc("hostflow_collector_records_lost_total",
+		"Flow records in messages that failed to send.", []string{"collector"}, nil)
+
+	descAttached = prometheus.NewDesc("hostflow_interface_attached",
+		"1 if the eBPF programs are attached to the selected interface, else 0.", []string{"interface", "mode"}, nil)
+
+	descReloads = prometheus.NewDesc("hostflow_config_reloads_total",
+		"Configuration reloads (SIGHUP), by result.", []string{"result"}, nil)
+	descLastReload = prometheus.NewDesc("hostflow_config_last_reload_success_timestamp_seconds",
+		"When the configuration was last loaded successfully.", nil, nil)
+)
+
+// kernelOrder fixes the order kernel counters are collected in.
+var kernelOrder = []string{"map_full", "ringbuf_full", "not_ip", "malformed", "no_map", "sampled_out"}
+
+// collector reads a Source at scrape time.
+type collector struct {
+	src Source
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descActive, descExported, descDirect,
+		descDrainErrors, descExportErrors, descMessages, descRecords, descSendErrors, descRecordsLost,
+		descAttached, descReloads, descLastReload} {
+		ch <- d
+	}
+	for _, k := range kernelOrder {
+		ch <- descKernel[k]
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+
+	f := c.src.Flows()
+	counter(descPackets, f.Packets)
+	counter(descBytes, f.Bytes)
+	gauge(descActive, float64(f.Active))
+	reasons := make([]string, 0, len(f.Exported))
+	for r := range f.Exported {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		counter(descExported, f.Exported[r], r)
+	}
+	counter(descDirect, f.DirectRecords)
+	counter(descDrainErrors, f.DrainErrors)
+	counter(descExportErrors, f.ExportErrors)
+
+	if k, err := c.src.Kernel(); err != nil {
+		for _, name := range kernelOrder {
+			ch <- prometheus.NewInvalidMetric(descKernel[name], err)
+		}
+	} else {
+		vals := map[string]uint64{"map_full": k.MapFull, "ringbuf_full": k.RingBufFull, "not_ip": k.NotIP,
+			"malformed": k.Malformed, "no_map": k.NoMap, "sampled_out": k.SampledOut}
+		for _, name := range kernelOrder {
+			counter(descKernel[name], vals[name])
+		}
+	}
+
+	for _, s := range c.src.Collectors() {
+		counter(descMessages, s.Messages, s.URL)
+		counter(descRecords, s.Records, s.URL)
+		counter(descSendErrors, s.SendErrors, s.URL)
+		counter(descRecordsLost, s.RecordsLost, s.URL)
+	}
+
+	for _, i := range c.src.Interfaces() {
+		v := 0.0
+		if i.Attached {
+			v = 1
+		}
+		gauge(descAttached, v, i.Name, i.Mode)
+	}
+
+	r := c.src.Reloads()
+	counter(descReloads, r.Success, "success")
+	counter(descReloads, r.Failure, "failure")
+	if !r.LastSuccess.IsZero() {
+		gauge(descLastReload, float64(r.LastSuccess.UnixNano())/1e9)
+	}
+}

@@ -1,0 +1,60 @@
+// Package metrics exposes hostflow's own counters to Prometheus. Every value
+// is read from a Source when /metrics is scraped: nothing polls in the
+// background.
+package metrics
+
+import "time"
+
+// Source is what the daemon reports. Its methods are called at scrape time,
+// concurrently with the daemon, and must be safe for that.
+type Source interface {
+	Flows() FlowStats
+	Kernel() (KernelStats, error)
+	Collectors() []CollectorStats
+	Interfaces() []InterfaceState
+	Reloads() ReloadStats
+}
+
+// FlowStats count what the flow cache exported.
+type FlowStats struct {
+	// Packets and Bytes sum the exported flow records.
+	Packets, Bytes uint64
+	// Active is the number of flows in the cache.
+	Active int
+	// Exported counts flow records by end reason (label value).
+	Exported map[string]uint64
+	// DirectRecords counts packets read one by one from the ring buffer.
+	DirectRecords uint64
+	// DrainErrors and ExportErrors count failed kernel reads and exports.
+	DrainErrors, ExportErrors uint64
+}
+
+// KernelStats are the eBPF programs' counters.
+type KernelStats struct {
+	MapFull, RingBufFull, NotIP, Malformed, NoMap, SampledOut uint64
+}
+
+// CollectorStats are one collector's exporter counters.
+type CollectorStats struct {
+	URL                     string
+	Messages, Records       uint64
+	SendErrors, RecordsLost uint64
+}
+
+// InterfaceState is whether the programs are on a selected interface.
+type InterfaceState struct {
+	Name     string
+	Mode     string // tcx or clsact
+	Attached bool
+}
+
+// ReloadStats count SIGHUP reloads.
+type ReloadStats struct {
+	Success, Failure uint64
+	LastSuccess      time.Time
+}
+
+// BuildInfo labels hostflow_build_info.
+type BuildInfo struct {
+	Version, GoVersion string
+}
