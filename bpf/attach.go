@@ -22,6 +22,9 @@ const (
 	// AttachClsact adds a clsact qdisc (only if none exists) and a
 	// direct-action cls_bpf filter through netlink.
 	AttachClsact
+	// AttachSocket is SockFlowFetcher's: an AF_PACKET socket filter per
+	// interface, no TC hook at all.
+	AttachSocket
 )
 
 func (m AttachMode) String() string {
@@ -32,6 +35,8 @@ func (m AttachMode) String() string {
 		return "tcx"
 	case AttachClsact:
 		return "clsact"
+	case AttachSocket:
+		return "socket"
 	}
 	return fmt.Sprintf("AttachMode(%d)", int(m))
 }

@@ -102,6 +102,10 @@ func (p *NetSkPrograms) program(l2 bool) *ebpf.Program {
 	return p.SockFlowParseL3
 }
 
+// Mode returns AttachSocket: the interface the daemon reports attach
+// state through is the same for both fetchers.
+func (m *SockFlowFetcher) Mode() AttachMode { return AttachSocket }
+
 // Sampling returns N of the 1-in-N sampling in force.
 func (m *SockFlowFetcher) Sampling() int {
 	m.mu.Lock()

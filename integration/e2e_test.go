@@ -67,11 +67,23 @@ func nfdumpTime(t *testing.T, s string) time.Time {
 }
 
 // TestEndToEndNfcapd runs hostflow in a namespace joined to another by a
-// veth pair, exporting IPFIX over UDP to nfcapd, and checks what nfdump reads
-// back against the traffic sent and the interface counters.
+// veth pair, exporting to nfcapd, and checks what nfdump reads back against
+// the traffic sent and the interface counters: IPFIX from the TC hooks, and
+// NetFlow v9 from the socket-filter fallback.
 func TestEndToEndNfcapd(t *testing.T) {
 	requireRoot(t, "ip", "ethtool", "nfcapd", "nfdump", "ping", "sysctl")
 	bin := buildHostflow(t)
+	for _, tc := range []struct {
+		name, scheme, capture string
+	}{
+		{"ipfix-tc", "ipfix+udp", "tc"},
+		{"netflow9-socket", "netflow9+udp", "socket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testEndToEnd(t, bin, tc.scheme, tc.capture) })
+	}
+}
+
+func testEndToEnd(t *testing.T, bin, scheme, capture string) {
 
 	a := newNamespace(t, "hf-e2e-a")
 	b := newNamespace(t, "hf-e2e-b")
@@ -82,8 +94,8 @@ func TestEndToEndNfcapd(t *testing.T) {
 	nfcapd := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "hostflow"))
 	a.waitQuiet(t, "hfp0", time.Second, 20*time.Second)
 
-	hf := start(t, a.command(bin, "--interfaces", "hfp0", "--collector", "ipfix+udp://127.0.0.1:4739",
-		"--poll-interval", "200ms", "--active-timeout", "60s", "--idle-timeout", "15s"))
+	hf := start(t, a.command(bin, daemonArgs(t, "--interfaces", "hfp0", "--collector", scheme+"://127.0.0.1:4739",
+		"--capture", capture, "--poll-interval", "200ms", "--active-timeout", "60s", "--idle-timeout", "15s")...))
 	hf.waitOutput(t, "msg=attached", 10*time.Second)
 
 	windowStart := time.Now().Add(-time.Second) // nfdump keeps milliseconds; allow rounding

@@ -85,7 +85,7 @@ func TestGSOAccounting(t *testing.T) {
 	a.run(t, "sysctl", "-qw", "net.ipv4.tcp_sack=0")
 	a.waitQuiet(t, "hfg0", 500*time.Millisecond, 20*time.Second)
 
-	hf := start(t, a.command(bin, "--interfaces", "hfg0", "--poll-interval", "200ms"))
+	hf := start(t, a.command(bin, daemonArgs(t, "--interfaces", "hfg0", "--poll-interval", "200ms")...))
 	hf.waitOutput(t, "msg=attached", 10*time.Second)
 	before := a.stats(t, "hfg0")
 	segs0 := tcpOutSegs(t, a)

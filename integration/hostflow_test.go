@@ -30,6 +30,14 @@ func buildHostflow(t *testing.T) string {
 	return bin
 }
 
+// daemonArgs returns args with what keeps a test's hostflow hermetic: no
+// config file (an installed /etc/hostflow/hostflow.yaml must not leak in),
+// its own state directory, and no metrics listener.
+func daemonArgs(t *testing.T, args ...string) []string {
+	t.Helper()
+	return append([]string{"--config", "/dev/null", "--state-dir", t.TempDir(), "--metrics-enabled=false"}, args...)
+}
+
 // process is a started command that the test stops and reaps, whatever
 // happens.
 type process struct {

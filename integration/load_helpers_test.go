@@ -217,13 +217,6 @@ func (ns *namespace) txDropped(t *testing.T, dev string) uint64 {
 	return v[0].Stats64.Tx.Dropped
 }
 
-// daemonHasFlag reports whether the daemon's --help lists --name.
-func daemonHasFlag(t *testing.T, bin, name string) bool {
-	t.Helper()
-	out, _ := exec.Command(bin, "--help").CombinedOutput()
-	return regexp.MustCompile(`(?m)^\s*--?` + regexp.QuoteMeta(name) + `\b`).Match(out)
-}
-
 // daemon is a hostflow process printing flows as JSON lines into a file.
 type daemon struct {
 	cmd    *exec.Cmd

@@ -125,12 +125,8 @@ type loadOutcome struct {
 // must hold in every run: no drain, export, parse or decode error.
 func loadRun(t *testing.T, a, b *namespace, bin string, gen func(time.Duration) trafgenRun, d time.Duration, extra ...string) loadOutcome {
 	t.Helper()
-	args := append([]string{"--interfaces", "hfl1", "--direction", "both", "--poll-interval", "1s",
-		"--active-timeout", "60s", "--idle-timeout", "60s"}, extra...)
-	if daemonHasFlag(t, bin, "state-dir") {
-		// Keep the test's daemon away from the host's /run/hostflow.
-		args = append(args, "--state-dir", t.TempDir())
-	}
+	args := daemonArgs(t, append([]string{"--interfaces", "hfl1", "--direction", "both", "--poll-interval", "1s",
+		"--active-timeout", "60s", "--idle-timeout", "60s"}, extra...)...)
 	dm := startDaemon(t, b, bin, args...)
 	before := b.waitQuiet(t, "hfl1", 500*time.Millisecond, 20*time.Second)
 	g := gen(d)

@@ -39,6 +39,10 @@ var (
 		"Messages that failed to send.", []string{"collector"}, nil)
 	descRecordsLost = prometheus.NewDesc("hostflow_collector_records_lost_total",
 		"Flow records in messages that failed to send.", []string{"collector"}, nil)
+	descDropped = prometheus.NewDesc("hostflow_collector_dropped_records_total",
+		"Flow records dropped because the collector's queue was full.", []string{"collector"}, nil)
+	descReconnects = prometheus.NewDesc("hostflow_collector_reconnects_total",
+		"New TCP/TLS connections to the collector after the first.", []string{"collector"}, nil)
 
 	descAttached = prometheus.NewDesc("hostflow_interface_attached",
 		"1 if the eBPF programs are attached to the selected interface, else 0.", []string{"interface", "mode"}, nil)
@@ -60,7 +64,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descActive, descExported, descDirect,
 		descDrainErrors, descExportErrors, descMessages, descRecords, descSendErrors, descRecordsLost,
-		descAttached, descReloads, descLastReload} {
+		descDropped, descReconnects, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
 	for _, k := range kernelOrder {
@@ -109,6 +113,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRecords, s.Records, s.URL)
 		counter(descSendErrors, s.SendErrors, s.URL)
 		counter(descRecordsLost, s.RecordsLost, s.URL)
+		counter(descDropped, s.DroppedRecords, s.URL)
+		counter(descReconnects, s.Reconnects, s.URL)
 	}
 
 	for _, i := range c.src.Interfaces() {

@@ -39,6 +39,9 @@ type CollectorStats struct {
 	URL                     string
 	Messages, Records       uint64
 	SendErrors, RecordsLost uint64
+	// DroppedRecords were refused by the collector's full queue;
+	// Reconnects count new TCP/TLS connections after the first.
+	DroppedRecords, Reconnects uint64
 }
 
 // InterfaceState is whether the programs are on a selected interface.

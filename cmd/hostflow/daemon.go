@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/ifaces"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/hostflow/hostflow/metrics"
+	"github.com/vishvananda/netlink"
 )
 
 // daemon moves flows from the kernel through the cache to the sinks. One
@@ -29,7 +32,7 @@ type daemon struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	notify  notifier
-	fetcher *bpf.FlowFetcher
+	fetcher flowSource
 
 	cfg   *config.Config
 	cache *exporter.Cache
@@ -40,10 +43,29 @@ type daemon struct {
 	stopLinks context.CancelFunc // stops following link updates
 	linksDone chan struct{}
 
+	// notSent is what the options templates report as
+	// notSentFlowTotalCount: records lost to send errors or full queues,
+	// over all collectors. Read by the collectors' goroutines.
+	notSent atomic.Uint64
+
 	mu      sync.Mutex
 	sinks   sinkSet
 	counts  flowCounts
 	reloads metrics.ReloadStats
+}
+
+// flowSource is what the daemon needs of a fetcher: bpf.FlowFetcher (TC
+// hooks) and bpf.SockFlowFetcher (socket filters) both are one.
+type flowSource interface {
+	ifaces.Attacher
+	Attached() map[int]string
+	Mode() bpf.AttachMode
+	Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error
+	ReadRingBuf() (ringbuf.Record, error)
+	FlushRingBuf() error
+	ReadCounters() (bpf.KernelCounters, error)
+	SetSampling(n int) error
+	Close() error
 }
 
 // flowCounts sum what was exported, across cache replacements.
@@ -68,7 +90,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if err := checkCapabilities(); err != nil {
 		return err
 	}
-	sinks, _, _, err := buildSinks(cfg, nil, stdout, log)
+	sinks, _, _, err := buildSinks(cfg, nil, d.sinkEnv())
 	if err != nil {
 		return err
 	}
@@ -87,8 +109,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.SamplingAlgorithm == "count" {
 		algo = bpf.SamplingCount
 	}
-	d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-		bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir))
+	if cfg.Capture == "socket" {
+		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo))
+	} else {
+		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
+			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir))
+	}
 	if err != nil {
 		return fmt.Errorf("load eBPF programs: %w", err)
 	}
@@ -113,6 +139,41 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
 	return d.loop(ctx, hup)
+}
+
+// sinkEnv gives the sinks what they need from the daemon. The options
+// templates' providers run on the collectors' goroutines: they read
+// netlink, the kernel counters and an atomic, never d.mu.
+func (d *daemon) sinkEnv() sinkEnv {
+	return sinkEnv{
+		stdout:     d.stdout,
+		log:        d.log,
+		interfaces: interfaceTable,
+		counters: func() exporter.OptionsCounters {
+			var c exporter.OptionsCounters
+			if k, err := d.fetcher.ReadCounters(); err == nil {
+				c.IgnoredPackets = k.RingBufFull + k.Malformed
+			}
+			c.NotSentFlows = d.notSent.Load()
+			return c
+		},
+	}
+}
+
+// interfaceTable lists every link of the namespace for the options
+// template (ifindex -> name, alias as description), as a router exports
+// its whole interface table.
+func interfaceTable() []exporter.InterfaceInfo {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
+	}
+	out := make([]exporter.InterfaceInfo, 0, len(links))
+	for _, l := range links {
+		a := l.Attrs()
+		out = append(out, exporter.InterfaceInfo{Index: uint32(a.Index), Name: a.Name, Description: a.Alias})
+	}
+	return out
 }
 
 func attachMode(s string) bpf.AttachMode {
@@ -203,6 +264,14 @@ func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
 		return
 	}
 	err := sinks.Export(flows)
+	var notSent uint64
+	for _, s := range sinks {
+		if s.stats != nil {
+			st := s.stats()
+			notSent += st.DroppedRecords + st.RecordsLost
+		}
+	}
+	d.notSent.Store(notSent)
 	d.mu.Lock()
 	for i := range flows {
 		f := &flows[i]

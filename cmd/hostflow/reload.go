@@ -54,7 +54,7 @@ func (d *daemon) apply(next *config.Config) error {
 			return fmt.Errorf("interface %q: no such link", name)
 		}
 	}
-	sinks, unused, created, err := buildSinks(next, d.sinks, d.stdout, d.log)
+	sinks, unused, created, err := buildSinks(next, d.sinks, d.sinkEnv())
 	if err != nil {
 		return err
 	}

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
-	"time"
 
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
+	"github.com/hostflow/hostflow/metrics"
+	"github.com/hostflow/hostflow/templates"
 )
 
 // collectorSink is one destination of flow records: a collector, or the
@@ -18,7 +18,16 @@ type collectorSink struct {
 	key   string // what it was built from; equal keys are reused on reload
 	url   string // "" for stdout
 	sink  exporter.Sink
-	stats func() exporter.IPFIXStats // nil when it keeps none
+	stats func() metrics.CollectorStats // nil when it keeps none
+}
+
+// sinkEnv is what sinks need from the daemon besides the config: where
+// JSON goes, the logger, and the live data of the options templates.
+type sinkEnv struct {
+	stdout     io.Writer
+	log        *slog.Logger
+	interfaces func() []exporter.InterfaceInfo
+	counters   func() exporter.OptionsCounters
 }
 
 // sinkSet sends every flow to each sink; one failing does not stop the
@@ -54,7 +63,7 @@ func (c *collectorSink) name() string {
 // built from the same settings (their counters and sequence numbers go on),
 // and the sinks of old that are no longer wanted, to close once nothing
 // exports to them.
-func buildSinks(cfg *config.Config, old sinkSet, stdout io.Writer, log *slog.Logger) (next, unused, created sinkSet, err error) {
+func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, created sinkSet, err error) {
 	reuse := map[string]*collectorSink{}
 	for _, c := range old {
 		reuse[c.key] = c
@@ -76,12 +85,14 @@ func buildSinks(cfg *config.Config, old sinkSet, stdout io.Writer, log *slog.Log
 	}
 	if len(cfg.Collectors) == 0 {
 		err = take("stdout", func() (*collectorSink, error) {
-			return &collectorSink{sink: exporter.NewJSONLines(stdout)}, nil
+			return &collectorSink{sink: exporter.NewJSONLines(env.stdout)}, nil
 		})
 	}
 	for _, col := range cfg.Collectors {
-		key := col.URL + " " + strconv.FormatUint(uint64(cfg.ObservationDomain), 10) + " " + strconv.Itoa(cfg.MaxMessageSize)
-		err = take(key, func() (*collectorSink, error) { return newCollectorSink(cfg, col, log) })
+		// Everything the exporter is built from: a change rebuilds it.
+		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
+			cfg.CollectorQueue, cfg.TLS)
+		err = take(key, func() (*collectorSink, error) { return newCollectorSink(cfg, col, env) })
 		if err != nil {
 			break
 		}
@@ -98,27 +109,92 @@ func buildSinks(cfg *config.Config, old sinkSet, stdout io.Writer, log *slog.Log
 	return next, unused, created, nil
 }
 
-// newCollectorSink builds the exporter for one collector URL. New schemes
-// (config.Schemes) are wired here.
-func newCollectorSink(cfg *config.Config, col config.Collector, log *slog.Logger) (*collectorSink, error) {
-	switch {
-	case col.Protocol == "ipfix" && col.Transport == "udp":
+// newCollectorSink builds the exporter for one collector URL: an encoder
+// (IPFIX or NetFlow v9) writing to a transport (UDP, TCP or TLS), behind a
+// bounded queue with its own goroutine. New schemes (config.Schemes) are
+// wired here.
+func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*collectorSink, error) {
+	log := env.log.With("collector", col.URL)
+	protocol := templates.IPFIX
+	if col.Protocol == "netflow9" {
+		protocol = templates.NetFlowV9
+	}
+	set := templates.DefaultSet(protocol)
+	if len(cfg.Fields) > 0 {
+		var err error
+		if set, err = templates.FromNames(protocol, cfg.Fields); err != nil {
+			return nil, fmt.Errorf("collector %s: fields: %w", col, err)
+		}
+	}
+	opts := &exporter.OptionsConfig{
+		Interfaces:       env.interfaces,
+		Counters:         env.counters,
+		SamplingInterval: uint32(cfg.Sampling),
+	}
+
+	var tr exporter.Transport
+	var stream *exporter.StreamTransport
+	switch col.Transport {
+	case "udp":
 		w, err := exporter.DialUDP(col.Address)
 		if err != nil {
 			return nil, fmt.Errorf("collector %s: %w", col, err)
 		}
-		s, err := exporter.NewIPFIX(exporter.IPFIXConfig{
-			Writer:              w,
-			ObservationDomainID: cfg.ObservationDomain,
-			MaxMessageSize:      cfg.MaxMessageSize,
-			Now:                 time.Now,
-			Logger:              log.With("collector", col.URL),
-		})
-		if err != nil {
-			w.Close()
+		tr = w
+	case "tcp", "tls":
+		sc := exporter.StreamConfig{Address: col.Address, Logger: log}
+		if col.Transport == "tls" {
+			tc, err := cfg.TLS.Load()
+			if err != nil {
+				return nil, fmt.Errorf("collector %s: %w", col, err)
+			}
+			sc.TLS = tc
+		}
+		var err error
+		if stream, err = exporter.NewStreamTransport(sc); err != nil {
 			return nil, fmt.Errorf("collector %s: %w", col, err)
 		}
-		return &collectorSink{url: col.URL, sink: s, stats: s.Stats}, nil
+		tr = stream
+	default:
+		return nil, fmt.Errorf("collector %s: transport %s not wired", col, col.Transport)
 	}
-	return nil, fmt.Errorf("collector %s: scheme %s+%s not wired", col, col.Protocol, col.Transport)
+
+	var enc interface {
+		exporter.Sink
+		Stats() exporter.ExportStats
+		ResendTemplates()
+	}
+	var err error
+	switch col.Protocol {
+	case "ipfix":
+		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
+			MaxMessageSize: cfg.MaxMessageSize, Templates: set, Options: opts, Logger: log})
+	case "netflow9":
+		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
+			MaxMessageSize: cfg.MaxMessageSize, Templates: set, Options: opts, Logger: log})
+	default:
+		err = fmt.Errorf("protocol %s not wired", col.Protocol)
+	}
+	if err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("collector %s: %w", col, err)
+	}
+	if stream != nil {
+		// Every new connection starts with the templates (RFC 7011
+		// section 8.1): the collector knows none.
+		stream.SetOnConnect(enc.ResendTemplates)
+	}
+	c, err := exporter.NewCollector(exporter.CollectorConfig{Name: col.URL, Sink: enc, Transport: tr,
+		QueueLength: cfg.CollectorQueue, Logger: log})
+	if err != nil {
+		enc.Close()
+		return nil, fmt.Errorf("collector %s: %w", col, err)
+	}
+	stats := func() metrics.CollectorStats {
+		e, q := enc.Stats(), c.Stats()
+		return metrics.CollectorStats{URL: col.URL, Messages: e.Messages, Records: e.Records,
+			SendErrors: e.SendErrors, RecordsLost: e.RecordsLost,
+			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects}
+	}
+	return &collectorSink{url: col.URL, sink: c, stats: stats}, nil
 }

@@ -33,17 +33,17 @@ func TestBuildSinksReuse(t *testing.T) {
 	var stdout bytes.Buffer
 	a, b, c := "ipfix+udp://127.0.0.1:47391", "ipfix+udp://127.0.0.1:47392", "ipfix+udp://[::1]:47393"
 
-	first, unused, created, err := buildSinks(sinkConfig(t), nil, &stdout, log)
+	first, unused, created, err := buildSinks(sinkConfig(t), nil, sinkEnv{stdout: &stdout, log: log})
 	if err != nil || len(first) != 1 || first[0].url != "" || len(unused) != 0 || len(created) != 1 {
 		t.Fatalf("no collector: %v %v %v %v", urls(first), unused, created, err)
 	}
 
-	second, unused, created, err := buildSinks(sinkConfig(t, "--collector", a, "--collector", b), first, &stdout, log)
+	second, unused, created, err := buildSinks(sinkConfig(t, "--collector", a, "--collector", b), first, sinkEnv{stdout: &stdout, log: log})
 	if err != nil || len(second) != 2 || len(created) != 2 || len(unused) != 1 || unused[0] != first[0] {
 		t.Fatalf("to two collectors: %v unused %v created %v %v", urls(second), urls(unused), urls(created), err)
 	}
 
-	third, unused, created, err := buildSinks(sinkConfig(t, "--collector", b, "--collector", c), second, &stdout, log)
+	third, unused, created, err := buildSinks(sinkConfig(t, "--collector", b, "--collector", c), second, sinkEnv{stdout: &stdout, log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestBuildSinksReuse(t *testing.T) {
 		t.Errorf("created %v unused %v", urls(created), urls(unused))
 	}
 
-	fourth, _, created, err := buildSinks(sinkConfig(t, "--collector", b, "--collector", c, "--observation-domain", "7"), third, &stdout, log)
+	fourth, _, created, err := buildSinks(sinkConfig(t, "--collector", b, "--collector", c, "--observation-domain", "7"), third, sinkEnv{stdout: &stdout, log: log})
 	if err != nil || len(created) != 2 || fourth[0] == third[0] {
 		t.Errorf("a new observation domain must rebuild every exporter: created %v", urls(created))
 	}
@@ -66,7 +66,7 @@ func TestBuildSinksReuse(t *testing.T) {
 func TestBuildSinksError(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := sinkConfig(t, "--collector", "ipfix+udp://127.0.0.1:4739", "--collector", "ipfix+udp://no-such-host.invalid:4739")
-	if _, _, _, err := buildSinks(cfg, nil, io.Discard, log); err == nil {
+	if _, _, _, err := buildSinks(cfg, nil, sinkEnv{stdout: io.Discard, log: log}); err == nil {
 		t.Error("unresolvable collector: no error")
 	}
 }

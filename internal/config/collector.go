@@ -10,8 +10,8 @@ import (
 // Collector is one collector URL: scheme protocol+transport, then
 // host:port, e.g. ipfix+udp://127.0.0.1:4739 or ipfix+udp://[fd00::1]:4739.
 type Collector struct {
-	Protocol  string // "ipfix"
-	Transport string // "udp"
+	Protocol  string // "ipfix" or "netflow9"
+	Transport string // "udp", "tcp" or "tls"
 	Address   string // host:port
 	URL       string // as given
 }
@@ -21,7 +21,7 @@ func (c Collector) String() string { return c.URL }
 // Schemes are the collector URL schemes hostflow can export to. This is
 // the one place a new protocol or transport is added; the daemon's sink
 // factory switches on the same Protocol and Transport.
-var Schemes = []string{"ipfix+udp"}
+var Schemes = []string{"ipfix+udp", "ipfix+tcp", "ipfix+tls", "netflow9+udp"}
 
 // ParseCollector parses and checks one collector URL.
 func ParseCollector(s string) (Collector, error) {

@@ -44,6 +44,17 @@ type Config struct {
 	Direction         string // ingress, egress or both
 	ObservationDomain uint32
 	MaxMessageSize    int
+	// Fields are the IANA element names of the records; empty is the
+	// default layout.
+	Fields []string
+	// TCPEndGrace delays the export of a TCP flow after FIN or RST.
+	TCPEndGrace time.Duration
+	// Capture is tc or socket.
+	Capture string
+	// CollectorQueue is each collector's queue length, in batches.
+	CollectorQueue int
+	// TLS is for ipfix+tls collectors.
+	TLS exporter.TLSConfig
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
@@ -62,7 +73,7 @@ func (c *Config) Rules() ifaces.Rules { return c.rules }
 
 // Cache returns the flow cache settings.
 func (c *Config) Cache() exporter.CacheConfig {
-	return exporter.CacheConfig{ActiveTimeout: c.ActiveTimeout, IdleTimeout: c.IdleTimeout, MaxFlows: c.MaxFlows}
+	return exporter.CacheConfig{ActiveTimeout: c.ActiveTimeout, IdleTimeout: c.IdleTimeout, MaxFlows: c.MaxFlows, TCPEndGrace: c.TCPEndGrace}
 }
 
 // Ingress and Egress say which TC hooks to capture on.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hostflow/hostflow/exporter"
+	"github.com/hostflow/hostflow/templates"
 )
 
 // kind is how an option is written on the command line.
@@ -180,6 +181,70 @@ var options = []option{
 		get:   func(c *Config) any { return c.MaxMessageSize },
 	},
 	{
+		key: "fields", flag: "fields", kind: kindList, def: []string{},
+		usage: "IANA information element names of the flow records, e.g. sourceIPv4Address,octetDeltaCount (default: hostflow's standard layout; IPv4/IPv6 and ingress/egress variants are chosen per template)",
+		set: func(c *Config, v any) error {
+			l, err := toList(v)
+			if err != nil {
+				return err
+			}
+			if len(l) > 0 {
+				if _, err := templates.FromNames(templates.IPFIX, l); err != nil {
+					return err
+				}
+			}
+			c.Fields = l
+			return nil
+		},
+		get: func(c *Config) any { return c.Fields },
+	},
+	{
+		key: "tcp_end_grace", flag: "tcp-end-grace", kind: kindDuration, def: exporter.DefaultTCPEndGrace,
+		usage: "after a TCP FIN or RST, export the flow once it has been quiet this long (flowEndReason 3)",
+		set:   durationSetter(func(c *Config) *time.Duration { return &c.TCPEndGrace }),
+		get:   func(c *Config) any { return c.TCPEndGrace.String() },
+	},
+	{
+		key: "capture", flag: "capture", kind: kindString, def: "tc",
+		usage: "how packets are seen: tc (TC hooks, the default) or socket (an AF_PACKET socket filter per interface, for hosts where TC cannot be used) (restart to change)",
+		set:   enumSetter([]string{"tc", "socket"}, func(c *Config) *string { return &c.Capture }),
+		get:   func(c *Config) any { return c.Capture },
+	},
+	{
+		key: "collector_queue", flag: "collector-queue", kind: kindInt, def: exporter.DefaultQueueLength,
+		usage: "flow batches (one per poll interval) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
+		set:   intSetter(1, 1<<16, func(c *Config) *int { return &c.CollectorQueue }),
+		get:   func(c *Config) any { return c.CollectorQueue },
+	},
+	{
+		key: "tls.ca_file", flag: "tls-ca-file", kind: kindString, def: "",
+		usage: "PEM file of the CAs that sign ipfix+tls collectors' certificates (default: the system roots)",
+		set:   pathSetter(func(c *Config) *string { return &c.TLS.CAFile }),
+		get:   func(c *Config) any { return c.TLS.CAFile },
+	},
+	{
+		key: "tls.cert_file", flag: "tls-cert-file", kind: kindString, def: "",
+		usage: "PEM client certificate for ipfix+tls collectors that require mutual authentication",
+		set:   pathSetter(func(c *Config) *string { return &c.TLS.CertFile }),
+		get:   func(c *Config) any { return c.TLS.CertFile },
+	},
+	{
+		key: "tls.key_file", flag: "tls-key-file", kind: kindString, def: "",
+		usage: "PEM private key of tls.cert_file",
+		set:   pathSetter(func(c *Config) *string { return &c.TLS.KeyFile }),
+		get:   func(c *Config) any { return c.TLS.KeyFile },
+	},
+	{
+		key: "tls.server_name", flag: "tls-server-name", kind: kindString, def: "",
+		usage: "name to verify in ipfix+tls collectors' certificates (default: the host of the collector URL)",
+		set: func(c *Config, v any) error {
+			s, err := toString(v)
+			c.TLS.ServerName = s
+			return err
+		},
+		get: func(c *Config) any { return c.TLS.ServerName },
+	},
+	{
 		key: "log.level", flag: "log-level", kind: kindString, def: "info",
 		usage: "debug, info, warn or error",
 		set: func(c *Config, v any) error {
@@ -263,6 +328,21 @@ func intSetter(lo, hi int, field func(*Config) *int) func(*Config, any) error {
 			return fmt.Errorf("want %d to %d", lo, hi)
 		}
 		*field(c) = n
+		return nil
+	}
+}
+
+// pathSetter accepts "" or an absolute path.
+func pathSetter(field func(*Config) *string) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		s, err := toString(v)
+		if err != nil {
+			return err
+		}
+		if s != "" && !strings.HasPrefix(s, "/") {
+			return fmt.Errorf("want an absolute path")
+		}
+		*field(c) = s
 		return nil
 	}
 }
