@@ -243,6 +243,8 @@ func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Dur
 		End:       bpf.MonoToTime(e.m.EndMonoTimeTs, wall, mono),
 		TCPFlags:  e.m.Flags,
 		EndReason: reason,
+
+		SamplingInterval: e.m.Sampling,
 	}
 }
 

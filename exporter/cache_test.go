@@ -58,13 +58,14 @@ func TestCacheMergesPerCPUValues(t *testing.T) {
 	}
 	perCPU[0].Flags = 0x02
 	perCPU[2].Flags = 0x10
+	perCPU[0].Sampling, perCPU[2].Sampling = 8, 8
 	c.Add(key(1), perCPU)
 	out := c.Flush(nil)
 	if len(out) != 1 {
 		t.Fatalf("got %d flows, want 1", len(out))
 	}
 	f := out[0]
-	if f.Packets != 3 || f.Bytes != 300 || f.TCPFlags != 0x12 || f.EndReason != EndForced {
+	if f.Packets != 3 || f.Bytes != 300 || f.TCPFlags != 0x12 || f.EndReason != EndForced || f.SamplingInterval != 8 {
 		t.Errorf("got %+v", f)
 	}
 	if want := clk.epoch.Add(now - 5*time.Second); !f.Start.Equal(want) {

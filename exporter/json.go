@@ -34,6 +34,8 @@ type jsonFlow struct {
 	End       string `json:"end"`
 	TCPFlags  uint16 `json:"tcp_flags"`
 	EndReason string `json:"end_reason"`
+	// Sampling is N of 1-in-N packet sampling; absent when unsampled.
+	Sampling uint32 `json:"sampling,omitempty"`
 }
 
 // jsonLines is a Sink that writes one JSON object per flow per line, for
@@ -92,6 +94,7 @@ func toJSON(f *Flow) jsonFlow {
 		End:       jsonTime(f.End),
 		TCPFlags:  f.TCPFlags,
 		EndReason: f.EndReason.String(),
+		Sampling:  samplingOf(f.SamplingInterval),
 	}
 }
 
@@ -109,4 +112,12 @@ func directionName(d uint8) string {
 // and compare as text.
 func jsonTime(t time.Time) string {
 	return t.UTC().Format(jsonTimeLayout)
+}
+
+// samplingOf is N for sampled flows and 0 (omitted) for unsampled ones.
+func samplingOf(n uint32) uint32 {
+	if n <= 1 {
+		return 0
+	}
+	return n
 }

@@ -86,3 +86,23 @@ func TestJSONLinesWriteError(t *testing.T) {
 		t.Errorf("Export error %v, want %v", err, errWrite)
 	}
 }
+
+// TestJSONLinesSampling: a sampled flow says its rate, an unsampled one
+// has no sampling key.
+func TestJSONLinesSampling(t *testing.T) {
+	for _, tt := range []struct {
+		n    uint32
+		want string
+	}{{0, ""}, {1, ""}, {64, `"sampling":64`}} {
+		var b strings.Builder
+		s := NewJSONLines(&b)
+		f := Flow{Key: flowKey("198.18.0.1", "198.18.0.2", 1, 2, 17, 0, 3), Packets: 1, SamplingInterval: tt.n}
+		if err := s.Export([]Flow{f}); err != nil {
+			t.Fatal(err)
+		}
+		got := b.String()
+		if (tt.want == "" && strings.Contains(got, "sampling")) || !strings.Contains(got, tt.want) {
+			t.Errorf("sampling %d: %s", tt.n, got)
+		}
+	}
+}
