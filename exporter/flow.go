@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/hostflow/hostflow/bpf"
@@ -43,6 +44,38 @@ type Flow struct {
 	End       time.Time
 	TCPFlags  uint16
 	EndReason EndReason
+	// SamplingInterval is N of the 1-in-N packet sampling the counts
+	// were taken with (0 or 1: every packet); a collector multiplies
+	// by it.
+	SamplingInterval uint32
+
+	// Router mode: what the host did with an ingress flow, filled at
+	// export by router.Enricher (from the FIB, the main routing table and
+	// conntrack), zero when unknown or not in router mode.
+	//
+	// EgressIfIndex is the interface the FIB forwards the flow to
+	// (egressInterface, 14), 0 if it is not forwarded.
+	EgressIfIndex uint32
+	// NextHop is the route's gateway, or the destination itself for a
+	// connected route (ipNextHopIPv4Address 15 / ipNextHopIPv6Address 62).
+	NextHop netip.Addr
+	// ForwardingStatus is IANA forwardingStatus (89): 64 forwarded, 128
+	// dropped, 192 consumed (delivered locally), 0 unknown.
+	ForwardingStatus uint8
+	// SrcPrefixLen and DstPrefixLen are the lengths of the longest main
+	// table routes matching the source and destination (source/
+	// destinationIPv4PrefixLength 9/13, IPv6 29/30).
+	SrcPrefixLen uint8
+	DstPrefixLen uint8
+	// PostNATSrc, PostNATDst and their ports are the flow's addresses
+	// and ports after NAT, from conntrack (postNATSourceIPv4Address 225,
+	// postNATDestinationIPv4Address 226, IPv6 281/282, postNAPTSource/
+	// DestinationTransportPort 227/228). Invalid (zero) if the flow has no
+	// conntrack entry; equal to the key's when it is tracked untranslated.
+	PostNATSrc     netip.Addr
+	PostNATDst     netip.Addr
+	PostNATSrcPort uint16
+	PostNATDstPort uint16
 }
 
 // Sink receives expired flows. Export is called from one goroutine; it must
