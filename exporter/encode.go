@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -346,6 +347,9 @@ func putFor(f templates.Field) (putFunc, error) {
 	case templates.EndUptime:
 		return fixed(4, func(d []byte, fl *Flow, s int64) { binary.BigEndian.PutUint32(d, uptimeMillis(fl.End, s)) })
 	}
+	if p, ok := routerPut(f); ok {
+		return p, nil
+	}
 	if p, ok := directPuts[putKey{f.Value, f.Length}]; ok {
 		return p, nil
 	}
@@ -420,6 +424,20 @@ func uintValue(v templates.Value) func(*Flow) uint64 {
 		return func(f *Flow) uint64 { return uint64(icmpTypeCode(&f.Key, protoICMPv6)) }
 	case templates.VLAN:
 		return func(f *Flow) uint64 { return uint64(f.Key.VlanId) }
+	case templates.SrcPrefixLen:
+		return func(f *Flow) uint64 { return uint64(f.SrcPrefixLen) }
+	case templates.DstPrefixLen:
+		return func(f *Flow) uint64 { return uint64(f.DstPrefixLen) }
+	case templates.ForwardingStatus:
+		return func(f *Flow) uint64 { return uint64(f.ForwardingStatus) }
+	case templates.PostNATSrcPort:
+		return func(f *Flow) uint64 { return uint64(f.PostNATSrcPort) }
+	case templates.PostNATDstPort:
+		return func(f *Flow) uint64 { return uint64(f.PostNATDstPort) }
+	case templates.InInterface:
+		return func(f *Flow) uint64 { return uint64(inInterface(f)) }
+	case templates.OutInterface:
+		return func(f *Flow) uint64 { return uint64(outInterface(f)) }
 	case templates.IPVersion:
 		return func(f *Flow) uint64 {
 			if f.Key.IsIPv4() {
@@ -580,7 +598,12 @@ func (e *encoder) begin(allowTemplates bool) {
 	e.setStart = -1
 	t := false
 	if allowTemplates {
-		t = e.forceTemplates || e.resend.Swap(false) ||
+		// Swap first: a resend asked for (e.g. by a new connection's
+		// hook) is satisfied by this message even when the templates
+		// are due anyway; short-circuited, it stayed set and the next
+		// message repeated them.
+		resend := e.resend.Swap(false)
+		t = e.forceTemplates || resend ||
 			(e.refreshMessages > 0 && e.sinceTemplates >= e.refreshMessages)
 		e.forceTemplates = false
 	}
@@ -740,4 +763,83 @@ func (e *encoder) Close() error {
 		}
 	}
 	return nil
+}
+
+// Router mode elements (templates/router.go): the exporter.Flow fields
+// router.Enricher fills. Every put writes all of its bytes, zeros for an
+// unknown value: the record buffer is reused.
+
+// routerPut returns the encode function of a router element at its table
+// length; other lengths of the unsigned ones take the generic path.
+func routerPut(f templates.Field) (putFunc, bool) {
+	switch {
+	case f.Value == templates.NextHopIPv4 && f.Length == 4:
+		return func(d []byte, fl *Flow, _ int64) { putAddr4(d, fl.NextHop) }, true
+	case f.Value == templates.NextHopIPv6 && f.Length == 16:
+		return func(d []byte, fl *Flow, _ int64) { putAddr16(d, fl.NextHop) }, true
+	case f.Value == templates.PostNATSrcIPv4 && f.Length == 4:
+		return func(d []byte, fl *Flow, _ int64) { putAddr4(d, fl.PostNATSrc) }, true
+	case f.Value == templates.PostNATDstIPv4 && f.Length == 4:
+		return func(d []byte, fl *Flow, _ int64) { putAddr4(d, fl.PostNATDst) }, true
+	case f.Value == templates.PostNATSrcIPv6 && f.Length == 16:
+		return func(d []byte, fl *Flow, _ int64) { putAddr16(d, fl.PostNATSrc) }, true
+	case f.Value == templates.PostNATDstIPv6 && f.Length == 16:
+		return func(d []byte, fl *Flow, _ int64) { putAddr16(d, fl.PostNATDst) }, true
+	case f.Value == templates.SrcPrefixLen && f.Length == 1:
+		return func(d []byte, fl *Flow, _ int64) { d[0] = fl.SrcPrefixLen }, true
+	case f.Value == templates.DstPrefixLen && f.Length == 1:
+		return func(d []byte, fl *Flow, _ int64) { d[0] = fl.DstPrefixLen }, true
+	case f.Value == templates.ForwardingStatus && f.Length == 1:
+		return func(d []byte, fl *Flow, _ int64) { d[0] = fl.ForwardingStatus }, true
+	case f.Value == templates.PostNATSrcPort && f.Length == 2:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint16(d, fl.PostNATSrcPort) }, true
+	case f.Value == templates.PostNATDstPort && f.Length == 2:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint16(d, fl.PostNATDstPort) }, true
+	case f.Value == templates.InInterface && f.Length == 4:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint32(d, inInterface(fl)) }, true
+	case f.Value == templates.OutInterface && f.Length == 4:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint32(d, outInterface(fl)) }, true
+	}
+	// An address element of another length has no getter either: putFor
+	// fails on it.
+	return nil, false
+}
+
+// putAddr4 writes a as 4 bytes: an IPv4 (or IPv4-mapped) address, else
+// 0.0.0.0 (unknown).
+func putAddr4(d []byte, a netip.Addr) {
+	if a.Is4() || a.Is4In6() {
+		b := a.Unmap().As4()
+		copy(d, b[:])
+		return
+	}
+	clear(d[:4])
+}
+
+// putAddr16 writes a as 16 bytes: an IPv6 address, else :: (unknown).
+func putAddr16(d []byte, a netip.Addr) {
+	if a.Is6() && !a.Is4In6() {
+		b := a.As16()
+		copy(d, b[:])
+		return
+	}
+	clear(d[:16])
+}
+
+// inInterface is ingressInterface in a router layout: the flow's
+// interface for an ingress flow, 0 (unknown) for an egress one.
+func inInterface(f *Flow) uint32 {
+	if f.Key.Direction == bpf.DirectionEgress {
+		return 0
+	}
+	return f.Key.IfIndex
+}
+
+// outInterface is egressInterface in a router layout: the FIB's egress
+// interface for an ingress flow, the flow's interface for an egress one.
+func outInterface(f *Flow) uint32 {
+	if f.Key.Direction == bpf.DirectionEgress {
+		return f.Key.IfIndex
+	}
+	return f.EgressIfIndex
 }

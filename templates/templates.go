@@ -67,6 +67,26 @@ const (
 	OptIgnoredPackets
 	OptNotSentFlows
 	OptSystemInitMillis
+
+	// Router mode (exporter.Flow's router fields; see router.go).
+	NextHopIPv4      // ipNextHopIPv4Address, 0.0.0.0 if unknown
+	NextHopIPv6      // ipNextHopIPv6Address, :: if unknown
+	SrcPrefixLen     // source*PrefixLength
+	DstPrefixLen     // destination*PrefixLength
+	ForwardingStatus // forwardingStatus
+	PostNATSrcIPv4   // postNATSourceIPv4Address
+	PostNATDstIPv4   // postNATDestinationIPv4Address
+	PostNATSrcIPv6   // postNATSourceIPv6Address
+	PostNATDstIPv6   // postNATDestinationIPv6Address
+	PostNATSrcPort   // postNAPTSourceTransportPort
+	PostNATDstPort   // postNAPTDestinationTransportPort
+	// InInterface and OutInterface fill ingressInterface and
+	// egressInterface in a layout that has both (a router layout):
+	// InInterface is the flow's interface for an ingress flow, else 0;
+	// OutInterface is the FIB's egress interface for an ingress flow,
+	// the flow's interface for an egress one.
+	InInterface
+	OutInterface
 )
 
 // ExportProtocol is the export protocol a template is laid out for.
@@ -183,6 +203,7 @@ var variantNames = [4]string{"ipv4-ingress", "ipv4-egress", "ipv6-ingress", "ipv
 // build makes a Set of elems, given as any one variant: each variant swaps
 // in the twin of an element that belongs to another family or direction.
 func build(p ExportProtocol, elems []*element) (*Set, error) {
+	elems = routerInterfaces(elems)
 	s := &Set{Protocol: p}
 	for v := range s.templates {
 		family, dir := uint8(4), byte('i')
