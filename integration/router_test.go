@@ -65,7 +65,8 @@ func link(t *testing.T, a, b *namespace, devA, devB, a4, b4 string, len4 int, a6
 	}
 }
 
-func newRouterLab(t *testing.T) *routerLab {
+// newRouterNet builds the three namespaces, their links and routes.
+func newRouterNet(t *testing.T) *routerLab {
 	t.Helper()
 	requireRoot(t, "ip", "ethtool", "ping", "sysctl", "nft")
 	l := &routerLab{
@@ -91,6 +92,15 @@ func newRouterLab(t *testing.T) *routerLab {
 	l.rtr.run(t, "ip", "route", "add", "blackhole", "198.19.98.0/24")
 	l.rtr.run(t, "ip", "-6", "route", "add", "unreachable", "fd00:99::/64")
 	l.rc, l.rs = ifindex(t, l.rtr, "rc0"), ifindex(t, l.rtr, "rs0")
+	return l
+}
+
+// newRouterLab is newRouterNet with a fetcher on the router's interfaces
+// and an enricher in its namespace, for tests that run the pipeline
+// themselves.
+func newRouterLab(t *testing.T) *routerLab {
+	t.Helper()
+	l := newRouterNet(t)
 
 	// Ingress only: each forwarded packet is counted once, where it
 	// enters the router.

@@ -17,6 +17,7 @@ import (
 	"github.com/hostflow/hostflow/ifaces"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/hostflow/hostflow/metrics"
+	"github.com/hostflow/hostflow/router"
 	"github.com/vishvananda/netlink"
 )
 
@@ -38,6 +39,10 @@ type daemon struct {
 	cache *exporter.Cache
 	out   []exporter.Flow
 	tick  *time.Ticker
+
+	// enricher adds forwarding and NAT information in router mode; nil
+	// in host mode.
+	enricher *router.Enricher
 
 	links     *ifaces.Manager
 	stopLinks context.CancelFunc // stops following link updates
@@ -120,6 +125,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 	defer d.fetcher.Close()
 
+	if cfg.Router() {
+		// Opened here, in the namespace hostflow observes: its route
+		// and conntrack lookups stay there.
+		if d.enricher, err = router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log}); err != nil {
+			return fmt.Errorf("router mode: %w", err)
+		}
+		defer d.enricher.Close()
+	}
+
 	d.links = ifaces.NewManager(d.fetcher, cfg.Rules(), log)
 	if err := d.links.Start(); err != nil {
 		return err
@@ -174,6 +188,18 @@ func interfaceTable() []exporter.InterfaceInfo {
 		out = append(out, exporter.InterfaceInfo{Index: uint32(a.Index), Name: a.Name, Description: a.Alias})
 	}
 	return out
+}
+
+func conntrackMode(s string) router.ConntrackMode {
+	switch s {
+	case "dump":
+		return router.ConntrackDump
+	case "get":
+		return router.ConntrackGet
+	case "off":
+		return router.ConntrackOff
+	}
+	return router.ConntrackAuto
 }
 
 func attachMode(s string) bpf.AttachMode {
@@ -262,6 +288,9 @@ func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
 	d.out = flows
 	if len(flows) == 0 {
 		return
+	}
+	if d.enricher != nil {
+		d.enricher.Enrich(flows)
 	}
 	err := sinks.Export(flows)
 	var notSent uint64

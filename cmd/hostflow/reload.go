@@ -124,4 +124,7 @@ func (d *daemon) keepRestartOnly(cur, next *config.Config) {
 	keep("metrics.listen", next.MetricsListen != cur.MetricsListen, func() { next.MetricsListen = cur.MetricsListen })
 	keep("sampling_algorithm", next.SamplingAlgorithm != cur.SamplingAlgorithm, func() { next.SamplingAlgorithm = cur.SamplingAlgorithm })
 	keep("state_dir", next.StateDir != cur.StateDir, func() { next.StateDir = cur.StateDir })
+	keep("capture", next.Capture != cur.Capture, func() { next.Capture = cur.Capture })
+	keep("mode", next.Mode != cur.Mode, func() { next.Mode = cur.Mode })
+	keep("conntrack", next.Conntrack != cur.Conntrack, func() { next.Conntrack = cur.Conntrack })
 }

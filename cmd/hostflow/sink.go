@@ -91,7 +91,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 	for _, col := range cfg.Collectors {
 		// Everything the exporter is built from: a change rebuilds it.
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
-			cfg.CollectorQueue, cfg.TLS)
+			cfg.CollectorQueue, cfg.TLS, cfg.Mode)
 		err = take(key, func() (*collectorSink, error) { return newCollectorSink(cfg, col, env) })
 		if err != nil {
 			break
@@ -120,6 +120,9 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		protocol = templates.NetFlowV9
 	}
 	set := templates.DefaultSet(protocol)
+	if cfg.Router() {
+		set = templates.RouterSet(protocol)
+	}
 	if len(cfg.Fields) > 0 {
 		var err error
 		if set, err = templates.FromNames(protocol, cfg.Fields); err != nil {

@@ -51,6 +51,10 @@ type Config struct {
 	TCPEndGrace time.Duration
 	// Capture is tc or socket.
 	Capture string
+	// Mode is host or router; Conntrack is router mode's NAT lookup:
+	// auto, dump, get or off.
+	Mode      string
+	Conntrack string
 	// CollectorQueue is each collector's queue length, in batches.
 	CollectorQueue int
 	// TLS is for ipfix+tls collectors.
@@ -76,6 +80,16 @@ func (c *Config) Cache() exporter.CacheConfig {
 	return exporter.CacheConfig{ActiveTimeout: c.ActiveTimeout, IdleTimeout: c.IdleTimeout, MaxFlows: c.MaxFlows, TCPEndGrace: c.TCPEndGrace}
 }
 
-// Ingress and Egress say which TC hooks to capture on.
+// Ingress and Egress say which TC hooks to capture on. auto is both in
+// host mode and ingress in router mode, where a forwarded packet crosses
+// an ingress and an egress hook and must be counted once.
 func (c *Config) Ingress() bool { return c.Direction != "egress" }
-func (c *Config) Egress() bool  { return c.Direction != "ingress" }
+func (c *Config) Egress() bool {
+	if c.Direction == "auto" {
+		return c.Mode != "router"
+	}
+	return c.Direction != "ingress"
+}
+
+// Router reports whether hostflow runs in router mode.
+func (c *Config) Router() bool { return c.Mode == "router" }

@@ -41,10 +41,36 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.ActiveTimeout != time.Minute || cfg.IdleTimeout != 15*time.Second || cfg.PollInterval != time.Second ||
-		cfg.Sampling != 0 || cfg.Attach != "auto" || cfg.Direction != "both" || cfg.MaxMessageSize != 1400 ||
+		cfg.Sampling != 0 || cfg.Attach != "auto" || cfg.Direction != "auto" || cfg.MaxMessageSize != 1400 ||
+		cfg.Mode != "host" || !cfg.Ingress() || !cfg.Egress() ||
 		!cfg.MetricsEnabled || cfg.MetricsListen != "127.0.0.1:9740" || cfg.LogFormat != "text" ||
 		len(cfg.Collectors) != 0 || len(cfg.Interfaces) != 0 {
 		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+// TestRouterModeDirection: router mode counts at ingress only unless the
+// direction is set.
+func TestRouterModeDirection(t *testing.T) {
+	clearEnv(t)
+	for _, tt := range []struct {
+		args            []string
+		ingress, egress bool
+	}{
+		{[]string{"--mode", "router"}, true, false},
+		{[]string{"--mode", "router", "--direction", "both"}, true, true},
+		{[]string{"--mode", "host", "--direction", "egress"}, false, true},
+	} {
+		cfg, err := load(t, append([]string{"--config", writeFile(t, "")}, tt.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Ingress() != tt.ingress || cfg.Egress() != tt.egress || !cfg.Router() != (tt.args[1] == "host") {
+			t.Errorf("%v: ingress %v egress %v router %v", tt.args, cfg.Ingress(), cfg.Egress(), cfg.Router())
+		}
+	}
+	if _, err := load(t, "--config", writeFile(t, ""), "--mode", "switch"); err == nil {
+		t.Error("--mode switch: no error")
 	}
 }
 

@@ -140,9 +140,9 @@ var options = []option{
 		get:   func(c *Config) any { return c.Attach },
 	},
 	{
-		key: "direction", flag: "direction", kind: kindString, def: "both",
-		usage: "hooks to capture on: ingress, egress or both (restart to change)",
-		set:   enumSetter([]string{"ingress", "egress", "both"}, func(c *Config) *string { return &c.Direction }),
+		key: "direction", flag: "direction", kind: kindString, def: "auto",
+		usage: "hooks to capture on: ingress, egress, both, or auto (both in host mode, ingress in router mode) (restart to change)",
+		set:   enumSetter([]string{"auto", "ingress", "egress", "both"}, func(c *Config) *string { return &c.Direction }),
 		get:   func(c *Config) any { return c.Direction },
 	},
 	{
@@ -179,6 +179,18 @@ var options = []option{
 		usage: "largest IPFIX message in bytes (keep it under the path MTU minus IP and UDP headers)",
 		set:   intSetter(256, 65535, func(c *Config) *int { return &c.MaxMessageSize }),
 		get:   func(c *Config) any { return c.MaxMessageSize },
+	},
+	{
+		key: "mode", flag: "mode", kind: kindString, def: "host",
+		usage: "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow (restart to change)",
+		set:   enumSetter([]string{"host", "router"}, func(c *Config) *string { return &c.Mode }),
+		get:   func(c *Config) any { return c.Mode },
+	},
+	{
+		key: "conntrack", flag: "conntrack", kind: kindString, def: "auto",
+		usage: "router mode: how NAT translations are read from conntrack: auto, dump (whole table per export), get (one lookup per flow) or off",
+		set:   enumSetter([]string{"auto", "dump", "get", "off"}, func(c *Config) *string { return &c.Conntrack }),
+		get:   func(c *Config) any { return c.Conntrack },
 	},
 	{
 		key: "fields", flag: "fields", kind: kindList, def: []string{},
