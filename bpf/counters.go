@@ -17,8 +17,3 @@ type KernelCounters struct {
 	// SampledOut: packets skipped by sampling.
 	SampledOut uint64
 }
-
-// ReadCounters reads the kernel counters.
-func (m *FlowFetcher) ReadCounters() (KernelCounters, error) {
-	return m.maps.readCounters()
-}

@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
 )
 
@@ -64,15 +63,15 @@ func WithRingBufSize(n uint32) FetcherOption {
 // time through the direct_flows ring buffer because the hash was full
 // (ReadRingBuf).
 type FlowFetcher struct {
-	objs    NetObjects
-	maps    *flowMaps
+	objs NetObjects
+	*flowMaps
 	ingress bool
 	egress  bool
 	mode    AttachMode
 	cfg     fetcherConfig
 	maxSize int
 
-	mu       sync.Mutex // guards attached, maps, objs.NetPrograms and sampling
+	mu       sync.Mutex // guards attached, objs.NetPrograms and sampling
 	sampling int
 
 	attached map[int]*ifaceAttachment
@@ -142,7 +141,7 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
-	f.maps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters, outer.InnerMap)
+	f.flowMaps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters, outer.InnerMap)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -360,39 +359,6 @@ func (m *FlowFetcher) Attached() map[int]string {
 	return out
 }
 
-// LookupAndDeleteMap takes every flow the kernel aggregated since the last
-// call, with one value per possible CPU.
-//
-// Unlike the seed's version, no increment can be lost: the empty spare map
-// is installed first, and the kernel returns from that update only after
-// every program that could still write to the old map has finished. The old
-// map is then read and emptied in batches while nothing else touches it.
-// It also returns an error instead of logging it: a failed drain must be
-// counted by the caller.
-func (m *FlowFetcher) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error) {
-	out := make(map[NetFlowId][]NetFlowMetrics)
-	err := m.Drain(func(id NetFlowId, perCPU []NetFlowMetrics) {
-		out[id] = append([]NetFlowMetrics(nil), perCPU...)
-	})
-	return out, err
-}
-
-// Drain is LookupAndDeleteMap without the intermediate map: fn is called
-// once per flow with its per-CPU values, which are only valid during the
-// call.
-func (m *FlowFetcher) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.maps.drain(fn)
-}
-
-// ReadRingBuf blocks until the kernel diverts a packet through direct_flows
-// and returns its raw record; decode it with DecodeRecord. It returns
-// ringbuf.ErrClosed (wrapped in os.ErrClosed) after Close.
-func (m *FlowFetcher) ReadRingBuf() (ringbuf.Record, error) {
-	return m.maps.rb.Read()
-}
-
 // DecodeRecord decodes a direct_flows record.
 func DecodeRecord(raw []byte) (Record, error) {
 	var r NetFlowRecordT
@@ -412,16 +378,9 @@ func (m *FlowFetcher) Close() error {
 		errs = append(errs, a.close(i, m.cfg.stateDir))
 	}
 	m.attached = map[int]*ifaceAttachment{}
-	if m.maps != nil {
-		errs = append(errs, m.maps.close())
+	if m.flowMaps != nil {
+		errs = append(errs, m.flowMaps.close())
 	}
 	errs = append(errs, m.objs.Close())
 	return errors.Join(errs...)
-}
-
-// FlushRingBuf makes ReadRingBuf return every record already in
-// direct_flows and then ringbuf.ErrFlushed, instead of blocking. Call it
-// after detaching, so that the last diverted packets are read before exit.
-func (m *FlowFetcher) FlushRingBuf() error {
-	return m.maps.rb.Flush()
 }

@@ -1,14 +1,9 @@
 package bpf
 
-// flowMaps is meant to be shared by FlowFetcher and SockFlowFetcher: both
-// load the maps of c/account.h and read them the same way. It lives in a
-// sock_* file only because fetcher.go had an owner when it was written;
-// FlowFetcher switching to it (and the file becoming flowmaps.go) is a
-// mechanical change.
-
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -16,11 +11,12 @@ import (
 
 // flowMaps is the user-space side of the maps every hostflow program
 // writes: the swapped pair of aggregation maps behind aggregated_flows, the
-// direct_flows ring buffer and global_counters. It is not safe for
-// concurrent use: its owner serialises drain and close.
+// direct_flows ring buffer and global_counters. FlowFetcher and
+// SockFlowFetcher embed it, so both read their maps with the same methods.
 type flowMaps struct {
-	outer    *ebpf.Map // aggregated_flows, owned by the loaded objects
-	counters *ebpf.Map // global_counters, owned by the loaded objects
+	mu       sync.Mutex // serialises drains
+	outer    *ebpf.Map  // aggregated_flows, owned by the loaded objects
+	counters *ebpf.Map  // global_counters, owned by the loaded objects
 	inner    [2]*ebpf.Map
 	active   int // inner[active] is in the kernel's slot
 	ncpu     int
@@ -64,12 +60,42 @@ func newFlowMaps(outer, ring, counters *ebpf.Map, innerSpec *ebpf.MapSpec) (*flo
 	return fm, nil
 }
 
-// drain installs the spare (empty) aggregation map, then empties the one
-// it replaced, calling fn once per flow with its per-CPU values (valid only
+// LookupAndDeleteMap takes every flow the kernel aggregated since the last
+// call, with one value per possible CPU.
+//
+// Unlike the seed's version, no increment can be lost (see Drain), and it
+// returns an error instead of logging it: a failed drain must be counted
+// by the caller.
+func (fm *flowMaps) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error) {
+	out := make(map[NetFlowId][]NetFlowMetrics)
+	err := fm.Drain(func(id NetFlowId, perCPU []NetFlowMetrics) {
+		out[id] = append([]NetFlowMetrics(nil), perCPU...)
+	})
+	return out, err
+}
+
+// ReadRingBuf blocks until the kernel diverts a packet through direct_flows
+// and returns its raw record; decode it with DecodeRecord. It returns
+// ringbuf.ErrClosed (wrapped in os.ErrClosed) after Close.
+func (fm *flowMaps) ReadRingBuf() (ringbuf.Record, error) {
+	return fm.rb.Read()
+}
+
+// FlushRingBuf makes ReadRingBuf return every record already in
+// direct_flows and then ringbuf.ErrFlushed, instead of blocking. Call it
+// after detaching, so that the last diverted packets are read before exit.
+func (fm *flowMaps) FlushRingBuf() error {
+	return fm.rb.Flush()
+}
+
+// Drain is LookupAndDeleteMap without the intermediate map. It installs the
+// spare (empty) aggregation map, then empties the one it replaced, calling fn once per flow with its per-CPU values (valid only
 // during the call). The kernel returns from the update only after every
 // program that could still hold the old map has finished, so nothing writes
 // to it while it is read and deleted: no increment is lost.
-func (fm *flowMaps) drain(fn func(NetFlowId, []NetFlowMetrics)) error {
+func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
 	old, next := fm.inner[fm.active], fm.inner[1-fm.active]
 	if err := fm.outer.Put(uint32(0), next); err != nil {
 		return fmt.Errorf("swap aggregation map: %w", err)
@@ -91,8 +117,8 @@ func (fm *flowMaps) drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	}
 }
 
-// readCounters sums global_counters over CPUs.
-func (fm *flowMaps) readCounters() (KernelCounters, error) {
+// ReadCounters reads the kernel counters, summed over CPUs.
+func (fm *flowMaps) ReadCounters() (KernelCounters, error) {
 	var c KernelCounters
 	fields := []*uint64{
 		NetCounterKeyCOUNTER_MAP_FULL:     &c.MapFull,

@@ -21,7 +21,7 @@ func readRecords(t *testing.T, f *FlowFetcher, n int) []Record {
 	t.Helper()
 	var out []Record
 	for len(out) < n {
-		f.maps.rb.SetDeadline(time.Now().Add(5 * time.Second))
+		f.rb.SetDeadline(time.Now().Add(5 * time.Second))
 		raw, err := f.ReadRingBuf()
 		if err != nil {
 			t.Fatalf("ReadRingBuf after %d of %d records: %v", len(out), n, err)
@@ -32,7 +32,7 @@ func readRecords(t *testing.T, f *FlowFetcher, n int) []Record {
 		}
 		out = append(out, r)
 	}
-	f.maps.rb.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	f.rb.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	if raw, err := f.ReadRingBuf(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("ReadRingBuf after the %d expected records: %d bytes, err %v; want a deadline error", n, len(raw.RawSample), err)
 	}

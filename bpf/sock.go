@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 )
 
 // SockFlowFetcher is the --capture socket fallback of FlowFetcher, for
@@ -25,12 +24,12 @@ import (
 // interface really sends, not what TC egress was handed), and the kernel
 // clones every outgoing skb for the tap, which costs more than a TC hook.
 type SockFlowFetcher struct {
-	objs    NetSkObjects
-	maps    *flowMaps
+	objs NetSkObjects
+	*flowMaps
 	cfg     fetcherConfig
 	maxSize int
 
-	mu       sync.Mutex // guards objs.NetSkPrograms, sampling, attached and maps
+	mu       sync.Mutex // guards objs.NetSkPrograms, sampling and attached
 	sampling int
 	attached map[int]*sockAttachment
 }
@@ -66,7 +65,7 @@ func NewSockFlowFetcher(sampling, cacheMaxSize int, opts ...FetcherOption) (*Soc
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load socket programs: %w", err)
 	}
-	f.maps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters,
+	f.flowMaps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters,
 		spec.Maps[NetSkMapAggregatedFlows].InnerMap)
 	if err != nil {
 		_ = f.objs.Close()
@@ -165,43 +164,6 @@ func (m *SockFlowFetcher) Attached() map[int]string {
 	return out
 }
 
-// LookupAndDeleteMap takes every flow the kernel aggregated since the last
-// call, with one value per possible CPU. No increment is lost: see Drain.
-func (m *SockFlowFetcher) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error) {
-	out := make(map[NetFlowId][]NetFlowMetrics)
-	err := m.Drain(func(id NetFlowId, perCPU []NetFlowMetrics) {
-		out[id] = append([]NetFlowMetrics(nil), perCPU...)
-	})
-	return out, err
-}
-
-// Drain swaps the aggregation map for the empty spare one and calls fn once
-// per flow of the old one with its per-CPU values, which are only valid
-// during the call. It works as FlowFetcher.Drain does.
-func (m *SockFlowFetcher) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.maps.drain(fn)
-}
-
-// ReadRingBuf blocks until the kernel diverts a packet through direct_flows
-// and returns its raw record; decode it with DecodeRecord. It returns
-// ringbuf.ErrClosed (wrapped in os.ErrClosed) after Close.
-func (m *SockFlowFetcher) ReadRingBuf() (ringbuf.Record, error) {
-	return m.maps.rb.Read()
-}
-
-// FlushRingBuf makes ReadRingBuf return every record already in
-// direct_flows and then ringbuf.ErrFlushed instead of blocking.
-func (m *SockFlowFetcher) FlushRingBuf() error {
-	return m.maps.rb.Flush()
-}
-
-// ReadCounters reads the kernel counters, summed over CPUs.
-func (m *SockFlowFetcher) ReadCounters() (KernelCounters, error) {
-	return m.maps.readCounters()
-}
-
 // Close closes every socket and frees the programs and maps.
 func (m *SockFlowFetcher) Close() error {
 	m.mu.Lock()
@@ -211,6 +173,6 @@ func (m *SockFlowFetcher) Close() error {
 		errs = append(errs, a.close())
 	}
 	m.attached = map[int]*sockAttachment{}
-	errs = append(errs, m.maps.close(), m.objs.Close())
+	errs = append(errs, m.flowMaps.close(), m.objs.Close())
 	return errors.Join(errs...)
 }

@@ -42,8 +42,8 @@ func sockDrain(t testing.TB, f *SockFlowFetcher) map[NetFlowId]NetFlowMetrics {
 	}
 	out := make(map[NetFlowId]NetFlowMetrics, len(flows))
 	for id, perCPU := range flows {
-		if len(perCPU) != f.maps.ncpu {
-			t.Fatalf("flow %v: %d per-CPU values, want %d", id, len(perCPU), f.maps.ncpu)
+		if len(perCPU) != f.ncpu {
+			t.Fatalf("flow %v: %d per-CPU values, want %d", id, len(perCPU), f.ncpu)
 		}
 		out[id] = sumMetrics(perCPU)
 	}

@@ -40,9 +40,9 @@ func TestCleanupStale(t *testing.T) {
 			t.Fatal(err)
 		}
 		// "SIGKILL": drop everything without detaching.
-		f.maps.rb.Close()
+		f.rb.Close()
 		f.objs.Close()
-		for _, m := range f.maps.inner {
+		for _, m := range f.inner {
 			m.Close()
 		}
 	}
