@@ -3,16 +3,13 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // requireRoot skips a test that needs root and tools, or fails it under
@@ -49,21 +46,14 @@ func sh(t *testing.T, name string, args ...string) string {
 
 // namespace is a network namespace the test created and deletes.
 type namespace struct {
+	*testutil.Netns
 	name string
 }
 
 func newNamespace(t *testing.T, prefix string) *namespace {
 	t.Helper()
-	name := fmt.Sprintf("%s-%d-%04x", prefix, os.Getpid(), rand.IntN(0x10000))
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("delete netns %s: %v %s", name, err, out)
-		}
-	})
-	ns := &namespace{name: name}
-	ns.run(t, "ip", "link", "set", "lo", "up")
-	return ns
+	n := testutil.NewNetnsNamed(t, prefix+"-")
+	return &namespace{Netns: n, name: n.Name}
 }
 
 // run runs a command inside the namespace.
@@ -77,41 +67,11 @@ func (ns *namespace) command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
 }
 
-// do runs fn on an OS thread switched into the namespace. Sockets created
-// in fn stay in the namespace after it returns.
+// do runs fn on an OS thread switched into the namespace (testutil's
+// Netns.Do). Sockets created in fn stay in the namespace after it returns.
 func (ns *namespace) do(t *testing.T, fn func() error) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is not unlocked: if restoring fails it must die
-		// with the goroutine rather than serve others in the wrong
-		// namespace.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns.name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- fmt.Errorf("restore namespace: %w", rerr)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := ns.Do(fn); err != nil {
 		t.Fatalf("in netns %s: %v", ns.name, err)
 	}
 }

@@ -122,9 +122,16 @@ func IP(tb testing.TB, args ...string) string {
 // when the test ends, pass or fail. It needs root and the ip command.
 func NewNetns(tb testing.TB) *Netns {
 	tb.Helper()
+	return NewNetnsNamed(tb, NamespacePrefix)
+}
+
+// NewNetnsNamed is NewNetns with another name prefix, so that a leftover
+// namespace tells which test made it.
+func NewNetnsNamed(tb testing.TB, prefix string) *Netns {
+	tb.Helper()
 	RequireBPF(tb)
 	RequireTool(tb, "ip")
-	name := NamespacePrefix + RandomSuffix(8)
+	name := prefix + RandomSuffix(8)
 	IP(tb, "netns", "add", name)
 	tb.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
