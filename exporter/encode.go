@@ -99,7 +99,7 @@ type encoder struct {
 	compiled        [4]compiledTemplate
 
 	// templateBlock is the encoded template set and options template
-	// set, built once; templateRecords counts the records in it (v9
+	// sets, built once; templateRecords counts the records in it (v9
 	// counts them in the header).
 	templateBlock   []byte
 	templateRecords int
@@ -231,9 +231,18 @@ func align(n int, pad bool) int {
 	return n
 }
 
-// encodeTemplateBlock encodes ts as one template set and opts, if any, as
-// one options template set (RFC 7011 section 3.4.2, RFC 3954 sections 5.2
-// and 6.1). It returns the bytes and the number of records in them.
+// encodeTemplateBlock encodes ts as one template set and each of opts, if
+// any, as an options template set of its own (RFC 7011 section 3.4.2, RFC
+// 3954 sections 5.2 and 6.1). It returns the bytes and the number of
+// records in them.
+//
+// Both RFCs allow several options template records in one set, but
+// collectors mis-parse that: pmacct's nfacctd 1.7.7 keeps the first and
+// steps to the next by a miscomputed length (IPFIX: it adds the scope
+// field count to the field count; v9: it multiplies byte lengths by 4),
+// and nfdump's v9 parser reads only the first record of an options
+// template flowset. One per set costs 4 bytes (v9: up to 7 with padding)
+// per options template, in the template block only.
 func encodeTemplateBlock(wire *wireFormat, ts []templates.Template, opts []templates.OptionsTemplate) ([]byte, int, error) {
 	be := binary.BigEndian
 	var b []byte
@@ -249,24 +258,25 @@ func encodeTemplateBlock(wire *wireFormat, ts []templates.Template, opts []templ
 		b = appendSpecs(b, t.Fields)
 	}
 	be.PutUint16(b[2:], uint16(len(b)))
-	if len(opts) > 0 {
+	for _, o := range opts {
+		if o.ID < 256 {
+			return nil, 0, fmt.Errorf("%s templates: options template %q has reserved id %d", wire.name, o.Name, o.ID)
+		}
 		start := len(b)
 		b = be.AppendUint16(b, wire.optionsSetID)
 		b = append(b, 0, 0)
-		for _, o := range opts {
-			b = be.AppendUint16(b, o.ID)
-			if wire == &v9Wire {
-				// Scope and option lengths in bytes of specifiers.
-				b = be.AppendUint16(b, uint16(4*len(o.Scope)))
-				b = be.AppendUint16(b, uint16(4*len(o.Fields)))
-			} else {
-				// Total field count, then scope field count.
-				b = be.AppendUint16(b, uint16(len(o.Scope)+len(o.Fields)))
-				b = be.AppendUint16(b, uint16(len(o.Scope)))
-			}
-			b = appendSpecs(b, o.Scope)
-			b = appendSpecs(b, o.Fields)
+		b = be.AppendUint16(b, o.ID)
+		if wire == &v9Wire {
+			// Scope and option lengths in bytes of specifiers.
+			b = be.AppendUint16(b, uint16(4*len(o.Scope)))
+			b = be.AppendUint16(b, uint16(4*len(o.Fields)))
+		} else {
+			// Total field count, then scope field count.
+			b = be.AppendUint16(b, uint16(len(o.Scope)+len(o.Fields)))
+			b = be.AppendUint16(b, uint16(len(o.Scope)))
 		}
+		b = appendSpecs(b, o.Scope)
+		b = appendSpecs(b, o.Fields)
 		for wire.pad && (len(b)-start)%4 != 0 {
 			b = append(b, 0)
 		}

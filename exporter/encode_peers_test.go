@@ -176,7 +176,7 @@ func TestIPFIXDump(t *testing.T) {
 	if n := strings.Count(out, "--- data record"); n != records {
 		t.Errorf("ipfixDump printed %d data records, want %d", n, records)
 	}
-	for _, want := range []string{"interfaceName", "veth-with-a-very-long-name", "notSentFlowTotalCount", "selectorAlgorithm"} {
+	for _, want := range []string{"interfaceName", "veth-with-a-very", "interfaceDescription", "notSentFlowTotalCount", "selectorAlgorithm"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ipfixDump output lacks %q", want)
 		}

@@ -18,9 +18,19 @@ const DefaultOptionsInterval = DefaultTemplateRefresh
 
 // InterfaceInfo is one row of the interface table options records carry:
 // the index flows report as ingressInterface/egressInterface, named.
+//
+// Name goes in interfaceName (IPFIX 82, v9 IF_NAME), Description in
+// interfaceDescription (83, IF_DESC), each in a fixed-length, zero-padded
+// field cut at a UTF-8 boundary (templates.InterfaceNameLen,
+// templates.InterfaceDescriptionLen). A Description that is empty (an
+// interface with no alias) is sent as Name: nfdump shows field 83 as the
+// interface's name and ignores 82, so an empty 83 would show nothing.
 type InterfaceInfo struct {
-	Index       uint32
-	Name        string
+	Index uint32
+	// Name is the Linux interface name (eth0).
+	Name string
+	// Description is the interface alias (ip link set DEV alias TEXT),
+	// empty if none.
 	Description string
 }
 
@@ -72,7 +82,7 @@ func newOptions(cfg OptionsConfig, p templates.ExportProtocol) (*options, error)
 		n := 0
 		for _, f := range append(append([]templates.Field(nil), t.Scope...), t.Fields...) {
 			if f.Length == templates.VariableLength {
-				n += 1 + templates.MaxVariableString
+				n += 1 + maxVariableString
 			} else {
 				n += int(f.Length)
 			}
@@ -81,6 +91,13 @@ func newOptions(cfg OptionsConfig, p templates.ExportProtocol) (*options, error)
 	}
 	return o, nil
 }
+
+// maxVariableString is the most bytes of a variable-length string option
+// (RFC 7011 section 7) the encoder sends, so that one record always fits a
+// message. The default options templates use fixed lengths only (see
+// templates.InterfaceNameLen); variable-length strings remain supported
+// for templates that use them.
+const maxVariableString = 128
 
 // optionsRow is the data one options record is filled from.
 type optionsRow struct {
@@ -124,6 +141,15 @@ func (e *encoder) appendOptionsRecord(t *templates.OptionsTemplate, row *options
 			n += e.optionLength(f, row)
 		}
 	}
+	if t.ID == templates.OptionsInterfaces {
+		// One interface per data set: nfdump 1.7.1 steps through an
+		// interface-name options set by a record length it miscomputes
+		// (interfaceDescription's length plus 8, whatever else the
+		// template holds: 72 for the 88-byte records), so it reads the
+		// first record of a set right and the ones after it at the
+		// wrong offset. It costs a 4-byte set header per interface.
+		e.closeSet()
+	}
 	e.room(t.ID, n)
 	e.openSet(t.ID)
 	for _, fs := range [2][]templates.Field{t.Scope, t.Fields} {
@@ -143,12 +169,16 @@ func optionString(f templates.Field, row *optionsRow) string {
 		case templates.OptInterfaceName:
 			s = row.iface.Name
 		case templates.OptInterfaceDescription:
+			// Alias, else name: see InterfaceInfo.
 			s = row.iface.Description
+			if s == "" {
+				s = row.iface.Name
+			}
 		}
 	}
 	n := int(f.Length)
 	if f.Length == templates.VariableLength {
-		n = templates.MaxVariableString
+		n = maxVariableString
 	}
 	if len(s) <= n {
 		return s
@@ -165,7 +195,7 @@ func isString(v templates.Value) bool {
 
 // optionLength is the bytes f takes in the record: its length, or for a
 // variable-length string the string and its 1-byte length prefix (RFC 7011
-// section 7; MaxVariableString < 255 keeps the prefix one byte).
+// section 7; maxVariableString < 255 keeps the prefix one byte).
 func (e *encoder) optionLength(f templates.Field, row *optionsRow) int {
 	if f.Length == templates.VariableLength {
 		return 1 + len(optionString(f, row))

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hostflow/hostflow/templates"
 )
@@ -18,6 +19,7 @@ func testInterfaces() []InterfaceInfo {
 		{Index: 1, Name: "lo", Description: "loopback"},
 		{Index: 2, Name: "eth0", Description: "uplink – rack 7"},
 		{Index: 3, Name: "veth-with-a-very-long-name", Description: strings.Repeat("é", 100)},
+		{Index: 4, Name: "wg0"}, // no alias: the description is the name
 	}
 }
 
@@ -59,23 +61,28 @@ func wantOptions(proto templates.ExportProtocol, messages, records uint64) []gfR
 	u64 := func(v uint64) []byte { return be.AppendUint64(nil, v) }
 	var out []gfRecord
 	for _, ifc := range testInterfaces() {
-		name, desc := []byte(ifc.Name), []byte(ifc.Description)
-		if proto == templates.NetFlowV9 {
-			// Fixed 16 and 64 bytes, NUL-padded; cut at a rune.
-			fix := func(b []byte, n int) []byte {
-				if len(b) > n {
-					b = b[:n]
+		// Fixed 16 and 64 bytes, NUL-padded, cut at a rune; the
+		// description is the alias, else the name.
+		fix := func(s string, n int) []byte {
+			b := []byte(s)
+			if len(b) > n {
+				b = b[:n]
+				for !utf8.Valid(b) {
+					b = b[:len(b)-1]
 				}
-				return append(bytes.Clone(b), make([]byte, n-len(b))...)
 			}
-			name, desc = fix(name, 16), fix(desc, 64)
-			out = append(out, gfRecord{TemplateID: 260, Scope: map[uint16][]byte{2: be.AppendUint32(nil, ifc.Index)}, Values: map[uint16][]byte{82: name, 83: desc}})
-			continue
+			return append(bytes.Clone(b), make([]byte, n-len(b))...)
 		}
-		if len(desc) > 128 {
-			desc = desc[:128] // 64 two-byte runes
+		desc := ifc.Description
+		if desc == "" {
+			desc = ifc.Name
 		}
-		out = append(out, gfRecord{TemplateID: 260, Scope: map[uint16][]byte{10: be.AppendUint32(nil, ifc.Index)}, Values: map[uint16][]byte{82: name, 83: desc}})
+		idx := be.AppendUint32(nil, ifc.Index)
+		scope := map[uint16][]byte{10: idx}
+		if proto == templates.NetFlowV9 {
+			scope = map[uint16][]byte{2: idx}
+		}
+		out = append(out, gfRecord{TemplateID: 260, Scope: scope, Values: map[uint16][]byte{10: idx, 82: fix(ifc.Name, 16), 83: fix(desc, 64)}})
 	}
 	if proto == templates.NetFlowV9 {
 		sys := map[uint16][]byte{1: {0, 0, 0, 42}}
@@ -143,7 +150,7 @@ func TestOptions(t *testing.T) {
 				if err := checkFramingV9(golden); err != nil {
 					t.Error(err)
 				}
-				if want := 4 + 3 + 5 + 2; int(m.Count) != want {
+				if want := 4 + 3 + 6 + 2; int(m.Count) != want {
 					t.Errorf("count %d, want %d", m.Count, want)
 				}
 			}

@@ -131,25 +131,40 @@ const (
 	OptionsReliability uint16 = 262
 )
 
-// Lengths of the interface strings. IPFIX sends them variable-length (RFC
-// 7011 section 7), which nfdump, Wireshark and libfixbuf all decode, so
-// names are never cut or padded; the encoder still cuts them at
-// MaxVariableString so one record always fits a message. v9 has fixed
-// lengths only: 16 is IFNAMSIZ, the longest Linux interface name with its
-// NUL; descriptions (ifalias) are cut at 64 bytes.
+// Lengths of the interface strings, the same in IPFIX and v9: fixed, zero-
+// padded, cut at a UTF-8 boundary. IPFIX could send them variable-length
+// (RFC 7011 section 7), but nfdump 1.7.1 sizes an options record by adding
+// up the template's field lengths, takes the variable-length marker 65535
+// literally and drops the whole set ("Process_ifvrf_option: nbar option
+// size error"), so fixed lengths are what every collector decodes:
+// Wireshark, libfixbuf and goflow2 read any string length, nfdump only a
+// fixed one. 16 is IFNAMSIZ, the longest Linux interface name with its
+// NUL, so names are never cut; descriptions (ifalias, up to 255 bytes) are
+// cut at 64 bytes, as v9 exporters commonly do for IF_DESC.
+//
+// nfdump shows field 83 (interfaceDescription / IF_DESC) as the interface
+// name and ignores 82; the encoder therefore fills 83 with the name when an
+// interface has no alias (see exporter.InterfaceInfo).
 const (
-	MaxVariableString  = 128
-	v9InterfaceNameLen = 16
-	v9InterfaceDescLen = 64
+	InterfaceNameLen        = 16
+	InterfaceDescriptionLen = 64
 )
 
 var (
+	// ipfixOptions: the interface table is keyed by the scope
+	// ingressInterface, the index flows carry in ingressInterface or
+	// egressInterface, and carries it again as its first option field:
+	// nfdump 1.7.1 reads field 10 only among the option fields (not the
+	// scope) and takes a template with ingressInterface (10) and a
+	// fixed-length interfaceDescription (83) as its interface-name
+	// table. v9 does the same (v9Options).
 	ipfixOptions = []OptionsTemplate{
 		{ID: OptionsInterfaces, Name: "interfaces",
 			Scope: []Field{{IEIngressInterface, 4, "ingressInterface", OptInterfaceIndex}},
 			Fields: []Field{
-				{IEInterfaceName, VariableLength, "interfaceName", OptInterfaceName},
-				{IEInterfaceDescription, VariableLength, "interfaceDescription", OptInterfaceDescription},
+				{IEIngressInterface, 4, "ingressInterface", OptInterfaceIndex},
+				{IEInterfaceName, InterfaceNameLen, "interfaceName", OptInterfaceName},
+				{IEInterfaceDescription, InterfaceDescriptionLen, "interfaceDescription", OptInterfaceDescription},
 			}},
 		{ID: OptionsSampling, Name: "sampling",
 			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
@@ -168,14 +183,19 @@ var (
 				{IESystemInitTimeMillis, 8, "systemInitTimeMilliseconds", OptSystemInitMillis},
 			}},
 	}
-	// v9 has fixed-length strings, and only the counters below 128:
-	// ignored packets, not-sent flows and the init time have no v9 type.
+	// v9 has only the counters below 128: ignored packets, not-sent
+	// flows and the init time have no v9 type. The interface table keeps
+	// the v9 Interface scope (RFC 3954 section 6.2) and carries the index
+	// again as INPUT_SNMP, its first option field: nfdump 1.7.1 keys its
+	// interface-name table by field type 10 and does not read v9 scope
+	// types, so without it every name lands under index 0.
 	v9Options = []OptionsTemplate{
 		{ID: OptionsInterfaces, Name: "interfaces",
 			Scope: []Field{{V9ScopeInterface, 4, "Interface", OptInterfaceIndex}},
 			Fields: []Field{
-				{IEInterfaceName, v9InterfaceNameLen, "IF_NAME", OptInterfaceName},
-				{IEInterfaceDescription, v9InterfaceDescLen, "IF_DESC", OptInterfaceDescription},
+				{IEIngressInterface, 4, "INPUT_SNMP", OptInterfaceIndex},
+				{IEInterfaceName, InterfaceNameLen, "IF_NAME", OptInterfaceName},
+				{IEInterfaceDescription, InterfaceDescriptionLen, "IF_DESC", OptInterfaceDescription},
 			}},
 		{ID: OptionsSampling, Name: "sampling",
 			Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},

@@ -21,7 +21,8 @@ type Field struct {
 }
 
 // VariableLength is the length of a variable-length field (RFC 7011
-// section 7). Only IPFIX options use it.
+// section 7). The default templates do not use it (see InterfaceNameLen);
+// the encoder supports it in IPFIX options.
 const VariableLength uint16 = 65535
 
 // Value names the datum that fills a field. Flow values come from an

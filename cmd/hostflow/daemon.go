@@ -165,6 +165,9 @@ func (d *daemon) sinkEnv() sinkEnv {
 		interfaces: interfaceTable,
 		counters: func() exporter.OptionsCounters {
 			var c exporter.OptionsCounters
+			if d.fetcher == nil { // the first templates go out before loading
+				return c
+			}
 			if k, err := d.fetcher.ReadCounters(); err == nil {
 				c.IgnoredPackets = k.RingBufFull + k.Malformed
 			}

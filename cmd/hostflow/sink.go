@@ -166,6 +166,7 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		exporter.Sink
 		Stats() exporter.ExportStats
 		ResendTemplates()
+		SendTemplates() error
 	}
 	var err error
 	switch col.Protocol {
@@ -186,6 +187,13 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		// Every new connection starts with the templates (RFC 7011
 		// section 8.1): the collector knows none.
 		stream.SetOnConnect(enc.ResendTemplates)
+	} else if err := enc.SendTemplates(); err != nil {
+		// Over UDP, templates and options go out at once, before any
+		// flow: nfdump does not count options records in its IPFIX
+		// sequence check, but it resynchronises silently until the
+		// first flow record. A collector not up yet gets them at the
+		// next refresh.
+		log.Warn("send templates", "err", err)
 	}
 	c, err := exporter.NewCollector(exporter.CollectorConfig{Name: col.URL, Sink: enc, Transport: tr,
 		QueueLength: cfg.CollectorQueue, Logger: log})
