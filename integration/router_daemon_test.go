@@ -92,3 +92,59 @@ func TestRouterModeDaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestHostModeOnRouter: host mode on the same router counts as before,
+// both directions on every interface: a forwarded packet appears where it
+// comes in (ingress) and where it leaves (egress).
+func TestHostModeOnRouter(t *testing.T) {
+	requireRoot(t, "nfcapd", "nfdump")
+	bin := buildHostflow(t)
+	l := newRouterNet(t)
+	dir := t.TempDir()
+	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "2055", "-t", "3600"))
+	hf := start(t, l.rtr.command(bin, daemonArgs(t, "--interfaces", "rc0,rs0",
+		"--collector", "netflow9+udp://127.0.0.1:2055", "--poll-interval", "200ms")...))
+	hf.waitOutput(t, "msg=ready", 15*time.Second)
+
+	const pings = 3
+	l.client.run(t, "ping", "-c", strconv.Itoa(pings), "-i", "0.2", "-W", "2", serverV4)
+	time.Sleep(500 * time.Millisecond)
+	hf.stop(t, 20*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	nfcapd.stop(t, 10*time.Second)
+
+	out := sh(t, "nfdump", "-r", nfdumpFile(t, dir), "-o", "json")
+	var recs []nfRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("parse nfdump json: %v\n%s", err, out)
+	}
+	type key struct {
+		src, dst string
+		typ      int
+		dir      int
+		ifindex  string
+	}
+	got := map[key]uint64{}
+	for _, r := range recs {
+		r.normalize()
+		if r.Proto != 1 || r.ICMPType == nil || r.Direction == nil {
+			continue
+		}
+		ifx := deref(r.Input)
+		if *r.Direction == 1 {
+			ifx = deref(r.Output)
+		}
+		got[key{r.SrcAddress, r.DstAddress, *r.ICMPType, *r.Direction, ifx}] += r.Packets
+	}
+	rc, rs := strconv.Itoa(l.rc), strconv.Itoa(l.rs)
+	for _, k := range []key{
+		{clientV4, serverV4, 8, 0, rc}, // request in on the client side
+		{clientV4, serverV4, 8, 1, rs}, // and out on the server side
+		{serverV4, clientV4, 0, 0, rs}, // reply in on the server side
+		{serverV4, clientV4, 0, 1, rc}, // and out on the client side
+	} {
+		if got[k] != pings {
+			t.Errorf("%+v: %d packets, want %d (all records: %v)", k, got[k], pings, got)
+		}
+	}
+}
