@@ -510,3 +510,22 @@ func TestAttachLinkGone(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachHooks: per-interface hooks override the fetcher's default,
+// and an interface with neither is refused.
+func TestAttachHooks(t *testing.T) {
+	e := newVethEnv(t)
+	f, _ := nsFetcher(t, e.A, true, true)
+	if err := e.A.Do(func() error { return f.AttachHooks(e.ifA, e.NameA, true, false) }); err != nil {
+		t.Fatalf("AttachHooks: %v", err)
+	}
+	if got := tcxPrograms(t, e.A, e.ifA, ebpf.AttachTCXIngress); len(got) != 1 {
+		t.Errorf("ingress programs %v, want hostflow's", got)
+	}
+	if got := tcxPrograms(t, e.A, e.ifA, ebpf.AttachTCXEgress); len(got) != 0 {
+		t.Errorf("egress programs %v, want none", got)
+	}
+	if err := f.AttachHooks(e.ifB, e.NameB, false, false); err == nil {
+		t.Error("AttachHooks with no hook: no error")
+	}
+}

@@ -244,6 +244,16 @@ func (m *FlowFetcher) Mode() AttachMode {
 // messages and filter names). Devices without an Ethernet header (tun,
 // wireguard, IP tunnels) get the programs that parse from the IP header.
 func (m *FlowFetcher) Attach(ifindex int, name string) error {
+	return m.AttachHooks(ifindex, name, m.ingress, m.egress)
+}
+
+// AttachHooks is Attach on the chosen hooks of this interface only, e.g.
+// ingress alone on a router's uplinks and both hooks on its host-facing
+// side.
+func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool) error {
+	if !ingress && !egress {
+		return fmt.Errorf("%s (ifindex %d): neither ingress nor egress", name, ifindex)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.attached[ifindex]; ok {
@@ -254,7 +264,7 @@ func (m *FlowFetcher) Attach(ifindex int, name string) error {
 		return &AttachError{Interface: name, Index: ifindex, Hook: "any", Mode: m.mode, Err: err}
 	}
 	a := &ifaceAttachment{name: name, l2: hasEthernetHeader(lnk)}
-	for _, h := range []struct{ on, ingress bool }{{m.ingress, true}, {m.egress, false}} {
+	for _, h := range []struct{ on, ingress bool }{{ingress, true}, {egress, false}} {
 		if !h.on {
 			continue
 		}

@@ -18,6 +18,19 @@ type Attacher interface {
 	Detach(ifindex int) error
 }
 
+// HookAttacher can attach to chosen hooks of one interface, for rules with
+// a direction (bpf.FlowFetcher). An Attacher without it attaches every
+// interface the same way and ignores rule directions.
+type HookAttacher interface {
+	AttachHooks(ifindex int, name string, ingress, egress bool) error
+}
+
+// attachment is what an attached link was attached as.
+type attachment struct {
+	name string
+	dir  Direction
+}
+
 // Link is the state of one link as Manager sees it.
 type Link struct {
 	Index    int
@@ -41,15 +54,15 @@ type Manager struct {
 
 	mu       sync.Mutex
 	rules    Rules
-	links    map[int]Link   // every link seen
-	attached map[int]string // ifindex -> name at attach
-	failed   map[int]error  // last attach error of selected links
+	links    map[int]Link // every link seen
+	attached map[int]attachment
+	failed   map[int]error // last attach error of selected links
 }
 
 // NewManager returns a manager that attaches through att.
 func NewManager(att Attacher, rules Rules, log *slog.Logger) *Manager {
 	return &Manager{att: att, rules: rules, log: log,
-		links: map[int]Link{}, attached: map[int]string{}, failed: map[int]error{}}
+		links: map[int]Link{}, attached: map[int]attachment{}, failed: map[int]error{}}
 }
 
 // Start lists the links of the calling thread's network namespace and
@@ -135,14 +148,14 @@ func (m *Manager) handle(u netlink.LinkUpdate) {
 	if u.Header.Type == unix.RTM_DELLINK {
 		delete(m.links, l.Index)
 		delete(m.failed, l.Index)
-		if name, ok := m.attached[l.Index]; ok {
+		if a, ok := m.attached[l.Index]; ok {
 			// The kernel removed the hooks with the link; this
 			// releases hostflow's side of them.
 			delete(m.attached, l.Index)
 			if err := m.att.Detach(l.Index); err != nil {
-				m.log.Warn("release removed interface", "interface", name, "ifindex", l.Index, "err", err)
+				m.log.Warn("release removed interface", "interface", a.name, "ifindex", l.Index, "err", err)
 			}
-			m.log.Info("interface removed", "interface", name, "ifindex", l.Index)
+			m.log.Info("interface removed", "interface", a.name, "ifindex", l.Index)
 		}
 		return
 	}
@@ -152,29 +165,44 @@ func (m *Manager) handle(u netlink.LinkUpdate) {
 	}
 }
 
-// reconcile attaches or detaches one link as the rules say. Called with mu
-// held.
+// reconcile attaches or detaches one link as the rules say, and attaches
+// it again when its rule's direction changed. Called with mu held.
 func (m *Manager) reconcile(l Link) error {
 	want := m.rules.Match(l.Name, l.Up, l.Loopback)
-	_, have := m.attached[l.Index]
-	switch {
-	case want && !have:
-		if err := m.att.Attach(l.Index, l.Name); err != nil {
-			m.failed[l.Index] = err
-			return err
-		}
-		delete(m.failed, l.Index)
-		m.attached[l.Index] = l.Name
-		m.log.Info("attached", "interface", l.Name, "ifindex", l.Index)
-	case !want && have:
+	dir := m.rules.Direction(l.Name)
+	if _, ok := m.att.(HookAttacher); !ok {
+		dir = DirDefault
+	}
+	cur, have := m.attached[l.Index]
+	if have && (!want || cur.dir != dir) {
 		delete(m.attached, l.Index)
 		if err := m.att.Detach(l.Index); err != nil {
 			return fmt.Errorf("detach %s: %w", l.Name, err)
 		}
 		m.log.Info("detached", "interface", l.Name, "ifindex", l.Index)
-	case !want:
-		delete(m.failed, l.Index)
+		have = false
 	}
+	if !want {
+		delete(m.failed, l.Index)
+		return nil
+	}
+	if have {
+		return nil
+	}
+	var err error
+	if ha, ok := m.att.(HookAttacher); ok && dir != DirDefault {
+		in, eg := dir.Hooks(false, false)
+		err = ha.AttachHooks(l.Index, l.Name, in, eg)
+	} else {
+		err = m.att.Attach(l.Index, l.Name)
+	}
+	if err != nil {
+		m.failed[l.Index] = err
+		return err
+	}
+	delete(m.failed, l.Index)
+	m.attached[l.Index] = attachment{name: l.Name, dir: dir}
+	m.log.Info("attached", "interface", l.Name, "ifindex", l.Index, "direction", dir.String())
 	return nil
 }
 
@@ -196,11 +224,11 @@ func (m *Manager) DetachAll() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for idx, name := range m.attached {
+	for idx, a := range m.attached {
 		if err := m.att.Detach(idx); err != nil {
-			errs = append(errs, fmt.Errorf("detach %s: %w", name, err))
+			errs = append(errs, fmt.Errorf("detach %s: %w", a.name, err))
 		} else {
-			m.log.Info("detached", "interface", name, "ifindex", idx)
+			m.log.Info("detached", "interface", a.name, "ifindex", idx)
 		}
 		delete(m.attached, idx)
 	}
@@ -212,8 +240,8 @@ func (m *Manager) States() map[int]State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[int]State, len(m.attached)+len(m.failed))
-	for idx, name := range m.attached {
-		out[idx] = State{Name: name, Attached: true}
+	for idx, a := range m.attached {
+		out[idx] = State{Name: a.name, Attached: true}
 	}
 	for idx, err := range m.failed {
 		out[idx] = State{Name: m.links[idx].Name, Err: err}

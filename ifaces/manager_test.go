@@ -25,6 +25,13 @@ func (r *recorder) Attach(idx int, name string) error {
 	return nil
 }
 
+func (r *recorder) AttachHooks(idx int, name string, ingress, egress bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("attach %s in=%v out=%v", name, ingress, egress))
+	return nil
+}
+
 func (r *recorder) Detach(idx int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -130,4 +137,28 @@ func indexOf(t *testing.T, m *Manager, name string) int {
 	}
 	t.Fatalf("no link %s", name)
 	return 0
+}
+
+// TestManagerDirections: a rule's direction picks the hooks, and a reload
+// that changes it attaches the link again.
+func TestManagerDirections(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	ns.IP(t, "link", "add", "hft0", "type", "veth", "peer", "name", "hft1")
+	rules, _ := ParseRules([]string{"hft0:ingress", "hft1"}, nil)
+	rec := &recorder{}
+	m := NewManager(rec, rules, slog.New(slog.DiscardHandler))
+	if err := ns.Do(m.Start); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.has("attach hft0 in=true out=false") || !rec.has("attach hft1") {
+		t.Fatalf("calls %q", rec.calls)
+	}
+	idx0 := indexOf(t, m, "hft0")
+	both, _ := ParseRules([]string{"hft0:both", "hft1"}, nil)
+	if err := ns.Do(func() error { return m.SetRules(both) }); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.has(fmt.Sprintf("detach %d", idx0)) || !rec.has("attach hft0 in=true out=true") {
+		t.Fatalf("calls %q", rec.calls)
+	}
 }

@@ -16,6 +16,44 @@ type Rules struct {
 type matcher struct {
 	name string
 	re   *regexp.Regexp
+	dir  Direction
+}
+
+// Direction says which hooks of an interface a rule captures on.
+type Direction uint8
+
+const (
+	// DirDefault is the daemon's direction setting.
+	DirDefault Direction = iota
+	DirIngress
+	DirEgress
+	DirBoth
+)
+
+func (d Direction) String() string {
+	switch d {
+	case DirIngress:
+		return "ingress"
+	case DirEgress:
+		return "egress"
+	case DirBoth:
+		return "both"
+	}
+	return ""
+}
+
+// Hooks returns the hooks of d, or of the default (ingress, egress) when
+// d is DirDefault.
+func (d Direction) Hooks(ingress, egress bool) (bool, bool) {
+	switch d {
+	case DirIngress:
+		return true, false
+	case DirEgress:
+		return false, true
+	case DirBoth:
+		return true, true
+	}
+	return ingress, egress
 }
 
 func (m matcher) match(name string) bool {
@@ -26,22 +64,28 @@ func (m matcher) match(name string) bool {
 }
 
 func (m matcher) String() string {
+	s := m.name
 	if m.re != nil {
-		return "/" + m.re.String() + "/"
+		s = "/" + m.re.String() + "/"
 	}
-	return m.name
+	if m.dir != DirDefault {
+		s += ":" + m.dir.String()
+	}
+	return s
 }
 
 // ParseRules builds rules from include and exclude lists. Each entry is an
 // exact interface name or a /regex/ (Go syntax, matched against the whole
-// name only if anchored).
+// name only if anchored). An include entry may end in :ingress, :egress or
+// :both to choose the hooks of the interfaces it selects (Linux interface
+// names cannot contain a colon); without, the daemon's direction applies.
 func ParseRules(include, exclude []string) (Rules, error) {
 	var r Rules
 	var err error
-	if r.include, err = parseMatchers(include); err != nil {
+	if r.include, err = parseMatchers(include, true); err != nil {
 		return Rules{}, err
 	}
-	if r.exclude, err = parseMatchers(exclude); err != nil {
+	if r.exclude, err = parseMatchers(exclude, false); err != nil {
 		return Rules{}, err
 	}
 	return r, nil
@@ -58,9 +102,9 @@ func SplitList(s string) []string {
 		case c == '/' && !inRe && strings.TrimSpace(cur.String()) == "":
 			inRe = true
 		case c == '/' && inRe:
-			// The closing slash ends the regex if a separator or
-			// the end follows.
-			if i+1 == len(s) || s[i+1] == ',' {
+			// The closing slash ends the regex if a separator, a
+			// :direction or the end follows.
+			if i+1 == len(s) || s[i+1] == ',' || s[i+1] == ':' {
 				inRe = false
 			}
 		case c == ',' && !inRe:
@@ -78,10 +122,27 @@ func SplitList(s string) []string {
 	return out
 }
 
-func parseMatchers(list []string) ([]matcher, error) {
+func parseMatchers(list []string, withDir bool) ([]matcher, error) {
 	var out []matcher
 	for _, s := range list {
 		s = strings.TrimSpace(s)
+		dir := DirDefault
+		if i := strings.LastIndex(s, ":"); i > 0 && !(strings.HasPrefix(s, "/") && strings.LastIndex(s, "/") > i) {
+			if !withDir {
+				return nil, fmt.Errorf("interface %q: a direction only goes with interfaces to capture on", s)
+			}
+			switch s[i+1:] {
+			case "ingress":
+				dir = DirIngress
+			case "egress":
+				dir = DirEgress
+			case "both":
+				dir = DirBoth
+			default:
+				return nil, fmt.Errorf("interface %q: direction %q: want ingress, egress or both", s, s[i+1:])
+			}
+			s = s[:i]
+		}
 		switch {
 		case s == "":
 			continue
@@ -90,13 +151,13 @@ func parseMatchers(list []string) ([]matcher, error) {
 			if err != nil {
 				return nil, fmt.Errorf("interface pattern %q: %w", s, err)
 			}
-			out = append(out, matcher{re: re})
+			out = append(out, matcher{re: re, dir: dir})
 		case strings.HasPrefix(s, "/"):
 			return nil, fmt.Errorf("interface pattern %q: missing closing /", s)
 		case len(s) > 15 || strings.ContainsAny(s, "/ \t"):
 			return nil, fmt.Errorf("interface name %q: not a valid Linux interface name", s)
 		default:
-			out = append(out, matcher{name: s})
+			out = append(out, matcher{name: s, dir: dir})
 		}
 	}
 	return out, nil
@@ -130,6 +191,17 @@ func (r Rules) Match(name string, up, loopback bool) bool {
 		}
 	}
 	return false
+}
+
+// Direction returns the direction of the first include rule that selects
+// name, DirDefault if none names one.
+func (r Rules) Direction(name string) Direction {
+	for _, m := range r.include {
+		if m.match(name) {
+			return m.dir
+		}
+	}
+	return DirDefault
 }
 
 // String renders the rules for logs and check-config.

@@ -84,3 +84,32 @@ func TestParseRulesErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestRulesDirection(t *testing.T) {
+	r, err := ParseRules([]string{"rc0:ingress", "/^rs/:both", "/a:b/", "eth0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]Direction{"rc0": DirIngress, "rs1": DirBoth, "a:b": DirDefault, "eth0": DirDefault, "zz": DirDefault} {
+		if got := r.Direction(name); got != want {
+			t.Errorf("Direction(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if got := r.String(); got != "rc0:ingress,/^rs/:both,/a:b/,eth0" {
+		t.Errorf("String() = %q", got)
+	}
+	if in, eg := DirEgress.Hooks(true, true); in || !eg {
+		t.Error("DirEgress.Hooks")
+	}
+	if in, eg := DirDefault.Hooks(true, false); !in || eg {
+		t.Error("DirDefault.Hooks keeps the default")
+	}
+	for _, bad := range [][2][]string{{{"eth0:sideways"}, nil}, {{"eth0"}, {"eth1:ingress"}}} {
+		if _, err := ParseRules(bad[0], bad[1]); err == nil {
+			t.Errorf("ParseRules(%q, %q): no error", bad[0], bad[1])
+		}
+	}
+	if got := SplitList("/^rs/:both,rc0:ingress"); !slices.Equal(got, []string{"/^rs/:both", "rc0:ingress"}) {
+		t.Errorf("SplitList = %q", got)
+	}
+}
