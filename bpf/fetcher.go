@@ -155,15 +155,7 @@ func netSpec(sampling, cacheMaxSize int, cfg fetcherConfig) (*ebpf.CollectionSpe
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.Variables[NetVarSampling].Set(uint32(sampling)); err != nil {
-		return nil, fmt.Errorf("set sampling: %w", err)
-	}
-	if err := spec.Variables[NetVarSamplingMode].Set(uint32(cfg.algorithm)); err != nil {
-		return nil, fmt.Errorf("set sampling algorithm: %w", err)
-	}
-	spec.Maps[NetMapAggregatedFlows].InnerMap.MaxEntries = uint32(cacheMaxSize)
-	spec.Maps[NetMapDirectFlows].MaxEntries = cfg.ringBufSize
-	return spec, nil
+	return configure(spec, sampling, cacheMaxSize, cfg)
 }
 
 // program returns the program for a hook: ingress or egress, for devices
@@ -206,12 +198,8 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 		return err
 	}
 	var progs NetPrograms
-	err = spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		NetMapAggregatedFlows: m.objs.AggregatedFlows,
-		NetMapDirectFlows:     m.objs.DirectFlows,
-		NetMapGlobalCounters:  m.objs.GlobalCounters,
-		NetMapSamplingCount:   m.objs.SamplingCount,
-	}})
+	err = spec.LoadAndAssign(&progs, replacements(m.objs.AggregatedFlows, m.objs.DirectFlows,
+		m.objs.GlobalCounters, m.objs.SamplingCount))
 	if err != nil {
 		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
 	}

@@ -154,3 +154,40 @@ func (fm *flowMaps) close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Both objects include c/account.h, so their settings and shared maps have
+// the same names; these are the names account.h gives them.
+const (
+	varSampling     = NetVarSampling
+	varSamplingMode = NetVarSamplingMode
+	mapAggregated   = NetMapAggregatedFlows
+	mapDirect       = NetMapDirectFlows
+	mapCounters     = NetMapGlobalCounters
+	mapSampleCount  = NetMapSamplingCount
+)
+
+// configure applies the load-time settings to a spec loaded by LoadNet or
+// LoadNetSk: sampling rate and algorithm (volatile consts), aggregation map
+// and ring buffer sizes.
+func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetcherConfig) (*ebpf.CollectionSpec, error) {
+	if err := spec.Variables[varSampling].Set(uint32(sampling)); err != nil {
+		return nil, fmt.Errorf("set sampling: %w", err)
+	}
+	if err := spec.Variables[varSamplingMode].Set(uint32(cfg.algorithm)); err != nil {
+		return nil, fmt.Errorf("set sampling algorithm: %w", err)
+	}
+	spec.Maps[mapAggregated].InnerMap.MaxEntries = uint32(cacheMaxSize)
+	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize
+	return spec, nil
+}
+
+// replacements are the loaded maps new programs must share (SetSampling):
+// the same aggregation slot, ring buffer, counters and sampling counter.
+func replacements(aggregated, direct, counters, sampleCount *ebpf.Map) *ebpf.CollectionOptions {
+	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		mapAggregated:  aggregated,
+		mapDirect:      direct,
+		mapCounters:    counters,
+		mapSampleCount: sampleCount,
+	}}
+}

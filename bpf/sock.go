@@ -81,15 +81,7 @@ func netSkSpec(sampling, cacheMaxSize int, cfg fetcherConfig) (*ebpf.CollectionS
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.Variables[NetSkVarSampling].Set(uint32(sampling)); err != nil {
-		return nil, fmt.Errorf("set sampling: %w", err)
-	}
-	if err := spec.Variables[NetSkVarSamplingMode].Set(uint32(cfg.algorithm)); err != nil {
-		return nil, fmt.Errorf("set sampling algorithm: %w", err)
-	}
-	spec.Maps[NetSkMapAggregatedFlows].InnerMap.MaxEntries = uint32(cacheMaxSize)
-	spec.Maps[NetSkMapDirectFlows].MaxEntries = cfg.ringBufSize
-	return spec, nil
+	return configure(spec, sampling, cacheMaxSize, cfg)
 }
 
 // program returns the filter for a device with an Ethernet header or
@@ -130,12 +122,8 @@ func (m *SockFlowFetcher) SetSampling(sampling int) error {
 		return err
 	}
 	var progs NetSkPrograms
-	err = spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		NetSkMapAggregatedFlows: m.objs.AggregatedFlows,
-		NetSkMapDirectFlows:     m.objs.DirectFlows,
-		NetSkMapGlobalCounters:  m.objs.GlobalCounters,
-		NetSkMapSamplingCount:   m.objs.SamplingCount,
-	}})
+	err = spec.LoadAndAssign(&progs, replacements(m.objs.AggregatedFlows, m.objs.DirectFlows,
+		m.objs.GlobalCounters, m.objs.SamplingCount))
 	if err != nil {
 		return fmt.Errorf("load socket programs for sampling %d: %w", sampling, err)
 	}

@@ -81,3 +81,17 @@ func TestMonoToTime(t *testing.T) {
 		t.Errorf("MonoToTime = %v", got)
 	}
 }
+
+// TestSharedNames: configure and replacements use one set of names for
+// both objects, which holds while both include c/account.h.
+func TestSharedNames(t *testing.T) {
+	for _, p := range [][2]string{
+		{NetVarSampling, NetSkVarSampling}, {NetVarSamplingMode, NetSkVarSamplingMode},
+		{NetMapAggregatedFlows, NetSkMapAggregatedFlows}, {NetMapDirectFlows, NetSkMapDirectFlows},
+		{NetMapGlobalCounters, NetSkMapGlobalCounters}, {NetMapSamplingCount, NetSkMapSamplingCount},
+	} {
+		if p[0] != p[1] {
+			t.Errorf("TC object names %q, socket object %q", p[0], p[1])
+		}
+	}
+}
