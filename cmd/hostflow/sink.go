@@ -91,7 +91,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 	for _, col := range cfg.Collectors {
 		// Everything the exporter is built from: a change rebuilds it.
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
-			cfg.CollectorQueue, cfg.TLS, cfg.Mode)
+			cfg.CollectorQueue, cfg.TLS, cfg.Mode, cfg.TemplateRefresh, cfg.TemplateRefreshMessages)
 		err = take(key, func() (*collectorSink, error) { return newCollectorSink(cfg, col, env) })
 		if err != nil {
 			break
@@ -129,7 +129,13 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 			return nil, fmt.Errorf("collector %s: fields: %w", col, err)
 		}
 	}
+	// The encoders read 0 as "the default" and a negative count as "off".
+	refreshMessages := cfg.TemplateRefreshMessages
+	if refreshMessages == 0 {
+		refreshMessages = -1
+	}
 	opts := &exporter.OptionsConfig{
+		Interval:         cfg.TemplateRefresh,
 		Interfaces:       env.interfaces,
 		Counters:         env.counters,
 		SamplingInterval: uint32(cfg.Sampling),
@@ -172,10 +178,12 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	switch col.Protocol {
 	case "ipfix":
 		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, Templates: set, Options: opts, Logger: log})
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: cfg.TemplateRefresh,
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
 	case "netflow9":
 		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, Templates: set, Options: opts, Logger: log})
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: cfg.TemplateRefresh,
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
 	default:
 		err = fmt.Errorf("protocol %s not wired", col.Protocol)
 	}

@@ -44,6 +44,10 @@ type Config struct {
 	Direction         string // ingress, egress or both
 	ObservationDomain uint32
 	MaxMessageSize    int
+	// TemplateRefresh and TemplateRefreshMessages: UDP template resends
+	// by time and by message count (0 messages: by time only).
+	TemplateRefresh         time.Duration
+	TemplateRefreshMessages int
 	// Fields are the IANA element names of the records; empty is the
 	// default layout.
 	Fields []string

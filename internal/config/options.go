@@ -193,6 +193,18 @@ var options = []option{
 		get:   func(c *Config) any { return c.Conntrack },
 	},
 	{
+		key: "template_refresh", flag: "template-refresh", kind: kindDuration, def: exporter.DefaultTemplateRefresh,
+		usage: "resend templates and options over UDP this often, so a restarted collector decodes again (RFC 7011 section 8.4)",
+		set:   durationSetter(func(c *Config) *time.Duration { return &c.TemplateRefresh }),
+		get:   func(c *Config) any { return c.TemplateRefresh.String() },
+	},
+	{
+		key: "template_refresh_messages", flag: "template-refresh-messages", kind: kindInt, def: exporter.DefaultTemplateRefreshMessages,
+		usage: "also resend templates over UDP every this many messages (0: by time only)",
+		set:   intSetter(0, 1<<20, func(c *Config) *int { return &c.TemplateRefreshMessages }),
+		get:   func(c *Config) any { return c.TemplateRefreshMessages },
+	},
+	{
 		key: "fields", flag: "fields", kind: kindList, def: []string{},
 		usage: "IANA information element names of the flow records, e.g. sourceIPv4Address,octetDeltaCount (default: hostflow's standard layout; IPv4/IPv6 and ingress/egress variants are chosen per template)",
 		set: func(c *Config, v any) error {
