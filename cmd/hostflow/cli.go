@@ -16,8 +16,9 @@ const usageText = `Usage:
   hostflow version                  print the version
 
 hostflow counts every packet's flow on this host's interfaces with eBPF and
-exports IPFIX flow records. With no collector, each finished flow is printed
-as one JSON line on stdout.
+exports IPFIX (UDP, TCP, TLS) and NetFlow v9 flow records, like a router's
+NetFlow cache (--mode router on a Linux router). With no collector, each
+finished flow is printed as one JSON line on stdout.
 
 Configuration comes from ` + config.DefaultPath + ` (or --config), HOSTFLOW_*
 environment variables and flags; a flag beats the environment, which beats
