@@ -160,6 +160,7 @@ func (fm *flowMaps) close() error {
 const (
 	varSampling     = NetVarSampling
 	varSamplingMode = NetVarSamplingMode
+	varPreciseClock = NetVarPreciseClock
 	mapAggregated   = NetMapAggregatedFlows
 	mapDirect       = NetMapDirectFlows
 	mapCounters     = NetMapGlobalCounters
@@ -175,6 +176,13 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 	}
 	if err := spec.Variables[varSamplingMode].Set(uint32(cfg.algorithm)); err != nil {
 		return nil, fmt.Errorf("set sampling algorithm: %w", err)
+	}
+	precise := uint32(0)
+	if cfg.preciseClock {
+		precise = 1
+	}
+	if err := spec.Variables[varPreciseClock].Set(precise); err != nil {
+		return nil, fmt.Errorf("set clock: %w", err)
 	}
 	spec.Maps[mapAggregated].InnerMap.MaxEntries = uint32(cacheMaxSize)
 	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize

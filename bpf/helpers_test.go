@@ -103,10 +103,16 @@ func counters(t testing.TB, f *FlowFetcher) KernelCounters {
 	return c
 }
 
-func monoNow(t testing.TB) uint64 {
+func monoNow(t testing.TB) uint64 { return clockNow(t, unix.CLOCK_MONOTONIC) }
+
+// monoCoarse reads CLOCK_MONOTONIC_COARSE, the programs' default clock: a
+// lower bound for a timestamp they take later, whichever clock they use.
+func monoCoarse(t testing.TB) uint64 { return clockNow(t, unix.CLOCK_MONOTONIC_COARSE) }
+
+func clockNow(t testing.TB, clock int32) uint64 {
 	t.Helper()
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	if err := unix.ClockGettime(clock, &ts); err != nil {
 		t.Fatalf("clock_gettime: %v", err)
 	}
 	return uint64(ts.Nano())

@@ -76,6 +76,7 @@ const (
 	NetProgEgressFlowParseL3      = "egress_flow_parse_l3"
 	NetProgIngressFlowParse       = "ingress_flow_parse"
 	NetProgIngressFlowParseL3     = "ingress_flow_parse_l3"
+	NetVarPreciseClock            = "precise_clock"
 	NetVarSampling                = "sampling"
 	NetVarSamplingMode            = "sampling_mode"
 	NetVarUnusedCounterKey        = "unused_counter_key"
@@ -145,6 +146,7 @@ type NetMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetVariableSpecs struct {
+	PreciseClock            *ebpf.VariableSpec `ebpf:"precise_clock"`
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
@@ -191,6 +193,7 @@ func (m *NetMaps) Close() error {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetVariables struct {
+	PreciseClock            *ebpf.Variable `ebpf:"precise_clock"`
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`

@@ -22,6 +22,7 @@ const (
 	NetSkMapSamplingCount           = "sampling_count"
 	NetSkProgSockFlowParse          = "sock_flow_parse"
 	NetSkProgSockFlowParseL3        = "sock_flow_parse_l3"
+	NetSkVarPreciseClock            = "precise_clock"
 	NetSkVarSampling                = "sampling"
 	NetSkVarSamplingMode            = "sampling_mode"
 	NetSkVarUnusedCounterKey        = "unused_counter_key"
@@ -89,6 +90,7 @@ type NetSkMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetSkVariableSpecs struct {
+	PreciseClock            *ebpf.VariableSpec `ebpf:"precise_clock"`
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
@@ -135,6 +137,7 @@ func (m *NetSkMaps) Close() error {
 //
 // It can be passed to LoadNetSkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetSkVariables struct {
+	PreciseClock            *ebpf.Variable `ebpf:"precise_clock"`
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`

@@ -97,3 +97,28 @@ func TestSamplingAlgorithms(t *testing.T) {
 		}
 	}
 }
+
+// TestClocks: the coarse clock (default) and the precise one both stamp
+// flows on CLOCK_MONOTONIC; the precise stamps fall inside the run.
+func TestClocks(t *testing.T) {
+	requirePrivileges(t)
+	frame := ether(etherTypeIPv4, nil, ipv4{src: v4a, dst: v4b, proto: protoUDP}.build(udp(1, 2, nil)))
+	for _, precise := range []bool{false, true} {
+		f, err := NewFlowFetcher(0, 16, true, true, WithPreciseTimestamps(precise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		lo, before := monoCoarse(t), monoNow(t)
+		runFrame(t, f.objs.IngressFlowParse, frame, nil)
+		after := monoNow(t)
+		for _, m := range drain(t, f) {
+			if precise && (m.StartMonoTimeTs < before || m.EndMonoTimeTs > after) {
+				t.Errorf("precise: %d outside [%d, %d]", m.StartMonoTimeTs, before, after)
+			}
+			if !precise && (m.StartMonoTimeTs < lo || m.StartMonoTimeTs > after) {
+				t.Errorf("coarse: %d outside [%d, %d]", m.StartMonoTimeTs, lo, after)
+			}
+		}
+	}
+}

@@ -87,6 +87,7 @@ func TestMonoToTime(t *testing.T) {
 func TestSharedNames(t *testing.T) {
 	for _, p := range [][2]string{
 		{NetVarSampling, NetSkVarSampling}, {NetVarSamplingMode, NetSkVarSamplingMode},
+		{NetVarPreciseClock, NetSkVarPreciseClock},
 		{NetMapAggregatedFlows, NetSkMapAggregatedFlows}, {NetMapDirectFlows, NetSkMapDirectFlows},
 		{NetMapGlobalCounters, NetSkMapGlobalCounters}, {NetMapSamplingCount, NetSkMapSamplingCount},
 	} {

@@ -27,6 +27,11 @@
  * the sampling code when it is off. */
 volatile const __u32 sampling = 0;
 volatile const __u32 sampling_mode = SAMPLING_RANDOM;
+/* Flow timestamps: 0 reads the coarse monotonic clock (the last tick,
+ * 1-4 ms resolution, a few ns), 1 the precise one (bpf_ktime_get_ns reads
+ * the clock source: measured at ~125 ns per packet on a KVM guest, a third
+ * of the whole program). Both are CLOCK_MONOTONIC. */
+volatile const __u32 precise_clock = 0;
 
 struct flows_inner {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -144,7 +149,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 		packets = segs;
 		bytes += (__u64)(segs - 1) * pi.hdr_len;
 	}
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = precise_clock ? bpf_ktime_get_ns() : bpf_ktime_get_coarse_ns();
 
 	__u32 zero = 0;
 	void *flows = bpf_map_lookup_elem(&aggregated_flows, &zero);

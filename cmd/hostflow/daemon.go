@@ -114,11 +114,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.SamplingAlgorithm == "count" {
 		algo = bpf.SamplingCount
 	}
+	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == "precise")
 	if cfg.Capture == "socket" {
-		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo))
+		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise)
 	} else {
 		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir))
+			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise)
 	}
 	if err != nil {
 		return fmt.Errorf("load eBPF programs: %w", err)

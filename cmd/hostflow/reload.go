@@ -125,6 +125,7 @@ func (d *daemon) keepRestartOnly(cur, next *config.Config) {
 	keep("sampling_algorithm", next.SamplingAlgorithm != cur.SamplingAlgorithm, func() { next.SamplingAlgorithm = cur.SamplingAlgorithm })
 	keep("state_dir", next.StateDir != cur.StateDir, func() { next.StateDir = cur.StateDir })
 	keep("capture", next.Capture != cur.Capture, func() { next.Capture = cur.Capture })
+	keep("timestamps", next.Timestamps != cur.Timestamps, func() { next.Timestamps = cur.Timestamps })
 	keep("mode", next.Mode != cur.Mode, func() { next.Mode = cur.Mode })
 	keep("conntrack", next.Conntrack != cur.Conntrack, func() { next.Conntrack = cur.Conntrack })
 }

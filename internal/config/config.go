@@ -55,6 +55,8 @@ type Config struct {
 	TCPEndGrace time.Duration
 	// Capture is tc or socket.
 	Capture string
+	// Timestamps is the kernel clock of flow times: coarse or precise.
+	Timestamps string
 	// Mode is host or router; Conntrack is router mode's NAT lookup:
 	// auto, dump, get or off.
 	Mode      string

@@ -181,6 +181,12 @@ var options = []option{
 		get:   func(c *Config) any { return c.MaxMessageSize },
 	},
 	{
+		key: "timestamps", flag: "timestamps", kind: kindString, def: "coarse",
+		usage: "flow start/end clock in the kernel: coarse (the last timer tick, 1-4 ms resolution, cheapest) or precise (reads the clock source on every packet) (restart to change)",
+		set:   enumSetter([]string{"coarse", "precise"}, func(c *Config) *string { return &c.Timestamps }),
+		get:   func(c *Config) any { return c.Timestamps },
+	},
+	{
 		key: "mode", flag: "mode", kind: kindString, def: "host",
 		usage: "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow (restart to change)",
 		set:   enumSetter([]string{"host", "router"}, func(c *Config) *string { return &c.Mode }),
