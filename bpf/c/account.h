@@ -114,7 +114,8 @@ static __always_inline bool sampled_out(void)
 /* account counts one packet of skb, seen in direction (0 ingress, 1 egress),
  * to its flow. It never changes the packet: each program returns its own
  * type's "let it pass" verdict. */
-static __always_inline void account(struct __sk_buff *skb, __u8 direction, const bool l2)
+static __always_inline void account(struct __sk_buff *skb, __u8 direction, const bool l2,
+				    const bool direct)
 {
 	if (sampled_out()) {
 		count(COUNTER_SAMPLED_OUT);
@@ -123,7 +124,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 
 	flow_id id = {};
 	struct packet_info pi = {};
-	int res = parse_packet(skb, &id, &pi, l2);
+	int res = parse_packet(skb, &id, &pi, l2, direct);
 	if (res == PARSE_NOT_IP) {
 		count(COUNTER_NOT_IP);
 		return;

@@ -42,7 +42,7 @@ static __always_inline __u8 direction(const struct __sk_buff *skb)
 SEC("socket")
 int sock_flow_parse(struct __sk_buff *skb)
 {
-	account(skb, direction(skb), true);
+	account(skb, direction(skb), true, false);
 	return 0;
 }
 
@@ -51,6 +51,6 @@ int sock_flow_parse(struct __sk_buff *skb)
 SEC("socket")
 int sock_flow_parse_l3(struct __sk_buff *skb)
 {
-	account(skb, direction(skb), false);
+	account(skb, direction(skb), false, false);
 	return 0;
 }
