@@ -70,9 +70,9 @@ func NewManager(att Attacher, rules Rules, log *slog.Logger) *Manager {
 // that does not exist, or an attach that fails, is an error: at start, the
 // user should hear about it at once.
 func (m *Manager) Start() error {
-	links, err := netlink.LinkList()
+	links, err := listLinks()
 	if err != nil {
-		return fmt.Errorf("list links: %w", err)
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -131,7 +131,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
-			return fmt.Errorf("link updates: %w", err)
+			if !errors.Is(err, netlink.ErrDumpInterrupted) {
+				return fmt.Errorf("link updates: %w", err)
+			}
+			// Links changed while the kernel listed them: the
+			// subscription goes on, but the list may have missed
+			// some. List again.
+			if err := m.resync(); err != nil {
+				m.log.Warn("list links again", "err", err)
+			}
 		case u, ok := <-updates:
 			if !ok {
 				return errors.New("link updates: subscription closed")
@@ -206,6 +214,25 @@ func (m *Manager) reconcile(l Link) error {
 	return nil
 }
 
+// resync lists the links again and reconciles each: after an interrupted
+// dump, a link may have been missed.
+func (m *Manager) resync() error {
+	links, err := listLinks()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range links {
+		lk := linkOf(l)
+		m.links[lk.Index] = lk
+		if err := m.reconcile(lk); err != nil {
+			m.log.Warn("attach", "interface", lk.Name, "ifindex", lk.Index, "err", err)
+		}
+	}
+	return nil
+}
+
 // SetRules replaces the rules (on reload) and reconciles every known link
 // at once. Attach errors are returned and kept in States.
 func (m *Manager) SetRules(r Rules) error {
@@ -259,6 +286,24 @@ func (m *Manager) Links() []Link {
 		out = append(out, l)
 	}
 	return out
+}
+
+// listLinks lists the links, again when the kernel says the list changed
+// while it was being dumped (bounded: a namespace whose links never stop
+// changing gets the last, possibly incomplete, list).
+func listLinks() ([]netlink.Link, error) {
+	var links []netlink.Link
+	var err error
+	for range 5 {
+		links, err = netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	return links, nil
 }
 
 func linkOf(l netlink.Link) Link {
