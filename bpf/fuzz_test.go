@@ -159,12 +159,12 @@ func FuzzParseDifferential(f *testing.F) {
 		if len(frame) < 14 {
 			return
 		}
-		before = sockCounters(t, skf)
+		before = counters(t, skf)
 		ret, err := skf.objs.SockFlowParse.Run(&ebpf.RunOptions{Data: sockTestFrame(dummyHost, frame), Repeat: 1})
 		if err != nil || ret != 0 {
 			t.Fatalf("test_run of socket filter: %d, %v", ret, err)
 		}
-		checkAgainstRef(t, "socket", want, takeFlows(t, skFlows), before, sockCounters(t, skf))
+		checkAgainstRef(t, "socket", want, takeFlows(t, skFlows), before, counters(t, skf))
 	})
 }
 

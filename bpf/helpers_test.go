@@ -77,9 +77,16 @@ func sumMetrics(perCPU []NetFlowMetrics) NetFlowMetrics {
 	return m
 }
 
+// withMaps is either fetcher: both embed flowMaps.
+type withMaps interface{ maps() *flowMaps }
+
+// maps lets test helpers take either fetcher (test-only method).
+func (fm *flowMaps) maps() *flowMaps { return fm }
+
 // drain takes every aggregated flow and sums each over CPUs.
-func drain(t testing.TB, f *FlowFetcher) map[NetFlowId]NetFlowMetrics {
+func drain(t testing.TB, fetcher withMaps) map[NetFlowId]NetFlowMetrics {
 	t.Helper()
+	f := fetcher.maps()
 	flows, err := f.LookupAndDeleteMap()
 	if err != nil {
 		t.Fatalf("LookupAndDeleteMap: %v", err)
@@ -94,9 +101,9 @@ func drain(t testing.TB, f *FlowFetcher) map[NetFlowId]NetFlowMetrics {
 	return out
 }
 
-func counters(t testing.TB, f *FlowFetcher) KernelCounters {
+func counters(t testing.TB, f withMaps) KernelCounters {
 	t.Helper()
-	c, err := f.ReadCounters()
+	c, err := f.maps().ReadCounters()
 	if err != nil {
 		t.Fatalf("ReadCounters: %v", err)
 	}

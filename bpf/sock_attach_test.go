@@ -133,7 +133,7 @@ func TestSockAttach(t *testing.T) {
 	if len(got) != 0 {
 		t.Errorf("unexpected flows: %v", got) // IPv6 is off: nothing else is IP
 	}
-	c := sockCounters(t, f)
+	c := counters(t, f)
 	if c.Malformed != 0 || c.MapFull != 0 || c.NoMap != 0 || c.RingBufFull != 0 || c.SampledOut != 0 {
 		t.Errorf("counters %+v: only NotIP (ARP) may count", c)
 	}
@@ -191,24 +191,24 @@ func TestSockSetSampling(t *testing.T) {
 	}
 	b := netip.MustParseAddr(e.AddrB)
 	pingFrom(t, e.A, b, 1, 8) // resolves ARP before sampling starts
-	sockDrain(t, f)
+	drain(t, f)
 	if err := f.SetSampling(2); err != nil {
 		t.Fatalf("SetSampling: %v", err)
 	}
 	if f.Sampling() != 2 {
 		t.Fatalf("Sampling() = %d, want 2", f.Sampling())
 	}
-	c0 := sockCounters(t, f)
+	c0 := counters(t, f)
 	const pings = 4
 	pingFrom(t, e.A, b, pings, 8)
 	var counted uint64
-	for id, m := range sockDrain(t, f) {
+	for id, m := range drain(t, f) {
 		counted += m.Packets
 		if m.Sampling != 2 {
 			t.Errorf("%v: sampling %d, want 2", id, m.Sampling)
 		}
 	}
-	sampledOut := sockCounters(t, f).SampledOut - c0.SampledOut
+	sampledOut := counters(t, f).SampledOut - c0.SampledOut
 	if sampledOut == 0 || counted+sampledOut != 2*pings {
 		t.Errorf("%d packets counted, %d sampled out: want some sampled out and %d in all", counted, sampledOut, 2*pings)
 	}

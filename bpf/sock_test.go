@@ -24,32 +24,6 @@ func newTestSockFetcher(t testing.TB, cacheMaxSize int, opts ...FetcherOption) *
 	return f
 }
 
-func sockCounters(t testing.TB, f *SockFlowFetcher) KernelCounters {
-	t.Helper()
-	c, err := f.ReadCounters()
-	if err != nil {
-		t.Fatalf("ReadCounters: %v", err)
-	}
-	return c
-}
-
-// sockDrain takes every aggregated flow and sums each over CPUs.
-func sockDrain(t testing.TB, f *SockFlowFetcher) map[NetFlowId]NetFlowMetrics {
-	t.Helper()
-	flows, err := f.LookupAndDeleteMap()
-	if err != nil {
-		t.Fatalf("LookupAndDeleteMap: %v", err)
-	}
-	out := make(map[NetFlowId]NetFlowMetrics, len(flows))
-	for id, perCPU := range flows {
-		if len(perCPU) != f.ncpu {
-			t.Fatalf("flow %v: %d per-CPU values, want %d", id, len(perCPU), f.ncpu)
-		}
-		out[id] = sumMetrics(perCPU)
-	}
-	return out
-}
-
 // Destination MACs of the dummy header sockTestFrame puts in front of a
 // frame: eth_type_trans derives skb->pkt_type from it, against the zero
 // address of the loopback device test_run uses.
@@ -111,7 +85,7 @@ func TestSockParse(t *testing.T) {
 							wantBytes += uint64(len(p.l3))
 						}
 					}
-					checkCase(t, tc, sockCounters(t, f), sockDrain(t, f), uint64(len(tc.pkts)*repeat), wantBytes)
+					checkCase(t, tc, counters(t, f), drain(t, f), uint64(len(tc.pkts)*repeat), wantBytes)
 				})
 			}
 		})
@@ -138,7 +112,7 @@ func TestSockParseL3(t *testing.T) {
 					wantBytes += uint64(len(p.l3))
 				}
 			}
-			checkCase(t, tc, sockCounters(t, f), sockDrain(t, f), uint64(len(tc.pkts)*repeat), wantBytes)
+			checkCase(t, tc, counters(t, f), drain(t, f), uint64(len(tc.pkts)*repeat), wantBytes)
 		})
 	}
 }
@@ -176,7 +150,7 @@ func TestSockGSO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flows := sockDrain(t, f)
+	flows := drain(t, f)
 	if len(flows) != 1 {
 		t.Fatalf("got %d flows, want 1: %v", len(flows), flows)
 	}
@@ -208,7 +182,7 @@ func TestSockMapFull(t *testing.T) {
 	second := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(3, 4, bytesN(10)))
 	runSock(t, f.objs.SockFlowParse, sockTestFrame(dummyHost, first.frame()))
 	runSock(t, f.objs.SockFlowParse, sockTestFrame(dummyHost, second.frame()))
-	if c := sockCounters(t, f); c.MapFull != 1 || c.RingBufFull != 0 {
+	if c := counters(t, f); c.MapFull != 1 || c.RingBufFull != 0 {
 		t.Fatalf("counters %+v, want MapFull 1", c)
 	}
 	if err := f.FlushRingBuf(); err != nil {
@@ -225,7 +199,7 @@ func TestSockMapFull(t *testing.T) {
 	if r.Id.SrcPort != 3 || r.Id.DstPort != 4 || r.Id.Direction != DirectionIngress || r.Metrics.Packets != 1 || r.Metrics.Bytes != uint64(len(second.l3)) {
 		t.Errorf("diverted record %v %+v, want the second flow, 1 packet of %d bytes", r.Id, r.Metrics, len(second.l3))
 	}
-	if flows := sockDrain(t, f); len(flows) != 1 {
+	if flows := drain(t, f); len(flows) != 1 {
 		t.Errorf("aggregated flows %v, want only the first", flows)
 	}
 }
