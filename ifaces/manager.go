@@ -76,19 +76,13 @@ func (m *Manager) Start() error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, l := range links {
-		m.links[l.Attrs().Index] = linkOf(l)
-	}
+	m.record(links)
 	for _, n := range m.rules.Names() {
 		if !m.hasName(n) {
 			return fmt.Errorf("interface %q: no such link", n)
 		}
 	}
-	var errs []error
-	for _, l := range m.links {
-		errs = append(errs, m.reconcile(l))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := m.reconcileAll(); err != nil {
 		return err
 	}
 	if len(m.attached) == 0 {
@@ -223,14 +217,25 @@ func (m *Manager) resync() error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.record(links)
+	return m.reconcileAll()
+}
+
+// record notes the links listed. Called with mu held.
+func (m *Manager) record(links []netlink.Link) {
 	for _, l := range links {
 		lk := linkOf(l)
 		m.links[lk.Index] = lk
-		if err := m.reconcile(lk); err != nil {
-			m.log.Warn("attach", "interface", lk.Name, "ifindex", lk.Index, "err", err)
-		}
 	}
-	return nil
+}
+
+// reconcileAll reconciles every known link. Called with mu held.
+func (m *Manager) reconcileAll() error {
+	var errs []error
+	for _, l := range m.links {
+		errs = append(errs, m.reconcile(l))
+	}
+	return errors.Join(errs...)
 }
 
 // SetRules replaces the rules (on reload) and reconciles every known link
@@ -239,11 +244,7 @@ func (m *Manager) SetRules(r Rules) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rules = r
-	var errs []error
-	for _, l := range m.links {
-		errs = append(errs, m.reconcile(l))
-	}
-	return errors.Join(errs...)
+	return m.reconcileAll()
 }
 
 // DetachAll releases every attached link (at shutdown).
