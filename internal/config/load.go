@@ -169,7 +169,8 @@ func singleDash(fset *pflag.FlagSet, args []string) []string {
 }
 
 // checkEnv rejects a HOSTFLOW_* variable that is no key: a typo must not be
-// silently ignored.
+// silently ignored. Kubernetes service-link variables of a Service named
+// hostflow are no typo and are let through (see serviceLink).
 func checkEnv(environ []string) error {
 	known := []string{configEnv}
 	for _, o := range options {
@@ -177,8 +178,8 @@ func checkEnv(environ []string) error {
 	}
 	var errs []error
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, EnvPrefix+"_") && !slices.Contains(known, name) {
+		name, value, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix+"_") && !slices.Contains(known, name) && !serviceLink(name, value) {
 			errs = append(errs, fmt.Errorf("environment %s: unknown variable (known: %s)", name, strings.Join(known, ", ")))
 		}
 	}
