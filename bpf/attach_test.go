@@ -529,3 +529,45 @@ func TestAttachHooks(t *testing.T) {
 		t.Error("AttachHooks with no hook: no error")
 	}
 }
+
+// TestSetHooks: changing an attached interface's hooks attaches the added
+// hook and detaches the removed one, and leaves a kept hook's program in
+// place (the same tcx link, so no packet passes unseen).
+func TestSetHooks(t *testing.T) {
+	e := newVethEnv(t)
+	f, _ := nsFetcher(t, e.A, true, true)
+	if err := e.A.Do(func() error { return f.AttachHooks(e.ifA, e.NameA, true, false) }); err != nil {
+		t.Fatalf("AttachHooks: %v", err)
+	}
+	in := tcxPrograms(t, e.A, e.ifA, ebpf.AttachTCXIngress)
+	for _, step := range []struct {
+		ingress, egress bool
+		wantIn, wantEg  int
+	}{
+		{true, true, 1, 1},
+		{true, false, 1, 0},
+		{false, true, 0, 1},
+		{true, true, 1, 1},
+	} {
+		if err := e.A.Do(func() error { return f.SetHooks(e.ifA, step.ingress, step.egress) }); err != nil {
+			t.Fatalf("SetHooks(%v, %v): %v", step.ingress, step.egress, err)
+		}
+		gotIn := tcxPrograms(t, e.A, e.ifA, ebpf.AttachTCXIngress)
+		gotEg := tcxPrograms(t, e.A, e.ifA, ebpf.AttachTCXEgress)
+		if len(gotIn) != step.wantIn || len(gotEg) != step.wantEg {
+			t.Fatalf("SetHooks(%v, %v): ingress %v egress %v", step.ingress, step.egress, gotIn, gotEg)
+		}
+		if step.ingress && in != nil && !slices.Equal(gotIn, in) {
+			t.Errorf("SetHooks(%v, %v): ingress program %v replaced, was %v", step.ingress, step.egress, gotIn, in)
+		}
+		if !step.ingress {
+			in = nil
+		}
+	}
+	if err := f.SetHooks(e.ifA, false, false); err == nil {
+		t.Error("SetHooks with no hook: no error")
+	}
+	if err := f.SetHooks(e.ifA+1000, true, true); !errors.Is(err, ErrNotAttached) {
+		t.Errorf("SetHooks on a link not attached: %v, want ErrNotAttached", err)
+	}
+}

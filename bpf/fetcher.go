@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -278,6 +279,64 @@ func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool
 		a.links = append(a.links, hookLink{ingress: h.ingress, link: l})
 	}
 	m.attached[ifindex] = a
+	return nil
+}
+
+// Hooks returns the hooks Attach uses.
+func (m *FlowFetcher) Hooks() (ingress, egress bool) { return m.ingress, m.egress }
+
+// SetHooks changes the hooks of an attached interface to ingress and
+// egress: the hooks added are attached first, then the hooks removed are
+// detached, and a hook kept is not touched, so that no packet through a
+// kept hook goes uncounted while the direction changes. A hook that cannot
+// be attached is an error that changes nothing.
+func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.attached[ifindex]
+	if !ok {
+		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
+	}
+	if !ingress && !egress {
+		return fmt.Errorf("%s (ifindex %d): neither ingress nor egress", a.name, ifindex)
+	}
+	has := func(in bool) bool {
+		return slices.ContainsFunc(a.links, func(h hookLink) bool { return h.ingress == in })
+	}
+	var added []hookLink
+	for _, h := range []struct{ on, ingress bool }{{ingress, true}, {egress, false}} {
+		if !h.on || has(h.ingress) {
+			continue
+		}
+		l, err := m.attachOne(a, m.objs.program(h.ingress, a.l2), ifindex, h.ingress)
+		if err != nil {
+			for _, h := range added {
+				_ = h.link.Close()
+			}
+			hook := "egress"
+			if h.ingress {
+				hook = "ingress"
+			}
+			return &AttachError{Interface: a.name, Index: ifindex, Hook: hook, Mode: m.mode, Err: err}
+		}
+		added = append(added, hookLink{ingress: h.ingress, link: l})
+	}
+	var errs []error
+	kept := added
+	for _, h := range a.links {
+		if (h.ingress && ingress) || (!h.ingress && egress) {
+			kept = append(kept, h)
+			continue
+		}
+		if err := h.link.Close(); err != nil {
+			kept = append(kept, h) // still there: Detach tries again
+			errs = append(errs, err)
+		}
+	}
+	a.links = kept
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach %s: %w", a.name, err)
+	}
 	return nil
 }
 

@@ -23,6 +23,12 @@ type Attacher interface {
 // interface the same way and ignores rule directions.
 type HookAttacher interface {
 	AttachHooks(ifindex int, name string, ingress, egress bool) error
+	// SetHooks changes the hooks of an attached interface, attaching the
+	// added hooks before it detaches the removed ones and leaving the
+	// others alone.
+	SetHooks(ifindex int, ingress, egress bool) error
+	// Hooks are the hooks Attach uses.
+	Hooks() (ingress, egress bool)
 }
 
 // attachment is what an attached link was attached as.
@@ -167,16 +173,19 @@ func (m *Manager) handle(u netlink.LinkUpdate) {
 	}
 }
 
-// reconcile attaches or detaches one link as the rules say, and attaches
-// it again when its rule's direction changed. Called with mu held.
+// reconcile attaches or detaches one link as the rules say. When its
+// rule's direction changed, only the hooks added are attached and only
+// those removed detached (added first): a hook that stays counts on
+// through the change. Called with mu held.
 func (m *Manager) reconcile(l Link) error {
 	want := m.rules.Match(l.Name, l.Up, l.Loopback)
 	dir := m.rules.Direction(l.Name)
-	if _, ok := m.att.(HookAttacher); !ok {
+	ha, hooked := m.att.(HookAttacher)
+	if !hooked {
 		dir = DirDefault
 	}
 	cur, have := m.attached[l.Index]
-	if have && (!want || cur.dir != dir) {
+	if have && !want {
 		delete(m.attached, l.Index)
 		if err := m.att.Detach(l.Index); err != nil {
 			return fmt.Errorf("detach %s: %w", l.Name, err)
@@ -188,11 +197,22 @@ func (m *Manager) reconcile(l Link) error {
 		delete(m.failed, l.Index)
 		return nil
 	}
+	if have && cur.dir != dir {
+		in, eg := dir.Hooks(ha.Hooks())
+		if curIn, curEg := cur.dir.Hooks(ha.Hooks()); curIn != in || curEg != eg {
+			if err := ha.SetHooks(l.Index, in, eg); err != nil {
+				return fmt.Errorf("change hooks of %s: %w", l.Name, err)
+			}
+			m.log.Info("hooks changed", "interface", l.Name, "ifindex", l.Index, "from", hookNames(curIn, curEg), "to", hookNames(in, eg))
+		}
+		m.attached[l.Index] = attachment{name: cur.name, dir: dir}
+		return nil
+	}
 	if have {
 		return nil
 	}
 	var err error
-	if ha, ok := m.att.(HookAttacher); ok && dir != DirDefault {
+	if hooked && dir != DirDefault {
 		in, eg := dir.Hooks(false, false)
 		err = ha.AttachHooks(l.Index, l.Name, in, eg)
 	} else {
@@ -206,6 +226,18 @@ func (m *Manager) reconcile(l Link) error {
 	m.attached[l.Index] = attachment{name: l.Name, dir: dir}
 	m.log.Info("attached", "interface", l.Name, "ifindex", l.Index, "direction", dir.String())
 	return nil
+}
+
+func hookNames(ingress, egress bool) string {
+	switch {
+	case ingress && egress:
+		return "both"
+	case ingress:
+		return "ingress"
+	case egress:
+		return "egress"
+	}
+	return "none"
 }
 
 // resync lists the links again and reconciles each: after an interrupted

@@ -32,6 +32,15 @@ func (r *recorder) AttachHooks(idx int, name string, ingress, egress bool) error
 	return nil
 }
 
+func (r *recorder) SetHooks(idx int, ingress, egress bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("hooks %d in=%v out=%v", idx, ingress, egress))
+	return nil
+}
+
+func (r *recorder) Hooks() (bool, bool) { return true, true }
+
 func (r *recorder) Detach(idx int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -140,7 +149,7 @@ func indexOf(t *testing.T, m *Manager, name string) int {
 }
 
 // TestManagerDirections: a rule's direction picks the hooks, and a reload
-// that changes it attaches the link again.
+// that changes it changes the hooks in place, never detaching the link.
 func TestManagerDirections(t *testing.T) {
 	ns := testutil.NewNetns(t)
 	ns.IP(t, "link", "add", "hft0", "type", "veth", "peer", "name", "hft1")
@@ -158,7 +167,16 @@ func TestManagerDirections(t *testing.T) {
 	if err := ns.Do(func() error { return m.SetRules(both) }); err != nil {
 		t.Fatal(err)
 	}
-	if !rec.has(fmt.Sprintf("detach %d", idx0)) || !rec.has("attach hft0 in=true out=true") {
+	if rec.has(fmt.Sprintf("detach %d", idx0)) || !rec.has(fmt.Sprintf("hooks %d in=true out=true", idx0)) {
 		t.Fatalf("calls %q", rec.calls)
+	}
+	// hft1 goes from the default (both here) to both: no change at all.
+	n := len(rec.calls)
+	bothBoth, _ := ParseRules([]string{"hft0:both", "hft1:both"}, nil)
+	if err := ns.Do(func() error { return m.SetRules(bothBoth) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.calls) != n {
+		t.Fatalf("calls after a change to the same hooks: %q", rec.calls[n:])
 	}
 }
