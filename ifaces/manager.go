@@ -53,10 +53,15 @@ type State struct {
 	Err error
 }
 
+// SubscribeFunc subscribes to link updates, as
+// netlink.LinkSubscribeWithOptions does.
+type SubscribeFunc func(ch chan<- netlink.LinkUpdate, done <-chan struct{}, opts netlink.LinkSubscribeOptions) error
+
 // Manager keeps the attached set equal to the links the rules select.
 type Manager struct {
-	att Attacher
-	log *slog.Logger
+	att       Attacher
+	log       *slog.Logger
+	subscribe SubscribeFunc
 
 	mu       sync.Mutex
 	rules    Rules
@@ -67,16 +72,20 @@ type Manager struct {
 
 // NewManager returns a manager that attaches through att.
 func NewManager(att Attacher, rules Rules, log *slog.Logger) *Manager {
-	return &Manager{att: att, rules: rules, log: log,
+	return &Manager{att: att, rules: rules, log: log, subscribe: netlink.LinkSubscribeWithOptions,
 		links: map[int]Link{}, attached: map[int]attachment{}, failed: map[int]error{}}
 }
+
+// SetSubscribe replaces how Run subscribes to link updates, before Run
+// (for tests: a subscription that fails or ends).
+func (m *Manager) SetSubscribe(f SubscribeFunc) { m.subscribe = f }
 
 // Start lists the links of the calling thread's network namespace and
 // attaches to those the rules select. A link named exactly in the rules
 // that does not exist, or an attach that fails, is an error: at start, the
 // user should hear about it at once.
 func (m *Manager) Start() error {
-	links, err := listLinks()
+	links, _, err := listLinks()
 	if err != nil {
 		return err
 	}
@@ -108,13 +117,16 @@ func (m *Manager) hasName(name string) bool {
 
 // Run follows netlink link updates until ctx ends. Errors while following
 // are logged and kept in States: a link that fails to attach later must
-// not stop capture on the others.
+// not stop capture on the others. Once subscribed, it lists the links
+// again, so that a Run after another one ended also releases the links
+// removed in between. It returns an error when the subscription fails or
+// ends; it may then be called again.
 func (m *Manager) Run(ctx context.Context) error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
 	errc := make(chan error, 1)
-	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+	err := m.subscribe(updates, done, netlink.LinkSubscribeOptions{
 		ListExisting: true,
 		ErrorCallback: func(err error) {
 			select {
@@ -125,6 +137,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	if err := m.resync(); err != nil {
+		m.log.Warn("list links again", "err", err)
 	}
 	for {
 		select {
@@ -154,17 +169,7 @@ func (m *Manager) handle(u netlink.LinkUpdate) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if u.Header.Type == unix.RTM_DELLINK {
-		delete(m.links, l.Index)
-		delete(m.failed, l.Index)
-		if a, ok := m.attached[l.Index]; ok {
-			// The kernel removed the hooks with the link; this
-			// releases hostflow's side of them.
-			delete(m.attached, l.Index)
-			if err := m.att.Detach(l.Index); err != nil {
-				m.log.Warn("release removed interface", "interface", a.name, "ifindex", l.Index, "err", err)
-			}
-			m.log.Info("interface removed", "interface", a.name, "ifindex", l.Index)
-		}
+		m.remove(l.Index)
 		return
 	}
 	m.links[l.Index] = l
@@ -240,15 +245,48 @@ func hookNames(ingress, egress bool) string {
 	return "none"
 }
 
+// remove forgets a link that is gone. Called with mu held.
+func (m *Manager) remove(idx int) {
+	delete(m.links, idx)
+	delete(m.failed, idx)
+	if a, ok := m.attached[idx]; ok {
+		// The kernel removed the hooks with the link; this releases
+		// hostflow's side of them.
+		delete(m.attached, idx)
+		if err := m.att.Detach(idx); err != nil {
+			m.log.Warn("release removed interface", "interface", a.name, "ifindex", idx, "err", err)
+		}
+		m.log.Info("interface removed", "interface", a.name, "ifindex", idx)
+	}
+}
+
 // resync lists the links again and reconciles each: after an interrupted
-// dump, a link may have been missed.
+// dump, a link may have been missed, and while no subscription ran, links
+// may have come and gone. A link known but no longer listed is released,
+// unless the list may be incomplete.
 func (m *Manager) resync() error {
-	links, err := listLinks()
+	links, complete, err := listLinks()
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if complete {
+		listed := make(map[int]bool, len(links))
+		for _, l := range links {
+			listed[l.Attrs().Index] = true
+		}
+		for idx := range m.links {
+			if !listed[idx] {
+				m.remove(idx)
+			}
+		}
+		for idx := range m.attached {
+			if !listed[idx] {
+				m.remove(idx)
+			}
+		}
+	}
 	m.record(links)
 	return m.reconcileAll()
 }
@@ -323,20 +361,21 @@ func (m *Manager) Links() []Link {
 
 // listLinks lists the links, again when the kernel says the list changed
 // while it was being dumped (bounded: a namespace whose links never stop
-// changing gets the last, possibly incomplete, list).
-func listLinks() ([]netlink.Link, error) {
-	var links []netlink.Link
-	var err error
+// changing gets the last list, and complete false).
+func listLinks() (links []netlink.Link, complete bool, err error) {
 	for range 5 {
 		links, err = netlink.LinkList()
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
 	}
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list links: %w", err)
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		return links, false, nil
 	}
-	return links, nil
+	if err != nil {
+		return nil, false, fmt.Errorf("list links: %w", err)
+	}
+	return links, true, nil
 }
 
 func linkOf(l netlink.Link) Link {

@@ -2,14 +2,17 @@ package ifaces
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hostflow/hostflow/internal/testutil"
+	"github.com/vishvananda/netlink"
 )
 
 // recorder is an Attacher that records what it is asked.
@@ -178,5 +181,70 @@ func TestManagerDirections(t *testing.T) {
 	}
 	if len(rec.calls) != n {
 		t.Fatalf("calls after a change to the same hooks: %q", rec.calls[n:])
+	}
+}
+
+// TestManagerRunReleasesLinksGoneMeanwhile: a link removed while no
+// subscription ran (before Run, or between a Run that ended and the next)
+// is released when Run starts: the list it takes prunes what is gone.
+func TestManagerRunReleasesLinksGoneMeanwhile(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	ns.IP(t, "link", "add", "hft0", "type", "veth", "peer", "name", "other0")
+	ns.IP(t, "link", "add", "hft1", "type", "veth", "peer", "name", "other1")
+	rules, _ := ParseRules([]string{`/^hft\d$/`}, nil)
+	rec := &recorder{}
+	m := NewManager(rec, rules, slog.New(slog.DiscardHandler))
+	if err := ns.Do(m.Start); err != nil {
+		t.Fatal(err)
+	}
+	idx0, idx1 := indexOf(t, m, "hft0"), indexOf(t, m, "hft1")
+	ns.IP(t, "link", "del", "hft0")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ns.Do(func() error { return m.Run(ctx) }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	rec.waitFor(t, fmt.Sprintf("detach %d", idx0))
+	if rec.has(fmt.Sprintf("detach %d", idx1)) {
+		t.Errorf("hft1 released too: %q", rec.calls)
+	}
+	for _, l := range m.Links() {
+		if l.Index == idx0 {
+			t.Errorf("hft0 still known: %+v", m.Links())
+		}
+	}
+	if st := m.States(); len(st) != 1 || !st[idx1].Attached {
+		t.Errorf("States() = %+v", st)
+	}
+}
+
+// TestManagerRunSubscriptionEnds: a subscription that fails or whose
+// channel closes ends Run with an error, and Run can be called again.
+func TestManagerRunSubscriptionEnds(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	rules, _ := ParseRules([]string{`/^hft/`}, nil)
+	m := NewManager(&recorder{}, rules, slog.New(slog.DiscardHandler))
+	calls := 0
+	m.SetSubscribe(func(ch chan<- netlink.LinkUpdate, done <-chan struct{}, _ netlink.LinkSubscribeOptions) error {
+		calls++
+		if calls == 1 {
+			return errors.New("no netlink socket")
+		}
+		close(ch)
+		return nil
+	})
+	for i, want := range []string{"no netlink socket", "subscription closed"} {
+		err := ns.Do(func() error { return m.Run(context.Background()) })
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run %d: %v, want an error with %q", i+1, err, want)
+		}
+	}
+	if calls != 2 {
+		t.Errorf("%d subscriptions, want 2", calls)
 	}
 }

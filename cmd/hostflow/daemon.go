@@ -256,6 +256,18 @@ func (d *daemon) followLinks() {
 	}()
 }
 
+// followLinksAgain starts following link updates again if it stopped (the
+// subscription failed or ended): the error said a reload restarts it.
+// Called from the loop goroutine only, like followLinks.
+func (d *daemon) followLinksAgain() {
+	select {
+	case <-d.linksDone:
+		d.log.Info("following link updates again")
+		d.followLinks()
+	default:
+	}
+}
+
 func (d *daemon) status() string {
 	return fmt.Sprintf("capturing on %d interfaces, exporting to %d sinks", len(d.fetcher.Attached()), len(d.sinks))
 }

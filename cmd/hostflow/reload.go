@@ -69,6 +69,7 @@ func (d *daemon) apply(next *config.Config) error {
 	// From here on nothing is undone. An interface that fails to attach
 	// is logged and shown in hostflow_interface_attached; the others
 	// capture.
+	d.followLinksAgain()
 	if err := d.links.SetRules(next.Rules()); err != nil {
 		d.log.Error("apply interface rules", "err", err)
 	}
