@@ -81,9 +81,12 @@ func NewManager(att Attacher, rules Rules, log *slog.Logger) *Manager {
 func (m *Manager) SetSubscribe(f SubscribeFunc) { m.subscribe = f }
 
 // Start lists the links of the calling thread's network namespace and
-// attaches to those the rules select. A link named exactly in the rules
-// that does not exist, or an attach that fails, is an error: at start, the
-// user should hear about it at once.
+// attaches to those the rules select. An attach that fails is an error: at
+// start, the user should hear about it at once. A link named exactly in the
+// rules that does not exist yet, or rules that select no link yet, are
+// warnings: a service may start before its interfaces (at boot, or on a
+// container host whose veths come later), and Run attaches them when they
+// appear.
 func (m *Manager) Start() error {
 	links, _, err := listLinks()
 	if err != nil {
@@ -92,18 +95,24 @@ func (m *Manager) Start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.record(links)
-	for _, n := range m.rules.Names() {
-		if !m.hasName(n) {
-			return fmt.Errorf("interface %q: no such link", n)
-		}
-	}
 	if err := m.reconcileAll(); err != nil {
 		return err
 	}
-	if len(m.attached) == 0 {
-		return fmt.Errorf("no interface selected by %s", m.rules)
-	}
+	m.warnMissing()
 	return nil
+}
+
+// warnMissing warns of each link named in the rules that does not exist,
+// and when no link is attached. Called with mu held.
+func (m *Manager) warnMissing() {
+	for _, n := range m.rules.Names() {
+		if !m.hasName(n) {
+			m.log.Warn("interface does not exist yet: attached when it appears", "interface", n)
+		}
+	}
+	if len(m.attached) == 0 {
+		m.log.Warn("no interface selected yet: capture starts when a link the rules select appears", "rules", m.rules.String())
+	}
 }
 
 func (m *Manager) hasName(name string) bool {
@@ -309,12 +318,15 @@ func (m *Manager) reconcileAll() error {
 }
 
 // SetRules replaces the rules (on reload) and reconciles every known link
-// at once. Attach errors are returned and kept in States.
+// at once. Attach errors are returned and kept in States; named links that
+// do not exist and rules that select nothing are warned of, as by Start.
 func (m *Manager) SetRules(r Rules) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rules = r
-	return m.reconcileAll()
+	err := m.reconcileAll()
+	m.warnMissing()
+	return err
 }
 
 // DetachAll releases every attached link (at shutdown).

@@ -1,6 +1,7 @@
 package ifaces
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,17 +128,56 @@ func TestManagerFollowsLinks(t *testing.T) {
 	}
 }
 
-// TestManagerStartErrors: a named link that does not exist, or rules that
-// select nothing, fail at start.
-func TestManagerStartErrors(t *testing.T) {
-	ns := testutil.NewNetns(t)
-	for _, include := range [][]string{{"nosuch0"}, {"/^nothing/"}} {
-		rules, _ := ParseRules(include, nil)
-		m := NewManager(&recorder{}, rules, slog.New(slog.DiscardHandler))
-		if err := ns.Do(m.Start); err == nil {
-			t.Errorf("Start with %q: no error", include)
-		}
+// TestManagerStartWarns: a named link that does not exist yet, or rules
+// that select nothing yet, are no error at start but warnings; the link is
+// attached when it appears.
+func TestManagerStartWarns(t *testing.T) {
+	for _, tc := range []struct {
+		include []string
+		warn    []string
+	}{
+		{[]string{"hft0"}, []string{`msg="interface does not exist yet: attached when it appears" interface=hft0`, "no interface selected yet"}},
+		{[]string{"/^hft/"}, []string{"no interface selected yet", "rules=/^hft/"}},
+	} {
+		t.Run(tc.include[0], func(t *testing.T) {
+			ns := testutil.NewNetns(t)
+			rules, _ := ParseRules(tc.include, nil)
+			var logs bytes.Buffer
+			rec := &recorder{}
+			m := NewManager(rec, rules, slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil)))
+			if err := ns.Do(m.Start); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			for _, w := range tc.warn {
+				if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), w) {
+					t.Errorf("log lacks a warning with %q:\n%s", w, logs.String())
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- ns.Do(func() error { return m.Run(ctx) }) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+			ns.IP(t, "link", "add", "hft0", "type", "veth", "peer", "name", "other0")
+			rec.waitFor(t, "attach hft0")
+		})
 	}
+}
+
+// syncWriter serialises writes of the manager's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func indexOf(t *testing.T, m *Manager, name string) int {

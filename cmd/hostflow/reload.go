@@ -7,7 +7,6 @@ import (
 
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
-	"github.com/vishvananda/netlink"
 )
 
 // reload loads the configuration again (same command line, the file and
@@ -41,19 +40,15 @@ func (d *daemon) reload() {
 	}
 }
 
-// apply switches to next. What can fail (named links, collector sockets,
-// the cache) is built first and undone on error; the switch itself cannot
+// apply switches to next. What can fail (collector sockets, the cache) is
+// built first and undone on error; a named link that does not exist yet is
+// only warned of (see ifaces.Manager.SetRules); the switch itself cannot
 // lose a flow: the kernel map is drained before the cache is replaced, and
 // the old cache's flows go to the old sinks before those close.
 func (d *daemon) apply(next *config.Config) error {
 	cur := d.cfg
 	d.keepRestartOnly(cur, next)
 
-	for _, name := range next.Rules().Names() {
-		if _, err := netlink.LinkByName(name); err != nil {
-			return fmt.Errorf("interface %q: no such link", name)
-		}
-	}
 	sinks, unused, created, err := buildSinks(next, d.sinks, d.sinkEnv())
 	if err != nil {
 		return err
