@@ -119,7 +119,10 @@ type Stats struct {
 	ConntrackGets   uint64 // IPCTNL_MSG_CT_GET requests
 	ConntrackErrors uint64
 	ConntrackFlows  uint64 // entries read by the last dump
-	RouteResyncs    uint64 // full reloads of the route table after a lost subscription
+	// RouteResyncs are full reloads of the route table: after a lost
+	// subscription, and after a link went down or away or lost an IPv4
+	// address (the kernel flushes IPv4 routes then without a notice).
+	RouteResyncs uint64
 }
 
 // Enricher fills the router fields of exported flows. Create it with New in
@@ -140,6 +143,11 @@ type Enricher struct {
 	routes map[fibKey]fibResult
 	nat    NATIndex
 	noCT   map[Tuple]struct{} // tuples ConntrackGet found no entry for
+
+	// resyncDelay is how long after a link or address event the table
+	// is loaded again: the kernel flushes after it notifies, and events
+	// that come together cost one dump.
+	resyncDelay time.Duration
 
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -185,7 +193,7 @@ func New(opts Options) (*Enricher, error) {
 	e := &Enricher{
 		opts: opts, log: log, h: h, ns: ns, table: NewTable(),
 		routes: map[fibKey]fibResult{}, nat: NATIndex{}, noCT: map[Tuple]struct{}{},
-		done: make(chan struct{}),
+		resyncDelay: time.Second, done: make(chan struct{}),
 	}
 	if opts.Conntrack == ConntrackAuto || opts.Conntrack == ConntrackGet {
 		if e.ctGet, err = newCTGetter(ns); err != nil {
@@ -197,17 +205,18 @@ func New(opts Options) (*Enricher, error) {
 	if opts.Conntrack == ConntrackAuto {
 		e.ctCount = newCTCounter()
 	}
-	ch, err := e.subscribe()
+	sub, err := e.subscribe()
 	if err != nil {
 		e.Close()
 		return nil, err
 	}
 	if err := e.load(); err != nil {
+		sub.close()
 		e.Close()
 		return nil, err
 	}
 	e.wg.Add(1)
-	go e.watch(ch)
+	go e.watch(sub)
 	return e, nil
 }
 
@@ -245,24 +254,62 @@ func (e *Enricher) Stats() Stats {
 	}
 }
 
-// subscribe opens a route notification socket in the enricher's namespace.
-func (e *Enricher) subscribe() (chan netlink.RouteUpdate, error) {
-	ch := make(chan netlink.RouteUpdate, 4096)
-	err := netlink.RouteSubscribeWithOptions(ch, e.done, netlink.RouteSubscribeOptions{
+// subscription is the enricher's notification sockets: routes, and the
+// link and address changes after which the kernel flushes IPv4 routes
+// without a notice. They end together.
+type subscription struct {
+	done   chan struct{}
+	once   sync.Once
+	routes chan netlink.RouteUpdate
+	links  chan netlink.LinkUpdate
+	addrs  chan netlink.AddrUpdate
+}
+
+func (s *subscription) close() { s.once.Do(func() { close(s.done) }) }
+
+// subscribe opens the notification sockets in the enricher's namespace.
+func (e *Enricher) subscribe() (*subscription, error) {
+	s := &subscription{
+		done:   make(chan struct{}),
+		routes: make(chan netlink.RouteUpdate, 4096),
+		links:  make(chan netlink.LinkUpdate, 256),
+		addrs:  make(chan netlink.AddrUpdate, 256),
+	}
+	onError := func(what string) func(error) {
+		return func(err error) {
+			select {
+			case <-s.done: // closed by close
+			default:
+				e.log.Warn("router: "+what+" subscription failed; reloading the table", "err", err)
+			}
+		}
+	}
+	err := netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{
 		Namespace:         &e.ns,
 		ReceiveBufferSize: 4 << 20,
-		ErrorCallback: func(err error) {
-			select {
-			case <-e.done: // the socket closed by Close
-			default:
-				e.log.Warn("router: route subscription failed; reloading the table", "err", err)
-			}
-		},
+		ErrorCallback:     onError("route"),
 	})
 	if err != nil {
+		s.close()
 		return nil, fmt.Errorf("router: route subscribe: %w", err)
 	}
-	return ch, nil
+	err = netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{
+		Namespace:     &e.ns,
+		ErrorCallback: onError("link"),
+	})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("router: link subscribe: %w", err)
+	}
+	err = netlink.AddrSubscribeWithOptions(s.addrs, s.done, netlink.AddrSubscribeOptions{
+		Namespace:     &e.ns,
+		ErrorCallback: onError("address"),
+	})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("router: address subscribe: %w", err)
+	}
+	return s, nil
 }
 
 // load replaces the table with a fresh dump of the main table. Called
@@ -292,32 +339,91 @@ func (e *Enricher) load() error {
 	return nil
 }
 
-// watch applies route notifications until Close; when the subscription
-// dies (e.g. the socket overflowed), it subscribes again and reloads.
-func (e *Enricher) watch(ch chan netlink.RouteUpdate) {
+// watch applies route notifications until Close. A link that goes down or
+// away has its IPv4 routes removed at once, and a link or address change
+// after which the kernel may have flushed routes silently loads the table
+// again a little later. When a subscription dies (e.g. its socket
+// overflowed), it subscribes again and reloads.
+func (e *Enricher) watch(sub *subscription) {
 	defer e.wg.Done()
+	resync := time.NewTimer(time.Hour)
+	resync.Stop()
+	pending := false
+	later := func() {
+		if !pending {
+			pending = true
+			resync.Reset(e.resyncDelay)
+		}
+	}
 	for {
-		for u := range ch {
-			e.apply(u.Type, u.NlFlags, &u.Route)
+		var ok bool
+		select {
+		case <-e.done:
+			sub.close()
+			return
+		case u, open := <-sub.routes:
+			if ok = open; ok {
+				e.apply(u.Type, u.NlFlags, &u.Route)
+			}
+		case u, open := <-sub.links:
+			if ok = open; ok && e.linkGone(u) {
+				later()
+			}
+		case u, open := <-sub.addrs:
+			if ok = open; ok && !u.NewAddr && u.LinkAddress.IP.To4() != nil {
+				later() // routes with this source or through a link left without IPv4
+			}
+		case <-resync.C:
+			pending, ok = false, true
+			e.mu.Lock()
+			err := e.load()
+			e.mu.Unlock()
+			if err != nil {
+				e.log.Warn("router: route table resync failed", "err", err)
+				later()
+			} else {
+				e.resyncs.Add(1)
+			}
 		}
-		for {
-			select {
-			case <-e.done:
+		if !ok {
+			if sub = e.resubscribe(sub); sub == nil {
 				return
-			case <-time.After(time.Second):
 			}
-			var err error
-			if ch, err = e.subscribe(); err == nil {
-				e.mu.Lock()
-				err = e.load()
-				e.mu.Unlock()
-				if err == nil {
-					e.resyncs.Add(1)
-					break
-				}
-			}
-			e.log.Warn("router: route table resync failed", "err", err)
 		}
+	}
+}
+
+// linkGone removes the IPv4 routes through a link that went down or away,
+// and reports whether there were any.
+func (e *Enricher) linkGone(u netlink.LinkUpdate) bool {
+	if u.Header.Type != unix.RTM_DELLINK && u.IfInfomsg.Flags&unix.IFF_UP != 0 {
+		return false
+	}
+	return e.table.RemoveLink(int(u.IfInfomsg.Index)) > 0
+}
+
+// resubscribe replaces a dead subscription and loads the table again,
+// retrying every second; nil after Close.
+func (e *Enricher) resubscribe(old *subscription) *subscription {
+	old.close()
+	for {
+		select {
+		case <-e.done:
+			return nil
+		case <-time.After(time.Second):
+		}
+		sub, err := e.subscribe()
+		if err == nil {
+			e.mu.Lock()
+			err = e.load()
+			e.mu.Unlock()
+			if err == nil {
+				e.resyncs.Add(1)
+				return sub
+			}
+			sub.close()
+		}
+		e.log.Warn("router: route table resync failed", "err", err)
 	}
 }
 

@@ -136,6 +136,36 @@ func (t *Table) remove(p netip.Prefix, match func(RouteKey) bool) {
 	}
 }
 
+// RemoveLink forgets every IPv4 route whose next hop is on link ifindex
+// (an IPv4 multipath route has no single link and stays), and returns how
+// many it removed: what the kernel flushes, without a notification, when
+// the link goes down or away.
+func (t *Table) RemoveLink(ifindex int) int {
+	if ifindex == 0 {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := &t.fam[0]
+	n := 0
+	for _, l := range f.lens {
+		m := f.byLen[l]
+		for p, routes := range m {
+			for r := range routes {
+				if r.LinkIdx == ifindex {
+					delete(routes, r)
+					n++
+				}
+			}
+			if len(routes) == 0 {
+				delete(m, p)
+			}
+		}
+	}
+	f.lens = slices.DeleteFunc(f.lens, func(l int) bool { return len(f.byLen[l]) == 0 })
+	return n
+}
+
 // Lookup returns the length of the longest prefix covering a, and false if
 // none does (no route, not even a default one). An IPv4-mapped IPv6
 // address is looked up as IPv4.

@@ -157,3 +157,45 @@ func BenchmarkTableLookup(b *testing.B) {
 	}
 	b.ReportMetric(float64(tb.Len()), "prefixes")
 }
+
+// TestTableRemoveLink: the IPv4 routes through one link go, a prefix with
+// a route through another link stays, and IPv6 and multipath routes (no
+// single link) are not touched.
+func TestTableRemoveLink(t *testing.T) {
+	tb := NewTable()
+	via := func(link int) RouteKey { return RouteKey{LinkIdx: link} }
+	tb.Add(pfx("198.18.0.0/15"), via(2))
+	tb.Add(pfx("198.19.200.0/24"), via(3))
+	tb.Add(pfx("198.19.100.0/24"), RouteKey{LinkIdx: 3, Gateway: netip.MustParseAddr("198.19.200.2")})
+	tb.Add(pfx("198.19.100.0/24"), RouteKey{LinkIdx: 2, Priority: 10})
+	tb.Add(pfx("10.20.0.0/16"), via(3))
+	tb.Add(pfx("10.30.0.0/16"), via(0)) // multipath
+	tb.Add(pfx("fd00:3::/64"), via(3))
+	if n := tb.RemoveLink(3); n != 3 {
+		t.Errorf("RemoveLink(3) removed %d routes, want 3", n)
+	}
+	for _, tt := range []struct {
+		addr string
+		want int // -1: none
+	}{
+		{"198.19.200.5", 15},
+		{"198.19.100.5", 24}, // the metric 10 route through link 2
+		{"10.20.1.1", -1},
+		{"10.30.1.1", 16},
+		{"fd00:3::1", 64},
+	} {
+		got, ok := tb.Lookup(netip.MustParseAddr(tt.addr))
+		if !ok {
+			got = -1
+		}
+		if got != tt.want {
+			t.Errorf("Lookup(%s) = %d, want %d", tt.addr, got, tt.want)
+		}
+	}
+	if n := tb.Len(); n != 4 {
+		t.Errorf("Len %d, want 4", n)
+	}
+	if n := tb.RemoveLink(3); n != 0 {
+		t.Errorf("RemoveLink(3) again removed %d", n)
+	}
+}
