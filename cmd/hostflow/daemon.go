@@ -226,9 +226,16 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	if err := d.notify.ready(d.status()); err != nil {
 		d.log.Warn("systemd notify", "err", err)
 	}
+	// recv is direct until the reader stops on an error: a closed
+	// channel is always ready, and receiving from it would spin.
+	recv := direct
 	for {
 		select {
-		case r := <-direct:
+		case r, ok := <-recv:
+			if !ok {
+				recv = nil
+				continue
+			}
 			d.addDirect(r)
 		case <-d.tick.C:
 			d.drain()

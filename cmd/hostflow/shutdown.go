@@ -45,13 +45,24 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	return errors.Join(errs...)
 }
 
+// readRingBuf sends the records of the ring buffer to out and closes it
+// once the buffer is flushed (at shutdown) or closed. An unexpected read
+// error also ends it, counted in the drain errors: it is not retried, as
+// the ring buffer has no error the next read would recover from. The map
+// is still drained on every tick; what the kernel diverts to the ring
+// buffer afterwards is lost and counted by the kernel as ring buffer full.
+// Restart hostflow to read it again.
 func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 	defer close(out)
 	for {
 		raw, err := d.fetcher.ReadRingBuf()
 		if err != nil {
 			if !errors.Is(err, ringbuf.ErrFlushed) && !errors.Is(err, os.ErrClosed) {
-				d.log.Error("read ring buffer", "err", err)
+				d.mu.Lock()
+				d.counts.drainErrors++
+				d.mu.Unlock()
+				d.log.Error("read ring buffer: stopped reading it; packets the kernel diverts to it are lost "+
+					"(hostflow_kernel_ringbuf_full_total) until hostflow restarts", "err", err)
 			}
 			return
 		}
