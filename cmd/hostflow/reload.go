@@ -42,7 +42,8 @@ func (d *daemon) reload() {
 }
 
 // apply switches to next. What can fail (named links, collector sockets,
-// the cache) is built first and undone on error; the switch itself cannot
+// the cache, the kernel's sampling rate) is done first and undone on
+// error, which rejects the whole reload; the switch itself cannot
 // lose a flow: the kernel map is drained before the cache is replaced, and
 // the old cache's flows go to the old sinks before those close.
 func (d *daemon) apply(next *config.Config) error {
@@ -63,6 +64,17 @@ func (d *daemon) apply(next *config.Config) error {
 		if cache, err = exporter.NewCache(next.Cache(), exporter.SystemClock{}); err != nil {
 			created.Close()
 			return fmt.Errorf("flow cache: %w", err)
+		}
+	}
+
+	// The sampling rate changes last of what can fail: the exporters
+	// built above advertise next.Sampling in their options records, so
+	// they may replace the running ones only if the kernel samples at
+	// that rate.
+	if next.Sampling != cur.Sampling {
+		if err := d.fetcher.SetSampling(next.Sampling); err != nil {
+			created.Close()
+			return fmt.Errorf("change sampling from %d to %d: %w", cur.Sampling, next.Sampling, err)
 		}
 	}
 
@@ -93,12 +105,6 @@ func (d *daemon) apply(next *config.Config) error {
 		d.log.Info("stopped exporting", "collector", s.name())
 	}
 
-	if next.Sampling != cur.Sampling {
-		if err := d.fetcher.SetSampling(next.Sampling); err != nil {
-			d.log.Error("change sampling", "from", cur.Sampling, "to", next.Sampling, "err", err)
-			next.Sampling = cur.Sampling
-		}
-	}
 	if next.PollInterval != cur.PollInterval {
 		d.tick.Reset(next.PollInterval)
 	}
