@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -47,11 +46,6 @@ type daemon struct {
 	links     *ifaces.Manager
 	stopLinks context.CancelFunc // stops following link updates
 	linksDone chan struct{}
-
-	// notSent is what the options templates report as
-	// notSentFlowTotalCount: records lost to send errors or full queues,
-	// over all collectors. Read by the collectors' goroutines.
-	notSent atomic.Uint64
 
 	mu      sync.Mutex
 	sinks   sinkSet
@@ -158,7 +152,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 
 // sinkEnv gives the sinks what they need from the daemon. The options
 // templates' providers run on the collectors' goroutines: they read
-// netlink, the kernel counters and an atomic, never d.mu.
+// netlink and the kernel counters, never d.mu. Each collector reports its
+// own losses as notSentFlowTotalCount (collectorLosses), not these.
 func (d *daemon) sinkEnv() sinkEnv {
 	return sinkEnv{
 		stdout:     d.stdout,
@@ -172,7 +167,6 @@ func (d *daemon) sinkEnv() sinkEnv {
 			if k, err := d.fetcher.ReadCounters(); err == nil {
 				c.IgnoredPackets = k.RingBufFull + k.Malformed
 			}
-			c.NotSentFlows = d.notSent.Load()
 			return c
 		},
 	}
@@ -304,14 +298,6 @@ func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
 		d.enricher.Enrich(flows)
 	}
 	err := sinks.Export(flows)
-	var notSent uint64
-	for _, s := range sinks {
-		if s.stats != nil {
-			st := s.stats()
-			notSent += st.DroppedRecords + st.RecordsLost
-		}
-	}
-	d.notSent.Store(notSent)
 	d.mu.Lock()
 	for i := range flows {
 		f := &flows[i]
