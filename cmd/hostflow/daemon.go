@@ -47,6 +47,9 @@ type daemon struct {
 	stopLinks context.CancelFunc // stops following link updates
 	linksDone chan struct{}
 
+	// closer closes the sinks reloads removed, off the loop.
+	closer sinkCloser
+
 	mu      sync.Mutex
 	sinks   sinkSet
 	counts  flowCounts

@@ -151,3 +151,17 @@ func testDaemon(t *testing.T, f *fakeFetcher, args ...string) *daemon {
 }
 
 var errInjected = errors.New("injected failure")
+
+// fakeSink is an exporter.Sink whose Close runs onClose, if set.
+type fakeSink struct {
+	onClose func()
+}
+
+func (s *fakeSink) Export([]exporter.Flow) error { return nil }
+
+func (s *fakeSink) Close() error {
+	if s.onClose != nil {
+		s.onClose()
+	}
+	return nil
+}

@@ -95,14 +95,14 @@ func (d *daemon) apply(next *config.Config) error {
 	d.mu.Lock()
 	d.sinks = sinks
 	d.mu.Unlock()
-	if err := unused.Close(); err != nil {
-		d.log.Warn("close collector", "err", err)
-	}
+	// The old sinks may hold queued flows for a collector that is down:
+	// they are drained and closed in the background, not here.
+	d.closer.close(unused, d.log)
 	for _, s := range created {
 		d.log.Info("exporting", "collector", s.name())
 	}
 	for _, s := range unused {
-		d.log.Info("stopped exporting", "collector", s.name())
+		d.log.Info("stopped exporting", "collector", s.name(), "closing", d.closer.pending.Load())
 	}
 
 	if next.PollInterval != cur.PollInterval {

@@ -31,6 +31,7 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	}
 	d.export(d.cache.Flush(d.out[:0]))
 	d.updateActive()
+	d.closer.wait()
 	k, err := d.fetcher.ReadCounters()
 	if err != nil {
 		errs = append(errs, err)
