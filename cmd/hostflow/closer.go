@@ -6,7 +6,8 @@ import (
 	"sync/atomic"
 )
 
-// sinkCloser closes the sinks a reload removed, off the main loop. A
+// sinkCloser closes the sinks a reload removed, off the main loop, and
+// all of them at shutdown. A
 // collector whose peer is dead keeps sending what it has queued until its
 // drain timeout (exporter.DefaultDrainTimeout, 5 s) and gives up a second
 // later at most; the main loop must go on draining the kernel meanwhile,

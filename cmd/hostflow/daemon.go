@@ -50,6 +50,11 @@ type daemon struct {
 	// closer closes the sinks reloads removed, off the loop.
 	closer sinkCloser
 
+	// What release frees, nil if not acquired.
+	srv      *metrics.Server
+	unlock   func()
+	released sync.Once
+
 	mu      sync.Mutex
 	sinks   sinkSet
 	counts  flowCounts
@@ -81,12 +86,14 @@ type flowCounts struct {
 }
 
 // runDaemon starts everything cfg asks for, runs until ctx is cancelled,
-// then detaches and exports every cached flow.
+// then stops in the order shutdown states. What it acquires goes into d
+// and is released by d.release only, on every path.
 func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-chan os.Signal, stdout, stderr io.Writer) error {
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel)
 	log := newLogger(cfg.LogFormat, level, stderr)
 	d := &daemon{args: args, stdout: stdout, log: log, level: level, notify: newNotifier(), cfg: cfg}
+	defer d.release() // after a shutdown, nothing is left to release
 	log.Info("starting", "version", version, "config", cfg.File)
 
 	if err := checkCapabilities(); err != nil {
@@ -97,7 +104,6 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		return err
 	}
 	d.sinks = sinks
-	defer func() { _ = d.sinks.Close() }()
 	for _, s := range sinks {
 		log.Info("exporting", "collector", s.name())
 	}
@@ -105,8 +111,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("remove memlock limit: %w", err)
 	}
-	unlock := lockState(cfg.StateDir, log)
-	defer unlock()
+	d.unlock = lockState(cfg.StateDir, log)
 	algo := bpf.SamplingRandom
 	if cfg.SamplingAlgorithm == "count" {
 		algo = bpf.SamplingCount
@@ -119,17 +124,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise)
 	}
 	if err != nil {
+		d.fetcher = nil // a typed nil: nothing to close
 		return fmt.Errorf("load eBPF programs: %w", err)
 	}
-	defer d.fetcher.Close()
 
 	if cfg.Router() {
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
 		if d.enricher, err = router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log}); err != nil {
+			d.enricher = nil
 			return fmt.Errorf("router mode: %w", err)
 		}
-		defer d.enricher.Close()
 	}
 
 	d.links = ifaces.NewManager(d.fetcher, cfg.Rules(), log)
@@ -147,7 +152,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		d.srv = srv
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
 	return d.loop(ctx, hup)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -40,5 +42,51 @@ func TestRingBufReadErrorNoSpin(t *testing.T) {
 	}
 	if c.drainErrors != 1 {
 		t.Errorf("drain errors = %d, want the ring buffer read error counted once", c.drainErrors)
+	}
+}
+
+// TestShutdownOrder: shutdown detaches, drains the map and the ring
+// buffer, flushes the cache, drains the collectors (those of the running
+// configuration and one a reload removed, still closing), and only then
+// closes the kernel maps: a collector's last options records read the
+// kernel counters. The fake fetcher fails the test on any call after its
+// Close.
+func TestShutdownOrder(t *testing.T) {
+	f := newFakeFetcher(t)
+	d := testDaemon(t, f)
+	counters := d.sinkEnv().counters
+	removedMayEnd := make(chan struct{})
+	removed := &fakeSink{onClose: func() {
+		select {
+		case <-removedMayEnd:
+		case <-time.After(10 * time.Second): // a guard: the order check fails
+		}
+		counters() // its last options record
+		f.call("removed collector drained")
+	}}
+	running := &fakeSink{onClose: func() {
+		close(removedMayEnd)
+		counters()
+		f.call("collector drained")
+	}}
+	d.closer.close(sinkSet{{key: "removed", sink: removed}}, d.log)
+	d.sinks = append(d.sinks, &collectorSink{key: "running", sink: running})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.loop(ctx, nil); err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	calls := f.Calls()
+	var at []int
+	for _, step := range []string{"Drain", "FlushRingBuf", "collector drained", "removed collector drained", "Close"} {
+		i := slices.Index(calls, step)
+		if i < 0 {
+			t.Fatalf("shutdown: no %q in %q", step, calls)
+		}
+		at = append(at, i)
+	}
+	if !slices.IsSorted(at) || at[len(at)-1] != len(calls)-1 {
+		t.Errorf("shutdown order %q: want drain, ring buffer flush, collectors drained, then the maps closed last", calls)
 	}
 }
