@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hostflow/hostflow/exporter"
 )
 
 // listenUDP is a collector on 127.0.0.1 that nobody reads: templates sent
@@ -103,5 +105,51 @@ func TestReloadRemovesDeadCollectorAsync(t *testing.T) {
 	}
 	if d.reloads.Success != 1 {
 		t.Errorf("reloads %+v, want one success", d.reloads)
+	}
+}
+
+// TestReloadRemovesDownTCPCollector is TestReloadRemovesDeadCollectorAsync
+// with a real TCP collector whose peer is down and a batch queued: its
+// Close keeps trying until the drain timeout. The loop drains the map
+// after the reload while that Close is still pending.
+func TestReloadRemovesDownTCPCollector(t *testing.T) {
+	f := newFakeFetcher(t)
+	f.drained = make(chan struct{})
+	d := testDaemon(t, f, "--poll-interval", "5ms", "--collector", "ipfix+tcp://"+freeTCPAddr(t))
+	down := d.sinks[0]
+	for range 2 { // one held by the collector, waiting to connect; one queued
+		if err := down.sink.Export([]exporter.Flow{{Packets: 1, Bytes: 60}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.args = []string{"--config", "/dev/null", "--poll-interval", "5ms"} // the reload removes it
+
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, hup) }()
+	hup <- syscall.SIGHUP
+	for {
+		<-f.drained
+		d.mu.Lock()
+		reloaded := d.reloads.Success == 1
+		d.mu.Unlock()
+		if reloaded {
+			break
+		}
+	}
+	<-f.drained // a tick after the reload
+	if d.closer.pending.Load() == 0 {
+		t.Error("the removed collector was closed before the loop drained again")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	if n := d.closer.pending.Load(); n != 0 {
+		t.Errorf("shutdown returned with %d collectors still closing", n)
+	}
+	if st := down.stats(); st.DroppedRecords != 2 {
+		t.Errorf("removed collector that stayed down: %+v, want its 2 records counted as dropped", st)
 	}
 }
