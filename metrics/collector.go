@@ -18,7 +18,7 @@ var (
 	descDirect = prometheus.NewDesc("hostflow_ringbuf_records_total",
 		"Packets read one by one from the ring buffer because the kernel map was full.", nil, nil)
 	descDrainErrors = prometheus.NewDesc("hostflow_drain_errors_total",
-		"Failed reads of the kernel flow map.", nil, nil)
+		"Failed reads of the kernel flow map or ring buffer.", nil, nil)
 	descExportErrors = prometheus.NewDesc("hostflow_export_errors_total",
 		"Exports that failed on at least one collector.", nil, nil)
 

@@ -63,7 +63,7 @@ hostflow_config_last_reload_success_timestamp_seconds 1.7e+09
 # TYPE hostflow_config_reloads_total counter
 hostflow_config_reloads_total{result="failure"} 1
 hostflow_config_reloads_total{result="success"} 2
-# HELP hostflow_drain_errors_total Failed reads of the kernel flow map.
+# HELP hostflow_drain_errors_total Failed reads of the kernel flow map or ring buffer.
 # TYPE hostflow_drain_errors_total counter
 hostflow_drain_errors_total 1
 # HELP hostflow_export_errors_total Exports that failed on at least one collector.

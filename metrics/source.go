@@ -25,7 +25,8 @@ type FlowStats struct {
 	Exported map[string]uint64
 	// DirectRecords counts packets read one by one from the ring buffer.
 	DirectRecords uint64
-	// DrainErrors and ExportErrors count failed kernel reads and exports.
+	// DrainErrors and ExportErrors count failed kernel reads (flow map or
+	// ring buffer) and exports.
 	DrainErrors, ExportErrors uint64
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -48,10 +47,13 @@ type daemon struct {
 	stopLinks context.CancelFunc // stops following link updates
 	linksDone chan struct{}
 
-	// notSent is what the options templates report as
-	// notSentFlowTotalCount: records lost to send errors or full queues,
-	// over all collectors. Read by the collectors' goroutines.
-	notSent atomic.Uint64
+	// closer closes the sinks reloads removed, off the loop.
+	closer sinkCloser
+
+	// What release frees, nil if not acquired.
+	srv      *metrics.Server
+	unlock   func()
+	released sync.Once
 
 	mu      sync.Mutex
 	sinks   sinkSet
@@ -84,12 +86,14 @@ type flowCounts struct {
 }
 
 // runDaemon starts everything cfg asks for, runs until ctx is cancelled,
-// then detaches and exports every cached flow.
+// then stops in the order shutdown states. What it acquires goes into d
+// and is released by d.release only, on every path.
 func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-chan os.Signal, stdout, stderr io.Writer) error {
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel)
 	log := newLogger(cfg.LogFormat, level, stderr)
 	d := &daemon{args: args, stdout: stdout, log: log, level: level, notify: newNotifier(), cfg: cfg}
+	defer d.release() // after a shutdown, nothing is left to release
 	log.Info("starting", "version", version, "config", cfg.File)
 
 	if err := checkCapabilities(); err != nil {
@@ -100,7 +104,6 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		return err
 	}
 	d.sinks = sinks
-	defer func() { _ = d.sinks.Close() }()
 	for _, s := range sinks {
 		log.Info("exporting", "collector", s.name())
 	}
@@ -108,8 +111,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("remove memlock limit: %w", err)
 	}
-	unlock := lockState(cfg.StateDir, log)
-	defer unlock()
+	d.unlock = lockState(cfg.StateDir, log)
 	algo := bpf.SamplingRandom
 	if cfg.SamplingAlgorithm == "count" {
 		algo = bpf.SamplingCount
@@ -122,17 +124,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise)
 	}
 	if err != nil {
+		d.fetcher = nil // a typed nil: nothing to close
 		return fmt.Errorf("load eBPF programs: %w", err)
 	}
-	defer d.fetcher.Close()
 
 	if cfg.Router() {
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
 		if d.enricher, err = router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log}); err != nil {
+			d.enricher = nil
 			return fmt.Errorf("router mode: %w", err)
 		}
-		defer d.enricher.Close()
 	}
 
 	d.links = ifaces.NewManager(d.fetcher, cfg.Rules(), log)
@@ -150,7 +152,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		d.srv = srv
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
 	return d.loop(ctx, hup)
@@ -158,7 +160,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 
 // sinkEnv gives the sinks what they need from the daemon. The options
 // templates' providers run on the collectors' goroutines: they read
-// netlink, the kernel counters and an atomic, never d.mu.
+// netlink and the kernel counters, never d.mu. Each collector reports its
+// own losses as notSentFlowTotalCount (collectorLosses), not these.
 func (d *daemon) sinkEnv() sinkEnv {
 	return sinkEnv{
 		stdout:     d.stdout,
@@ -172,7 +175,6 @@ func (d *daemon) sinkEnv() sinkEnv {
 			if k, err := d.fetcher.ReadCounters(); err == nil {
 				c.IgnoredPackets = k.RingBufFull + k.Malformed
 			}
-			c.NotSentFlows = d.notSent.Load()
 			return c
 		},
 	}
@@ -226,9 +228,16 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	if err := d.notify.ready(d.status()); err != nil {
 		d.log.Warn("systemd notify", "err", err)
 	}
+	// recv is direct until the reader stops on an error: a closed
+	// channel is always ready, and receiving from it would spin.
+	recv := direct
 	for {
 		select {
-		case r := <-direct:
+		case r, ok := <-recv:
+			if !ok {
+				recv = nil
+				continue
+			}
 			d.addDirect(r)
 		case <-d.tick.C:
 			d.drain()
@@ -309,14 +318,6 @@ func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
 		d.enricher.Enrich(flows)
 	}
 	err := sinks.Export(flows)
-	var notSent uint64
-	for _, s := range sinks {
-		if s.stats != nil {
-			st := s.stats()
-			notSent += st.DroppedRecords + st.RecordsLost
-		}
-	}
-	d.notSent.Store(notSent)
 	d.mu.Lock()
 	for i := range flows {
 		f := &flows[i]

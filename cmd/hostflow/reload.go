@@ -40,9 +40,10 @@ func (d *daemon) reload() {
 	}
 }
 
-// apply switches to next. What can fail (collector sockets, the cache) is
-// built first and undone on error; a named link that does not exist yet is
-// only warned of (see ifaces.Manager.SetRules); the switch itself cannot
+// apply switches to next. What can fail (collector sockets, the cache, the
+// kernel's sampling rate) is done first and undone on error, which rejects
+// the whole reload; a named link that does not exist yet is only warned of
+// (see ifaces.Manager.SetRules); the switch itself cannot
 // lose a flow: the kernel map is drained before the cache is replaced, and
 // the old cache's flows go to the old sinks before those close.
 func (d *daemon) apply(next *config.Config) error {
@@ -58,6 +59,17 @@ func (d *daemon) apply(next *config.Config) error {
 		if cache, err = exporter.NewCache(next.Cache(), exporter.SystemClock{}); err != nil {
 			created.Close()
 			return fmt.Errorf("flow cache: %w", err)
+		}
+	}
+
+	// The sampling rate changes last of what can fail: the exporters
+	// built above advertise next.Sampling in their options records, so
+	// they may replace the running ones only if the kernel samples at
+	// that rate.
+	if next.Sampling != cur.Sampling {
+		if err := d.fetcher.SetSampling(next.Sampling); err != nil {
+			created.Close()
+			return fmt.Errorf("change sampling from %d to %d: %w", cur.Sampling, next.Sampling, err)
 		}
 	}
 
@@ -79,22 +91,16 @@ func (d *daemon) apply(next *config.Config) error {
 	d.mu.Lock()
 	d.sinks = sinks
 	d.mu.Unlock()
-	if err := unused.Close(); err != nil {
-		d.log.Warn("close collector", "err", err)
-	}
+	// The old sinks may hold queued flows for a collector that is down:
+	// they are drained and closed in the background, not here.
+	d.closer.close(unused, d.log)
 	for _, s := range created {
 		d.log.Info("exporting", "collector", s.name())
 	}
 	for _, s := range unused {
-		d.log.Info("stopped exporting", "collector", s.name())
+		d.log.Info("stopped exporting", "collector", s.name(), "closing", d.closer.pending.Load())
 	}
 
-	if next.Sampling != cur.Sampling {
-		if err := d.fetcher.SetSampling(next.Sampling); err != nil {
-			d.log.Error("change sampling", "from", cur.Sampling, "to", next.Sampling, "err", err)
-			next.Sampling = cur.Sampling
-		}
-	}
 	if next.PollInterval != cur.PollInterval {
 		d.tick.Reset(next.PollInterval)
 	}

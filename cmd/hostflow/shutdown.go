@@ -9,18 +9,33 @@ import (
 	"github.com/hostflow/hostflow/bpf"
 )
 
-// shutdown detaches first so the counts stop moving, then takes everything
-// left in the map and the ring buffer, and exports it as forced end.
+// shutdown stops hostflow in the one order that loses no flow and reads
+// no closed map:
+//
+//  1. detach: stop following links and detach every program, so the
+//     counts stop moving;
+//  2. final drain: the flow map, then the ring buffer up to its flush;
+//  3. flush the cache: every flow left goes to the sinks as forced end;
+//  4. drain the collectors: each sends what it has queued (up to its
+//     drain timeout, all in parallel) and closes, and those a reload
+//     removed finish closing;
+//  5. close the maps, once nothing reads them: the collectors' options
+//     records and /metrics scrapes read the kernel counters.
+//
+// Steps 4 and 5 are release, which also runs (deferred by runDaemon) when
+// the start fails half-way.
 func (d *daemon) shutdown(direct chan bpf.Record) error {
 	if err := d.notify.stopping(); err != nil {
 		d.log.Warn("systemd notify", "err", err)
 	}
 	var errs []error
+	// 1. Detach.
 	d.stopLinks()
 	<-d.linksDone
 	if err := d.links.DetachAll(); err != nil {
 		errs = append(errs, err)
 	}
+	// 2. Final drain.
 	d.drain()
 	if err := d.fetcher.FlushRingBuf(); err != nil {
 		errs = append(errs, fmt.Errorf("flush ring buffer: %w", err))
@@ -29,12 +44,17 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 			d.addDirect(r)
 		}
 	}
+	// 3. Flush the cache.
 	d.export(d.cache.Flush(d.out[:0]))
 	d.updateActive()
+	// Detached: the kernel counters are final.
 	k, err := d.fetcher.ReadCounters()
 	if err != nil {
 		errs = append(errs, err)
 	}
+	// 4 and 5.
+	d.release()
+
 	d.mu.Lock()
 	c := d.counts
 	d.mu.Unlock()
@@ -45,13 +65,58 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	return errors.Join(errs...)
 }
 
+// release is steps 4 and 5 of shutdown: it drains and closes the
+// collectors, then closes what reads the kernel maps (/metrics, the router
+// enricher), then the maps, and releases the state directory. It is safe
+// on a daemon only half started, and does its work once.
+func (d *daemon) release() {
+	d.released.Do(func() {
+		if d.stopLinks != nil { // stopped already after a shutdown
+			d.stopLinks()
+			<-d.linksDone
+		}
+		// 4. Drain the collectors, all at once: a dead one takes its
+		// drain timeout, and the others need not wait behind it.
+		d.closer.close(d.sinks, d.log)
+		d.closer.wait()
+		// 5. Close the maps, after their readers.
+		if d.srv != nil {
+			if err := d.srv.Close(); err != nil {
+				d.log.Warn("stop metrics server", "err", err)
+			}
+		}
+		if d.enricher != nil {
+			d.enricher.Close()
+		}
+		if d.fetcher != nil {
+			if err := d.fetcher.Close(); err != nil {
+				d.log.Warn("close eBPF objects", "err", err)
+			}
+		}
+		if d.unlock != nil {
+			d.unlock()
+		}
+	})
+}
+
+// readRingBuf sends the records of the ring buffer to out and closes it
+// once the buffer is flushed (at shutdown) or closed. An unexpected read
+// error also ends it, counted in the drain errors: it is not retried, as
+// the ring buffer has no error the next read would recover from. The map
+// is still drained on every tick; what the kernel diverts to the ring
+// buffer afterwards is lost and counted by the kernel as ring buffer full.
+// Restart hostflow to read it again.
 func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 	defer close(out)
 	for {
 		raw, err := d.fetcher.ReadRingBuf()
 		if err != nil {
 			if !errors.Is(err, ringbuf.ErrFlushed) && !errors.Is(err, os.ErrClosed) {
-				d.log.Error("read ring buffer", "err", err)
+				d.mu.Lock()
+				d.counts.drainErrors++
+				d.mu.Unlock()
+				d.log.Error("read ring buffer: stopped reading it; packets the kernel diverts to it are lost "+
+					"(hostflow_kernel_ringbuf_full_total) until hostflow restarts", "err", err)
 			}
 			return
 		}

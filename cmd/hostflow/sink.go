@@ -27,7 +27,9 @@ type sinkEnv struct {
 	stdout     io.Writer
 	log        *slog.Logger
 	interfaces func() []exporter.InterfaceInfo
-	counters   func() exporter.OptionsCounters
+	// counters are the options' counters every collector shares; each
+	// fills in its own NotSentFlows (collectorLosses).
+	counters func() exporter.OptionsCounters
 }
 
 // sinkSet sends every flow to each sink; one failing does not stop the
@@ -134,10 +136,11 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	if refreshMessages == 0 {
 		refreshMessages = -1
 	}
+	losses := new(collectorLosses)
 	opts := &exporter.OptionsConfig{
 		Interval:         cfg.TemplateRefresh,
 		Interfaces:       env.interfaces,
-		Counters:         env.counters,
+		Counters:         losses.counters(env.counters),
 		SamplingInterval: uint32(cfg.Sampling),
 	}
 
@@ -215,5 +218,6 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 			SendErrors: e.SendErrors, RecordsLost: e.RecordsLost,
 			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects}
 	}
+	losses.set(stats)
 	return &collectorSink{url: col.URL, sink: c, stats: stats}, nil
 }

@@ -38,9 +38,11 @@ func (d *daemon) Collectors() []metrics.CollectorStats {
 		if s.stats == nil {
 			continue
 		}
+		// Every counter the sink keeps, not a chosen few: a field
+		// added to metrics.CollectorStats is exported at once.
 		st := s.stats()
-		out = append(out, metrics.CollectorStats{URL: s.url, Messages: st.Messages, Records: st.Records,
-			SendErrors: st.SendErrors, RecordsLost: st.RecordsLost})
+		st.URL = s.url
+		out = append(out, st)
 	}
 	return out
 }

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hostflow/hostflow/exporter"
+)
+
+// listenUDP is a collector on 127.0.0.1 that nobody reads: templates sent
+// at build time go somewhere.
+func listenUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return "ipfix+udp://" + c.LocalAddr().String()
+}
+
+// TestReloadSampling: the sampling rate the collectors' options records
+// advertise changes only when the kernel's did. A reload whose new rate
+// the fetcher refuses is rejected whole: the running exporters (built
+// with the old rate) stay, and so does the configuration.
+func TestReloadSampling(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		wantErr bool
+		want    int
+	}{
+		{name: "applied", want: 4},
+		{name: "refused", err: errInjected, wantErr: true, want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := listenUDP(t)
+			f := newFakeFetcher(t)
+			f.setSampling = tc.err
+			d := testDaemon(t, f, "--collector", url)
+			defer func() { d.sinks.Close() }()
+			before := d.sinks[0]
+
+			err := d.apply(sinkConfig(t, "--collector", url, "--sampling", "4"))
+			if (err != nil) != tc.wantErr {
+				t.Errorf("apply: %v, want error %v", err, tc.wantErr)
+			}
+			if d.cfg.Sampling != tc.want {
+				t.Errorf("running sampling %d, want %d", d.cfg.Sampling, tc.want)
+			}
+			// The rate is built into a collector's options: same rate,
+			// same exporter; a new rate, a new one.
+			if rebuilt := d.sinks[0] != before; rebuilt != (tc.want != 0) {
+				t.Errorf("exporter rebuilt: %v; kernel sampling now %d", rebuilt, tc.want)
+			}
+		})
+	}
+}
+
+// TestReloadRemovesDeadCollectorAsync: removing a collector whose peer is
+// gone (its Close waits for the drain timeout) does not hold the main loop:
+// it drains the kernel map on its ticks while that Close is pending, and
+// shutdown waits for the Close to end.
+func TestReloadRemovesDeadCollectorAsync(t *testing.T) {
+	f := newFakeFetcher(t)
+	f.drained = make(chan struct{})
+	d := testDaemon(t, f, "--poll-interval", "5ms")
+	closing, release, closed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	dead := &fakeSink{onClose: func() {
+		close(closing)
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second): // a guard: the test fails below
+		}
+		close(closed)
+	}}
+	d.sinks.Close()
+	d.sinks = sinkSet{{key: "dead", url: "ipfix+tcp://198.18.0.1:4739", sink: dead}}
+	d.args = []string{"--config", "/dev/null", "--poll-interval", "5ms"} // the reload removes it
+
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, hup) }()
+	hup <- syscall.SIGHUP
+	<-closing
+	select {
+	case <-f.drained:
+	case <-closed:
+		t.Fatal("the main loop did not tick while a removed collector was closing")
+	}
+	close(release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	select {
+	case <-closed:
+	default:
+		t.Error("shutdown returned before the removed collector was closed")
+	}
+	if d.reloads.Success != 1 {
+		t.Errorf("reloads %+v, want one success", d.reloads)
+	}
+}
+
+// TestReloadRemovesDownTCPCollector is TestReloadRemovesDeadCollectorAsync
+// with a real TCP collector whose peer is down and a batch queued: its
+// Close keeps trying until the drain timeout. The loop drains the map
+// after the reload while that Close is still pending.
+func TestReloadRemovesDownTCPCollector(t *testing.T) {
+	f := newFakeFetcher(t)
+	f.drained = make(chan struct{})
+	d := testDaemon(t, f, "--poll-interval", "5ms", "--collector", "ipfix+tcp://"+freeTCPAddr(t))
+	down := d.sinks[0]
+	for range 2 { // one held by the collector, waiting to connect; one queued
+		if err := down.sink.Export([]exporter.Flow{{Packets: 1, Bytes: 60}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.args = []string{"--config", "/dev/null", "--poll-interval", "5ms"} // the reload removes it
+
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, hup) }()
+	hup <- syscall.SIGHUP
+	for {
+		<-f.drained
+		d.mu.Lock()
+		reloaded := d.reloads.Success == 1
+		d.mu.Unlock()
+		if reloaded {
+			break
+		}
+	}
+	<-f.drained // a tick after the reload
+	if d.closer.pending.Load() == 0 {
+		t.Error("the removed collector was closed before the loop drained again")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	if n := d.closer.pending.Load(); n != 0 {
+		t.Errorf("shutdown returned with %d collectors still closing", n)
+	}
+	if st := down.stats(); st.DroppedRecords != 2 {
+		t.Errorf("removed collector that stayed down: %+v, want its 2 records counted as dropped", st)
+	}
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// TestRingBufReadErrorNoSpin: when the ring buffer reader stops on an
+// unexpected error, the main loop goes on draining the map on its ticks
+// without taking anything from the closed channel (it used to receive
+// zero records from it in a busy loop), and the error is counted.
+func TestRingBufReadErrorNoSpin(t *testing.T) {
+	f := newFakeFetcher(t)
+	readerFailed := make(chan struct{})
+	f.readRingBuf = func() (ringbuf.Record, error) {
+		close(readerFailed)
+		return ringbuf.Record{}, errInjected
+	}
+	f.drained = make(chan struct{})
+	d := testDaemon(t, f, "--poll-interval", "5ms")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, nil) }()
+	<-readerFailed
+	// Ticks after the reader stopped: the loop kept working, and had
+	// every chance to spin on the closed channel in between.
+	for range 5 {
+		<-f.drained
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	c := d.counts
+	if c.direct != 0 {
+		t.Errorf("%d direct records taken from a reader that read none", c.direct)
+	}
+	if c.drainErrors != 1 {
+		t.Errorf("drain errors = %d, want the ring buffer read error counted once", c.drainErrors)
+	}
+}
+
+// TestShutdownOrder: shutdown detaches, drains the map and the ring
+// buffer, flushes the cache, drains the collectors (those of the running
+// configuration and one a reload removed, still closing), and only then
+// closes the kernel maps: a collector's last options records read the
+// kernel counters. The fake fetcher fails the test on any call after its
+// Close.
+func TestShutdownOrder(t *testing.T) {
+	f := newFakeFetcher(t)
+	d := testDaemon(t, f)
+	counters := d.sinkEnv().counters
+	removedMayEnd := make(chan struct{})
+	removed := &fakeSink{onClose: func() {
+		select {
+		case <-removedMayEnd:
+		case <-time.After(10 * time.Second): // a guard: the order check fails
+		}
+		counters() // its last options record
+		f.call("removed collector drained")
+	}}
+	running := &fakeSink{onClose: func() {
+		close(removedMayEnd)
+		counters()
+		f.call("collector drained")
+	}}
+	d.closer.close(sinkSet{{key: "removed", sink: removed}}, d.log)
+	d.sinks = append(d.sinks, &collectorSink{key: "running", sink: running})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.loop(ctx, nil); err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	calls := f.Calls()
+	var at []int
+	for _, step := range []string{"Drain", "FlushRingBuf", "collector drained", "removed collector drained", "Close"} {
+		i := slices.Index(calls, step)
+		if i < 0 {
+			t.Fatalf("shutdown: no %q in %q", step, calls)
+		}
+		at = append(at, i)
+	}
+	if !slices.IsSorted(at) || at[len(at)-1] != len(calls)-1 {
+		t.Errorf("shutdown order %q: want drain, ring buffer flush, collectors drained, then the maps closed last", calls)
+	}
+}
