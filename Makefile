@@ -40,9 +40,11 @@ test: deps
 test-unit:
 	$(GO) test -count=1 ./exporter/... ./templates/... ./cmd/... ./internal/config/... ./metrics/...
 
+# gofmt, go vet and staticcheck (a Go tool dependency pinned in go.mod).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 # The committed objects must be exactly what `make generate` produces.
 check-generate: generate

@@ -29,6 +29,10 @@ type fetcherConfig struct {
 	algorithm    SamplingAlgorithm
 	stateDir     string
 	preciseClock bool
+	// clockProbe reports whether the coarse clock exists (nil: the
+	// kernel's feature probe); clockFallback records that it did not.
+	clockProbe    func() error
+	clockFallback bool
 }
 
 // WithPreciseTimestamps makes the programs stamp flows with the precise
@@ -36,6 +40,10 @@ type fetcherConfig struct {
 // a 250 Hz kernel). The precise clock costs about a third of the program's
 // time per packet on a KVM guest; flow start and end to the tick are what
 // most collectors and routers offer.
+//
+// The coarse clock (bpf_ktime_get_coarse_ns) needs Linux 5.11: on an older
+// kernel the programs use the precise one even when this is off, and
+// PreciseClock reports that fallback.
 func WithPreciseTimestamps(on bool) FetcherOption {
 	return func(c *fetcherConfig) { c.preciseClock = on }
 }
@@ -129,6 +137,9 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if !ingress && !egress {
 		return nil, errors.New("neither ingress nor egress: nothing to capture")
 	}
+	if err := cfg.resolveClock(ebpf.SchedCLS); err != nil {
+		return nil, err
+	}
 	if cfg.stateDir != "" {
 		if err := os.MkdirAll(cfg.stateDir, 0o755); err != nil {
 			return nil, fmt.Errorf("state dir: %w", err)
@@ -181,6 +192,13 @@ func (p *NetPrograms) program(ingress, l2 bool) *ebpf.Program {
 		return p.EgressFlowParse
 	}
 	return p.EgressFlowParseL3
+}
+
+// PreciseClock reports whether the programs stamp flows with the precise
+// clock, and whether that is a fallback: the coarse one was asked for but
+// the kernel lacks it (Linux < 5.11).
+func (m *FlowFetcher) PreciseClock() (precise, fallback bool) {
+	return m.cfg.preciseClock, m.cfg.clockFallback
 }
 
 // Sampling returns N of the 1-in-N sampling in force.

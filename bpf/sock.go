@@ -52,6 +52,9 @@ func NewSockFlowFetcher(sampling, cacheMaxSize int, opts ...FetcherOption) (*Soc
 	if cacheMaxSize <= 0 {
 		return nil, fmt.Errorf("cache max size %d: must be positive", cacheMaxSize)
 	}
+	if err := cfg.resolveClock(ebpf.SocketFilter); err != nil {
+		return nil, err
+	}
 	spec, err := netSkSpec(sampling, cacheMaxSize, cfg)
 	if err != nil {
 		return nil, err
@@ -96,6 +99,13 @@ func (p *NetSkPrograms) program(l2 bool) *ebpf.Program {
 // Mode returns AttachSocket: the interface the daemon reports attach
 // state through is the same for both fetchers.
 func (m *SockFlowFetcher) Mode() AttachMode { return AttachSocket }
+
+// PreciseClock reports whether the filters stamp flows with the precise
+// clock, and whether that is a fallback: the coarse one was asked for but
+// the kernel lacks it (Linux < 5.11).
+func (m *SockFlowFetcher) PreciseClock() (precise, fallback bool) {
+	return m.cfg.preciseClock, m.cfg.clockFallback
+}
 
 // Sampling returns N of the 1-in-N sampling in force.
 func (m *SockFlowFetcher) Sampling() int {

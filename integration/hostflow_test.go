@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,9 +17,10 @@ import (
 // buildHostflow builds the daemon into a temporary directory.
 func buildHostflow(t *testing.T) string {
 	t.Helper()
+	// go test puts its own GOROOT/bin first on the PATH.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("build hostflow: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "hostflow")
 	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/hostflow/hostflow/cmd/hostflow").CombinedOutput()

@@ -3,7 +3,6 @@ package integration
 import (
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -42,15 +41,6 @@ var peerInterfaces = []exporter.InterfaceInfo{
 	{Index: 3, Name: "eth0", Description: "uplink to rack switch"},
 	{Index: 7, Name: "veth-c1", Description: "container c1"},
 	{Index: 12, Name: "wg0", Description: ""},
-}
-
-func peerIfName(idx uint32) string {
-	for _, i := range peerInterfaces {
-		if i.Index == idx {
-			return i.Name
-		}
-	}
-	return ""
 }
 
 // peerIfDesc is the interfaceDescription (IF_DESC) the exporter sends for
@@ -239,18 +229,6 @@ func exportUDP(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr
 	}
 	t.Logf("%s: exported %+v", proto, st)
 	return st
-}
-
-// freeUDPPort returns a UDP port free on 127.0.0.1 of the test's
-// namespace (in a fresh namespace every port is free).
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
 // peerKey identifies a flow the way every collector can: addresses,

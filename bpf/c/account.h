@@ -146,6 +146,12 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 	if (pi.ip_len && pi.ip_len < bytes)
 		bytes = pi.ip_len;
 	__u32 segs = skb->gso_segs;
+	/* A vnet header sender (tap, virtio, packet socket) leaves gso_segs 0
+	 * (SKB_GSO_DODGY) until the skb is segmented: derive it as the
+	 * segmentation will, from the payload after the headers. */
+	__u32 gso_size = skb->gso_size;
+	if (segs == 0 && gso_size && bytes > pi.hdr_len)
+		segs = (bytes - pi.hdr_len + gso_size - 1) / gso_size;
 	if (segs > 1) {
 		packets = segs;
 		bytes += (__u64)(segs - 1) * pi.hdr_len;

@@ -67,6 +67,7 @@ type flowSource interface {
 	ifaces.Attacher
 	Attached() map[int]string
 	Mode() bpf.AttachMode
+	PreciseClock() (precise, fallback bool)
 	Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error
 	ReadRingBuf() (ringbuf.Record, error)
 	FlushRingBuf() error
@@ -126,6 +127,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
 		return fmt.Errorf("load eBPF programs: %w", err)
+	}
+	if _, fallback := d.fetcher.PreciseClock(); fallback {
+		log.Warn("the kernel lacks the coarse clock (bpf_ktime_get_coarse_ns, Linux 5.11): flows are stamped with the precise one",
+			"timestamps", "precise")
 	}
 
 	if cfg.Router() {

@@ -60,10 +60,11 @@ func (f *fakeFetcher) Calls() []string {
 	return slices.Clone(f.calls)
 }
 
-func (f *fakeFetcher) Attach(int, string) error { f.call("Attach"); return nil }
-func (f *fakeFetcher) Detach(int) error         { f.call("Detach"); return nil }
-func (f *fakeFetcher) Attached() map[int]string { f.call("Attached"); return nil }
-func (f *fakeFetcher) Mode() bpf.AttachMode     { f.call("Mode"); return bpf.AttachTCX }
+func (f *fakeFetcher) Attach(int, string) error   { f.call("Attach"); return nil }
+func (f *fakeFetcher) Detach(int) error           { f.call("Detach"); return nil }
+func (f *fakeFetcher) Attached() map[int]string   { f.call("Attached"); return nil }
+func (f *fakeFetcher) Mode() bpf.AttachMode       { f.call("Mode"); return bpf.AttachTCX }
+func (f *fakeFetcher) PreciseClock() (bool, bool) { f.call("PreciseClock"); return false, false }
 
 func (f *fakeFetcher) Drain(func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error {
 	f.call("Drain")

@@ -10,26 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
-	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/ifaces"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/vishvananda/netlink"
 )
-
-// idleSource is a flowSource that attaches nothing and holds no flow.
-type idleSource struct{}
-
-func (idleSource) Attach(int, string) error                              { return nil }
-func (idleSource) Detach(int) error                                      { return nil }
-func (idleSource) Attached() map[int]string                              { return nil }
-func (idleSource) Mode() bpf.AttachMode                                  { return bpf.AttachTCX }
-func (idleSource) Drain(func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error { return nil }
-func (idleSource) ReadRingBuf() (ringbuf.Record, error)                  { return ringbuf.Record{}, os.ErrClosed }
-func (idleSource) FlushRingBuf() error                                   { return nil }
-func (idleSource) ReadCounters() (bpf.KernelCounters, error)             { return bpf.KernelCounters{}, nil }
-func (idleSource) SetSampling(int) error                                 { return nil }
-func (idleSource) Close() error                                          { return nil }
 
 // TestReloadFollowsLinksAgain: when the link subscription ends, new links
 // are not attached until a reload; the reload subscribes again.
@@ -46,7 +30,7 @@ func TestReloadFollowsLinksAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	d := &daemon{args: args, stdout: &bytes.Buffer{}, log: log, level: new(slog.LevelVar), cfg: cfg, fetcher: idleSource{}}
+	d := &daemon{args: args, stdout: &bytes.Buffer{}, log: log, level: new(slog.LevelVar), cfg: cfg, fetcher: newFakeFetcher(t)}
 	if d.sinks, _, _, err = buildSinks(cfg, nil, d.sinkEnv()); err != nil {
 		t.Fatal(err)
 	}
