@@ -213,7 +213,7 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		e, q := enc.Stats(), c.Stats()
 		return metrics.CollectorStats{URL: col.URL, Messages: e.Messages, Records: e.Records,
 			SendErrors: e.SendErrors, RecordsLost: e.RecordsLost,
-			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects}
+			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: q.Transport.Unreachable}
 	}
 	return &collectorSink{url: col.URL, sink: c, stats: stats}, nil
 }

@@ -40,7 +40,7 @@ func (d *daemon) Collectors() []metrics.CollectorStats {
 		}
 		st := s.stats()
 		out = append(out, metrics.CollectorStats{URL: s.url, Messages: st.Messages, Records: st.Records,
-			SendErrors: st.SendErrors, RecordsLost: st.RecordsLost})
+			SendErrors: st.SendErrors, RecordsLost: st.RecordsLost, Unreachable: st.Unreachable})
 	}
 	return out
 }
