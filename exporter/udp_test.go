@@ -3,6 +3,7 @@ package exporter
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -94,6 +95,29 @@ func seq(from, to uint32) []uint32 {
 // then not sent. Every message must still reach the wire, and the ICMP
 // errors be counted.
 func TestUDPNothingListening(t *testing.T) {
+	for _, batch := range testBatches {
+		t.Run(fmt.Sprint("batch", batch), func(t *testing.T) { testUDPNothingListening(t, batch) })
+	}
+}
+
+// testBatches are the batch sizes the UDP tests run with: none, smaller
+// than the messages written (full batches go out inside WriteMessage),
+// and the daemon's.
+var testBatches = []int{0, 4, DefaultUDPBatch}
+
+// udpFlush flushes a batching writer; without batching it is a no-op.
+func udpFlush(t *testing.T, u *UDPWriter) {
+	t.Helper()
+	if err := u.Flush(); err != nil {
+		t.Errorf("flush: %v", err)
+	}
+}
+
+func dialTestUDP(batch int) (*UDPWriter, error) {
+	return NewUDPWriter(UDPConfig{Address: net.JoinHostPort("127.0.0.1", fmt.Sprint(collectorPort)), Batch: batch})
+}
+
+func testUDPNothingListening(t *testing.T, batch int) {
 	ns := testutil.NewNetnsNamed(t, "hf-udptest-")
 	var capt *wireCapture
 	var u *UDPWriter
@@ -102,19 +126,23 @@ func TestUDPNothingListening(t *testing.T) {
 		if capt, err = newWireCapture(t); err != nil {
 			return err
 		}
-		u, err = DialUDP(net.JoinHostPort("127.0.0.1", "4739"))
+		u, err = dialTestUDP(batch)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer u.Close()
+	if u.Batching() != (batch > 1) {
+		t.Fatalf("batch %d: batching %v", batch, u.Batching())
+	}
 	const n = 15
 	for i := uint32(1); i <= n; i++ {
 		if err := u.WriteMessage(testMsg(i, 100)); err != nil {
 			t.Errorf("message %d: %v", i, err)
 		}
 	}
+	udpFlush(t, u)
 	if got := capt.tags(t, n); !equalTags(got, seq(1, n)) {
 		t.Errorf("on the wire: %v, want 1..%d", got, n)
 	}
@@ -133,10 +161,16 @@ func TestUDPNothingListening(t *testing.T) {
 // message, the first one included, though an ICMP error of the time
 // before is still pending on the socket.
 func TestUDPCollectorStartsLate(t *testing.T) {
+	for _, batch := range testBatches {
+		t.Run(fmt.Sprint("batch", batch), func(t *testing.T) { testUDPCollectorStartsLate(t, batch) })
+	}
+}
+
+func testUDPCollectorStartsLate(t *testing.T, batch int) {
 	ns := testutil.NewNetnsNamed(t, "hf-udptest-")
 	var u *UDPWriter
 	if err := ns.Do(func() (err error) {
-		u, err = DialUDP(net.JoinHostPort("127.0.0.1", "4739"))
+		u, err = dialTestUDP(batch)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -147,6 +181,7 @@ func TestUDPCollectorStartsLate(t *testing.T) {
 			t.Errorf("message %d before the collector: %v", i, err)
 		}
 	}
+	udpFlush(t, u)
 	var l *net.UDPConn
 	if err := ns.Do(func() (err error) {
 		l, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: collectorPort})
@@ -160,6 +195,7 @@ func TestUDPCollectorStartsLate(t *testing.T) {
 			t.Errorf("message %d: %v", i, err)
 		}
 	}
+	udpFlush(t, u)
 	var got []uint32
 	buf := make([]byte, 2000)
 	l.SetReadDeadline(time.Now().Add(2 * time.Second))
