@@ -167,28 +167,35 @@ func reportRates(b *testing.B, records int, cpu0 time.Duration) {
 // sent either to a UDP socket on 127.0.0.1 that a goroutine drains, or to
 // a writer that discards them: the same sink for both. Over UDP the
 // system calls dominate; hostflow sends its messages in batches (one
-// sendmmsg per export, flushed after it as a Collector does), go-ipfix one
-// write per message; udp-write is hostflow with one write per message too.
-// discard compares the encoders.
+// sendmmsg per export, flushed after it as a Collector does, runs of
+// equal-length messages in one UDP GSO send each), go-ipfix one write per
+// message; udp-mmsg is hostflow without GSO, udp-write with one write per
+// message like go-ipfix. discard compares the encoders.
 //
 // go-ipfix is driven the cheapest way it can be: its element and record
 // objects are made once per template and refilled per flow.
 func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 	flows := randomFlows(256, 2)
-	for _, sink := range []string{"udp", "udp-write", "discard"} {
+	for _, sink := range []string{"udp", "udp-mmsg", "udp-write", "discard"} {
 		b.Run(sink+"/hostflow", func(b *testing.B) {
 			var w MessageWriter = MessageWriterFunc(func([]byte) error { return nil })
 			var flush func() error
 			if sink != "discard" {
-				// udp: batched as the daemon sends, flushed after
-				// each export as a Collector does when its queue is
-				// empty. udp-write: one write per message.
-				batch := DefaultUDPBatch
-				if sink == "udp-write" {
-					batch = 0
+				// udp: batched as the daemon sends (sendmmsg, GSO
+				// for runs of equal length), flushed after each
+				// export as a Collector does when its queue is
+				// empty. udp-mmsg: the same without GSO. udp-write:
+				// one write per message.
+				cfg := UDPConfig{Batch: DefaultUDPBatch}
+				switch sink {
+				case "udp-mmsg":
+					cfg.NoGSO = true
+				case "udp-write":
+					cfg.Batch = 0
 				}
 				l := drainUDP(b)
-				u, err := NewUDPWriter(UDPConfig{Address: l.LocalAddr().String(), Batch: batch})
+				cfg.Address = l.LocalAddr().String()
+				u, err := NewUDPWriter(cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -213,7 +220,7 @@ func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 			}
 			reportRates(b, b.N*len(flows), cpu0)
 		})
-		if sink == "udp-write" {
+		if sink == "udp-mmsg" || sink == "udp-write" {
 			continue
 		}
 		b.Run(sink+"/go-ipfix", func(b *testing.B) {

@@ -30,6 +30,11 @@ type UDPConfig struct {
 	// when it is full, at Flush, or at Close, and Flush reports what
 	// failed (Stats count every message exactly either way).
 	Batch int
+	// NoGSO keeps batches from using UDP GSO: each message gets its own
+	// sendmmsg header. By default a run of messages of the same length
+	// goes in one header with UDP_SEGMENT, where the kernel has it
+	// (Linux 4.18); where a route refuses it, the writer stops using it.
+	NoGSO bool
 	// WriteTimeout bounds the wait for room in the socket buffer, per
 	// write or per Flush. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
@@ -100,7 +105,7 @@ func NewUDPWriter(cfg UDPConfig) (*UDPWriter, error) {
 		}
 		u.raw = raw
 		if sendmmsgProbe(raw) == nil {
-			u.batch = newMmsgBatch(cfg.Batch, u)
+			u.batch = newMmsgBatch(cfg.Batch, u, !cfg.NoGSO && probeGSO(raw))
 		}
 	}
 	return u, nil
@@ -108,6 +113,17 @@ func NewUDPWriter(cfg UDPConfig) (*UDPWriter, error) {
 
 // Batching reports whether messages go out in batches (sendmmsg).
 func (u *UDPWriter) Batching() bool { return u.batch != nil }
+
+// GSO reports whether batches use UDP GSO for runs of equal-length
+// messages.
+func (u *UDPWriter) GSO() bool {
+	if u.batch == nil {
+		return false
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.batch.gso
+}
 
 // WriteMessage sends msg as one datagram, or, when batching, copies it to
 // the batch and returns nil; see UDPConfig.Batch. A full socket buffer

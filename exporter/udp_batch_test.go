@@ -13,7 +13,7 @@ import (
 
 // udpPair is a UDP collector listening on 127.0.0.1 in a namespace of its
 // own and a writer sending to it.
-func udpPair(t *testing.T, batch int) (*UDPWriter, *net.UDPConn) {
+func udpPair(t *testing.T, cfg UDPConfig) (*UDPWriter, *net.UDPConn, *testutil.Netns) {
 	t.Helper()
 	ns := testutil.NewNetnsNamed(t, "hf-udptest-")
 	var u *UDPWriter
@@ -22,13 +22,13 @@ func udpPair(t *testing.T, batch int) (*UDPWriter, *net.UDPConn) {
 		if l, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: collectorPort}); err != nil {
 			return err
 		}
-		u, err = dialTestUDP(batch)
+		u, err = dialTestUDP(cfg)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { u.Close(); l.Close() })
-	return u, l
+	return u, l, ns
 }
 
 // readTags reads datagrams until none comes for wait, and returns their
@@ -52,7 +52,7 @@ func readTags(t *testing.T, l *net.UDPConn, wait time.Duration) (tags []uint32, 
 // its own length, in order; a full batch goes out at once, the rest at
 // Flush (nothing before), and the counters are exact.
 func TestUDPBatch(t *testing.T) {
-	u, l := udpPair(t, 4)
+	u, l, _ := udpPair(t, UDPConfig{Batch: 4})
 	if !u.Batching() {
 		t.Fatal("no batching")
 	}
@@ -111,7 +111,7 @@ func TestUDPBatch(t *testing.T) {
 // out, Flush reports the failure, and later messages are written one by
 // one, each with its own error, until a write works.
 func TestUDPBatchFailure(t *testing.T) {
-	u, l := udpPair(t, 8)
+	u, l, _ := udpPair(t, UDPConfig{Batch: 8})
 	for _, m := range [][]byte{testMsg(1, 100), testMsg(2, 70000), testMsg(3, 100)} {
 		if err := u.WriteMessage(m); err != nil {
 			t.Fatal(err)
@@ -149,7 +149,7 @@ func TestUDPBatchFallback(t *testing.T) {
 	probe := sendmmsgProbe
 	sendmmsgProbe = func(syscall.RawConn) error { return syscall.ENOSYS }
 	t.Cleanup(func() { sendmmsgProbe = probe })
-	u, l := udpPair(t, DefaultUDPBatch)
+	u, l, _ := udpPair(t, UDPConfig{Batch: DefaultUDPBatch})
 	if u.Batching() {
 		t.Fatal("batching with sendmmsg refused")
 	}
@@ -164,7 +164,7 @@ func TestUDPBatchFallback(t *testing.T) {
 
 // TestUDPBatchAllocs: batching allocates nothing once the writer exists.
 func TestUDPBatchAllocs(t *testing.T) {
-	u, _ := udpPair(t, DefaultUDPBatch)
+	u, _, _ := udpPair(t, UDPConfig{Batch: DefaultUDPBatch})
 	msg := testMsg(1, 1400)
 	a := testing.AllocsPerRun(100, func() {
 		for range 12 {
@@ -202,5 +202,82 @@ func TestCollectorFlushesWhenIdle(t *testing.T) {
 	}
 	if !waitUntil(2*time.Second, func() bool { return tr.flushes.Load() == 1 }) {
 		t.Errorf("%d flushes after one batch, want 1", tr.flushes.Load())
+	}
+}
+
+// TestUDPBatchGSO: runs of equal-length messages share one GSO send; the
+// receiver still gets one datagram per message, of its own length, in
+// order: runs end at a longer message, after a shorter one, and at the
+// segment limit.
+func TestUDPBatchGSO(t *testing.T) {
+	u, l, _ := udpPair(t, UDPConfig{Batch: 128})
+	if !u.GSO() {
+		t.Fatal("no GSO")
+	}
+	var lens []int
+	for range 3 {
+		lens = append(lens, 500) // run
+	}
+	lens = append(lens, 300, 400, 400, 900) // shorter ends it; longer starts anew
+	for range maxGSOSegments + 5 {
+		lens = append(lens, 700) // over the segment limit
+	}
+	lens = append(lens, 100)
+	var bytes uint64
+	for i, n := range lens {
+		bytes += uint64(n)
+		if err := u.WriteMessage(testMsg(uint32(i+1), n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tags, got := readTags(t, l, time.Second)
+	if !equalTags(tags, seq(1, uint32(len(lens)))) {
+		t.Errorf("received %v, want 1..%d", tags, len(lens))
+	}
+	for i := range min(len(got), len(lens)) {
+		if got[i] != lens[i] {
+			t.Errorf("datagram %d: %d bytes, want %d", i+1, got[i], lens[i])
+		}
+	}
+	if st := u.Stats(); st.Messages != uint64(len(lens)) || st.Bytes != bytes || st.Lost != 0 {
+		t.Errorf("stats %+v, want %d messages, %d bytes", st, len(lens), bytes)
+	}
+}
+
+// TestUDPBatchGSORefused: where the socket or route refuses GSO (here a
+// socket sending without UDP checksums, SO_NO_CHECK: the kernel refuses
+// GSO for it with EINVAL), the run goes out one message per header,
+// nothing is lost, and the writer stops using GSO.
+func TestUDPBatchGSORefused(t *testing.T) {
+	u, l, _ := udpPair(t, UDPConfig{Batch: 8})
+	raw, err := u.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_NO_CHECK, 1)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	for i := uint32(1); i <= 3; i++ {
+		if err := u.WriteMessage(testMsg(i, 1200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if tags, lens := readTags(t, l, time.Second); !equalTags(tags, seq(1, 3)) || lens[0] != 1200 {
+		t.Errorf("received %v of %v bytes, want 1..3 of 1200", tags, lens)
+	}
+	if st := u.Stats(); st.Messages != 3 || st.Lost != 0 {
+		t.Errorf("stats %+v, want 3 sent", st)
+	}
+	if u.GSO() {
+		t.Error("still using GSO")
 	}
 }

@@ -76,7 +76,16 @@ func (c *wireCapture) tags(t *testing.T, n int) []uint32 {
 		if len(p) < ihl+8 || binary.BigEndian.Uint16(p[ihl+2:]) != collectorPort {
 			continue
 		}
-		tags = append(tags, msgTag(p[ihl+8:]))
+		// A UDP GSO send crosses lo as one packet: the messages in
+		// it follow each other, each with its length (testMsg).
+		for m := p[ihl+8:]; len(m) >= 16; {
+			l := int(binary.BigEndian.Uint16(m[2:]))
+			if l < 16 || l > len(m) {
+				t.Fatalf("capture: message of %d bytes in %d", l, len(m))
+			}
+			tags = append(tags, msgTag(m))
+			m = m[l:]
+		}
 	}
 	return tags
 }
@@ -95,15 +104,24 @@ func seq(from, to uint32) []uint32 {
 // then not sent. Every message must still reach the wire, and the ICMP
 // errors be counted.
 func TestUDPNothingListening(t *testing.T) {
-	for _, batch := range testBatches {
-		t.Run(fmt.Sprint("batch", batch), func(t *testing.T) { testUDPNothingListening(t, batch) })
+	for _, cfg := range testUDPConfigs {
+		t.Run(udpConfigName(cfg), func(t *testing.T) { testUDPNothingListening(t, cfg) })
 	}
 }
 
-// testBatches are the batch sizes the UDP tests run with: none, smaller
-// than the messages written (full batches go out inside WriteMessage),
-// and the daemon's.
-var testBatches = []int{0, 4, DefaultUDPBatch}
+// testUDPConfigs are the writers the UDP tests run with: no batching,
+// batches smaller than the messages written (full batches go out inside
+// WriteMessage) and the daemon's, each with and without GSO.
+var testUDPConfigs = []UDPConfig{{}, {Batch: 4, NoGSO: true}, {Batch: DefaultUDPBatch, NoGSO: true},
+	{Batch: 4}, {Batch: DefaultUDPBatch}}
+
+func udpConfigName(cfg UDPConfig) string {
+	name := fmt.Sprint("batch", cfg.Batch)
+	if cfg.Batch > 1 && !cfg.NoGSO {
+		name += "-gso"
+	}
+	return name
+}
 
 // udpFlush flushes a batching writer; without batching it is a no-op.
 func udpFlush(t *testing.T, u *UDPWriter) {
@@ -113,11 +131,12 @@ func udpFlush(t *testing.T, u *UDPWriter) {
 	}
 }
 
-func dialTestUDP(batch int) (*UDPWriter, error) {
-	return NewUDPWriter(UDPConfig{Address: net.JoinHostPort("127.0.0.1", fmt.Sprint(collectorPort)), Batch: batch})
+func dialTestUDP(cfg UDPConfig) (*UDPWriter, error) {
+	cfg.Address = net.JoinHostPort("127.0.0.1", fmt.Sprint(collectorPort))
+	return NewUDPWriter(cfg)
 }
 
-func testUDPNothingListening(t *testing.T, batch int) {
+func testUDPNothingListening(t *testing.T, cfg UDPConfig) {
 	ns := testutil.NewNetnsNamed(t, "hf-udptest-")
 	var capt *wireCapture
 	var u *UDPWriter
@@ -126,23 +145,26 @@ func testUDPNothingListening(t *testing.T, batch int) {
 		if capt, err = newWireCapture(t); err != nil {
 			return err
 		}
-		u, err = dialTestUDP(batch)
+		u, err = dialTestUDP(cfg)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	if u.Batching() != (batch > 1) {
-		t.Fatalf("batch %d: batching %v", batch, u.Batching())
+	if u.Batching() != (cfg.Batch > 1) || u.GSO() != (cfg.Batch > 1 && !cfg.NoGSO) {
+		t.Fatalf("batching %v, GSO %v", u.Batching(), u.GSO())
 	}
+	// The last message goes alone, after the ICMP errors of the others.
 	const n = 15
 	for i := uint32(1); i <= n; i++ {
 		if err := u.WriteMessage(testMsg(i, 100)); err != nil {
 			t.Errorf("message %d: %v", i, err)
 		}
+		if i >= n-1 {
+			udpFlush(t, u)
+		}
 	}
-	udpFlush(t, u)
 	if got := capt.tags(t, n); !equalTags(got, seq(1, n)) {
 		t.Errorf("on the wire: %v, want 1..%d", got, n)
 	}
@@ -150,10 +172,14 @@ func testUDPNothingListening(t *testing.T, batch int) {
 	if st.Messages != n || st.Bytes != n*100 || st.Lost != 0 {
 		t.Errorf("stats %+v: want %d messages, none lost", st, n)
 	}
-	// Loopback answers at once: every message after the first meets the
-	// ICMP error of the one before.
-	if st.Unreachable != n-1 {
+	// Loopback answers at once: without GSO every message after the
+	// first meets the ICMP error of the one before. With GSO a run is one
+	// packet on lo (cut only where it leaves the machine), so one error.
+	switch {
+	case !u.GSO() && st.Unreachable != n-1:
 		t.Errorf("unreachable %d, want %d", st.Unreachable, n-1)
+	case u.GSO() && st.Unreachable == 0:
+		t.Error("unreachable not counted")
 	}
 }
 
@@ -161,16 +187,16 @@ func testUDPNothingListening(t *testing.T, batch int) {
 // message, the first one included, though an ICMP error of the time
 // before is still pending on the socket.
 func TestUDPCollectorStartsLate(t *testing.T) {
-	for _, batch := range testBatches {
-		t.Run(fmt.Sprint("batch", batch), func(t *testing.T) { testUDPCollectorStartsLate(t, batch) })
+	for _, cfg := range testUDPConfigs {
+		t.Run(udpConfigName(cfg), func(t *testing.T) { testUDPCollectorStartsLate(t, cfg) })
 	}
 }
 
-func testUDPCollectorStartsLate(t *testing.T, batch int) {
+func testUDPCollectorStartsLate(t *testing.T, cfg UDPConfig) {
 	ns := testutil.NewNetnsNamed(t, "hf-udptest-")
 	var u *UDPWriter
 	if err := ns.Do(func() (err error) {
-		u, err = dialTestUDP(batch)
+		u, err = dialTestUDP(cfg)
 		return err
 	}); err != nil {
 		t.Fatal(err)
