@@ -256,17 +256,23 @@ func (u *UDPWriter) RemoteAddr() net.Addr { return u.conn.RemoteAddr() }
 
 // Close sends the messages held back, unless a send is under way in
 // another goroutine, then closes the socket, which cuts that send short.
-// Messages it could not send are counted as lost. Closing twice is not an
+// Messages it could not send are counted as lost, and the error reports
+// the send failures Flush has not reported yet. Closing twice is not an
 // error.
 func (u *UDPWriter) Close() error {
 	if u.closed.Swap(true) {
 		return nil
 	}
+	var errs []error
 	if u.batch != nil && u.mu.TryLock() {
 		u.flushLocked()
+		errs = append(errs, u.deferred)
+		u.deferred = nil
 		u.mu.Unlock()
 	}
-	err := u.conn.Close()
+	if err := u.conn.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("udp close: %w", err))
+	}
 	if u.batch != nil {
 		// A send cut short returns at once now.
 		u.mu.Lock()
@@ -274,8 +280,5 @@ func (u *UDPWriter) Close() error {
 		u.batch.reset()
 		u.mu.Unlock()
 	}
-	if err != nil {
-		return fmt.Errorf("udp close: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -281,3 +281,57 @@ func TestUDPBatchGSORefused(t *testing.T) {
 		t.Error("still using GSO")
 	}
 }
+
+// TestUDPBatchCloseWhileWriting: Close during writes and flushes from
+// another goroutine leaves every message counted once, sent or lost.
+func TestUDPBatchCloseWhileWriting(t *testing.T) {
+	u, _, _ := udpPair(t, UDPConfig{Batch: 8})
+	var writes atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200000 {
+			writes.Add(1)
+			if err := u.WriteMessage(testMsg(uint32(i), 200)); errors.Is(err, ErrClosed) {
+				return
+			}
+			if i%5 == 0 {
+				_ = u.Flush()
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := u.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	<-done
+	if st := u.Stats(); st.Messages+st.Lost != writes.Load() {
+		t.Errorf("%d writes, %d sent + %d lost", writes.Load(), st.Messages, st.Lost)
+	}
+}
+
+// TestUDPBatchCloseDuringSend: a Close that finds a send under way (here:
+// the lock held) does not wait for it, closes the socket, and counts what
+// is still held back as lost.
+func TestUDPBatchCloseDuringSend(t *testing.T) {
+	u, _, _ := udpPair(t, UDPConfig{Batch: 8})
+	for i := uint32(1); i <= 3; i++ {
+		if err := u.WriteMessage(testMsg(i, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.mu.Lock()
+	closed := make(chan error)
+	go func() { closed <- u.Close() }()
+	if !waitUntil(2*time.Second, func() bool { return u.closed.Load() }) {
+		t.Fatal("Close did not start")
+	}
+	time.Sleep(10 * time.Millisecond) // let it reach the socket close
+	u.mu.Unlock()
+	if err := <-closed; err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if st := u.Stats(); st.Messages != 0 || st.Lost != 3 {
+		t.Errorf("stats %+v, want 3 lost", st)
+	}
+}
