@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"encoding/binary"
+	"net"
 	"testing"
 	"unsafe"
 
@@ -10,16 +11,25 @@ import (
 
 // BenchmarkUDPSendFloor measures what the kernel costs per datagram on
 // 127.0.0.1, without any encoding: 12 datagrams of 1388 bytes (about one
-// 256-flow export of the default templates) sent with one write each, with
-// one sendmmsg, or with one sendmsg using UDP GSO (UDP_SEGMENT: the stack
+// 256-flow export of the default templates) sent with one write each on
+// the connected socket, one sendto each on an unconnected one, with one
+// sendmmsg, or with one sendmsg using UDP GSO (UDP_SEGMENT: the stack
 // is crossed once and the datagrams are cut at the end). It is the floor
 // under BenchmarkEncodeHostflowVsGoIPFIX/udp: records/s there cannot beat
 // the encoder's own cost plus this.
 func BenchmarkUDPSendFloor(b *testing.B) {
 	const n, size = 12, 1388
-	for _, mode := range []string{"write", "sendmmsg", "gso"} {
+	for _, mode := range []string{"write", "sendto", "sendmmsg", "gso"} {
 		b.Run(mode, func(b *testing.B) {
 			l := drainUDP(b)
+			// sendto: an unconnected socket, the alternative to the
+			// connected one UDPWriter keeps (which reports ICMP errors).
+			unconnected, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer unconnected.Close()
+			dst := l.LocalAddr().(*net.UDPAddr).AddrPort()
 			// sendmmsg: one header per datagram. gso: below, by hand.
 			u, err := NewUDPWriter(UDPConfig{Address: l.LocalAddr().String(), Batch: n, NoGSO: true})
 			if err != nil {
@@ -49,6 +59,12 @@ func BenchmarkUDPSendFloor(b *testing.B) {
 				case "write":
 					for range n {
 						if err := u.writeOne(msg); err != nil {
+							b.Fatal(err)
+						}
+					}
+				case "sendto":
+					for range n {
+						if _, err := unconnected.WriteToUDPAddrPort(msg, dst); err != nil {
 							b.Fatal(err)
 						}
 					}
