@@ -18,6 +18,10 @@ import (
 // a storm of them from holding the writer.
 const maxRefusedRetries = 3
 
+// closeFlushTimeout bounds the wait for socket buffer room when Close
+// sends what is held back.
+const closeFlushTimeout = 500 * time.Millisecond
+
 // UDPConfig configures a UDPWriter.
 type UDPConfig struct {
 	// Address is the collector, "host:port" or "[v6addr]:port".
@@ -147,11 +151,11 @@ func (u *UDPWriter) WriteMessage(msg []byte) error {
 		return nil
 	}
 	if !u.batch.fits(len(msg)) {
-		u.flushLocked()
+		u.flushLocked(u.writeTO)
 	}
 	u.batch.add(msg)
 	if u.batch.full() {
-		u.flushLocked()
+		u.flushLocked(u.writeTO)
 	}
 	return nil
 }
@@ -170,7 +174,7 @@ func (u *UDPWriter) Flush() error {
 		u.batch.reset()
 		u.deferred = cmp(u.deferred, ErrClosed)
 	}
-	u.flushLocked()
+	u.flushLocked(u.writeTO)
 	err := u.deferred
 	u.deferred = nil
 	return err
@@ -179,11 +183,11 @@ func (u *UDPWriter) Flush() error {
 // flushLocked sends the batch. Failures are counted; the first is kept for
 // Flush. If any message failed, later ones are written one by one until a
 // write works, so that the encoder counts their failures itself.
-func (u *UDPWriter) flushLocked() {
+func (u *UDPWriter) flushLocked(timeout time.Duration) {
 	if u.batch.n == 0 {
 		return
 	}
-	err := u.batch.send(u.raw, u.writeTO)
+	err := u.batch.send(u.raw, timeout)
 	if err != nil {
 		u.deferred = cmp(u.deferred, fmt.Errorf("udp write: %w", err))
 		u.writeThrough = true
@@ -254,8 +258,9 @@ func (u *UDPWriter) LocalAddr() net.Addr { return u.conn.LocalAddr() }
 // RemoteAddr returns the collector's address.
 func (u *UDPWriter) RemoteAddr() net.Addr { return u.conn.RemoteAddr() }
 
-// Close sends the messages held back, unless a send is under way in
-// another goroutine, then closes the socket, which cuts that send short.
+// Close sends the messages held back (waiting at most half a second for
+// room), unless a send is under way in another goroutine, then closes the
+// socket, which cuts that send short.
 // Messages it could not send are counted as lost, and the error reports
 // the send failures Flush has not reported yet. Closing twice is not an
 // error.
@@ -265,7 +270,9 @@ func (u *UDPWriter) Close() error {
 	}
 	var errs []error
 	if u.batch != nil && u.mu.TryLock() {
-		u.flushLocked()
+		// A Collector's drain deadline closes the writer to cut
+		// sends short: do not wait long for room here.
+		u.flushLocked(min(u.writeTO, closeFlushTimeout))
 		errs = append(errs, u.deferred)
 		u.deferred = nil
 		u.mu.Unlock()
