@@ -32,7 +32,9 @@ type UDPConfig struct {
 	// error of WriteMessage is then that message's. With batching,
 	// WriteMessage copies the message and returns; the batch goes out
 	// when it is full, at Flush, or at Close, and Flush reports what
-	// failed (Stats count every message exactly either way).
+	// failed. After a failure, messages go out one write each, with
+	// their own errors, until one is sent. Stats count every message
+	// exactly either way.
 	Batch int
 	// NoGSO keeps batches from using UDP GSO: each message gets its own
 	// sendmmsg header. By default a run of messages of the same length
@@ -66,8 +68,8 @@ type UDPWriter struct {
 	// writeThrough makes WriteMessage write at once while sends fail,
 	// so that the caller learns of each failure with its message.
 	writeThrough bool
-	// deferred is the first send failure of a batch that went out
-	// because it was full, returned by the next Flush.
+	// deferred is the first send failure since the last Flush (of a
+	// batch sent because it was full), returned by the next Flush.
 	deferred error
 
 	messages, bytes, lost, unreachable atomic.Uint64
