@@ -2,7 +2,9 @@ package exporter
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os/exec"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -333,5 +335,71 @@ func TestUDPBatchCloseDuringSend(t *testing.T) {
 	}
 	if st := u.Stats(); st.Messages != 0 || st.Lost != 3 {
 		t.Errorf("stats %+v, want 3 lost", st)
+	}
+}
+
+// TestUDPBatchGSOVeth: over a veth pair, with the device's UDP
+// segmentation and checksum offloads on (the run crosses as one packet)
+// and off (the kernel cuts it and checksums each datagram before the
+// wire), the collector gets every message as one datagram of its length:
+// the cuts fall on the message boundaries and the checksums are right, or
+// the receiving stack would drop them.
+func TestUDPBatchGSOVeth(t *testing.T) {
+	for _, offload := range []string{"on", "off"} {
+		t.Run("offload-"+offload, func(t *testing.T) {
+			ethtool := testutil.RequireTool(t, "ethtool")
+			p := testutil.NewVethPair(t)
+			if offload == "off" {
+				if err := p.A.Do(func() error {
+					out, err := exec.Command(ethtool, "-K", p.NameA, "tx-udp-segmentation", "off", "tx-checksumming", "off").CombinedOutput()
+					if err != nil {
+						return fmt.Errorf("ethtool: %v: %s", err, out)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var l *net.UDPConn
+			if err := p.B.Do(func() (err error) {
+				l, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(p.AddrB), Port: collectorPort})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			var u *UDPWriter
+			if err := p.A.Do(func() (err error) {
+				u, err = NewUDPWriter(UDPConfig{Address: net.JoinHostPort(p.AddrB, fmt.Sprint(collectorPort)), Batch: DefaultUDPBatch})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			if !u.GSO() {
+				t.Fatal("no GSO")
+			}
+			lens := []int{1388, 1388, 1388, 1392, 1388, 1356, 1333, 1397, 1397, 1320, 1397, 1397, 1397, 182}
+			for i, n := range lens {
+				if err := u.WriteMessage(testMsg(uint32(i+1), n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := u.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			tags, got := readTags(t, l, time.Second)
+			if !equalTags(tags, seq(1, uint32(len(lens)))) {
+				t.Errorf("received %v, want 1..%d", tags, len(lens))
+			}
+			for i := range min(len(got), len(lens)) {
+				if got[i] != lens[i] {
+					t.Errorf("datagram %d: %d bytes, want %d", i+1, got[i], lens[i])
+				}
+			}
+			if st := u.Stats(); st.Messages != uint64(len(lens)) || st.Lost != 0 || !u.GSO() {
+				t.Errorf("stats %+v, GSO %v", st, u.GSO())
+			}
+		})
 	}
 }
