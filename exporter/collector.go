@@ -79,7 +79,8 @@ type CollectorStats struct {
 	SentBatches uint64
 	SentRecords uint64
 	// Errors counts batches the sink failed to export, wholly or in
-	// part; the records lost are in the sink's own counters.
+	// part, and failed flushes of a batching transport; the records lost
+	// are in the sink's own counters, the messages in the transport's.
 	Errors uint64
 	// Reconnects is Transport.Reconnects.
 	Reconnects uint64
@@ -236,6 +237,23 @@ func (c *Collector) run() {
 		c.queuedRecords.Add(-int64(len(b)))
 		c.send(b)
 		c.recycle(b)
+		if len(c.queue) == 0 {
+			c.flush()
+		}
+	}
+}
+
+// flush sends what a batching transport holds back. It runs when the
+// queue is empty: batches queued behind this one go out together, a lone
+// one at once.
+func (c *Collector) flush() {
+	f, ok := c.tr.(Flusher)
+	if !ok {
+		return
+	}
+	if err := f.Flush(); err != nil {
+		c.errs.Add(1)
+		c.log.Debug("collector flush failed", "err", err)
 	}
 }
 

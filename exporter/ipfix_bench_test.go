@@ -166,23 +166,41 @@ func reportRates(b *testing.B, records int, cpu0 time.Duration) {
 // with go-ipfix v0.17.0's BufferedIPFIXExporter, into 1400-byte messages
 // sent either to a UDP socket on 127.0.0.1 that a goroutine drains, or to
 // a writer that discards them: the same sink for both. Over UDP the
-// sendto syscalls dominate both; discard compares the encoders.
+// system calls dominate; hostflow sends its messages in batches (one
+// sendmmsg per export, flushed after it as a Collector does, runs of
+// equal-length messages in one UDP GSO send each), go-ipfix one write per
+// message; udp-mmsg is hostflow without GSO, udp-write with one write per
+// message like go-ipfix. discard compares the encoders.
 //
 // go-ipfix is driven the cheapest way it can be: its element and record
 // objects are made once per template and refilled per flow.
 func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 	flows := randomFlows(256, 2)
-	for _, sink := range []string{"udp", "discard"} {
+	for _, sink := range []string{"udp", "udp-mmsg", "udp-write", "discard"} {
 		b.Run(sink+"/hostflow", func(b *testing.B) {
 			var w MessageWriter = MessageWriterFunc(func([]byte) error { return nil })
-			if sink == "udp" {
+			var flush func() error
+			if sink != "discard" {
+				// udp: batched as the daemon sends (sendmmsg, GSO
+				// for runs of equal length), flushed after each
+				// export as a Collector does when its queue is
+				// empty. udp-mmsg: the same without GSO. udp-write:
+				// one write per message.
+				cfg := UDPConfig{Batch: DefaultUDPBatch}
+				switch sink {
+				case "udp-mmsg":
+					cfg.NoGSO = true
+				case "udp-write":
+					cfg.Batch = 0
+				}
 				l := drainUDP(b)
-				u, err := DialUDP(l.LocalAddr().String())
+				cfg.Address = l.LocalAddr().String()
+				u, err := NewUDPWriter(cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer u.Close()
-				w = u
+				w, flush = u, u.Flush
 			}
 			e, err := NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: 1400})
 			if err != nil {
@@ -194,9 +212,17 @@ func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 				if err := e.Export(flows); err != nil {
 					b.Fatal(err)
 				}
+				if flush != nil {
+					if err := flush(); err != nil {
+						b.Fatal(err)
+					}
+				}
 			}
 			reportRates(b, b.N*len(flows), cpu0)
 		})
+		if sink == "udp-mmsg" || sink == "udp-write" {
+			continue
+		}
 		b.Run(sink+"/go-ipfix", func(b *testing.B) {
 			registry.LoadRegistry()
 			// go-ipfix logs through klog; keep benchmark output clean.

@@ -39,6 +39,11 @@ type TransportStats struct {
 	// Lost counts messages not sent: failed writes, and writes while
 	// disconnected or closed.
 	Lost uint64
+	// Unreachable counts ICMP errors (port unreachable: nothing listens
+	// at the collector's address) that a UDP socket reported on a send.
+	// Each was for an earlier datagram; the one in hand was sent again,
+	// so they cost no message.
+	Unreachable uint64
 	// Dials counts connection attempts and DialErrors the failed ones
 	// (TCP and TLS only).
 	Dials      uint64

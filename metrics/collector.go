@@ -44,6 +44,9 @@ var (
 	descReconnects = prometheus.NewDesc("hostflow_collector_reconnects_total",
 		"New TCP/TLS connections to the collector after the first.", []string{"collector"}, nil)
 
+	descUnreachable = prometheus.NewDesc("hostflow_collector_unreachable_total",
+		"ICMP errors (port unreachable: nothing listening) reported for earlier UDP datagrams to the collector. They cost no message: the datagram in hand is sent again.", []string{"collector"}, nil)
+
 	descAttached = prometheus.NewDesc("hostflow_interface_attached",
 		"1 if the eBPF programs are attached to the selected interface, else 0.", []string{"interface", "mode"}, nil)
 
@@ -64,7 +67,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descActive, descExported, descDirect,
 		descDrainErrors, descExportErrors, descMessages, descRecords, descSendErrors, descRecordsLost,
-		descDropped, descReconnects, descAttached, descReloads, descLastReload} {
+		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
 	for _, k := range kernelOrder {
@@ -115,6 +118,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRecordsLost, s.RecordsLost, s.URL)
 		counter(descDropped, s.DroppedRecords, s.URL)
 		counter(descReconnects, s.Reconnects, s.URL)
+		counter(descUnreachable, s.Unreachable, s.URL)
 	}
 
 	for _, i := range c.src.Interfaces() {

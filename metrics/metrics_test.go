@@ -26,7 +26,7 @@ func (f fakeSource) Kernel() (KernelStats, error) {
 }
 
 func (fakeSource) Collectors() []CollectorStats {
-	return []CollectorStats{{URL: "ipfix+udp://127.0.0.1:4739", Messages: 7, Records: 70, SendErrors: 1, RecordsLost: 9}}
+	return []CollectorStats{{URL: "ipfix+udp://127.0.0.1:4739", Messages: 7, Records: 70, SendErrors: 1, RecordsLost: 9, Unreachable: 3}}
 }
 
 func (fakeSource) Interfaces() []InterfaceState {
@@ -56,6 +56,9 @@ hostflow_collector_records_total{collector="ipfix+udp://127.0.0.1:4739"} 70
 # HELP hostflow_collector_send_errors_total Messages that failed to send.
 # TYPE hostflow_collector_send_errors_total counter
 hostflow_collector_send_errors_total{collector="ipfix+udp://127.0.0.1:4739"} 1
+# HELP hostflow_collector_unreachable_total ICMP errors (port unreachable: nothing listening) reported for earlier UDP datagrams to the collector. They cost no message: the datagram in hand is sent again.
+# TYPE hostflow_collector_unreachable_total counter
+hostflow_collector_unreachable_total{collector="ipfix+udp://127.0.0.1:4739"} 3
 # HELP hostflow_config_last_reload_success_timestamp_seconds When the configuration was last loaded successfully.
 # TYPE hostflow_config_last_reload_success_timestamp_seconds gauge
 hostflow_config_last_reload_success_timestamp_seconds 1.7e+09

@@ -43,6 +43,9 @@ type CollectorStats struct {
 	// DroppedRecords were refused by the collector's full queue;
 	// Reconnects count new TCP/TLS connections after the first.
 	DroppedRecords, Reconnects uint64
+	// Unreachable counts ICMP errors (port unreachable) a UDP socket
+	// reported for earlier datagrams; they cost no message.
+	Unreachable uint64
 }
 
 // InterfaceState is whether the programs are on a selected interface.

@@ -148,7 +148,10 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	var stream *exporter.StreamTransport
 	switch col.Transport {
 	case "udp":
-		w, err := exporter.DialUDP(col.Address)
+		// Messages go out in batches, one sendmmsg per export (and
+		// the exports queued behind it); the Collector flushes when
+		// its queue is empty.
+		w, err := exporter.NewUDPWriter(exporter.UDPConfig{Address: col.Address, Batch: exporter.DefaultUDPBatch})
 		if err != nil {
 			return nil, fmt.Errorf("collector %s: %w", col, err)
 		}
@@ -198,13 +201,19 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		// Every new connection starts with the templates (RFC 7011
 		// section 8.1): the collector knows none.
 		stream.SetOnConnect(enc.ResendTemplates)
-	} else if err := enc.SendTemplates(); err != nil {
+	} else {
 		// Over UDP, templates and options go out at once, before any
 		// flow: nfdump does not count options records in its IPFIX
 		// sequence check, but it resynchronises silently until the
 		// first flow record. A collector not up yet gets them at the
 		// next refresh.
-		log.Warn("send templates", "err", err)
+		err := enc.SendTemplates()
+		if f, ok := tr.(exporter.Flusher); ok {
+			err = errors.Join(err, f.Flush())
+		}
+		if err != nil {
+			log.Warn("send templates", "err", err)
+		}
 	}
 	c, err := exporter.NewCollector(exporter.CollectorConfig{Name: col.URL, Sink: enc, Transport: tr,
 		QueueLength: cfg.CollectorQueue, Logger: log})
@@ -214,9 +223,15 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	}
 	stats := func() metrics.CollectorStats {
 		e, q := enc.Stats(), c.Stats()
-		return metrics.CollectorStats{URL: col.URL, Messages: e.Messages, Records: e.Records,
+		s := metrics.CollectorStats{URL: col.URL, Messages: e.Messages, Records: e.Records,
 			SendErrors: e.SendErrors, RecordsLost: e.RecordsLost,
-			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects}
+			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: q.Transport.Unreachable}
+		if stream == nil {
+			// A batching UDP writer accepts a message before sending
+			// it: its own counts are the ones that say what went out.
+			s.Messages, s.SendErrors = q.Transport.Messages, q.Transport.Lost
+		}
+		return s
 	}
 	losses.set(stats)
 	return &collectorSink{url: col.URL, sink: c, stats: stats}, nil

@@ -5,8 +5,13 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/hostflow/hostflow/bpf"
+	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
+	"github.com/hostflow/hostflow/internal/testutil"
+	"github.com/hostflow/hostflow/metrics"
 )
 
 func sinkConfig(t *testing.T, args ...string) *config.Config {
@@ -68,5 +73,43 @@ func TestBuildSinksError(t *testing.T) {
 	cfg := sinkConfig(t, "--collector", "ipfix+udp://127.0.0.1:4739", "--collector", "ipfix+udp://no-such-host.invalid:4739")
 	if _, _, _, err := buildSinks(cfg, nil, sinkEnv{stdout: io.Discard, log: log}); err == nil {
 		t.Error("unresolvable collector: no error")
+	}
+}
+
+// TestUDPSinkNothingListening: a UDP collector whose port answers ICMP port
+// unreachable (nothing listens: a capture-only setup, a collector
+// restarting) costs no message: the daemon's counters show every message
+// sent, none lost, and the ICMP errors counted.
+func TestUDPSinkNothingListening(t *testing.T) {
+	ns := testutil.NewNetnsNamed(t, "hf-sinktest-")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var sinks sinkSet
+	if err := ns.Do(func() (err error) {
+		sinks, _, _, err = buildSinks(sinkConfig(t, "--collector", "ipfix+udp://127.0.0.1:4739"), nil, sinkEnv{stdout: io.Discard, log: log})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sinks.Close()
+	now := time.Now()
+	for i := range 10 {
+		var k bpf.NetFlowId
+		k.SrcIp[10], k.SrcIp[11], k.SrcIp[15] = 0xff, 0xff, byte(i)
+		k.TransportProtocol, k.SrcPort, k.DstPort = 17, uint16(1000+i), 53
+		if err := sinks.Export([]exporter.Flow{{Key: k, Packets: 1, Bytes: 100, Start: now, End: now}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st metrics.CollectorStats
+	waitFor := time.Now().Add(5 * time.Second)
+	for time.Now().Before(waitFor) {
+		if st = sinks[0].stats(); st.Records == 10 && st.Messages >= 11 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Templates at start, then at least one message per export.
+	if st.Records != 10 || st.Messages < 11 || st.SendErrors != 0 || st.RecordsLost != 0 || st.Unreachable == 0 {
+		t.Errorf("stats %+v: want 10 records in 11+ messages, none lost, ICMP errors counted", st)
 	}
 }
