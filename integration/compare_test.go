@@ -8,8 +8,9 @@ package integration
 // Namespace A (hf-cmp-a-*) runs trafgen on hfc0 (60-byte UDP frames over
 // 100,608 flows, loadTrafgen); namespace B (hf-cmp-b-*) receives on hfc1,
 // where the probe under test watches and exports IPFIX over UDP to nfcapd
-// on 127.0.0.1. Each probe run is paired with a baseline run just before it
-// (same packets, no probe); the probes' order alternates between repeats.
+// on 127.0.0.1. Each probe run is compared with the baseline runs (same
+// packets, no probe) just before and after it; the probes' order alternates
+// between repeats.
 // Then hostflow's TC program, a no-op and minflow (the floor of per-packet
 // flow accounting, shared/bench/minflow.c) share hfc1's tcx ingress hook
 // and the kernel's BPF statistics give each one's ns per packet on the same
@@ -200,13 +201,17 @@ func TestCompare(t *testing.T) {
 			if rep%2 == 0 {
 				probes = []string{"softflowd", "hostflow"}
 			}
-			for _, probe := range probes {
+			// baseline, probe, baseline, probe, baseline: each probe
+			// run is bracketed by two runs without a probe.
+			for i, probe := range append([]string{""}, probes...) {
+				if i > 0 {
+					r := lab.probeRun(t, layout, probe, rep)
+					t.Logf("COMPARE-RUN %s", r)
+					runs = append(runs, r)
+				}
 				base := lab.baseline(t, layout, rep)
 				t.Logf("COMPARE-RUN %s", base)
 				runs = append(runs, base)
-				r := lab.probeRun(t, layout, probe, rep)
-				t.Logf("COMPARE-RUN %s", r)
-				runs = append(runs, r)
 			}
 		}
 	}
