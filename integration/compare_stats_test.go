@@ -380,4 +380,16 @@ func TestComparePairing(t *testing.T) {
 	if got := exactness(pairedFigures{exported: 9, rx: 10}); got != "9/10 LOST 1" {
 		t.Errorf("exactness %q", got)
 	}
+
+	table := compareTable(compareOpts{repeats: 1, perFlow: 30, layouts: []string{"ring"}}, runs,
+		[]tcCost{{flows: 1000, layout: "ring", rx: 100, exported: 100, ns: [3]float64{150, 120, 50}}})
+	for _, want := range []string{
+		"ring    machine CPU added, us per packet         0.500                      1.000                      0.50 ",
+		"ring    generator rate with probe / without      1.000                      0.875                      1.14 ",
+		"1000    ring          100     50.0    120.0    150.0     3.00       2.40       1.25 exported 100/100 exact",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
 }

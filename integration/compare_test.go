@@ -17,8 +17,8 @@ package integration
 // packets.
 //
 //	sudo bench/compare.sh
-//	COMPARE_RUN=1 COMPARE_HOSTFLOW_BIN=bin/hostflow COMPARE_MINFLOW_OBJ=/tmp/minflow.o \
-//	    go test -count=1 -timeout 60m -run '^TestCompare$' -v ./integration/
+//	COMPARE_RUN=1 COMPARE_HOSTFLOW_BIN=$PWD/bin/hostflow COMPARE_MINFLOW_OBJ=$PWD/minflow.o \
+//	    go test -count=1 -timeout 90m -run '^TestCompare$' -v ./integration/
 //
 // What the test asserts is only what makes the figures valid: every
 // process started, trafgen sent, the three TC programs ran on exactly the
