@@ -266,7 +266,7 @@ func compareTable(o compareOpts, runs []cmpRun, tcs []tcCost) string {
 	fmt.Fprintf(&b, "hostflow vs softflowd: %d flows x %d packets of %d bytes per run, trafgen -P %d, %d repeat(s); load average (1 min) over the runs %s\n",
 		loadFlows, o.perFlow, loadFrameSize, loadProcs, o.repeats, spreadOf(loads).format(2))
 	fmt.Fprintf(&b, "figures: mean [min..max] over repeats, each probe run against the mean of the runs without a probe just before and after it;\n")
-	fmt.Fprintf(&b, "ratio = hostflow mean / softflowd mean [range of the per-repeat ratios]; per packet = per packet hfc1 received\n\n")
+	fmt.Fprintf(&b, "ratio = hostflow mean / softflowd mean [range of the per-repeat ratios]; per Mpkt = per million packets hfc1 received (CPU-s per Mpkt = us per packet)\n\n")
 	fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", "layout", "figure", "hostflow", "softflowd", "ratio hf/sf", "target")
 	groups := append([]string{}, o.layouts...)
 	if len(o.layouts) > 1 {
@@ -291,9 +291,9 @@ func compareTable(o compareOpts, runs []cmpRun, tcs []tcCost) string {
 			}
 			fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", g, name, spreadOf(a).format(prec), spreadOf(c).format(prec), r, target)
 		}
-		row("machine CPU added, us per packet", hf.added, sf.added, 3, true, "<= 0.5")
+		row("machine CPU added, CPU-s per Mpkt", hf.added, sf.added, 3, true, "<= 0.5")
 		row("generator rate with probe / without", hf.rate, sf.rate, 3, true, ">= 1 (hf >= sf), aim hf 0.95")
-		row("daemon CPU (utime+stime), us per packet", hf.daemon, sf.daemon, 3, true, "")
+		row("daemon CPU (utime+stime), CPU-s per Mpkt", hf.daemon, sf.daemon, 3, true, "")
 		row("daemon peak RSS (VmHWM), MiB", hf.rssMiB, sf.rssMiB, 1, true, "")
 		fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", g, "collector stored / hfc1 received pkts", exactness(hf), exactness(sf), "-", "hostflow exact")
 		fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s\n", g, "probe counted (libpcap dropped) pkts", strconv.FormatUint(hf.counted, 10),
@@ -384,7 +384,7 @@ func TestComparePairing(t *testing.T) {
 	table := compareTable(compareOpts{repeats: 1, perFlow: 30, layouts: []string{"ring"}}, runs,
 		[]tcCost{{flows: 1000, layout: "ring", rx: 100, exported: 100, ns: [3]float64{150, 120, 50}}})
 	for _, want := range []string{
-		"ring    machine CPU added, us per packet         0.500                      1.000                      0.50 ",
+		"ring    machine CPU added, CPU-s per Mpkt        0.500                      1.000                      0.50 ",
 		"ring    generator rate with probe / without      1.000                      0.875                      1.14 ",
 		"1000    ring          100     50.0    120.0    150.0     3.00       2.40       1.25 exported 100/100 exact",
 	} {
