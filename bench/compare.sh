@@ -22,11 +22,13 @@
 #
 #   sudo bench/compare.sh
 #   REPEATS=1 LAYOUTS=ring sudo bench/compare.sh     # a quick look
+#   PHASES=tc TC_ORDER=minflow-first sudo bench/compare.sh
 #
 # Knobs: REPEATS (3), PER_FLOW (30 packets per flow), LAYOUTS (ring,sendto),
 # TC_PACKETS (1000000 per TC scenario), TC_ORDER (hostflow-first or
 # minflow-first), SOFTFLOWD_MAX_FLOWS (262144, hostflow's max_flows
-# default), MINFLOW_C (path of minflow.c), LOG (the full go test output).
+# default), PHASES (throughput,tc: the probe runs, the TC program cost),
+# MINFLOW_C (path of minflow.c), LOG (the full go test output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -90,7 +92,7 @@ echo "compare: minflow from $minflow_c; load average at start: $(cut -d' ' -f1-3
 COMPARE_RUN=1 COMPARE_HOSTFLOW_BIN="$repo/bin/hostflow" COMPARE_MINFLOW_OBJ="$tmp/minflow.o" COMPARE_TABLE="$tmp/table.txt" \
 	COMPARE_REPEATS="${REPEATS:-3}" COMPARE_PER_FLOW="${PER_FLOW:-30}" COMPARE_LAYOUTS="${LAYOUTS:-ring,sendto}" \
 	COMPARE_TC_PACKETS="${TC_PACKETS:-1000000}" COMPARE_TC_ORDER="${TC_ORDER:-hostflow-first}" \
-	COMPARE_SOFTFLOWD_MAX_FLOWS="${SOFTFLOWD_MAX_FLOWS:-262144}" \
+	COMPARE_SOFTFLOWD_MAX_FLOWS="${SOFTFLOWD_MAX_FLOWS:-262144}" COMPARE_PHASES="${PHASES:-throughput,tc}" \
 	go test -count=1 -timeout 90m -run '^TestCompare$' -v ./integration/ 2>&1 |
 	tee "$log" | { grep --line-buffered -E 'COMPARE-(SETUP|RUN|TC) ' || true; } | sed -u 's/^ *compare_test.go:[0-9]*: /  /' || true
 echo "compare: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -265,11 +265,14 @@ func compareTable(o compareOpts, runs []cmpRun, tcs []tcCost) string {
 	}
 	fmt.Fprintf(&b, "hostflow vs softflowd: %d flows x %d packets of %d bytes per run, trafgen -P %d, %d repeat(s); load average (1 min) over the runs %s\n",
 		loadFlows, o.perFlow, loadFrameSize, loadProcs, o.repeats, spreadOf(loads).format(2))
-	fmt.Fprintf(&b, "figures: mean [min..max] over repeats, each probe run against the mean of the runs without a probe just before and after it;\n")
-	fmt.Fprintf(&b, "ratio = hostflow mean / softflowd mean [range of the per-repeat ratios]; per Mpkt = per million packets hfc1 received (CPU-s per Mpkt = us per packet)\n\n")
-	fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", "layout", "figure", "hostflow", "softflowd", "ratio hf/sf", "target")
-	groups := append([]string{}, o.layouts...)
-	if len(o.layouts) > 1 {
+	var groups []string // none without throughput runs
+	if len(runs) > 0 {
+		groups = append(groups, o.layouts...)
+		fmt.Fprintf(&b, "figures: mean [min..max] over repeats, each probe run against the mean of the runs without a probe just before and after it;\n")
+		fmt.Fprintf(&b, "ratio = hostflow mean / softflowd mean [range of the per-repeat ratios]; per Mpkt = per million packets hfc1 received (CPU-s per Mpkt = us per packet)\n\n")
+		fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", "layout", "figure", "hostflow", "softflowd", "ratio hf/sf", "target")
+	}
+	if len(groups) > 1 {
 		groups = append(groups, "all")
 	}
 	for _, g := range groups {

@@ -27,6 +27,7 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,6 +53,9 @@ type compareOpts struct {
 	sfMaxFlows  int      // COMPARE_SOFTFLOWD_MAX_FLOWS: softflowd -m
 	minflowLast bool     // COMPARE_TC_ORDER=hostflow-first (default) puts minflow after hostflow
 	table       string   // COMPARE_TABLE: also write the summary table there
+	// COMPARE_PHASES: "throughput" (the probe runs), "tc" (TC program
+	// cost), comma-separated; both by default.
+	throughput, tc bool
 }
 
 func compareEnv(t *testing.T) compareOpts {
@@ -85,6 +89,20 @@ func compareEnv(t *testing.T) compareOpts {
 			t.Fatalf("COMPARE_LAYOUTS=%q: want ring and/or sendto, comma-separated", layouts)
 		}
 		o.layouts = append(o.layouts, l)
+	}
+	phases := os.Getenv("COMPARE_PHASES")
+	if phases == "" {
+		phases = "throughput,tc"
+	}
+	for _, p := range strings.Split(phases, ",") {
+		switch p {
+		case "throughput":
+			o.throughput = true
+		case "tc":
+			o.tc = true
+		default:
+			t.Fatalf("COMPARE_PHASES=%q: want throughput and/or tc, comma-separated", phases)
+		}
 	}
 	switch order := os.Getenv("COMPARE_TC_ORDER"); order {
 	case "", "hostflow-first":
@@ -195,7 +213,7 @@ func TestCompare(t *testing.T) {
 		bin, o.sfMaxFlows, loadFlows, o.perFlow, loadFrameSize, loadProcs, o.repeats, o.layouts, kernelRelease(), cpuCount())
 
 	var runs []cmpRun
-	for rep := 1; rep <= o.repeats; rep++ {
+	for rep := 1; o.throughput && rep <= o.repeats; rep++ {
 		for _, layout := range o.layouts {
 			probes := []string{"hostflow", "softflowd"}
 			if rep%2 == 0 {
@@ -217,12 +235,18 @@ func TestCompare(t *testing.T) {
 	}
 
 	var tcs []tcCost
-	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-	if err != nil {
-		t.Fatalf("enable BPF run-time statistics: %v", err)
+	var stats io.Closer
+	if o.tc {
+		var err error
+		if stats, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+			t.Fatalf("enable BPF run-time statistics: %v", err)
+		}
 	}
 	for _, flows := range []int{1000, loadFlows} {
 		for _, layout := range o.layouts {
+			if !o.tc {
+				break
+			}
 			// A subtest each: its programs and links go when it ends.
 			t.Run(fmt.Sprintf("tc-%dflows-%s", flows, layout), func(t *testing.T) {
 				c := lab.tcRun(t, flows, layout)
@@ -231,8 +255,10 @@ func TestCompare(t *testing.T) {
 			})
 		}
 	}
-	if err := stats.Close(); err != nil {
-		t.Errorf("release BPF statistics: %v", err)
+	if stats != nil {
+		if err := stats.Close(); err != nil {
+			t.Errorf("release BPF statistics: %v", err)
+		}
 	}
 
 	table := compareTable(o, runs, tcs)
