@@ -83,15 +83,16 @@ var trafgenOutgoing = regexp.MustCompile(`(?m)^\s*(\d+) packets outgoing`)
 
 // runTrafgen runs trafgen in ns on dev for d from its first frame (at most
 // d+10s in all) and at most maxCount packets, with procs processes, and measures what
-// the receiving end (rxNS, rxDev) counted meanwhile. trafgen runs in its own
+// the receiving end (rxNS, rxDev) counted meanwhile. extra are more trafgen
+// arguments (e.g. "-t", "0": sendto instead of the TX ring). trafgen runs in its own
 // process group; SIGINT at d, SIGKILL 5 s later, and the test's cleanup
 // kills the group if it is still there.
-func runTrafgen(t *testing.T, ns *namespace, dev, config string, procs int, maxCount uint64, d time.Duration, rxNS *namespace, rxDev string) trafgenRun {
+func runTrafgen(t *testing.T, ns *namespace, dev, config string, procs int, maxCount uint64, d time.Duration, rxNS *namespace, rxDev string, extra ...string) trafgenRun {
 	t.Helper()
 	txBefore := ns.txDropped(t, dev)
 	rxBefore := rxNS.stats(t, rxDev)
-	cmd := ns.command("trafgen", "--dev", dev, "--conf", config, "--cpus", strconv.Itoa(procs),
-		"--num", strconv.FormatUint(maxCount, 10), "--no-sock-mem")
+	cmd := ns.command("trafgen", append([]string{"--dev", dev, "--conf", config, "--cpus", strconv.Itoa(procs),
+		"--num", strconv.FormatUint(maxCount, 10), "--no-sock-mem"}, extra...)...)
 	out := newLockedBuffer()
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
