@@ -146,7 +146,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 
 	if cfg.MetricsEnabled {
 		reg := metrics.NewRegistry(d, metrics.BuildInfo{Version: version, GoVersion: goVersion()})
-		srv, err := metrics.Listen(cfg.MetricsListen, reg, log)
+		srv, err := metrics.ListenWith(cfg.MetricsListen, reg, log, metrics.ServerOptions{Pprof: cfg.MetricsPprof})
 		if err != nil {
 			return err
 		}

@@ -71,6 +71,8 @@ type Config struct {
 
 	MetricsEnabled bool
 	MetricsListen  string // host:port
+	// MetricsPprof serves net/http/pprof on the metrics listener.
+	MetricsPprof bool
 
 	// File is the config file that was read, "" when none.
 	File string

@@ -318,6 +318,16 @@ var options = []option{
 		},
 		get: func(c *Config) any { return c.MetricsListen },
 	},
+	{
+		key: "metrics.pprof", flag: "metrics-pprof", kind: kindBool, def: false,
+		usage: "also serve Go runtime profiles (heap, CPU, goroutines) under /debug/pprof/ on metrics.listen, for debugging (restart to change)",
+		set: func(c *Config, v any) error {
+			b, err := toBool(v)
+			c.MetricsPprof = b
+			return err
+		},
+		get: func(c *Config) any { return c.MetricsPprof },
+	},
 }
 
 // Keys returns every configuration key, nested keys with dots.
