@@ -232,7 +232,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			d.addDirect(r)
 		case <-d.tick.C:
 			d.drain()
-			d.export(d.cache.Expire(d.out[:0]))
+			d.expire()
 			d.updateActive()
 		case <-hup:
 			d.reload()
@@ -262,13 +262,14 @@ func (d *daemon) status() string {
 
 func (d *daemon) addDirect(r bpf.Record) {
 	d.cache.AddOne(r.Id, &r.Metrics)
+	d.exportPushedOut()
 	d.mu.Lock()
 	d.counts.direct++
 	d.mu.Unlock()
 }
 
 func (d *daemon) drain() {
-	if err := d.fetcher.Drain(d.cache.Add); err != nil {
+	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++
 		d.mu.Unlock()

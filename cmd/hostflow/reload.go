@@ -74,9 +74,8 @@ func (d *daemon) apply(next *config.Config) error {
 	}
 	if cache != nil {
 		d.drain()
-		flows := d.cache.Flush(d.out[:0])
-		d.log.Info("flow cache settings changed: exported cached flows", "flows", len(flows))
-		d.exportTo(d.sinks, flows)
+		n := d.flushTo(d.sinks)
+		d.log.Info("flow cache settings changed: exported cached flows", "flows", n)
 		d.cache = cache
 		d.updateActive()
 	}

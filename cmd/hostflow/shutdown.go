@@ -29,7 +29,7 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 			d.addDirect(r)
 		}
 	}
-	d.export(d.cache.Flush(d.out[:0]))
+	d.flushTo(d.sinks)
 	d.updateActive()
 	k, err := d.fetcher.ReadCounters()
 	if err != nil {
