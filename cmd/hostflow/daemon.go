@@ -115,11 +115,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		algo = bpf.SamplingCount
 	}
 	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == "precise")
+	ring := bpf.WithRingBufSize(uint32(cfg.RingBufferSize))
 	if cfg.Capture == "socket" {
-		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise)
+		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise, ring)
 	} else {
 		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise)
+			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise, ring)
 	}
 	if err != nil {
 		return fmt.Errorf("load eBPF programs: %w", err)

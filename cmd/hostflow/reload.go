@@ -116,6 +116,7 @@ func (d *daemon) keepRestartOnly(cur, next *config.Config) {
 		}
 	}
 	keep("kernel_map_size", next.KernelMapSize != cur.KernelMapSize, func() { next.KernelMapSize = cur.KernelMapSize })
+	keep("ring_buffer_size", next.RingBufferSize != cur.RingBufferSize, func() { next.RingBufferSize = cur.RingBufferSize })
 	keep("attach", next.Attach != cur.Attach, func() { next.Attach = cur.Attach })
 	keep("direction", next.Direction != cur.Direction, func() { next.Direction = cur.Direction })
 	keep("log.format", next.LogFormat != cur.LogFormat, func() { next.LogFormat = cur.LogFormat })
