@@ -144,6 +144,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if d.cache, err = exporter.NewCache(cfg.Cache(), exporter.SystemClock{}); err != nil {
 		return err
 	}
+	tuneGC(os.Getenv)
+	releaseStartupMemory()
 
 	if cfg.MetricsEnabled {
 		reg := metrics.NewRegistry(d, metrics.BuildInfo{Version: version, GoVersion: goVersion()})
