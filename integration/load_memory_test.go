@@ -8,7 +8,10 @@ package integration
 //	LOAD_MEMORY=1 go test -count=1 -run TestLoadMemory -v ./integration/
 //
 // LOAD_MEMPROFILE_DIR=dir also saves a heap profile of each run there,
-// taken from the daemon's /debug/pprof/heap once the load has passed.
+// taken from the daemon's /debug/pprof/heap once the load has passed
+// (a daemon without metrics.pprof gives none). LOAD_HOSTFLOW_BIN=path
+// measures that hostflow binary instead of building this tree's, to
+// compare revisions (bench/memory.sh).
 
 import (
 	"bufio"
@@ -56,7 +59,10 @@ func TestLoadMemory(t *testing.T) {
 		t.Skip("set LOAD_MEMORY=1 to measure the daemon's memory under load (about a minute)")
 	}
 	requireRoot(t, "ip", "ethtool", "sysctl", "trafgen")
-	bin := buildHostflow(t)
+	bin := os.Getenv("LOAD_HOSTFLOW_BIN")
+	if bin == "" {
+		bin = buildHostflow(t)
+	}
 
 	a := newNamespace(t, "hf-mem-a")
 	b := newNamespace(t, "hf-mem-b")
@@ -124,7 +130,11 @@ func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets 
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := daemonArgs(t, "--interfaces", "hfl1", "--metrics-enabled=true", "--metrics-listen", "127.0.0.1:9740", "--metrics-pprof")
+	args := daemonArgs(t, "--interfaces", "hfl1")
+	profile := os.Getenv("LOAD_MEMPROFILE_DIR")
+	if profile != "" {
+		args = append(args, "--metrics-enabled=true", "--metrics-listen", "127.0.0.1:9740", "--metrics-pprof")
+	}
 	dm := startDaemon(t, b, bin, args...)
 	before := b.waitQuiet(t, "hfl1", 500*time.Millisecond, 20*time.Second)
 	g := runTrafgen(t, a, "hfl0", cfg, loadProcs, uint64(packets), 60*time.Second, b, "hfl1")
@@ -132,8 +142,8 @@ func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets 
 	after := b.waitQuiet(t, "hfl1", 500*time.Millisecond, 20*time.Second)
 	time.Sleep(2500 * time.Millisecond) // two drains: every flow is in the cache
 	hwm := procStatusBytes(t, dm.cmd.Process.Pid, "VmHWM")
-	if dir := os.Getenv("LOAD_MEMPROFILE_DIR"); dir != "" {
-		saveHeapProfile(t, b, "127.0.0.1:9740", filepath.Join(dir, name+".heap.pprof"))
+	if profile != "" {
+		saveHeapProfile(t, b, "127.0.0.1:9740", filepath.Join(profile, name+".heap.pprof"))
 	}
 	res := dm.stop(t, 60*time.Second)
 	k := res.stopped
