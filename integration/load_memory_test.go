@@ -9,7 +9,8 @@ package integration
 //
 // LOAD_MEMPROFILE_DIR=dir also saves a heap profile of each run there,
 // taken from the daemon's /debug/pprof/heap once the load has passed
-// (a daemon without metrics.pprof gives none). LOAD_HOSTFLOW_BIN=path
+// (a daemon without metrics.pprof gives none), and a CPU profile of the
+// daemon while trafgen sends. LOAD_HOSTFLOW_BIN=path
 // measures that hostflow binary instead of building this tree's, to
 // compare revisions (bench/memory.sh).
 
@@ -137,13 +138,26 @@ func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets 
 	}
 	dm := startDaemon(t, b, bin, args...)
 	before := b.waitQuiet(t, "hfl1", 500*time.Millisecond, 20*time.Second)
+	cpuDone := make(chan error, 1)
+	if profile != "" {
+		go func() {
+			cpuDone <- fetchProfile(b, "127.0.0.1:9740", "/debug/pprof/profile?seconds=12", filepath.Join(profile, name+".cpu.pprof"))
+		}()
+	} else {
+		cpuDone <- nil
+	}
 	g := runTrafgen(t, a, "hfl0", cfg, loadProcs, uint64(packets), 60*time.Second, b, "hfl1")
 	t.Logf("%s", g)
+	if err := <-cpuDone; err != nil {
+		t.Errorf("CPU profile: %v", err)
+	}
 	after := b.waitQuiet(t, "hfl1", 500*time.Millisecond, 20*time.Second)
 	time.Sleep(2500 * time.Millisecond) // two drains: every flow is in the cache
 	hwm := procStatusBytes(t, dm.cmd.Process.Pid, "VmHWM")
 	if profile != "" {
-		saveHeapProfile(t, b, "127.0.0.1:9740", filepath.Join(profile, name+".heap.pprof"))
+		if err := fetchProfile(b, "127.0.0.1:9740", "/debug/pprof/heap", filepath.Join(profile, name+".heap.pprof")); err != nil {
+			t.Errorf("heap profile: %v", err)
+		}
 	}
 	res := dm.stop(t, 60*time.Second)
 	k := res.stopped
@@ -181,18 +195,18 @@ func procStatusBytes(t *testing.T, pid int, field string) uint64 {
 	return 0
 }
 
-// saveHeapProfile fetches /debug/pprof/heap from addr inside ns into path.
-func saveHeapProfile(t *testing.T, ns *namespace, addr, path string) {
-	t.Helper()
+// fetchProfile fetches path from addr inside ns into file. It may run on
+// any goroutine.
+func fetchProfile(ns *namespace, addr, path, file string) error {
 	var body []byte
-	ns.do(t, func() error {
+	err := ns.Do(func() error {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		if _, err := io.WriteString(c, "GET /debug/pprof/heap HTTP/1.0\r\nHost: hostflow\r\n\r\n"); err != nil {
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.0\r\nHost: hostflow\r\n\r\n"); err != nil {
 			return err
 		}
 		raw, err := io.ReadAll(c)
@@ -201,15 +215,15 @@ func saveHeapProfile(t *testing.T, ns *namespace, addr, path string) {
 		}
 		head, b, ok := strings.Cut(string(raw), "\r\n\r\n")
 		if !ok || !strings.Contains(head, " 200 ") {
-			return fmt.Errorf("GET /debug/pprof/heap: %.200q", head)
+			return fmt.Errorf("GET %s: %.200q", path, head)
 		}
 		body = []byte(b)
 		return nil
 	})
-	if err := os.WriteFile(path, body, 0o644); err != nil {
-		t.Fatal(err)
+	if err != nil {
+		return err
 	}
-	t.Logf("heap profile: %s", path)
+	return os.WriteFile(file, body, 0o644)
 }
 
 func mb(n uint64) float64 { return float64(n) / (1 << 20) }
