@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -78,7 +79,8 @@ func TestLoadMemory(t *testing.T) {
 		name    string
 		config  string
 		flows   int
-		packets int // per flow
+		packets int      // per flow
+		args    []string // daemon arguments besides the defaults
 		check   func(t *testing.T, r memRun)
 	}{
 		{name: "flows-100k", config: loadTrafgen, flows: loadFlows, packets: 30, check: func(t *testing.T, r memRun) {
@@ -102,13 +104,30 @@ func TestLoadMemory(t *testing.T) {
 					mb(r.res.maxRSS), maxFlows, kernelMap, mb(bound))
 			}
 		}},
+		// The same flood exported as IPFIX over UDP to a collector in b,
+		// through the collector's queue and encoder instead of JSON.
+		{name: "flood-2M-ipfix", config: floodTrafgen, flows: floodFlows, packets: 2,
+			args: []string{"--collector", "ipfix+udp://127.0.0.1:4739"}, check: func(t *testing.T, r memRun) {
+				k := r.res.stopped
+				if got, want := k["packets"]+k["kernel_ringbuf_full"], r.delta.RxPackets; got != want {
+					t.Errorf("exported %d + ring buffer full %d = %d, hfl1 received %d", k["packets"], k["kernel_ringbuf_full"], got, want)
+				}
+				if bound := memoryBound(maxFlows, kernelMap); r.res.maxRSS > bound {
+					t.Errorf("peak RSS %.1f MB under the flood, bound for max_flows %d and kernel_map_size %d is %.1f MB",
+						mb(r.res.maxRSS), maxFlows, kernelMap, mb(bound))
+				}
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := memoryRun(t, a, b, bin, tc.name, tc.config, tc.flows*tc.packets)
+			if len(tc.args) > 0 {
+				n := udpSink(t, b, "127.0.0.1:4739")
+				defer func() { t.Logf("collector received %d datagrams", n.Load()) }()
+			}
+			r := memoryRun(t, a, b, bin, tc.name, tc.config, tc.flows*tc.packets, tc.args...)
 			t.Logf("MEMORY %s: %d flows x %d packets: peak RSS %.1f MB while running (VmHWM before SIGTERM), %.1f MB over the whole run (final export included); "+
-				"%.2f CPU-s in all, %.2f CPU-s per million packets; %d packets received, %d exported in %d records",
+				"%.2f CPU-s in all, %.2f CPU-s per million packets; %d packets received, %d exported (the daemon's count), %d lost to a full ring buffer (counted)",
 				tc.name, tc.flows, tc.packets, mb(r.hwm), mb(r.res.maxRSS), r.res.cpu.Seconds(),
-				r.res.cpu.Seconds()/(float64(r.delta.RxPackets)/1e6), r.delta.RxPackets, r.res.ingress.RxPackets, r.res.flows)
+				r.res.cpu.Seconds()/(float64(r.delta.RxPackets)/1e6), r.delta.RxPackets, r.res.stopped["packets"], r.res.stopped["kernel_ringbuf_full"])
 			tc.check(t, r)
 		})
 	}
@@ -125,13 +144,13 @@ type memRun struct {
 // sends packets frames of config from a with trafgen -P 2 (each process
 // cycles through the flows once per packets/flows), lets two poll
 // intervals pass, reads the daemon's peak RSS, and stops it.
-func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets int) memRun {
+func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets int, extra ...string) memRun {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), name+".trafgen")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := daemonArgs(t, "--interfaces", "hfl1")
+	args := daemonArgs(t, append([]string{"--interfaces", "hfl1"}, extra...)...)
 	profile := os.Getenv("LOAD_MEMPROFILE_DIR")
 	if profile != "" {
 		args = append(args, "--metrics-enabled=true", "--metrics-listen", "127.0.0.1:9740", "--metrics-pprof")
@@ -224,6 +243,31 @@ func fetchProfile(ns *namespace, addr, path, file string) error {
 		return err
 	}
 	return os.WriteFile(file, body, 0o644)
+}
+
+// udpSink reads and counts datagrams on addr in ns until the test ends.
+func udpSink(t *testing.T, ns *namespace, addr string) *atomic.Uint64 {
+	t.Helper()
+	var c net.PacketConn
+	ns.do(t, func() error {
+		var err error
+		c, err = net.ListenPacket("udp", addr)
+		return err
+	})
+	n := new(atomic.Uint64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return n
 }
 
 func mb(n uint64) float64 { return float64(n) / (1 << 20) }
