@@ -208,6 +208,11 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 		}
 		i = prev
 	}
+	if t.n == 0 && t.chunks != nil {
+		// Every flow has ended: let go of the blocks and the index a
+		// burst of flows grew, rather than keep them until the next.
+		t.reset()
+	}
 	if len(buf) > 0 {
 		emit(buf)
 	}

@@ -172,3 +172,26 @@ func equalFlows(a, b []Flow) bool {
 	}
 	return true
 }
+
+// Once every flow of a burst has expired, the cache lets go of the memory
+// the burst grew: it does not keep its peak size as a Go map does.
+func TestCacheMemoryReleasedWhenEmpty(t *testing.T) {
+	const n = 50_000
+	clk := newFakeClock()
+	before := heapInUse()
+	c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: time.Second, MaxFlows: DefaultMaxFlows}, clk)
+	m := pkt(1, 60, clk.mono, clk.mono)
+	for i := range n {
+		c.AddOne(floodKey(i), &m)
+	}
+	clk.advance(2 * time.Second)
+	expired := 0
+	c.ExpireBatches(make([]Flow, 0, 256), func(b []Flow) { expired += len(b) })
+	if expired != n || c.Len() != 0 {
+		t.Fatalf("expired %d of %d flows, %d left", expired, n, c.Len())
+	}
+	if left := int64(heapInUse()) - int64(before); left > 64<<10 {
+		t.Errorf("an empty cache still holds %d bytes", left)
+	}
+	runtime.KeepAlive(c)
+}

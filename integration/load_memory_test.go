@@ -140,20 +140,22 @@ type memRun struct {
 	hwm   uint64 // VmHWM before SIGTERM, bytes
 }
 
-// memoryRun starts the daemon with the default settings on hfl1 in b,
-// sends packets frames of config from a with trafgen -P 2 (each process
-// cycles through the flows once per packets/flows), lets two poll
-// intervals pass, reads the daemon's peak RSS, and stops it.
+// memoryRun starts the daemon with the default settings on hfl1 in b
+// (metrics served, on b's loopback), sends packets frames of config from a
+// with trafgen -P 2 (each process cycles through the flows once per
+// packets/flows), lets two poll intervals pass, reads the daemon's peak
+// RSS, and stops it.
 func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets int, extra ...string) memRun {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), name+".trafgen")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := daemonArgs(t, append([]string{"--interfaces", "hfl1"}, extra...)...)
+	// The defaults serve /metrics: so does this daemon, on b's loopback.
+	args := daemonArgs(t, append([]string{"--interfaces", "hfl1", "--metrics-enabled=true", "--metrics-listen", "127.0.0.1:9740"}, extra...)...)
 	profile := os.Getenv("LOAD_MEMPROFILE_DIR")
 	if profile != "" {
-		args = append(args, "--metrics-enabled=true", "--metrics-listen", "127.0.0.1:9740", "--metrics-pprof")
+		args = append(args, "--metrics-pprof")
 	}
 	dm := startDaemon(t, b, bin, args...)
 	before := b.waitQuiet(t, "hfl1", 500*time.Millisecond, 20*time.Second)
