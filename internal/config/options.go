@@ -258,7 +258,7 @@ var options = []option{
 	},
 	{
 		key: "collector_queue", flag: "collector-queue", kind: kindInt, def: exporter.DefaultQueueLength,
-		usage: "flow batches (one per poll interval) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
+		usage: "flow batches (one per poll interval, of at most 4096 records) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
 		set:   intSetter(1, 1<<16, func(c *Config) *int { return &c.CollectorQueue }),
 		get:   func(c *Config) any { return c.CollectorQueue },
 	},
