@@ -82,15 +82,6 @@ type CacheStats struct {
 	Active int
 }
 
-// entry is one cached flow. Entries form a doubly linked list in the
-// order their flows were last seen, most recent at the head, so the least
-// recently seen flow is found in O(1) when the cache is full.
-type entry struct {
-	id         bpf.NetFlowId
-	m          bpf.NetFlowMetrics
-	prev, next *entry
-}
-
 // Cache aggregates kernel metrics by flow key and decides when a flow ends.
 // Times are kept on the kernel's monotonic clock and converted to wall time
 // only when a record leaves, so a wall-clock step never expires a flow. A
@@ -104,12 +95,16 @@ type entry struct {
 //     once FIN or RST was seen;
 //   - forced (4): at Flush, on shutdown;
 //   - lack of resources (5): pushed out of a full cache by a new flow.
+//
+// Memory is bounded by MaxFlows and follows the number of flows: flows
+// live in a table of their own (see flowTable), about 100 bytes each,
+// without pointers for the garbage collector to scan; records pushed out
+// of a full cache wait in a list that the caller empties (TakePending) as
+// often as it likes.
 type Cache struct {
 	cfg     CacheConfig
 	clock   Clock
-	flows   map[bpf.NetFlowId]*entry
-	head    *entry // most recently seen
-	tail    *entry // least recently seen
+	flows   flowTable
 	pending []Flow // pushed out while adding (lack of resources)
 	stats   CacheStats
 }
@@ -123,7 +118,7 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 		cfg.TCPEndGrace = DefaultTCPEndGrace
 	}
 	cfg.TCPEndGrace = min(cfg.TCPEndGrace, cfg.IdleTimeout)
-	return &Cache{cfg: cfg, clock: clock, flows: make(map[bpf.NetFlowId]*entry)}, nil
+	return &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows)}, nil
 }
 
 // Add merges the per-CPU values of one flow into the cache.
@@ -146,7 +141,8 @@ func (c *Cache) Add(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 // its counts are complete and the next packets, if any, start a new
 // record. This is what routers call emergency expiry. Exactly one flow is
 // pushed out per new flow, so the work per call is O(1), and the pushed-out
-// entry is reused for the new flow.
+// entry is reused for the new flow. Its record waits in the pending list
+// (Pending, TakePending, Expire).
 //
 // "Recently seen" is the order of AddOne calls: within one drain of the
 // kernel map that order is arbitrary, so flows seen in the same poll
@@ -155,23 +151,35 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	if m.Packets == 0 {
 		return
 	}
-	if e, ok := c.flows[id]; ok {
+	t := &c.flows
+	h := t.hash(&id)
+	if i, _ := t.find(&id, h); i != none {
+		e := t.at(i)
 		e.m.Accumulate(m)
-		c.moveToFront(e)
+		t.moveToFront(i)
 		return
 	}
-	var e *entry
-	if len(c.flows) >= c.cfg.MaxFlows {
-		e = c.tail
-		c.pending = append(c.pending, c.record(e, EndLackOfResources, c.clock.Now(), c.clock.Monotonic()))
-		c.remove(e)
-		*e = entry{}
-	} else {
-		e = new(entry)
+	if t.n >= c.cfg.MaxFlows {
+		old := t.tail
+		c.pending = append(c.pending, c.record(t.at(old), EndLackOfResources, c.clock.Now(), c.clock.Monotonic()))
+		t.remove(old)
 	}
-	e.id, e.m = id, *m
-	c.flows[id] = e
-	c.pushFront(e)
+	t.insert(&id, h, m)
+}
+
+// Pending returns how many records of flows pushed out for lack of room
+// wait for the next Expire or TakePending.
+func (c *Cache) Pending() int { return len(c.pending) }
+
+// TakePending appends the records of flows pushed out for lack of room to
+// out and forgets them. A caller that adds many new flows between two
+// Expire calls (a flood of new flows, a kernel map full) calls it when
+// Pending reaches the batch size it exports, so that they do not pile up.
+func (c *Cache) TakePending(out []Flow) []Flow {
+	out = append(out, c.pending...)
+	clear(c.pending)
+	c.pending = c.pending[:0]
+	return out
 }
 
 // Expire appends to out the flows that ended (see Cache) and those pushed
@@ -179,18 +187,35 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 // least to the most recently seen flow. It visits every cached flow: it
 // runs once per poll interval, not per packet.
 func (c *Cache) Expire(out []Flow) []Flow {
-	out = append(out, c.pending...)
-	c.pending = c.pending[:0]
+	c.ExpireBatches(make([]Flow, 0, 64), func(b []Flow) { out = append(out, b...) })
+	return out
+}
+
+// ExpireBatches is Expire in batches: it fills buf (from length 0 up to
+// its capacity; 64 if it has none) with records and calls emit with each batch,
+// so the records of a whole cache are never held at once. emit must not
+// keep the slice nor call the Cache.
+func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
+	c.drainPending(&buf, emit)
+	t := &c.flows
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
-	for e := c.tail; e != nil; {
+	for i := t.tail; i != none; {
+		e := t.at(i)
 		prev := e.prev
 		if reason := c.ended(&e.m, e.id.TransportProtocol, uint64(mono)); reason != 0 {
-			out = append(out, c.record(e, reason, wall, mono))
-			c.remove(e)
+			buf = c.emitTo(buf, c.record(e, reason, wall, mono), emit)
+			t.remove(i)
 		}
-		e = prev
+		i = prev
 	}
-	return out
+	if t.n == 0 && t.chunks != nil {
+		// Every flow has ended: let go of the blocks and the index a
+		// burst of flows grew, rather than keep them until the next.
+		t.reset()
+	}
+	if len(buf) > 0 {
+		emit(buf)
+	}
 }
 
 // ended returns why the flow m ended at monotonic time now, or 0 if it has
@@ -211,25 +236,57 @@ func (c *Cache) ended(m *bpf.NetFlowMetrics, proto uint8, now uint64) EndReason 
 // Flush appends every cached flow to out with flowEndReason forced end, as
 // at shutdown, and empties the cache.
 func (c *Cache) Flush(out []Flow) []Flow {
-	out = append(out, c.pending...)
-	c.pending = c.pending[:0]
-	wall, mono := c.clock.Now(), c.clock.Monotonic()
-	for e := c.tail; e != nil; {
-		prev := e.prev
-		out = append(out, c.record(e, EndForced, wall, mono))
-		c.remove(e)
-		e = prev
-	}
+	c.FlushBatches(make([]Flow, 0, 64), func(b []Flow) { out = append(out, b...) })
 	return out
 }
 
+// FlushBatches is Flush in batches of at most cap(buf), as ExpireBatches.
+func (c *Cache) FlushBatches(buf []Flow, emit func([]Flow)) {
+	c.drainPending(&buf, emit)
+	t := &c.flows
+	wall, mono := c.clock.Now(), c.clock.Monotonic()
+	for i := t.tail; i != none; {
+		e := t.at(i)
+		prev := e.prev
+		buf = c.emitTo(buf, c.record(e, EndForced, wall, mono), emit)
+		t.remove(i)
+		i = prev
+	}
+	if len(buf) > 0 {
+		emit(buf)
+	}
+	t.reset()
+}
+
+// drainPending moves the pending records into batches.
+func (c *Cache) drainPending(buf *[]Flow, emit func([]Flow)) {
+	*buf = (*buf)[:0]
+	if cap(*buf) == 0 {
+		*buf = make([]Flow, 0, 64)
+	}
+	for i := range c.pending {
+		*buf = c.emitTo(*buf, c.pending[i], emit)
+	}
+	clear(c.pending)
+	c.pending = c.pending[:0]
+}
+
+// emitTo appends f to buf, first emitting buf if it is full.
+func (c *Cache) emitTo(buf []Flow, f Flow, emit func([]Flow)) []Flow {
+	if len(buf) == cap(buf) {
+		emit(buf)
+		buf = buf[:0]
+	}
+	return append(buf, f)
+}
+
 // Len returns the number of flows in the cache.
-func (c *Cache) Len() int { return len(c.flows) }
+func (c *Cache) Len() int { return c.flows.n }
 
 // Stats returns the cache's counters.
 func (c *Cache) Stats() CacheStats {
 	s := c.stats
-	s.Active = len(c.flows)
+	s.Active = c.flows.n
 	return s
 }
 
@@ -246,42 +303,4 @@ func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Dur
 
 		SamplingInterval: e.m.Sampling,
 	}
-}
-
-func (c *Cache) pushFront(e *entry) {
-	e.prev, e.next = nil, c.head
-	if c.head != nil {
-		c.head.prev = e
-	} else {
-		c.tail = e
-	}
-	c.head = e
-}
-
-func (c *Cache) unlink(e *entry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		c.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		c.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
-}
-
-func (c *Cache) moveToFront(e *entry) {
-	if c.head == e {
-		return
-	}
-	c.unlink(e)
-	c.pushFront(e)
-}
-
-// remove takes e out of the list and the map.
-func (c *Cache) remove(e *entry) {
-	c.unlink(e)
-	delete(c.flows, e.id)
 }

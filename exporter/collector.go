@@ -13,9 +13,11 @@ import (
 // Defaults of a Collector.
 const (
 	// DefaultQueueLength is in batches. The capture exports one batch per
-	// poll interval (1 s by default), so 64 batches hold about a minute of
-	// flows: a collector restart or a short outage loses nothing, and the
-	// memory held for a dead collector stays bounded.
+	// poll interval (1 s by default) while fewer than 4096 flows end in
+	// one, and batches of at most 4096 records otherwise (the daemon's
+	// exportBatch), so 64 batches hold about a minute of flows: a
+	// collector restart or a short outage loses nothing, and the memory
+	// held for a dead collector stays bounded (64 x 4096 records).
 	DefaultQueueLength = 64
 	// DefaultDrainTimeout bounds how long Close keeps sending what is
 	// queued. Shutdown should not hang on a dead collector, but a live one

@@ -2,61 +2,49 @@ package exporter
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"time"
+	"strconv"
 
 	"github.com/hostflow/hostflow/bpf"
 )
 
 // jsonTimeLayout is RFC 3339 with milliseconds: flow times are kept to the
 // millisecond in IPFIX too, and a fixed width keeps the lines aligned.
+// Times are rendered in UTC, so lines from hosts in different zones sort
+// and compare as text.
 const jsonTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// jsonFlow is one line of JSON-lines output. Field names are stable: they
-// are what scripts reading the output match on.
-type jsonFlow struct {
-	Src       string `json:"src"`
-	Dst       string `json:"dst"`
-	SrcPort   uint16 `json:"src_port"`
-	DstPort   uint16 `json:"dst_port"`
-	Proto     uint8  `json:"proto"`
-	EtherType uint16 `json:"ethertype"`
-	IfIndex   uint32 `json:"ifindex"`
-	Direction string `json:"direction"`
-	VLAN      uint16 `json:"vlan"`
-	ICMPType  uint8  `json:"icmp_type"`
-	ICMPCode  uint8  `json:"icmp_code"`
-	Packets   uint64 `json:"packets"`
-	Bytes     uint64 `json:"bytes"`
-	Start     string `json:"start"`
-	End       string `json:"end"`
-	TCPFlags  uint16 `json:"tcp_flags"`
-	EndReason string `json:"end_reason"`
-	// Sampling is N of 1-in-N packet sampling; absent when unsampled.
-	Sampling uint32 `json:"sampling,omitempty"`
-}
-
-// jsonLines is a Sink that writes one JSON object per flow per line, for
-// people and scripts when there is no collector.
+// jsonLines writes one JSON object per flow per line. A line holds, in
+// this order: src, dst (text form, IPv4 unmapped),
+// src_port, dst_port, proto, ethertype, ifindex, direction ("ingress",
+// "egress" or "unknown"), vlan, icmp_type, icmp_code, packets, bytes,
+// start, end (jsonTimeLayout, UTC), tcp_flags, end_reason (EndReason's
+// String) and, only for sampled flows, sampling (N of 1-in-N). Field names
+// are stable: they are what scripts reading the output match on. Every
+// string value comes from a fixed alphabet (addresses, times, names), so
+// none needs escaping.
+//
+// jsonLines is the Sink that writes those lines, for people and scripts
+// when there is no collector.
 type jsonLines struct {
-	w   *bufio.Writer
-	enc *json.Encoder
+	w    *bufio.Writer
+	line []byte
 }
 
 // NewJSONLines returns a Sink writing to w. Close flushes but does not close
 // w, which may be os.Stdout.
 func NewJSONLines(w io.Writer) Sink {
-	bw := bufio.NewWriter(w)
-	return &jsonLines{w: bw, enc: json.NewEncoder(bw)}
+	return &jsonLines{w: bufio.NewWriter(w), line: make([]byte, 0, 512)}
 }
 
 // Export writes flows and flushes, so every batch is visible when Export
-// returns.
+// returns. It allocates nothing per flow: a flood of flows exported as
+// JSON leaves no garbage behind.
 func (j *jsonLines) Export(flows []Flow) error {
 	for i := range flows {
-		if err := j.enc.Encode(toJSON(&flows[i])); err != nil {
+		j.line = appendJSON(j.line[:0], &flows[i])
+		if _, err := j.w.Write(j.line); err != nil {
 			return fmt.Errorf("json export: %w", err)
 		}
 	}
@@ -74,28 +62,49 @@ func (j *jsonLines) Close() error {
 	return nil
 }
 
-func toJSON(f *Flow) jsonFlow {
+// appendJSON appends the JSON line of f, newline included.
+func appendJSON(b []byte, f *Flow) []byte {
 	k := &f.Key
-	return jsonFlow{
-		Src:       k.SrcAddr().String(),
-		Dst:       k.DstAddr().String(),
-		SrcPort:   k.SrcPort,
-		DstPort:   k.DstPort,
-		Proto:     k.TransportProtocol,
-		EtherType: k.EthProtocol,
-		IfIndex:   k.IfIndex,
-		Direction: directionName(k.Direction),
-		VLAN:      k.VlanId,
-		ICMPType:  k.IcmpType,
-		ICMPCode:  k.IcmpCode,
-		Packets:   f.Packets,
-		Bytes:     f.Bytes,
-		Start:     jsonTime(f.Start),
-		End:       jsonTime(f.End),
-		TCPFlags:  f.TCPFlags,
-		EndReason: f.EndReason.String(),
-		Sampling:  samplingOf(f.SamplingInterval),
+	b = append(b, `{"src":"`...)
+	b = k.SrcAddr().AppendTo(b)
+	b = append(b, `","dst":"`...)
+	b = k.DstAddr().AppendTo(b)
+	b = append(b, `","src_port":`...)
+	b = strconv.AppendUint(b, uint64(k.SrcPort), 10)
+	b = append(b, `,"dst_port":`...)
+	b = strconv.AppendUint(b, uint64(k.DstPort), 10)
+	b = append(b, `,"proto":`...)
+	b = strconv.AppendUint(b, uint64(k.TransportProtocol), 10)
+	b = append(b, `,"ethertype":`...)
+	b = strconv.AppendUint(b, uint64(k.EthProtocol), 10)
+	b = append(b, `,"ifindex":`...)
+	b = strconv.AppendUint(b, uint64(k.IfIndex), 10)
+	b = append(b, `,"direction":"`...)
+	b = append(b, directionName(k.Direction)...)
+	b = append(b, `","vlan":`...)
+	b = strconv.AppendUint(b, uint64(k.VlanId), 10)
+	b = append(b, `,"icmp_type":`...)
+	b = strconv.AppendUint(b, uint64(k.IcmpType), 10)
+	b = append(b, `,"icmp_code":`...)
+	b = strconv.AppendUint(b, uint64(k.IcmpCode), 10)
+	b = append(b, `,"packets":`...)
+	b = strconv.AppendUint(b, f.Packets, 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendUint(b, f.Bytes, 10)
+	b = append(b, `,"start":"`...)
+	b = f.Start.UTC().AppendFormat(b, jsonTimeLayout)
+	b = append(b, `","end":"`...)
+	b = f.End.UTC().AppendFormat(b, jsonTimeLayout)
+	b = append(b, `","tcp_flags":`...)
+	b = strconv.AppendUint(b, uint64(f.TCPFlags), 10)
+	b = append(b, `,"end_reason":"`...)
+	b = append(b, f.EndReason.String()...)
+	b = append(b, '"')
+	if n := samplingOf(f.SamplingInterval); n != 0 {
+		b = append(b, `,"sampling":`...)
+		b = strconv.AppendUint(b, uint64(n), 10)
 	}
+	return append(b, "}\n"...)
 }
 
 func directionName(d uint8) string {
@@ -106,12 +115,6 @@ func directionName(d uint8) string {
 		return "egress"
 	}
 	return "unknown"
-}
-
-// jsonTime renders t in UTC, so lines from hosts in different zones sort
-// and compare as text.
-func jsonTime(t time.Time) string {
-	return t.UTC().Format(jsonTimeLayout)
 }
 
 // samplingOf is N for sampled flows and 0 (omitted) for unsampled ones.

@@ -274,6 +274,11 @@ type daemonResult struct {
 	distinctUDP     int       // distinct UDP flows 198.18.0.1 -> 198.18.0.2
 	stopped         map[string]uint64
 	stopTime        time.Duration // SIGTERM to exit: the final drain and export
+	// maxRSS is the process's peak resident set in bytes over its whole
+	// life, final export included (getrusage ru_maxrss); cpu its user +
+	// system CPU time.
+	maxRSS uint64
+	cpu    time.Duration
 }
 
 // stoppedField is one numeric field of a log line, in slog's text
@@ -308,6 +313,12 @@ func (d *daemon) stop(t *testing.T, limit time.Duration) daemonResult {
 		t.Fatalf("hostflow did not stop within %v\n%s", limit, d.stderr.String())
 	}
 	res := daemonResult{stopped: map[string]uint64{}, stopTime: time.Since(start)}
+	if ps := d.cmd.ProcessState; ps != nil {
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			res.maxRSS = uint64(ru.Maxrss) * 1024
+		}
+		res.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	st := logLines(d.stderr.String(), "stopped")
 	if len(st) != 1 {
 		t.Fatalf("want one msg=stopped line, got %d:\n%s", len(st), d.stderr.String())

@@ -195,3 +195,25 @@ func TestServer(t *testing.T) {
 		t.Error("listening twice on one port: no error")
 	}
 }
+
+// TestServerPprof: /debug/pprof/ is served only when asked for.
+func TestServerPprof(t *testing.T) {
+	reg := NewRegistry(fakeSource{}, BuildInfo{Version: "1.2.3"})
+	for _, on := range []bool{false, true} {
+		srv, err := ListenWith("127.0.0.1:0", reg, slog.New(slog.DiscardHandler), ServerOptions{Pprof: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get("http://" + srv.Addr().String() + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		served := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "heap profile")
+		if served != on {
+			t.Errorf("pprof %v: GET /debug/pprof/heap: %d, profile served %v", on, resp.StatusCode, served)
+		}
+	}
+}

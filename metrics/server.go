@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +21,24 @@ type Server struct {
 	done chan struct{}
 }
 
+// ServerOptions are what a Server serves besides /metrics.
+type ServerOptions struct {
+	// Pprof serves the Go runtime profiles (net/http/pprof) under
+	// /debug/pprof/: heap, allocs, goroutine, profile (CPU), trace. Off
+	// by default: a profile names code paths and a CPU profile or trace
+	// costs CPU while it runs, so it is for debugging on a listener only
+	// the host can reach.
+	Pprof bool
+}
+
 // Listen binds addr now, so that a taken port fails the start, and serves
 // reg on /metrics in the background.
 func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+	return ListenWith(addr, reg, log, ServerOptions{})
+}
+
+// ListenWith is Listen with options.
+func ListenWith(addr string, reg *prometheus.Registry, log *slog.Logger, opts ServerOptions) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listen: %w", err)
@@ -33,6 +49,13 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, e
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      reg,
 	}))
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)

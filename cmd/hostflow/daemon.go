@@ -118,11 +118,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		algo = bpf.SamplingCount
 	}
 	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == "precise")
+	ring := bpf.WithRingBufSize(uint32(cfg.RingBufferSize))
 	if cfg.Capture == "socket" {
-		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise)
+		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise, ring)
 	} else {
 		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise)
+			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise, ring)
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
@@ -150,10 +151,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if d.cache, err = exporter.NewCache(cfg.Cache(), exporter.SystemClock{}); err != nil {
 		return err
 	}
+	tuneGC(os.Getenv)
+	releaseStartupMemory()
 
 	if cfg.MetricsEnabled {
 		reg := metrics.NewRegistry(d, metrics.BuildInfo{Version: version, GoVersion: goVersion()})
-		srv, err := metrics.Listen(cfg.MetricsListen, reg, log)
+		srv, err := metrics.ListenWith(cfg.MetricsListen, reg, log, metrics.ServerOptions{Pprof: cfg.MetricsPprof})
 		if err != nil {
 			return err
 		}
@@ -246,7 +249,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			d.addDirect(r)
 		case <-d.tick.C:
 			d.drain()
-			d.export(d.cache.Expire(d.out[:0]))
+			d.expire()
 			d.updateActive()
 		case <-hup:
 			d.reload()
@@ -288,13 +291,14 @@ func (d *daemon) status() string {
 
 func (d *daemon) addDirect(r bpf.Record) {
 	d.cache.AddOne(r.Id, &r.Metrics)
+	d.exportPushedOut()
 	d.mu.Lock()
 	d.counts.direct++
 	d.mu.Unlock()
 }
 
 func (d *daemon) drain() {
-	if err := d.fetcher.Drain(d.cache.Add); err != nil {
+	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++
 		d.mu.Unlock()

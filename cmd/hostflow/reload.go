@@ -82,9 +82,8 @@ func (d *daemon) apply(next *config.Config) error {
 	}
 	if cache != nil {
 		d.drain()
-		flows := d.cache.Flush(d.out[:0])
-		d.log.Info("flow cache settings changed: exported cached flows", "flows", len(flows))
-		d.exportTo(d.sinks, flows)
+		n := d.flushTo(d.sinks)
+		d.log.Info("flow cache settings changed: exported cached flows", "flows", n)
 		d.cache = cache
 		d.updateActive()
 	}
@@ -119,6 +118,7 @@ func (d *daemon) keepRestartOnly(cur, next *config.Config) {
 		}
 	}
 	keep("kernel_map_size", next.KernelMapSize != cur.KernelMapSize, func() { next.KernelMapSize = cur.KernelMapSize })
+	keep("ring_buffer_size", next.RingBufferSize != cur.RingBufferSize, func() { next.RingBufferSize = cur.RingBufferSize })
 	keep("attach", next.Attach != cur.Attach, func() { next.Attach = cur.Attach })
 	keep("direction", next.Direction != cur.Direction, func() { next.Direction = cur.Direction })
 	keep("log.format", next.LogFormat != cur.LogFormat, func() { next.LogFormat = cur.LogFormat })

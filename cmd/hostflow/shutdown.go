@@ -44,8 +44,8 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 			d.addDirect(r)
 		}
 	}
-	// 3. Flush the cache.
-	d.export(d.cache.Flush(d.out[:0]))
+	// 3. Flush the cache, in batches.
+	d.flushTo(d.sinks)
 	d.updateActive()
 	// Detached: the kernel counters are final.
 	k, err := d.fetcher.ReadCounters()

@@ -22,6 +22,12 @@ const DefaultPath = "/etc/hostflow/hostflow.yaml"
 // the config file.
 const EnvPrefix = "HOSTFLOW"
 
+// DefaultRingBufferSize is ring_buffer_size by default: 1 MiB, room for
+// about 10,900 packets between two reads of the ring buffer. The reader
+// maps the ring's pages twice, so it costs twice its size in resident
+// memory: 2 MiB, where the 4 MiB of bpf.DefaultRingBufSize cost 8.
+const DefaultRingBufferSize = 1 << 20
+
 // Config is the daemon's effective configuration.
 type Config struct {
 	// Interfaces are exact names and /regex/ patterns; empty selects every
@@ -32,11 +38,14 @@ type Config struct {
 	// Collectors receive the flow records; none prints JSON lines.
 	Collectors []Collector
 
-	ActiveTimeout     time.Duration
-	IdleTimeout       time.Duration
-	MaxFlows          int
-	PollInterval      time.Duration
-	KernelMapSize     int
+	ActiveTimeout time.Duration
+	IdleTimeout   time.Duration
+	MaxFlows      int
+	PollInterval  time.Duration
+	KernelMapSize int
+	// RingBufferSize is the size in bytes of the ring buffer that takes
+	// packets one by one when the kernel map is full.
+	RingBufferSize    int
 	Sampling          int
 	SamplingAlgorithm string // random or count
 	StateDir          string
@@ -71,6 +80,8 @@ type Config struct {
 
 	MetricsEnabled bool
 	MetricsListen  string // host:port
+	// MetricsPprof serves net/http/pprof on the metrics listener.
+	MetricsPprof bool
 
 	// File is the config file that was read, "" when none.
 	File string

@@ -156,6 +156,8 @@ func TestErrors(t *testing.T) {
 		{name: "negative duration", file: "poll_interval: -1s\n", want: []string{`poll_interval "-1s"`, "positive"}},
 		{name: "bad int", file: "sampling: many\n", want: []string{`sampling "many"`}},
 		{name: "int range", file: "max_message_size: 100\n", want: []string{"max_message_size 100", "256 to 65535"}},
+		{name: "ring not a power of two", file: "ring_buffer_size: 100000\n", want: []string{"ring_buffer_size 100000", "power of two"}},
+		{name: "ring too small", file: "ring_buffer_size: 2048\n", want: []string{"ring_buffer_size 2048", "4096 to"}},
 		{name: "enum", file: "attach: xdp\n", want: []string{`attach "xdp"`, "auto, tcx, clsact"}},
 		{name: "collector scheme", file: "collectors: [udp://1.2.3.4:5]\n", want: []string{"collectors", `"udp://1.2.3.4:5"`}},
 		{name: "collector port", file: "collectors: [ipfix+udp://1.2.3.4]\n", want: []string{"collectors", "host:port"}},

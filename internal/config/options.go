@@ -122,6 +122,22 @@ var options = []option{
 		get:   func(c *Config) any { return c.KernelMapSize },
 	},
 	{
+		key: "ring_buffer_size", flag: "ring-buffer-size", kind: kindInt, def: DefaultRingBufferSize,
+		usage: "bytes of the ring buffer that takes packets one by one when the kernel map is full, a power of two from 4096 (about 96 bytes a packet; resident twice in hostflow's memory) (restart to change)",
+		set: func(c *Config, v any) error {
+			var n int
+			if err := intSetter(4096, 1<<30, func(*Config) *int { return &n })(c, v); err != nil {
+				return err
+			}
+			if n&(n-1) != 0 {
+				return fmt.Errorf("want a power of two")
+			}
+			c.RingBufferSize = n
+			return nil
+		},
+		get: func(c *Config) any { return c.RingBufferSize },
+	},
+	{
 		key: "sampling", flag: "sampling", kind: kindInt, def: 0,
 		usage: "count a random 1-in-N packets (0 or 1: every packet)",
 		set:   intSetter(0, 1<<31-1, func(c *Config) *int { return &c.Sampling }),
@@ -242,7 +258,7 @@ var options = []option{
 	},
 	{
 		key: "collector_queue", flag: "collector-queue", kind: kindInt, def: exporter.DefaultQueueLength,
-		usage: "flow batches (one per poll interval) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
+		usage: "flow batches (one per poll interval, of at most 4096 records) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
 		set:   intSetter(1, 1<<16, func(c *Config) *int { return &c.CollectorQueue }),
 		get:   func(c *Config) any { return c.CollectorQueue },
 	},
@@ -317,6 +333,16 @@ var options = []option{
 			return nil
 		},
 		get: func(c *Config) any { return c.MetricsListen },
+	},
+	{
+		key: "metrics.pprof", flag: "metrics-pprof", kind: kindBool, def: false,
+		usage: "also serve Go runtime profiles (heap, CPU, goroutines) under /debug/pprof/ on metrics.listen, for debugging (restart to change)",
+		set: func(c *Config, v any) error {
+			b, err := toBool(v)
+			c.MetricsPprof = b
+			return err
+		},
+		get: func(c *Config) any { return c.MetricsPprof },
 	},
 }
 

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"github.com/hostflow/hostflow/bpf"
+	"github.com/hostflow/hostflow/exporter"
+)
+
+// exportBatch is the most flow records the daemon holds at once on their
+// way to the sinks: the cache hands them over in batches of this size
+// (ExpireBatches, FlushBatches, TakePending), so memory does not grow with
+// the number of flows that end together (a whole cache at shutdown, a
+// flood of new flows pushing out old ones between two polls). 4096
+// records are about 1 MiB; a poll interval with fewer ended flows is one
+// batch, as before.
+const exportBatch = 4096
+
+// batchBuf returns the daemon's reusable batch, empty.
+func (d *daemon) batchBuf() []exporter.Flow {
+	if cap(d.out) < exportBatch {
+		d.out = make([]exporter.Flow, 0, exportBatch)
+	}
+	return d.out[:0]
+}
+
+// expire exports the flows that ended, batch by batch.
+func (d *daemon) expire() {
+	d.cache.ExpireBatches(d.batchBuf(), d.export)
+}
+
+// flushTo exports every cached flow as forced end to sinks, batch by
+// batch, and returns how many records that was.
+func (d *daemon) flushTo(sinks sinkSet) int {
+	n := 0
+	d.cache.FlushBatches(d.batchBuf(), func(b []exporter.Flow) {
+		n += len(b)
+		d.exportTo(sinks, b)
+	})
+	return n
+}
+
+// addFlow merges one drained flow into the cache and exports the flows
+// it pushed out once they fill a batch.
+func (d *daemon) addFlow(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
+	d.cache.Add(id, perCPU)
+	d.exportPushedOut()
+}
+
+// exportPushedOut exports the records of flows pushed out of a full cache
+// (lack of resources) once there is a batch of them, instead of letting
+// them wait for the next poll: a flood of new flows would otherwise pile
+// up a record per new flow until then.
+func (d *daemon) exportPushedOut() {
+	if d.cache.Pending() >= exportBatch {
+		d.export(d.cache.TakePending(d.batchBuf()))
+	}
+}

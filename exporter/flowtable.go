@@ -1,0 +1,217 @@
+package exporter
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+
+	"github.com/hostflow/hostflow/bpf"
+)
+
+// entry is one cached flow. Entries form a doubly linked list, by index,
+// in the order their flows were last seen, most recent at the head, so the
+// least recently seen flow is found in O(1) when the cache is full. An
+// entry holds no pointer: the garbage collector never scans the table.
+type entry struct {
+	id         bpf.NetFlowId
+	m          bpf.NetFlowMetrics
+	prev, next int32 // none at the ends; next links the free list
+}
+
+// none is the null entry index.
+const none = int32(-1)
+
+// chunkShift sets the size of the blocks entries are allocated in: 4096
+// entries, 384 KiB. Memory grows with the number of flows, a block at a
+// time, up to the cache's bound, and is never moved.
+const (
+	chunkShift = 12
+	chunkSize  = 1 << chunkShift
+	chunkMask  = chunkSize - 1
+)
+
+// minSlots is the smallest index of a flowTable.
+const minSlots = 1 << 10
+
+// flowTable is the Cache's storage: entries in blocks, an open-addressing
+// index (linear probing, backward-shift deletion, so no tombstones) of
+// entry index + 1 by flow key hash, kept at most half full, and the LRU
+// list. Go's map would do, but it costs about twice the memory per flow
+// (its groups hold key and value, and grow in steps of two), holds the
+// memory of its peak size forever, and its entries hold pointers the
+// garbage collector scans.
+//
+// Its memory is bounded by max: at most max entries (rounded up to a
+// block) of 96 bytes and an index of at most 2*max rounded up to a power
+// of two, 4 bytes a slot. The hash is seeded at random: flow keys are
+// chosen by whoever sends packets, who must not be able to make them
+// collide.
+type flowTable struct {
+	chunks     [][]entry
+	used       int32 // entries ever handed out; below len(chunks)*chunkSize
+	free       int32 // free list, through next
+	n          int   // flows in the table
+	head, tail int32
+	index      []uint32
+	mask       uint64
+	maxSlots   int
+	seed       [4]uint64
+}
+
+func newFlowTable(max int) flowTable {
+	maxSlots := minSlots
+	for maxSlots < 2*max {
+		maxSlots <<= 1
+	}
+	t := flowTable{maxSlots: maxSlots}
+	for i := range t.seed {
+		t.seed[i] = rand.Uint64() | 1
+	}
+	t.reset()
+	return t
+}
+
+// reset empties the table and lets go of its memory.
+func (t *flowTable) reset() {
+	t.chunks = nil
+	t.used, t.free, t.n = 0, none, 0
+	t.head, t.tail = none, none
+	t.index = make([]uint32, minSlots)
+	t.mask = minSlots - 1
+}
+
+func (t *flowTable) at(i int32) *entry {
+	return &t.chunks[i>>chunkShift][i&chunkMask]
+}
+
+// mix is the folded 128-bit product, the core of wyhash-style hashes.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hash hashes every field of the key. A field added to the key and not
+// here only makes more keys share a hash: equality decides.
+func (t *flowTable) hash(id *bpf.NetFlowId) uint64 {
+	le := binary.LittleEndian
+	h := mix(le.Uint64(id.SrcIp[0:8])^t.seed[0], le.Uint64(id.SrcIp[8:16])^t.seed[1])
+	h = mix(h^le.Uint64(id.DstIp[0:8]), le.Uint64(id.DstIp[8:16])^t.seed[2])
+	w := uint64(id.IfIndex) | uint64(id.EthProtocol)<<32 | uint64(id.SrcPort)<<48
+	x := uint64(id.DstPort) | uint64(id.VlanId)<<16 | uint64(id.TransportProtocol)<<32 |
+		uint64(id.Direction)<<40 | uint64(id.IcmpType)<<48 | uint64(id.IcmpCode)<<56
+	return mix(h^w^t.seed[3], x^t.seed[0])
+}
+
+// find returns the entry of id (none if absent) and its index slot (or
+// the empty slot where it would go).
+func (t *flowTable) find(id *bpf.NetFlowId, h uint64) (int32, uint64) {
+	for s := h & t.mask; ; s = (s + 1) & t.mask {
+		v := t.index[s]
+		if v == 0 {
+			return none, s
+		}
+		if t.at(int32(v-1)).id == *id {
+			return int32(v - 1), s
+		}
+	}
+}
+
+// slotOf returns the index slot that points to entry i.
+func (t *flowTable) slotOf(i int32) uint64 {
+	for s := t.hash(&t.at(i).id) & t.mask; ; s = (s + 1) & t.mask {
+		if t.index[s] == uint32(i)+1 {
+			return s
+		}
+	}
+}
+
+// insert adds a flow that is not in the table, at the head of the list.
+func (t *flowTable) insert(id *bpf.NetFlowId, h uint64, m *bpf.NetFlowMetrics) {
+	if 2*(t.n+1) > len(t.index) && len(t.index) < t.maxSlots {
+		t.grow()
+	}
+	i := t.alloc()
+	e := t.at(i)
+	e.id, e.m = *id, *m
+	_, s := t.find(id, h)
+	t.index[s] = uint32(i) + 1
+	t.n++
+	t.pushFront(i)
+}
+
+// alloc takes an entry from the free list or a block.
+func (t *flowTable) alloc() int32 {
+	if i := t.free; i != none {
+		t.free = t.at(i).next
+		return i
+	}
+	if int(t.used) == len(t.chunks)*chunkSize {
+		t.chunks = append(t.chunks, make([]entry, chunkSize))
+	}
+	t.used++
+	return t.used - 1
+}
+
+// grow doubles the index.
+func (t *flowTable) grow() {
+	t.index = make([]uint32, 2*len(t.index))
+	t.mask = uint64(len(t.index) - 1)
+	for i := t.head; i != none; i = t.at(i).next {
+		_, s := t.find(&t.at(i).id, t.hash(&t.at(i).id))
+		t.index[s] = uint32(i) + 1
+	}
+}
+
+// remove deletes entry i from the index and the list, and frees it.
+func (t *flowTable) remove(i int32) {
+	s := t.slotOf(i)
+	// Backward-shift deletion: move up every following entry of the
+	// cluster whose home slot is not between the hole and itself.
+	for j := (s + 1) & t.mask; t.index[j] != 0; j = (j + 1) & t.mask {
+		home := t.hash(&t.at(int32(t.index[j]-1)).id) & t.mask
+		if (j-home)&t.mask >= (j-s)&t.mask {
+			t.index[s] = t.index[j]
+			s = j
+		}
+	}
+	t.index[s] = 0
+	t.unlink(i)
+	e := t.at(i)
+	*e = entry{next: t.free}
+	t.free = i
+	t.n--
+}
+
+func (t *flowTable) pushFront(i int32) {
+	e := t.at(i)
+	e.prev, e.next = none, t.head
+	if t.head != none {
+		t.at(t.head).prev = i
+	} else {
+		t.tail = i
+	}
+	t.head = i
+}
+
+func (t *flowTable) unlink(i int32) {
+	e := t.at(i)
+	if e.prev != none {
+		t.at(e.prev).next = e.next
+	} else {
+		t.head = e.next
+	}
+	if e.next != none {
+		t.at(e.next).prev = e.prev
+	} else {
+		t.tail = e.prev
+	}
+	e.prev, e.next = none, none
+}
+
+func (t *flowTable) moveToFront(i int32) {
+	if t.head == i {
+		return
+	}
+	t.unlink(i)
+	t.pushFront(i)
+}

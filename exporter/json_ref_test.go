@@ -1,0 +1,100 @@
+package exporter
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// refJSONFlow is the JSON line as encoding/json writes it from a struct:
+// the reference appendJSON must match byte for byte.
+type refJSONFlow struct {
+	Src       string `json:"src"`
+	Dst       string `json:"dst"`
+	SrcPort   uint16 `json:"src_port"`
+	DstPort   uint16 `json:"dst_port"`
+	Proto     uint8  `json:"proto"`
+	EtherType uint16 `json:"ethertype"`
+	IfIndex   uint32 `json:"ifindex"`
+	Direction string `json:"direction"`
+	VLAN      uint16 `json:"vlan"`
+	ICMPType  uint8  `json:"icmp_type"`
+	ICMPCode  uint8  `json:"icmp_code"`
+	Packets   uint64 `json:"packets"`
+	Bytes     uint64 `json:"bytes"`
+	Start     string `json:"start"`
+	End       string `json:"end"`
+	TCPFlags  uint16 `json:"tcp_flags"`
+	EndReason string `json:"end_reason"`
+	Sampling  uint32 `json:"sampling,omitempty"`
+}
+
+func refJSON(t *testing.T, f *Flow) []byte {
+	t.Helper()
+	k := &f.Key
+	var b bytes.Buffer
+	err := json.NewEncoder(&b).Encode(refJSONFlow{
+		Src: k.SrcAddr().String(), Dst: k.DstAddr().String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
+		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, Direction: directionName(k.Direction),
+		VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, Packets: f.Packets, Bytes: f.Bytes,
+		Start: f.Start.UTC().Format(jsonTimeLayout), End: f.End.UTC().Format(jsonTimeLayout),
+		TCPFlags: f.TCPFlags, EndReason: f.EndReason.String(), Sampling: samplingOf(f.SamplingInterval),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// appendJSON writes what encoding/json writes, for the sample flows and
+// random ones: every field at its extremes, sampled or not, any direction
+// and end reason, times in other zones.
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	flows := sampleFlows()
+	rng := rand.New(rand.NewPCG(3, 4))
+	zone := time.FixedZone("X", -7*3600)
+	for range 2000 {
+		f := flows[rng.IntN(len(flows))]
+		k := &f.Key
+		if rng.IntN(2) == 0 {
+			for i := range k.SrcIp {
+				k.SrcIp[i] = uint8(rng.Uint32())
+			}
+		}
+		k.SrcPort, k.DstPort, k.VlanId = uint16(rng.Uint32()), uint16(rng.Uint32()), uint16(rng.Uint32())
+		k.IfIndex, k.TransportProtocol, k.Direction = rng.Uint32(), uint8(rng.Uint32()), uint8(rng.IntN(3))
+		k.IcmpType, k.IcmpCode = uint8(rng.Uint32()), uint8(rng.Uint32())
+		f.Packets, f.Bytes = rng.Uint64(), rng.Uint64()>>uint(rng.IntN(64))
+		f.TCPFlags = uint16(rng.Uint32())
+		f.EndReason = EndReason(rng.IntN(7))
+		f.SamplingInterval = []uint32{0, 1, 2, 1 << 31}[rng.IntN(4)]
+		f.Start = time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).In(zone)
+		f.End = f.Start.Add(time.Duration(rng.Int64N(int64(time.Hour))))
+		flows = append(flows, f)
+	}
+	for i := range flows {
+		got, want := appendJSON(nil, &flows[i]), refJSON(t, &flows[i])
+		if !bytes.Equal(got, want) {
+			t.Fatalf("flow %d:\ngot  %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+func TestJSONLinesExportAllocatesNothingPerFlow(t *testing.T) {
+	s := NewJSONLines(discard{})
+	flows := sampleFlows()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := s.Export(flows); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Export of %d flows: %.1f allocations, want 0", len(flows), allocs)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
