@@ -80,7 +80,11 @@ type encoderConfig struct {
 	set             *templates.Set
 	options         *OptionsConfig
 	now             func() time.Time
-	log             *slog.Logger
+	// mono is a monotonic clock (any origin), for the v9 sysUptime.
+	// Default: CLOCK_MONOTONIC if now is time.Now, else elapsed time
+	// on now.
+	mono func() time.Duration
+	log  *slog.Logger
 }
 
 // encoder builds and sends messages of either protocol. Encoding allocates
@@ -108,9 +112,12 @@ type encoder struct {
 	buf []byte
 
 	// start is when the exporter was made: v9 sysUptime 0 and IPFIX
-	// systemInitTimeMilliseconds. startMillis is start in Unix ms.
-	start       time.Time
-	startMillis int64
+	// systemInitTimeMilliseconds. startMono is mono() then: sysUptime
+	// is time on the monotonic clock since, so a step of the wall clock
+	// never makes it go backwards.
+	start     time.Time
+	startMono time.Duration
+	mono      func() time.Duration
 
 	// seq is the header sequence number of the next message: IPFIX counts
 	// data records before it, v9 counts packets. It advances for messages
@@ -130,7 +137,13 @@ type encoder struct {
 	optionsSent bool
 
 	// Per-message state.
-	msgTime     time.Time
+	msgTime   time.Time
+	msgUptime uint32 // v9 sysUptime of the message, ms
+	// msgOrigin is the wall time, in Unix ms, that sysUptime 0 maps to
+	// as of msgTime: msgTime less msgUptime. v9 FIRST/LAST_SWITCHED are
+	// flow times less it, so that a collector adding them back to
+	// unix_secs - sysUptime gets the flow's wall time.
+	msgOrigin   int64
 	msgRecords  uint32 // data records, options data included
 	msgFlows    uint32 // flow records
 	msgTemplate bool
@@ -159,8 +172,16 @@ func (e *encoder) init(cfg encoderConfig) error {
 	if cfg.refreshMessages == 0 {
 		cfg.refreshMessages = DefaultTemplateRefreshMessages
 	}
+	if cfg.mono == nil && cfg.now == nil {
+		cfg.mono = SystemClock{}.Monotonic
+	}
 	if cfg.now == nil {
 		cfg.now = time.Now
+	}
+	if cfg.mono == nil {
+		// An injected wall clock alone: elapsed time on it.
+		now, base := cfg.now, cfg.now()
+		cfg.mono = func() time.Duration { return now().Sub(base) }
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
@@ -219,8 +240,9 @@ func (e *encoder) init(cfg encoderConfig) error {
 		return fmt.Errorf("%s config: max message size %d not in [%d, %d]", name, cfg.max, least, e.wire.maxMessage)
 	}
 	e.buf = make([]byte, 0, cfg.max)
+	e.mono = cfg.mono
 	e.start = cfg.now()
-	e.startMillis = e.start.UnixMilli()
+	e.startMono = cfg.mono()
 	return nil
 }
 
@@ -297,8 +319,9 @@ func appendSpecs(b []byte, fs []templates.Field) []byte {
 }
 
 // putFunc writes one field of f into dst, which is exactly the field's
-// length. startMillis is the exporter's start (v9 sysUptime 0).
-type putFunc func(dst []byte, f *Flow, startMillis int64)
+// length. origin is the wall time in Unix ms of v9 sysUptime 0 as of the
+// message (encoder.msgOrigin).
+type putFunc func(dst []byte, f *Flow, origin int64)
 
 type compiledField struct {
 	put      putFunc
@@ -480,11 +503,11 @@ func epochMillis(t time.Time) uint64 {
 }
 
 // uptimeMillis is t as v9 FIRST/LAST_SWITCHED: milliseconds since sysUptime
-// 0, modulo 2^32 like sysUptime itself. A time before the exporter started
-// (a flow the kernel saw before) is 0, the earliest v9 can say: a wrapped
-// negative would read as 49 days in the future.
-func uptimeMillis(t time.Time, startMillis int64) uint32 {
-	d := t.UnixMilli() - startMillis
+// 0 (origin, in Unix ms), modulo 2^32 like sysUptime itself. A time before
+// the exporter started (a flow the kernel saw before) is 0, the earliest
+// v9 can say: a wrapped negative would read as 49 days in the future.
+func uptimeMillis(t time.Time, origin int64) uint32 {
+	d := t.UnixMilli() - origin
 	if d < 0 {
 		return 0
 	}
@@ -509,7 +532,7 @@ func (e *encoder) export(flows []Flow) error {
 	if len(flows) == 0 && !optionsDue {
 		return nil
 	}
-	e.msgTime = now
+	e.setMsgTime(now)
 	e.res = exportResult{}
 	if !e.templatesSent || now.Sub(e.lastTemplates) >= e.refresh {
 		// Until a message carrying them is sent. If it fails, templates
@@ -553,6 +576,16 @@ func variant(k *bpf.NetFlowId) int {
 		v++
 	}
 	return v
+}
+
+// setMsgTime sets the time of the messages about to be built: now on the
+// wall clock, and the v9 sysUptime from the monotonic clock.
+func (e *encoder) setMsgTime(now time.Time) {
+	e.msgTime = now
+	up := max(e.mono()-e.startMono, 0).Milliseconds()
+	// sysUptime is modulo 2^32 ms (RFC 3954 section 5.1).
+	e.msgUptime = uint32(up)
+	e.msgOrigin = now.UnixMilli() - up
 }
 
 // exportResult tallies the messages of one export.
@@ -653,7 +686,7 @@ func (e *encoder) appendFlow(ct *compiledTemplate, f *Flow) {
 	rec := e.buf[n:]
 	for i := range ct.fields {
 		cf := &ct.fields[i]
-		cf.put(rec[cf.off:cf.end], f, e.startMillis)
+		cf.put(rec[cf.off:cf.end], f, e.msgOrigin)
 	}
 	e.msgRecords++
 	e.msgFlows++
@@ -682,7 +715,7 @@ func (e *encoder) flush() error {
 			count += uint32(e.templateRecords)
 		}
 		be.PutUint16(b[2:], uint16(count))
-		be.PutUint32(b[4:], uptimeMillis(e.msgTime, e.startMillis))
+		be.PutUint32(b[4:], e.msgUptime)
 		be.PutUint32(b[8:], uint32(e.msgTime.Unix()))
 		be.PutUint32(b[12:], e.seq)
 		be.PutUint32(b[16:], e.domain)
@@ -735,7 +768,7 @@ func (e *encoder) SendTemplates() error {
 		return fmt.Errorf("%s send templates: exporter closed", e.wire.name)
 	}
 	now := e.now()
-	e.msgTime = now
+	e.setMsgTime(now)
 	e.res = exportResult{}
 	e.forceTemplates = true
 	e.begin(true)

@@ -503,3 +503,52 @@ func BenchmarkNetFlow9Encode(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*len(flows)), "ns/record")
 }
+
+// TestNetFlow9UptimeMonotonic steps the wall clock back between two
+// exports: sysUptime keeps counting on the monotonic clock, unix_secs
+// follows the wall clock, and FIRST/LAST_SWITCHED stay consistent with
+// both, so a collector still places the flows at their wall times.
+func TestNetFlow9UptimeMonotonic(t *testing.T) {
+	w := &captureWriter{}
+	clk := newFakeClock()
+	e, err := NewNetFlow9(NetFlow9Config{Writer: w, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newGFCollector()
+	for _, s := range []struct {
+		name       string
+		wallStep   time.Duration
+		monoStep   time.Duration
+		wantUptime uint32
+	}{
+		{"start", 0, 10 * time.Second, 10_000},
+		{"wall back an hour", -time.Hour, 5 * time.Second, 15_000},
+		{"wall forward a day", 24 * time.Hour, time.Second, 16_000},
+	} {
+		clk.epoch = clk.epoch.Add(s.wallStep)
+		clk.advance(s.monoStep)
+		now := clk.Now()
+		f := testFlow(flowKey("198.18.0.1", "198.18.0.2", 1000, 2000, 17, 0, 2), 1, 100, 0, 0)
+		f.Start, f.End = now.Add(-3*time.Second), now.Add(-time.Second)
+		w.msgs = nil
+		if err := e.Export([]Flow{f}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.decode(w.msgs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Uptime != s.wantUptime || m.UnixSecs != uint32(now.Unix()) {
+			t.Errorf("%s: sysUptime %d unix_secs %d, want %d and %d", s.name, m.Uptime, m.UnixSecs, s.wantUptime, now.Unix())
+		}
+		if len(m.Flows) != 1 {
+			t.Fatalf("%s: %d flows", s.name, len(m.Flows))
+		}
+		first := binary.BigEndian.Uint32(m.Flows[0].Values[templates.IEFlowStartSysUpTime])
+		last := binary.BigEndian.Uint32(m.Flows[0].Values[templates.IEFlowEndSysUpTime])
+		if first != s.wantUptime-3000 || last != s.wantUptime-1000 {
+			t.Errorf("%s: FIRST_SWITCHED %d LAST_SWITCHED %d, want %d and %d", s.name, first, last, s.wantUptime-3000, s.wantUptime-1000)
+		}
+	}
+}
