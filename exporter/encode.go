@@ -166,9 +166,6 @@ func (e *encoder) init(cfg encoderConfig) error {
 	if cfg.refresh == 0 {
 		cfg.refresh = DefaultTemplateRefresh
 	}
-	if cfg.refresh < 0 {
-		return fmt.Errorf("%s config: negative template refresh %v", name, cfg.refresh)
-	}
 	if cfg.refreshMessages == 0 {
 		cfg.refreshMessages = DefaultTemplateRefreshMessages
 	}
@@ -534,7 +531,7 @@ func (e *encoder) export(flows []Flow) error {
 	}
 	e.setMsgTime(now)
 	e.res = exportResult{}
-	if !e.templatesSent || now.Sub(e.lastTemplates) >= e.refresh {
+	if !e.templatesSent || (e.refresh > 0 && now.Sub(e.lastTemplates) >= e.refresh) {
 		// Until a message carrying them is sent. If it fails, templates
 		// are due again at the next export, not at the next message:
 		// that could loop forever against a writer that always fails.

@@ -541,7 +541,6 @@ func TestIPFIXConfig(t *testing.T) {
 		{"no writer", IPFIXConfig{}, false},
 		{"too small for templates", IPFIXConfig{Writer: w, MaxMessageSize: 200}, false},
 		{"larger than the length field", IPFIXConfig{Writer: w, MaxMessageSize: 65536}, false},
-		{"negative refresh", IPFIXConfig{Writer: w, TemplateRefresh: -time.Second}, false},
 	}
 	for _, tt := range tests {
 		e, err := NewIPFIX(tt.cfg)

@@ -21,8 +21,8 @@ type NetFlow9Config struct {
 	// TemplateRefresh and TemplateRefreshMessages: templates are sent
 	// again after this time or this many packets, whichever comes first
 	// (RFC 3954 section 9). Defaults DefaultTemplateRefresh and
-	// DefaultTemplateRefreshMessages; negative messages turns the count
-	// off.
+	// DefaultTemplateRefreshMessages; negative turns either off (over TCP
+	// or TLS both are off: see IPFIXConfig).
 	TemplateRefresh         time.Duration
 	TemplateRefreshMessages int
 	// Templates is the record layout, from templates.FromNames with

@@ -383,7 +383,6 @@ func TestNetFlow9Config(t *testing.T) {
 		{"no writer", NetFlow9Config{}, false},
 		{"too small", NetFlow9Config{Writer: w, MaxMessageSize: 200}, false},
 		{"too large", NetFlow9Config{Writer: w, MaxMessageSize: 65536}, false},
-		{"negative refresh", NetFlow9Config{Writer: w, TemplateRefresh: -1}, false},
 		{"ipfix templates", NetFlow9Config{Writer: w, Templates: ipfixSet}, false},
 		{"negative options interval", NetFlow9Config{Writer: w, Options: &OptionsConfig{Interval: -1}}, false},
 	}
@@ -550,5 +549,52 @@ func TestNetFlow9UptimeMonotonic(t *testing.T) {
 		if first != s.wantUptime-3000 || last != s.wantUptime-1000 {
 			t.Errorf("%s: FIRST_SWITCHED %d LAST_SWITCHED %d, want %d and %d", s.name, first, last, s.wantUptime-3000, s.wantUptime-1000)
 		}
+	}
+}
+
+// TestTemplateRefreshOff: with both refreshes off (a TCP or TLS stream),
+// templates go in the first message and then only when ResendTemplates
+// asks (a new connection), however much time and how many messages pass.
+func TestTemplateRefreshOff(t *testing.T) {
+	for _, proto := range []templates.ExportProtocol{templates.IPFIX, templates.NetFlowV9} {
+		t.Run(proto.String(), func(t *testing.T) {
+			w := &captureWriter{}
+			clk := &ipfixClock{testEpoch}
+			var e interface {
+				Export([]Flow) error
+				ResendTemplates()
+			}
+			var err error
+			if proto == templates.NetFlowV9 {
+				e, err = NewNetFlow9(NetFlow9Config{Writer: w, Now: clk.Now, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			} else {
+				e, err = NewIPFIX(IPFIXConfig{Writer: w, Now: clk.Now, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newGFCollector()
+			var with []int
+			for i := range 60 {
+				if i == 40 {
+					e.ResendTemplates()
+				}
+				w.msgs = nil
+				if err := e.Export(sampleFlows()[:2]); err != nil {
+					t.Fatal(err)
+				}
+				m, err := c.decode(w.msgs[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(m.Templates) > 0 {
+					with = append(with, i)
+				}
+				clk.Advance(time.Hour)
+			}
+			if len(with) != 2 || with[0] != 0 || with[1] != 40 {
+				t.Errorf("templates in exports %v, want [0 40]", with)
+			}
+		})
 	}
 }

@@ -129,10 +129,16 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 			return nil, fmt.Errorf("collector %s: fields: %w", col, err)
 		}
 	}
-	// The encoders read 0 as "the default" and a negative count as "off".
-	refreshMessages := cfg.TemplateRefreshMessages
+	// The encoders read 0 as "the default" and a negative value as "off".
+	refresh, refreshMessages := cfg.TemplateRefresh, cfg.TemplateRefreshMessages
 	if refreshMessages == 0 {
 		refreshMessages = -1
+	}
+	if col.Transport != "udp" {
+		// A stream sends templates once per connection (RFC 7011
+		// section 8), from the transport's OnConnect hook below:
+		// template_refresh and template_refresh_messages are for UDP.
+		refresh, refreshMessages = -1, -1
 	}
 	opts := &exporter.OptionsConfig{
 		Interval:         cfg.TemplateRefresh,
@@ -178,11 +184,11 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	switch col.Protocol {
 	case "ipfix":
 		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: cfg.TemplateRefresh,
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
 			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
 	case "netflow9":
 		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: cfg.TemplateRefresh,
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
 			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
 	default:
 		err = fmt.Errorf("protocol %s not wired", col.Protocol)
