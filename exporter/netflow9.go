@@ -78,7 +78,6 @@ func NewNetFlow9(cfg NetFlow9Config) (*NetFlow9, error) {
 		options:         cfg.Options,
 		now:             cfg.Now,
 		mono:            mono,
-
 		log:             cfg.Logger,
 	}); err != nil {
 		return nil, err
