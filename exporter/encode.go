@@ -129,8 +129,13 @@ type encoder struct {
 	sinceTemplates int // messages since the last one with templates, it included
 	forceTemplates bool
 	resend         atomic.Bool
-	failing        bool
-	closed         bool
+	// flushing is set while flush is in the writer, with flushSeq the
+	// sequence number of the message in flight (see WriteTemplates).
+	flushing bool
+	flushSeq uint32
+	tmplBuf  []byte
+	failing  bool
+	closed   bool
 
 	opts        *options
 	lastOptions time.Time
@@ -704,32 +709,25 @@ func (e *encoder) closeSet() {
 func (e *encoder) flush() error {
 	e.closeSet()
 	b := e.buf
-	be := binary.BigEndian
-	be.PutUint16(b[0:], e.wire.version)
+	count := e.msgRecords
+	if e.msgTemplate {
+		count += uint32(e.templateRecords)
+	}
+	e.putHeader(b, e.msgTime, e.msgUptime, count, e.seq)
+	e.flushing, e.flushSeq = true, e.seq
 	if e.wire == &v9Wire {
-		count := e.msgRecords
-		if e.msgTemplate {
-			count += uint32(e.templateRecords)
-		}
-		be.PutUint16(b[2:], uint16(count))
-		be.PutUint32(b[4:], e.msgUptime)
-		be.PutUint32(b[8:], uint32(e.msgTime.Unix()))
-		be.PutUint32(b[12:], e.seq)
-		be.PutUint32(b[16:], e.domain)
 		// v9 numbers packets.
 		e.seq++
 	} else {
-		be.PutUint16(b[2:], uint16(len(b)))
-		be.PutUint32(b[4:], uint32(e.msgTime.Unix()))
-		be.PutUint32(b[8:], e.seq)
-		be.PutUint32(b[12:], e.domain)
 		// IPFIX numbers data records; uint32 arithmetic wraps: the
 		// sequence number is modulo 2^32.
 		e.seq += e.msgRecords
 	}
 	n := e.msgFlows
 	e.msgRecords, e.msgFlows = 0, 0
-	if err := e.w.WriteMessage(b); err != nil {
+	err := e.w.WriteMessage(b)
+	e.flushing = false
+	if err != nil {
 		e.sendErrors.Add(1)
 		e.recordsLost.Add(uint64(n))
 		if !e.failing {
@@ -749,12 +747,78 @@ func (e *encoder) flush() error {
 	return nil
 }
 
+// putHeader writes the message header of b: v9 counts records and has a
+// sysUptime, IPFIX has the message length.
+func (e *encoder) putHeader(b []byte, t time.Time, uptime, count, seq uint32) {
+	be := binary.BigEndian
+	be.PutUint16(b[0:], e.wire.version)
+	if e.wire == &v9Wire {
+		be.PutUint16(b[2:], uint16(count))
+		be.PutUint32(b[4:], uptime)
+		be.PutUint32(b[8:], uint32(t.Unix()))
+		be.PutUint32(b[12:], seq)
+		be.PutUint32(b[16:], e.domain)
+		return
+	}
+	be.PutUint16(b[2:], uint16(len(b)))
+	be.PutUint32(b[4:], uint32(t.Unix()))
+	be.PutUint32(b[8:], seq)
+	be.PutUint32(b[12:], e.domain)
+}
+
+// WriteTemplates writes a message of the templates (and options templates)
+// alone, at once, from a buffer of its own. It is the OnConnect hook of a
+// TCP or TLS transport (StreamTransport.SetOnConnect): the hook runs on the
+// goroutine that exports, inside the writer when a write had to reconnect,
+// and what it writes goes before the message that write carries, so every
+// connection starts with the templates (RFC 7011 section 8), never with
+// data. If it fails, the transport drops the new connection, and the
+// message in flight fails with it: data never goes out on a connection
+// without its templates.
+//
+// Unlike SendTemplates it may be called from inside the writer; like
+// Export it must not be called concurrently with Export otherwise.
+func (e *encoder) WriteTemplates() error {
+	if e.closed {
+		return fmt.Errorf("%s write templates: exporter closed", e.wire.name)
+	}
+	now := e.now()
+	up := uint32(max(e.mono()-e.startMono, 0).Milliseconds())
+	b := append(e.tmplBuf[:0], make([]byte, e.wire.headerLen)...)
+	b = append(b, e.templateBlock...)
+	e.tmplBuf = b
+	seq := e.seq
+	if e.flushing {
+		// Inside the writer: the message in flight has its number.
+		// IPFIX counts data records, which this message has none of:
+		// it takes the same number. v9 counts packets: this one goes
+		// first, so it takes the in-flight number and the in-flight
+		// packet, not written yet, the next.
+		seq = e.flushSeq
+		if e.wire == &v9Wire {
+			binary.BigEndian.PutUint32(e.buf[12:], seq+1)
+			e.seq++
+		}
+	} else if e.wire == &v9Wire {
+		e.seq++
+	}
+	e.putHeader(b, now, up, uint32(e.templateRecords), seq)
+	if err := e.w.WriteMessage(b); err != nil {
+		e.sendErrors.Add(1)
+		return fmt.Errorf("%s write templates: %w", e.wire.name, err)
+	}
+	e.messages.Add(1)
+	e.templatesSent = true
+	e.lastTemplates = now
+	return nil
+}
+
 // ResendTemplates makes the next message start with the templates (and
 // options templates), whatever the refresh timers say. It is safe to call
-// from any goroutine, including from inside the writer: a TCP or TLS
-// transport calls it when it (re)connects, so that the collector on the
-// new connection learns the templates before data. To send them at once
-// instead, call SendTemplates.
+// from any goroutine, including from inside the writer. It is not the hook
+// for a TCP or TLS transport: a message already built when the connection
+// is made would go out before the templates; use WriteTemplates. To send
+// them at once from the exporting goroutine, call SendTemplates.
 func (e *encoder) ResendTemplates() { e.resend.Store(true) }
 
 // SendTemplates writes a message of templates alone, now (with options data

@@ -598,3 +598,60 @@ func TestTemplateRefreshOff(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteTemplatesInsideWriter calls WriteTemplates from inside the
+// writer, as a stream transport's hook does when a write reconnects: the
+// templates go first and the sequence numbers stay right (IPFIX counts
+// data records, v9 packets).
+func TestWriteTemplatesInsideWriter(t *testing.T) {
+	for _, proto := range []templates.ExportProtocol{templates.IPFIX, templates.NetFlowV9} {
+		t.Run(proto.String(), func(t *testing.T) {
+			var msgs [][]byte
+			var e interface {
+				Export([]Flow) error
+				WriteTemplates() error
+			}
+			writes := 0
+			w := MessageWriterFunc(func(b []byte) error {
+				writes++
+				if writes == 2 { // a reconnect in the second write
+					if err := e.WriteTemplates(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				msgs = append(msgs, append([]byte(nil), b...))
+				return nil
+			})
+			var err error
+			if proto == templates.NetFlowV9 {
+				e, err = NewNetFlow9(NetFlow9Config{Writer: w, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			} else {
+				e, err = NewIPFIX(IPFIXConfig{Writer: w, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if err := e.Export(sampleFlows()[:2]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := newGFCollector()
+			var got []string
+			for _, m := range msgs {
+				d, err := c.decode(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("t%d f%d s%d", len(d.Templates), len(d.Flows), d.Seq))
+			}
+			want := []string{"t4 f2 s0", "t4 f0 s2", "t0 f2 s2"}
+			if proto == templates.NetFlowV9 {
+				want = []string{"t4 f2 s0", "t4 f0 s1", "t0 f2 s2"}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("messages %v, want %v", got, want)
+			}
+		})
+	}
+}

@@ -285,7 +285,7 @@ func TestPeerGoIPFIX(t *testing.T) {
 		now := peerClock()
 		flows := peerFlows(now)
 		enc := peerSink(t, templates.IPFIX, &oneSetPerMessage{w: tr, options: map[uint16]bool{}}, now, -1).(*exporter.IPFIX)
-		tr.SetOnConnect(enc.ResendTemplates)
+		tr.SetOnConnect(func() { enc.WriteTemplates() })
 		// The handshake may complete on the client side (TLS 1.3 sends
 		// the client certificate after the server's Finished): the
 		// refusal then shows up on the connection right after. Whatever

@@ -276,7 +276,7 @@ func exportStream(t *testing.T, addr string, tc *tls.Config, now time.Time, flow
 		w = wrap(tr)
 	}
 	enc := peerSink(t, templates.IPFIX, w, now, -1).(*exporter.IPFIX)
-	tr.SetOnConnect(enc.ResendTemplates)
+	tr.SetOnConnect(func() { enc.WriteTemplates() })
 	c, err := exporter.NewCollector(exporter.CollectorConfig{Name: addr, Sink: enc, Transport: tr, DrainTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

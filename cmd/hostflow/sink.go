@@ -177,7 +177,7 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	var enc interface {
 		exporter.Sink
 		Stats() exporter.ExportStats
-		ResendTemplates()
+		WriteTemplates() error
 		SendTemplates() error
 	}
 	var err error
@@ -199,8 +199,13 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	}
 	if stream != nil {
 		// Every new connection starts with the templates (RFC 7011
-		// section 8.1): the collector knows none.
-		stream.SetOnConnect(enc.ResendTemplates)
+		// section 8.1): the collector knows none. They are written at
+		// once, before the message whose write (re)connected.
+		stream.SetOnConnect(func() {
+			if err := enc.WriteTemplates(); err != nil {
+				log.Warn("send templates on new connection", "err", err)
+			}
+		})
 	} else if err := enc.SendTemplates(); err != nil {
 		// Over UDP, templates and options go out at once, before any
 		// flow: nfdump does not count options records in its IPFIX
