@@ -92,6 +92,11 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 		// Everything the exporter is built from: a change rebuilds it.
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
 			cfg.CollectorQueue, cfg.TLS, cfg.Mode, cfg.TemplateRefresh, cfg.TemplateRefreshMessages)
+		if col.Transport == "tls" {
+			// Certificates renewed at the same paths: a reload
+			// reconnects with them.
+			key += " " + cfg.TLS.Fingerprint()
+		}
 		err = take(key, func() (*collectorSink, error) { return newCollectorSink(cfg, col, env) })
 		if err != nil {
 			break
