@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -87,12 +88,14 @@ func wantOptions(proto templates.ExportProtocol, messages, records uint64) []gfR
 	if proto == templates.NetFlowV9 {
 		sys := map[uint16][]byte{1: {0, 0, 0, 42}}
 		return append(out,
-			gfRecord{TemplateID: 261, Scope: sys, Values: map[uint16][]byte{34: {0, 0, 0, 1}, 35: {1}}},
+			gfRecord{TemplateID: 261, Scope: sys, Values: map[uint16][]byte{34: {0, 0, 0, 1}, 35: {2}}},
 			gfRecord{TemplateID: 262, Scope: sys, Values: map[uint16][]byte{41: u64(messages), 42: u64(records)}})
 	}
 	dom := map[uint16][]byte{149: {0, 0, 0, 42}}
 	return append(out,
-		gfRecord{TemplateID: 261, Scope: dom, Values: map[uint16][]byte{304: {0, 1}, 305: {0, 0, 0, 1}, 306: {0, 0, 0, 0}}},
+		// Random sampling of 1 in 1: uniform probabilistic (4) with
+		// probability 1.0, interval 1, random (2).
+		gfRecord{TemplateID: 261, Scope: dom, Values: map[uint16][]byte{304: {0, 4}, 311: u64(math.Float64bits(1)), 34: {0, 0, 0, 1}, 35: {2}}},
 		gfRecord{TemplateID: 262, Scope: dom, Values: map[uint16][]byte{
 			41: u64(messages), 42: u64(records), 164: u64(7), 166: u64(3), 160: u64(uint64(v9Boot.UnixMilli())),
 		}})

@@ -57,12 +57,11 @@ const (
 	OptInterfaceIndex
 	OptInterfaceName
 	OptInterfaceDescription
-	OptDomain // observation domain (IPFIX) or source id (v9)
-	OptSelectorAlgorithm
-	OptSamplingPacketInterval
-	OptSamplingPacketSpace
-	OptSamplingInterval
-	OptSamplingAlgorithm
+	OptDomain              // observation domain (IPFIX) or source id (v9)
+	OptSelectorAlgorithm   // IANA selectorAlgorithm of the sampling
+	OptSamplingProbability // float64 1/N
+	OptSamplingInterval    // N
+	OptSamplingAlgorithm   // RFC 3954 SAMPLING_ALGORITHM: 1 deterministic, 2 random
 	OptExportedMessages
 	OptExportedRecords
 	OptIgnoredPackets
@@ -151,13 +150,11 @@ func (o *OptionsTemplate) SpecLength() int {
 	return 6 + 4*(len(o.Scope)+len(o.Fields))
 }
 
-// Options returns the options templates of protocol p: interface table,
-// sampling and exporter reliability. Shared; do not modify.
-func Options(p ExportProtocol) []OptionsTemplate {
-	if p == NetFlowV9 {
-		return v9Options
-	}
-	return ipfixOptions
+// Options returns the options templates of protocol p for sampling
+// algorithm s: interface table, sampling and exporter reliability. Shared;
+// do not modify.
+func Options(p ExportProtocol, s Sampling) []OptionsTemplate {
+	return optionsSets[p][s]
 }
 
 // IDs of the default templates, the same in every Set: the variant of a

@@ -139,12 +139,12 @@ func TestElementsRegistry(t *testing.T) {
 			t.Errorf("%s: no twin %s", e.ipfix.Name, e.twin)
 		}
 	}
-	for _, o := range Options(IPFIX) {
+	for _, o := range append(Options(IPFIX, SamplingRandom), Options(IPFIX, SamplingCount)...) {
 		for _, f := range append(append([]Field(nil), o.Scope...), o.Fields...) {
 			check("options "+o.Name, f)
 		}
 	}
-	for _, o := range Options(NetFlowV9) {
+	for _, o := range append(Options(NetFlowV9, SamplingRandom), Options(NetFlowV9, SamplingCount)...) {
 		if o.ID == OptionsInterfaces && (len(o.Fields) == 0 || o.Fields[0].ID != IEIngressInterface) {
 			t.Errorf("v9 interface table: INPUT_SNMP must be its first option field (nfdump keys names by it)")
 		}

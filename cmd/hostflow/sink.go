@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/hostflow/hostflow/metrics"
@@ -150,6 +151,9 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		Interfaces:       env.interfaces,
 		Counters:         env.counters,
 		SamplingInterval: uint32(cfg.Sampling),
+	}
+	if cfg.SamplingAlgorithm == "count" {
+		opts.SamplingAlgorithm = bpf.SamplingCount
 	}
 
 	var tr exporter.Transport
