@@ -24,7 +24,9 @@ func goflow2Rates(t *testing.T, msgs [][]byte) []uint64 {
 			t.Fatalf("message %d: %v", i, err)
 		}
 		var err error
-		var produced []interface{ GetFlowMessage() *protoproducer.ProtoProducerMessage }
+		var produced []interface {
+			GetFlowMessage() *protoproducer.ProtoProducerMessage
+		}
 		if msg[1] == 9 {
 			ms, e := protoproducer.ProcessMessageNetFlowV9Config(&v9, rates, nil)
 			err = e
