@@ -3,6 +3,7 @@ package exporter
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/hostflow/hostflow/templates"
 	"strings"
 	"sync"
 	"testing"
@@ -337,8 +338,8 @@ func TestStreamWriteReconnectTemplatesFirst(t *testing.T) {
 			t.Errorf("connection %d starts with set %d, want a template set (2)", i, id)
 		}
 		m, err := newGFCollector().decode(msgs[0])
-		if err != nil || len(m.Templates) != 4 || len(m.Flows) != 0 {
-			t.Errorf("connection %d: first message %+v %v, want the 4 templates alone", i, m, err)
+		if err != nil || len(m.Templates) != templates.NumTemplates || len(m.Flows) != 0 {
+			t.Errorf("connection %d: first message %+v %v, want the templates alone", i, m, err)
 		}
 		// IPFIX numbers data records: the template message takes the
 		// number of the data message after it.

@@ -100,7 +100,7 @@ type encoder struct {
 	now             func() time.Time
 	log             *slog.Logger
 	set             *templates.Set
-	compiled        [4]compiledTemplate
+	compiled        [templates.NumTemplates]compiledTemplate
 
 	// templateBlock is the encoded template set and options template
 	// sets, built once; templateRecords counts the records in it (v9
@@ -568,14 +568,22 @@ func (e *encoder) export(flows []Flow) error {
 }
 
 // variant is the index in a templates.Set of the template for a flow of
-// key k: what Set.Select picks, as arithmetic.
+// key k: what Set.Select picks (templates.Variant), as arithmetic. ICMP
+// is ICMP over IPv4 or ICMPv6 over IPv6.
 func variant(k *bpf.NetFlowId) int {
 	v := 0
-	if !k.IsIPv4() {
-		v = 2
-	}
 	if k.Direction == bpf.DirectionEgress {
-		v++
+		v |= 1
+	}
+	if k.IsIPv4() {
+		if k.TransportProtocol == protoICMP {
+			v |= 4
+		}
+	} else {
+		v |= 2
+		if k.TransportProtocol == protoICMPv6 {
+			v |= 4
+		}
 	}
 	return v
 }

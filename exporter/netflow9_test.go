@@ -58,7 +58,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			want: map[uint16][]byte{
 				8: {192, 0, 2, 1}, 12: {198, 51, 100, 7}, 7: {0x9c, 0x40}, 11: {1, 0xbb}, 4: {6}, 6: {0x1b},
 				1: {0, 0, 0, 0, 0, 0, 0x0d, 0x80}, 2: {0, 0, 0, 0, 0, 0, 0, 12},
-				22: be32(upNow - 30000), 21: be32(upNow - 877), 61: {0}, 10: {0, 0, 0, 2}, 32: {0, 0}, 58: {0, 0},
+				22: be32(upNow - 30000), 21: be32(upNow - 877), 61: {0}, 10: {0, 0, 0, 2}, 58: {0, 0},
 			},
 		},
 		{
@@ -68,9 +68,9 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 				f.Key.IcmpType, f.Key.IcmpCode, f.Key.VlanId = 3, 13, 100
 				return f
 			}(),
-			template: 257,
+			template: 261, // ICMP, IPv4, egress: no ports
 			want: map[uint16][]byte{
-				8: {192, 0, 2, 1}, 12: {192, 0, 2, 9}, 7: {0, 0}, 11: {0, 0}, 4: {1}, 6: {0},
+				8: {192, 0, 2, 1}, 12: {192, 0, 2, 9}, 4: {1}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0, 252}, 2: {0, 0, 0, 0, 0, 0, 0, 3},
 				22: be32(upNow), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 7}, 32: {3, 13}, 58: {0, 100},
 			},
@@ -82,10 +82,10 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 				f.Key.IcmpType = 135
 				return f
 			}(),
-			template: 258,
+			template: 262, // ICMP, IPv6, ingress: no ports
 			want: map[uint16][]byte{
 				27: netip.MustParseAddr("fe80::1").AsSlice(), 28: netip.MustParseAddr("ff02::1").AsSlice(),
-				7: {0, 0}, 11: {0, 0}, 4: {58}, 6: {0},
+				4: {58}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0, 72}, 2: {0, 0, 0, 0, 0, 0, 0, 1},
 				22: be32(0), 21: be32(upNow), 61: {0}, 10: {0, 0, 0, 5}, 32: {135, 0}, 58: {0, 0},
 			},
@@ -102,7 +102,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 				27: netip.MustParseAddr("2001:db8::3").AsSlice(), 28: netip.MustParseAddr("2001:db8:ffff::9").AsSlice(),
 				7: {0x04, 0xd2}, 11: {0x08, 0x07}, 4: {17}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0x1b, 0x58}, 2: {0, 0, 0, 0, 0, 0, 0, 5},
-				22: be32(upNow - 1000), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 1}, 32: {0, 0}, 58: {0, 0},
+				22: be32(upNow - 1000), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 1}, 58: {0, 0},
 			},
 		},
 	}
@@ -163,8 +163,8 @@ func TestNetFlow9Golden(t *testing.T) {
 			if m.Version != 9 || m.SourceID != 42 || m.Seq != 0 || m.UnixSecs != uint32(testEpoch.Unix()) || m.Uptime != 2*3600*1000 {
 				t.Errorf("header %+v", m)
 			}
-			if int(m.Count) != 4+len(flows) || len(m.Templates) != 4 {
-				t.Errorf("count %d with %d templates, want 4 + %d records", m.Count, len(m.Templates), len(flows))
+			if int(m.Count) != templates.NumTemplates+len(flows) || len(m.Templates) != templates.NumTemplates {
+				t.Errorf("count %d with %d templates, want %d + %d records", m.Count, len(m.Templates), templates.NumTemplates, len(flows))
 			}
 			if len(m.Flows) != len(flows) {
 				t.Fatalf("%d records, want %d", len(m.Flows), len(flows))
@@ -199,7 +199,7 @@ func checkGolden(t *testing.T, name string, got []byte) []byte {
 // v9InWireOrder is flows grouped by v9 template, input order within one.
 func v9InWireOrder(flows []Flow) []Flow {
 	var out []Flow
-	for id := uint16(256); id < 260; id++ {
+	for id := uint16(256); id < 256+templates.NumTemplates; id++ {
 		for i := range flows {
 			if tid, _ := wantV9(&flows[i], 0); tid == id {
 				out = append(out, flows[i])
@@ -213,7 +213,7 @@ func v9InWireOrder(flows []Flow) []Flow {
 // goflow2 and requires every header field and every value to match.
 func TestNetFlow9Differential(t *testing.T) {
 	flows := append(sampleFlows(), randomFlows(1000, 7)...)
-	for _, size := range []int{0, 300, 512, 9000, 65535} {
+	for _, size := range []int{0, 500, 512, 9000, 65535} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			w := &captureWriter{}
 			e, _ := newTestNetFlow9(t, w, size, nil)
@@ -238,7 +238,7 @@ func TestNetFlow9Differential(t *testing.T) {
 				if int(m.Count) != len(m.Templates)+len(m.Flows) {
 					t.Errorf("packet %d: count %d, %d templates + %d records", i, m.Count, len(m.Templates), len(m.Flows))
 				}
-				if wantT := i%DefaultTemplateRefreshMessages == 0; wantT != (len(m.Templates) == 4) {
+				if wantT := i%DefaultTemplateRefreshMessages == 0; wantT != (len(m.Templates) == templates.NumTemplates) {
 					t.Errorf("packet %d: %d templates", i, len(m.Templates))
 				}
 			}
@@ -340,7 +340,7 @@ func TestNetFlow9TemplateRefresh(t *testing.T) {
 		for _, m := range gfDecodeAll(t, w.msgs) {
 			got = append(got, len(m.Templates), len(m.Flows))
 		}
-		if fmt.Sprint(got) != "[4 2 0 2 4 2 0 2 4 0]" {
+		if fmt.Sprint(got) != "[8 2 0 2 8 2 0 2 8 0]" {
 			t.Errorf("templates, records per packet: %v", got)
 		}
 	})
@@ -348,7 +348,7 @@ func TestNetFlow9TemplateRefresh(t *testing.T) {
 
 func TestNetFlow9SendErrors(t *testing.T) {
 	w := &captureWriter{fail: func(i int) bool { return i%2 == 1 }}
-	e, _ := newTestNetFlow9(t, w, 400, nil)
+	e, _ := newTestNetFlow9(t, w, 600, nil)
 	err := e.Export(randomFlows(100, 5))
 	if !errors.Is(err, errInjected) {
 		t.Fatalf("error %v", err)
@@ -645,9 +645,9 @@ func TestWriteTemplatesInsideWriter(t *testing.T) {
 				}
 				got = append(got, fmt.Sprintf("t%d f%d s%d", len(d.Templates), len(d.Flows), d.Seq))
 			}
-			want := []string{"t4 f2 s0", "t4 f0 s2", "t0 f2 s2"}
+			want := []string{"t8 f2 s0", "t8 f0 s2", "t0 f2 s2"}
 			if proto == templates.NetFlowV9 {
-				want = []string{"t4 f2 s0", "t4 f0 s1", "t0 f2 s2"}
+				want = []string{"t8 f2 s0", "t8 f0 s1", "t0 f2 s2"}
 			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("messages %v, want %v", got, want)

@@ -187,10 +187,10 @@ func peerSinkOptions(t *testing.T, proto templates.ExportProtocol, w exporter.Me
 	)
 	switch proto {
 	case templates.IPFIX:
-		s, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: 4242, MaxMessageSize: 512,
+		s, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: 4242, MaxMessageSize: 640,
 			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock})
 	case templates.NetFlowV9:
-		s, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: 4242, MaxMessageSize: 512,
+		s, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: 4242, MaxMessageSize: 640,
 			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock})
 	}
 	if err != nil {

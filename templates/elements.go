@@ -92,7 +92,8 @@ var elements = []element{
 	// RFC 3954 has no end reason and 136 is outside the v9-compatible
 	// range 1-127 (RFC 7012 section 4), so v9 does not carry it.
 	{ipfix: Field{IEFlowEndReason, 1, "flowEndReason", EndReason}},
-	// icmpTypeCode* are type<<8 | code; 0 for flows that are not ICMP.
+	// icmpTypeCode* are type<<8 | code, in the ICMP templates only (see
+	// Set).
 	{ipfix: Field{IEICMPTypeCodeIPv4, 2, "icmpTypeCodeIPv4", ICMPv4TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv4TypeCode}, family: 4, twin: "icmpTypeCodeIPv6"},
 	{ipfix: Field{IEICMPTypeCodeIPv6, 2, "icmpTypeCodeIPv6", ICMPv6TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv6TypeCode}, family: 6, twin: "icmpTypeCodeIPv4"},
 	{ipfix: Field{IEVLANID, 2, "vlanId", VLAN}, v9: Field{58, 2, "SRC_VLAN", VLAN}},
@@ -125,11 +126,11 @@ var (
 )
 
 // The options templates (RFC 7011 section 3.4.2.2, RFC 3954 section 6.1),
-// as data. IDs follow the four data templates.
+// as data. IDs follow the eight data templates.
 const (
-	OptionsInterfaces  uint16 = 260
-	OptionsSampling    uint16 = 261
-	OptionsReliability uint16 = 262
+	OptionsInterfaces  uint16 = 264
+	OptionsSampling    uint16 = 265
+	OptionsReliability uint16 = 266
 )
 
 // Lengths of the interface strings, the same in IPFIX and v9: fixed, zero-
@@ -266,7 +267,7 @@ var optionsSets [2][2][]OptionsTemplate
 
 func init() {
 	for _, s := range []Sampling{SamplingRandom, SamplingCount} {
-		// Interface table, sampling, reliability: IDs 260-262.
+		// Interface table, sampling, reliability: IDs 264-266.
 		optionsSets[IPFIX][s] = []OptionsTemplate{ipfixOptions[0], ipfixSampling[s], ipfixOptions[1]}
 		optionsSets[NetFlowV9][s] = []OptionsTemplate{v9Options[0], v9Sampling, v9Options[1]}
 	}
