@@ -3,11 +3,12 @@ package exporter
 import (
 	"encoding/binary"
 	"errors"
-	"github.com/hostflow/hostflow/templates"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hostflow/hostflow/templates"
 )
 
 // testFlows returns n distinct flows.
