@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hostflow/hostflow/templates"
 )
 
 // testFlows returns n distinct flows.
@@ -236,8 +238,7 @@ func ipfixSetIDs(msg []byte) []uint16 {
 
 // End to end: IPFIX over TCP through a Collector. The collector restarts;
 // the transport reconnects and the encoder's templates come first on the
-// new connection, before any data, because the OnConnect hook marks them
-// due and the Collector connects before encoding a batch.
+// new connection, before any data: the OnConnect hook writes them.
 func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0", nil)
 	tr := newStream(t, StreamConfig{Address: srv.addr()})
@@ -245,7 +246,7 @@ func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.SetOnConnect(enc.ResendTemplates)
+	tr.SetOnConnect(func() { enc.WriteTemplates() })
 	c := mustCollector(t, CollectorConfig{Name: "tcp", Sink: enc, Transport: tr, QueueLength: 8, DrainTimeout: time.Second})
 	defer c.Close()
 
@@ -270,8 +271,8 @@ func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
 	}
 	for i, conn := range srv.snapshot() {
 		ids := ipfixSetIDs(conn[0])
-		if len(ids) < 2 || ids[0] != 2 {
-			t.Errorf("connection %d: first message has sets %v, want the template set (2) first", i, ids)
+		if len(ids) != 1 || ids[0] != 2 {
+			t.Errorf("connection %d: first message has sets %v, want the template set (2) alone", i, ids)
 		}
 	}
 	if !waitUntil(2*time.Second, func() bool { return c.Stats().SentRecords == 7 }) {
@@ -290,6 +291,61 @@ func TestNewCollectorConfig(t *testing.T) {
 	} {
 		if _, err := NewCollector(cfg); err == nil {
 			t.Errorf("%+v: no error", cfg)
+		}
+	}
+}
+
+// TestStreamWriteReconnectTemplatesFirst: the collector drops the
+// connection and the next Export's own write reconnects, with a data
+// message already built: the encoder's hook writes the templates before
+// it, so every connection's first set is a template set.
+func TestStreamWriteReconnectTemplatesFirst(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0", nil)
+	tr := newStream(t, StreamConfig{Address: srv.addr()})
+	enc, err := NewIPFIX(IPFIXConfig{Writer: tr, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.SetOnConnect(func() {
+		if err := enc.WriteTemplates(); err != nil {
+			t.Errorf("hook: %v", err)
+		}
+	})
+	const drops = 2
+	for i := range drops + 1 {
+		if i > 0 {
+			srv.kill()
+			deadline := time.Now().Add(2 * time.Second)
+			for tr.Stats().Connected && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			srv.restart()
+			time.Sleep(2 * testBackoff.Max) // no attempt refused by the backoff
+		}
+		// No Connect first, as a Collector would: the write connects.
+		if err := enc.Export(testFlows(50)); err != nil {
+			t.Fatalf("export %d: %v", i, err)
+		}
+		if !srv.waitFor(2*time.Second, func() bool { return len(srv.snapshot()) == i+1 && len(srv.snapshot()[i]) >= 2 }) {
+			t.Fatalf("export %d: server has %d connections", i, len(srv.snapshot()))
+		}
+	}
+	conns := srv.snapshot()
+	if len(conns) != drops+1 {
+		t.Fatalf("%d connections, want %d", len(conns), drops+1)
+	}
+	for i, msgs := range conns {
+		if id := binary.BigEndian.Uint16(msgs[0][16:]); id != 2 {
+			t.Errorf("connection %d starts with set %d, want a template set (2)", i, id)
+		}
+		m, err := newGFCollector().decode(msgs[0])
+		if err != nil || len(m.Templates) != templates.NumTemplates || len(m.Flows) != 0 {
+			t.Errorf("connection %d: first message %+v %v, want the templates alone", i, m, err)
+		}
+		// IPFIX numbers data records: the template message takes the
+		// number of the data message after it.
+		if a, b := binary.BigEndian.Uint32(msgs[0][8:]), binary.BigEndian.Uint32(msgs[1][8:]); a != b {
+			t.Errorf("connection %d: sequence %d then %d", i, a, b)
 		}
 	}
 }

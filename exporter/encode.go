@@ -80,7 +80,11 @@ type encoderConfig struct {
 	set             *templates.Set
 	options         *OptionsConfig
 	now             func() time.Time
-	log             *slog.Logger
+	// mono is a monotonic clock (any origin), for the v9 sysUptime.
+	// Default: CLOCK_MONOTONIC if now is time.Now, else elapsed time
+	// on now.
+	mono func() time.Duration
+	log  *slog.Logger
 }
 
 // encoder builds and sends messages of either protocol. Encoding allocates
@@ -96,7 +100,7 @@ type encoder struct {
 	now             func() time.Time
 	log             *slog.Logger
 	set             *templates.Set
-	compiled        [4]compiledTemplate
+	compiled        [templates.NumTemplates]compiledTemplate
 
 	// templateBlock is the encoded template set and options template
 	// sets, built once; templateRecords counts the records in it (v9
@@ -108,9 +112,12 @@ type encoder struct {
 	buf []byte
 
 	// start is when the exporter was made: v9 sysUptime 0 and IPFIX
-	// systemInitTimeMilliseconds. startMillis is start in Unix ms.
-	start       time.Time
-	startMillis int64
+	// systemInitTimeMilliseconds. startMono is mono() then: sysUptime
+	// is time on the monotonic clock since, so a step of the wall clock
+	// never makes it go backwards.
+	start     time.Time
+	startMono time.Duration
+	mono      func() time.Duration
 
 	// seq is the header sequence number of the next message: IPFIX counts
 	// data records before it, v9 counts packets. It advances for messages
@@ -122,15 +129,26 @@ type encoder struct {
 	sinceTemplates int // messages since the last one with templates, it included
 	forceTemplates bool
 	resend         atomic.Bool
-	failing        bool
-	closed         bool
+	// flushing is set while flush is in the writer, with flushSeq the
+	// sequence number of the message in flight (see WriteTemplates).
+	flushing bool
+	flushSeq uint32
+	tmplBuf  []byte
+	failing  bool
+	closed   bool
 
 	opts        *options
 	lastOptions time.Time
 	optionsSent bool
 
 	// Per-message state.
-	msgTime     time.Time
+	msgTime   time.Time
+	msgUptime uint32 // v9 sysUptime of the message, ms
+	// msgOrigin is the wall time, in Unix ms, that sysUptime 0 maps to
+	// as of msgTime: msgTime less msgUptime. v9 FIRST/LAST_SWITCHED are
+	// flow times less it, so that a collector adding them back to
+	// unix_secs - sysUptime gets the flow's wall time.
+	msgOrigin   int64
 	msgRecords  uint32 // data records, options data included
 	msgFlows    uint32 // flow records
 	msgTemplate bool
@@ -153,14 +171,19 @@ func (e *encoder) init(cfg encoderConfig) error {
 	if cfg.refresh == 0 {
 		cfg.refresh = DefaultTemplateRefresh
 	}
-	if cfg.refresh < 0 {
-		return fmt.Errorf("%s config: negative template refresh %v", name, cfg.refresh)
-	}
 	if cfg.refreshMessages == 0 {
 		cfg.refreshMessages = DefaultTemplateRefreshMessages
 	}
+	if cfg.mono == nil && cfg.now == nil {
+		cfg.mono = SystemClock{}.Monotonic
+	}
 	if cfg.now == nil {
 		cfg.now = time.Now
+	}
+	if cfg.mono == nil {
+		// An injected wall clock alone: elapsed time on it.
+		now, base := cfg.now, cfg.now()
+		cfg.mono = func() time.Duration { return now().Sub(base) }
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
@@ -219,8 +242,9 @@ func (e *encoder) init(cfg encoderConfig) error {
 		return fmt.Errorf("%s config: max message size %d not in [%d, %d]", name, cfg.max, least, e.wire.maxMessage)
 	}
 	e.buf = make([]byte, 0, cfg.max)
+	e.mono = cfg.mono
 	e.start = cfg.now()
-	e.startMillis = e.start.UnixMilli()
+	e.startMono = cfg.mono()
 	return nil
 }
 
@@ -297,8 +321,9 @@ func appendSpecs(b []byte, fs []templates.Field) []byte {
 }
 
 // putFunc writes one field of f into dst, which is exactly the field's
-// length. startMillis is the exporter's start (v9 sysUptime 0).
-type putFunc func(dst []byte, f *Flow, startMillis int64)
+// length. origin is the wall time in Unix ms of v9 sysUptime 0 as of the
+// message (encoder.msgOrigin).
+type putFunc func(dst []byte, f *Flow, origin int64)
 
 type compiledField struct {
 	put      putFunc
@@ -480,11 +505,11 @@ func epochMillis(t time.Time) uint64 {
 }
 
 // uptimeMillis is t as v9 FIRST/LAST_SWITCHED: milliseconds since sysUptime
-// 0, modulo 2^32 like sysUptime itself. A time before the exporter started
-// (a flow the kernel saw before) is 0, the earliest v9 can say: a wrapped
-// negative would read as 49 days in the future.
-func uptimeMillis(t time.Time, startMillis int64) uint32 {
-	d := t.UnixMilli() - startMillis
+// 0 (origin, in Unix ms), modulo 2^32 like sysUptime itself. A time before
+// the exporter started (a flow the kernel saw before) is 0, the earliest
+// v9 can say: a wrapped negative would read as 49 days in the future.
+func uptimeMillis(t time.Time, origin int64) uint32 {
+	d := t.UnixMilli() - origin
 	if d < 0 {
 		return 0
 	}
@@ -509,9 +534,9 @@ func (e *encoder) export(flows []Flow) error {
 	if len(flows) == 0 && !optionsDue {
 		return nil
 	}
-	e.msgTime = now
+	e.setMsgTime(now)
 	e.res = exportResult{}
-	if !e.templatesSent || now.Sub(e.lastTemplates) >= e.refresh {
+	if !e.templatesSent || (e.refresh > 0 && now.Sub(e.lastTemplates) >= e.refresh) {
 		// Until a message carrying them is sent. If it fails, templates
 		// are due again at the next export, not at the next message:
 		// that could loop forever against a writer that always fails.
@@ -543,16 +568,34 @@ func (e *encoder) export(flows []Flow) error {
 }
 
 // variant is the index in a templates.Set of the template for a flow of
-// key k: what Set.Select picks, as arithmetic.
+// key k: what Set.Select picks (templates.Variant), as arithmetic. ICMP
+// is ICMP over IPv4 or ICMPv6 over IPv6.
 func variant(k *bpf.NetFlowId) int {
 	v := 0
-	if !k.IsIPv4() {
-		v = 2
-	}
 	if k.Direction == bpf.DirectionEgress {
-		v++
+		v |= 1
+	}
+	if k.IsIPv4() {
+		if k.TransportProtocol == protoICMP {
+			v |= 4
+		}
+	} else {
+		v |= 2
+		if k.TransportProtocol == protoICMPv6 {
+			v |= 4
+		}
 	}
 	return v
+}
+
+// setMsgTime sets the time of the messages about to be built: now on the
+// wall clock, and the v9 sysUptime from the monotonic clock.
+func (e *encoder) setMsgTime(now time.Time) {
+	e.msgTime = now
+	up := max(e.mono()-e.startMono, 0).Milliseconds()
+	// sysUptime is modulo 2^32 ms (RFC 3954 section 5.1).
+	e.msgUptime = uint32(up)
+	e.msgOrigin = now.UnixMilli() - up
 }
 
 // exportResult tallies the messages of one export.
@@ -653,7 +696,7 @@ func (e *encoder) appendFlow(ct *compiledTemplate, f *Flow) {
 	rec := e.buf[n:]
 	for i := range ct.fields {
 		cf := &ct.fields[i]
-		cf.put(rec[cf.off:cf.end], f, e.startMillis)
+		cf.put(rec[cf.off:cf.end], f, e.msgOrigin)
 	}
 	e.msgRecords++
 	e.msgFlows++
@@ -674,32 +717,25 @@ func (e *encoder) closeSet() {
 func (e *encoder) flush() error {
 	e.closeSet()
 	b := e.buf
-	be := binary.BigEndian
-	be.PutUint16(b[0:], e.wire.version)
+	count := e.msgRecords
+	if e.msgTemplate {
+		count += uint32(e.templateRecords)
+	}
+	e.putHeader(b, e.msgTime, e.msgUptime, count, e.seq)
+	e.flushing, e.flushSeq = true, e.seq
 	if e.wire == &v9Wire {
-		count := e.msgRecords
-		if e.msgTemplate {
-			count += uint32(e.templateRecords)
-		}
-		be.PutUint16(b[2:], uint16(count))
-		be.PutUint32(b[4:], uptimeMillis(e.msgTime, e.startMillis))
-		be.PutUint32(b[8:], uint32(e.msgTime.Unix()))
-		be.PutUint32(b[12:], e.seq)
-		be.PutUint32(b[16:], e.domain)
 		// v9 numbers packets.
 		e.seq++
 	} else {
-		be.PutUint16(b[2:], uint16(len(b)))
-		be.PutUint32(b[4:], uint32(e.msgTime.Unix()))
-		be.PutUint32(b[8:], e.seq)
-		be.PutUint32(b[12:], e.domain)
 		// IPFIX numbers data records; uint32 arithmetic wraps: the
 		// sequence number is modulo 2^32.
 		e.seq += e.msgRecords
 	}
 	n := e.msgFlows
 	e.msgRecords, e.msgFlows = 0, 0
-	if err := e.w.WriteMessage(b); err != nil {
+	err := e.w.WriteMessage(b)
+	e.flushing = false
+	if err != nil {
 		e.sendErrors.Add(1)
 		e.recordsLost.Add(uint64(n))
 		if !e.failing {
@@ -719,12 +755,78 @@ func (e *encoder) flush() error {
 	return nil
 }
 
+// putHeader writes the message header of b: v9 counts records and has a
+// sysUptime, IPFIX has the message length.
+func (e *encoder) putHeader(b []byte, t time.Time, uptime, count, seq uint32) {
+	be := binary.BigEndian
+	be.PutUint16(b[0:], e.wire.version)
+	if e.wire == &v9Wire {
+		be.PutUint16(b[2:], uint16(count))
+		be.PutUint32(b[4:], uptime)
+		be.PutUint32(b[8:], uint32(t.Unix()))
+		be.PutUint32(b[12:], seq)
+		be.PutUint32(b[16:], e.domain)
+		return
+	}
+	be.PutUint16(b[2:], uint16(len(b)))
+	be.PutUint32(b[4:], uint32(t.Unix()))
+	be.PutUint32(b[8:], seq)
+	be.PutUint32(b[12:], e.domain)
+}
+
+// WriteTemplates writes a message of the templates (and options templates)
+// alone, at once, from a buffer of its own. It is the OnConnect hook of a
+// TCP or TLS transport (StreamTransport.SetOnConnect): the hook runs on the
+// goroutine that exports, inside the writer when a write had to reconnect,
+// and what it writes goes before the message that write carries, so every
+// connection starts with the templates (RFC 7011 section 8), never with
+// data. If it fails, the transport drops the new connection, and the
+// message in flight fails with it: data never goes out on a connection
+// without its templates.
+//
+// Unlike SendTemplates it may be called from inside the writer; like
+// Export it must not be called concurrently with Export otherwise.
+func (e *encoder) WriteTemplates() error {
+	if e.closed {
+		return fmt.Errorf("%s write templates: exporter closed", e.wire.name)
+	}
+	now := e.now()
+	up := uint32(max(e.mono()-e.startMono, 0).Milliseconds())
+	b := append(e.tmplBuf[:0], make([]byte, e.wire.headerLen)...)
+	b = append(b, e.templateBlock...)
+	e.tmplBuf = b
+	seq := e.seq
+	if e.flushing {
+		// Inside the writer: the message in flight has its number.
+		// IPFIX counts data records, which this message has none of:
+		// it takes the same number. v9 counts packets: this one goes
+		// first, so it takes the in-flight number and the in-flight
+		// packet, not written yet, the next.
+		seq = e.flushSeq
+		if e.wire == &v9Wire {
+			binary.BigEndian.PutUint32(e.buf[12:], seq+1)
+			e.seq++
+		}
+	} else if e.wire == &v9Wire {
+		e.seq++
+	}
+	e.putHeader(b, now, up, uint32(e.templateRecords), seq)
+	if err := e.w.WriteMessage(b); err != nil {
+		e.sendErrors.Add(1)
+		return fmt.Errorf("%s write templates: %w", e.wire.name, err)
+	}
+	e.messages.Add(1)
+	e.templatesSent = true
+	e.lastTemplates = now
+	return nil
+}
+
 // ResendTemplates makes the next message start with the templates (and
 // options templates), whatever the refresh timers say. It is safe to call
-// from any goroutine, including from inside the writer: a TCP or TLS
-// transport calls it when it (re)connects, so that the collector on the
-// new connection learns the templates before data. To send them at once
-// instead, call SendTemplates.
+// from any goroutine, including from inside the writer. It is not the hook
+// for a TCP or TLS transport: a message already built when the connection
+// is made would go out before the templates; use WriteTemplates. To send
+// them at once from the exporting goroutine, call SendTemplates.
 func (e *encoder) ResendTemplates() { e.resend.Store(true) }
 
 // SendTemplates writes a message of templates alone, now (with options data
@@ -735,7 +837,7 @@ func (e *encoder) SendTemplates() error {
 		return fmt.Errorf("%s send templates: exporter closed", e.wire.name)
 	}
 	now := e.now()
-	e.msgTime = now
+	e.setMsgTime(now)
 	e.res = exportResult{}
 	e.forceTemplates = true
 	e.begin(true)

@@ -48,11 +48,14 @@ type IPFIXConfig struct {
 	// DefaultMaxMessageSize.
 	MaxMessageSize int
 	// TemplateRefresh is how often templates are sent again. Default
-	// DefaultTemplateRefresh.
+	// DefaultTemplateRefresh; negative turns it off.
 	TemplateRefresh time.Duration
 	// TemplateRefreshMessages resends templates every this many messages
-	// too. Default DefaultTemplateRefreshMessages; negative turns it off
-	// (over TCP, where templates are sent once per connection).
+	// too. Default DefaultTemplateRefreshMessages; negative turns it off.
+	// Over TCP or TLS, turn both off: templates are sent once per
+	// connection (RFC 7011 section 8), when the transport's OnConnect
+	// hook calls ResendTemplates, and a refresh on a stream is a waste
+	// that a strict collector may even reject.
 	TemplateRefreshMessages int
 	// Templates is the record layout, from templates.FromNames. Default
 	// templates.DefaultSet(templates.IPFIX).

@@ -241,7 +241,7 @@ func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 			}
 			be := goexporter.NewBufferedIPFIXExporter(ep)
 			set := templates.DefaultSet(templates.IPFIX)
-			var gts [4]*goIPFIXTemplate
+			var gts [templates.NumTemplates]*goIPFIXTemplate
 			for i := range set.Templates() {
 				g, tmpl := newGoIPFIXTemplate(b, &set.Templates()[i])
 				if err := be.AddRecord(tmpl); err != nil {

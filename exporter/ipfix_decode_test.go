@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hostflow/hostflow/templates"
 	"github.com/vmware/go-ipfix/pkg/entities"
 	"github.com/vmware/go-ipfix/pkg/registry"
 )
@@ -220,14 +221,20 @@ func wantRecord(f *Flow) decodedRecord {
 		}
 		return uint64(k.IcmpType)<<8 | uint64(k.IcmpCode)
 	}
+	// Template: bit 0 egress, bit 1 IPv6, bit 2 ICMP (of the family).
 	id := uint16(256)
-	if k.EthProtocol != 0x0800 {
+	v4 := k.EthProtocol == 0x0800
+	if !v4 {
 		id += 2
 	}
 	if k.Direction == 1 {
 		id++
 	}
-	return decodedRecord{
+	icmp := (v4 && k.TransportProtocol == 1) || (!v4 && k.TransportProtocol == 58)
+	if icmp {
+		id += 4
+	}
+	r := decodedRecord{
 		TemplateID: id,
 		Addrs: map[string]netip.Addr{
 			"sourceIPv4Address":      netip.AddrFrom4([4]byte(k.SrcIp[12:])),
@@ -253,10 +260,25 @@ func wantRecord(f *Flow) decodedRecord {
 			"vlanId":                   uint64(k.VlanId),
 		},
 	}
+	// Transport records have the ports, ICMP ones the type and code.
+	if icmp {
+		delete(r.Uints, "sourceTransportPort")
+		delete(r.Uints, "destinationTransportPort")
+	} else {
+		delete(r.Uints, "icmpTypeCodeIPv4")
+		delete(r.Uints, "icmpTypeCodeIPv6")
+	}
+	return r
 }
 
-// wantFieldCount is the number of elements in each default template.
-const wantFieldCount = 15
+// wantFieldCount is the number of elements in each default template:
+// transport ones have two ports, ICMP ones one type and code.
+func wantFieldCount(id uint16) int {
+	if id >= templates.ICMPv4Ingress {
+		return 13
+	}
+	return 14
+}
 
 // checkRecord compares a decoded record with the flow it came from, field by
 // field.
@@ -267,8 +289,8 @@ func checkRecord(t testing.TB, got decodedRecord, f *Flow) {
 		t.Errorf("flow %v: template %d, want %d", f.Key, got.TemplateID, want.TemplateID)
 		return
 	}
-	if n := len(got.Uints) + len(got.Addrs); n != wantFieldCount {
-		t.Errorf("flow %v: %d fields, want %d", f.Key, n, wantFieldCount)
+	if n := len(got.Uints) + len(got.Addrs); n != wantFieldCount(want.TemplateID) {
+		t.Errorf("flow %v: %d fields, want %d", f.Key, n, wantFieldCount(want.TemplateID))
 	}
 	for name, v := range got.Addrs {
 		w, ok := want.Addrs[name]
@@ -301,7 +323,7 @@ func records(msgs []decodedMsg) []decodedRecord {
 // grouped by template ID, input order within a template.
 func inWireOrder(flows []Flow) []Flow {
 	var out []Flow
-	for id := uint16(256); id < 260; id++ {
+	for id := uint16(256); id < 256+templates.NumTemplates; id++ {
 		for i := range flows {
 			if wantRecord(&flows[i]).TemplateID == id {
 				out = append(out, flows[i])

@@ -107,7 +107,23 @@ func sampleFlows() []Flow {
 	icmp6.Key.VlanId = 4094
 	icmp6.EndReason = EndLackOfResources
 	udp6out := testFlow(flowKey("2001:db8::3", "2001:db8:ffff::9", 1234, 4739, 17, 1, 1), 5, 7000, 2*time.Second, time.Second)
-	return []Flow{tcp4, udp4, icmp4, icmp4out, tcp6, udp6, icmp6, udp6out}
+	// Two flows or more of every template: SCTP (ports, no ICMP) and
+	// ICMP of both families and directions.
+	sctp4 := testFlow(flowKey("198.18.0.1", "198.18.0.2", 2905, 3868, 132, 0, 2), 40, 4000, 3*time.Second, time.Second)
+	udp4out := testFlow(flowKey("198.18.0.1", "198.18.0.53", 40000, 53, 17, 1, 3), 1, 60, time.Second, 0)
+	sctp6out := testFlow(flowKey("2001:db8::3", "2001:db8::4", 36412, 38412, 132, 1, 1), 9, 900, time.Second, time.Second)
+	icmp4b := testFlow(flowKey("198.18.0.9", "198.18.0.1", 0, 0, 1, 0, 2), 1, 56, time.Second, 0)
+	icmp4b.Key.IcmpType, icmp4b.Key.IcmpCode = 11, 0
+	icmp4outb := testFlow(flowKey("198.18.0.1", "198.18.0.9", 0, 0, 1, 1, 2), 2, 168, time.Second, time.Second)
+	icmp4outb.Key.IcmpType = 0
+	icmp6in := testFlow(flowKey("2001:db8::2", "2001:db8::1", 0, 0, 58, 0, 4), 2, 208, time.Second, time.Second)
+	icmp6in.Key.IcmpType = 129
+	icmp6inb := testFlow(flowKey("fe80::2", "fe80::1", 0, 0, 58, 0, 4), 1, 72, 0, 0)
+	icmp6inb.Key.IcmpType, icmp6inb.Key.IcmpCode = 1, 4
+	icmp6outb := testFlow(flowKey("2001:db8::1", "2001:db8::2", 0, 0, 58, 1, 4), 2, 208, time.Second, time.Second)
+	icmp6outb.Key.IcmpType = 128
+	return []Flow{tcp4, udp4, icmp4, icmp4out, tcp6, udp6, icmp6, udp6out,
+		sctp4, udp4out, sctp6out, icmp4b, icmp4outb, icmp6in, icmp6inb, icmp6outb}
 }
 
 // randomFlows returns n varied flows of all templates, reproducibly.
@@ -175,7 +191,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				"tcpControlBits": 0x1b, "octetDeltaCount": 3456, "packetDeltaCount": 12,
 				"flowStartMilliseconds": ms - 30000, "flowEndMilliseconds": ms - 877,
 				"flowDirection": 0, "ingressInterface": 2, "flowEndReason": 3,
-				"icmpTypeCodeIPv4": 0, "vlanId": 0,
+				"vlanId": 0,
 			},
 		},
 		{
@@ -186,11 +202,11 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				f.EndReason = EndActiveTimeout
 				return f
 			}(),
-			template: 257,
+			template: 261, // ICMP, IPv4, egress: no ports
 			addrs:    map[string]string{"sourceIPv4Address": "192.0.2.1", "destinationIPv4Address": "192.0.2.9"},
 			uints: map[string]uint64{
-				"sourceTransportPort": 0, "destinationTransportPort": 0, "protocolIdentifier": 1,
-				"tcpControlBits": 0, "octetDeltaCount": 252, "packetDeltaCount": 3,
+				"protocolIdentifier": 1,
+				"tcpControlBits":     0, "octetDeltaCount": 252, "packetDeltaCount": 3,
 				"flowStartMilliseconds": ms, "flowEndMilliseconds": ms,
 				"flowDirection": 1, "egressInterface": 7, "flowEndReason": 2,
 				"icmpTypeCodeIPv4": 3<<8 | 13, "vlanId": 100,
@@ -203,11 +219,11 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				f.Key.IcmpType, f.Key.IcmpCode = 135, 0
 				return f
 			}(),
-			template: 258,
+			template: 262, // ICMP, IPv6, ingress: no ports
 			addrs:    map[string]string{"sourceIPv6Address": "fe80::1", "destinationIPv6Address": "ff02::1"},
 			uints: map[string]uint64{
-				"sourceTransportPort": 0, "destinationTransportPort": 0, "protocolIdentifier": 58,
-				"tcpControlBits": 0, "octetDeltaCount": 72, "packetDeltaCount": 1,
+				"protocolIdentifier": 58,
+				"tcpControlBits":     0, "octetDeltaCount": 72, "packetDeltaCount": 1,
 				"flowStartMilliseconds": ms - 1, "flowEndMilliseconds": ms,
 				"flowDirection": 0, "ingressInterface": 5, "flowEndReason": 1,
 				"icmpTypeCodeIPv6": 135 << 8, "vlanId": 0,
@@ -228,7 +244,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				"tcpControlBits": 0, "octetDeltaCount": 1 << 40, "packetDeltaCount": math.MaxUint64,
 				"flowStartMilliseconds": ms - 2000, "flowEndMilliseconds": ms - 1000,
 				"flowDirection": 1, "egressInterface": 1, "flowEndReason": 4,
-				"icmpTypeCodeIPv6": 0, "vlanId": 0,
+				"vlanId": 0,
 			},
 		},
 		{
@@ -243,7 +259,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				"tcpControlBits": 0, "octetDeltaCount": 0, "packetDeltaCount": 0,
 				"flowStartMilliseconds": 0, "flowEndMilliseconds": 0,
 				"flowDirection": 0, "ingressInterface": 1, "flowEndReason": 0,
-				"icmpTypeCodeIPv4": 0, "vlanId": 0,
+				"vlanId": 0,
 			},
 		},
 	}
@@ -348,7 +364,7 @@ func TestIPFIXDifferential(t *testing.T) {
 		}
 		// Templates open the first message and every
 		// DefaultTemplateRefreshMessages-th after it.
-		if (i%DefaultTemplateRefreshMessages == 0) != (len(m.Templates) == 4) {
+		if (i%DefaultTemplateRefreshMessages == 0) != (len(m.Templates) == templates.NumTemplates) {
 			t.Errorf("message %d has %d templates", i, len(m.Templates))
 		}
 	}
@@ -367,7 +383,7 @@ func TestIPFIXSequence(t *testing.T) {
 	clk := &ipfixClock{testEpoch}
 	// 400 bytes: the template set and a few records, so every Export
 	// spans several messages.
-	e := newTestIPFIX(t, w, clk, 400)
+	e := newTestIPFIX(t, w, clk, 600)
 	var sent uint32
 	for i, n := range []int{1, 37, 100, 5} {
 		if err := e.Export(randomFlows(n, uint64(i))); err != nil {
@@ -392,7 +408,7 @@ func TestIPFIXSequence(t *testing.T) {
 
 	t.Run("wraps modulo 2^32", func(t *testing.T) {
 		w := &captureWriter{}
-		e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, 400)
+		e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, 600)
 		e.seq = math.MaxUint32 - 2
 		if err := e.Export(randomFlows(20, 3)); err != nil {
 			t.Fatal(err)
@@ -469,7 +485,7 @@ func TestIPFIXTemplateRefresh(t *testing.T) {
 		if err := e.Export(flows); err != nil {
 			t.Fatal(err)
 		}
-		if m := decodeAll(t, w.msgs); len(m[0].Templates) != 4 {
+		if m := decodeAll(t, w.msgs); len(m[0].Templates) != templates.NumTemplates {
 			t.Errorf("templates not resent after the failed first message")
 		}
 	})
@@ -486,8 +502,8 @@ func TestIPFIXTemplateRefresh(t *testing.T) {
 func TestIPFIXPacking(t *testing.T) {
 	flows := randomFlows(1000, 11)
 	want := inWireOrder(flows)
-	least := 16 + 4 + 4*(4+4*15) // header + template set
-	for _, size := range []int{least, 401, 512, 1000, DefaultMaxMessageSize, 9000, 65535} {
+	least := 16 + 4 + 4*(4+4*14) + 4*(4+4*13) // header + template set
+	for _, size := range []int{least, 501, 512, 1000, DefaultMaxMessageSize, 9000, 65535} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			w := &captureWriter{}
 			e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, size)
@@ -500,8 +516,8 @@ func TestIPFIXPacking(t *testing.T) {
 				}
 				// Every message but the last was closed because the next
 				// record did not fit: at worst a new set of the longest
-				// record (4 + 81 bytes).
-				if i < len(w.msgs)-1 && len(m)+4+81 <= size {
+				// record (4 + 79 bytes).
+				if i < len(w.msgs)-1 && len(m)+4+79 <= size {
 					t.Errorf("message %d: %d bytes, room left for another record", i, len(m))
 				}
 			}
@@ -519,13 +535,13 @@ func TestIPFIXPacking(t *testing.T) {
 	}
 	t.Run("several sets per message", func(t *testing.T) {
 		w := &captureWriter{}
-		e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, 0)
+		e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, 9000)
 		if err := e.Export(sampleFlows()); err != nil {
 			t.Fatal(err)
 		}
 		m := decodeAll(t, w.msgs)
-		if len(m) != 1 || m[0].Sets != 5 {
-			t.Errorf("%d messages; want 1 with 5 sets (templates + 4 data)", len(m))
+		if len(m) != 1 || m[0].Sets != 9 {
+			t.Errorf("%d messages; want 1 with 9 sets (templates + 8 data)", len(m))
 		}
 	})
 }
@@ -541,7 +557,6 @@ func TestIPFIXConfig(t *testing.T) {
 		{"no writer", IPFIXConfig{}, false},
 		{"too small for templates", IPFIXConfig{Writer: w, MaxMessageSize: 200}, false},
 		{"larger than the length field", IPFIXConfig{Writer: w, MaxMessageSize: 65536}, false},
-		{"negative refresh", IPFIXConfig{Writer: w, TemplateRefresh: -time.Second}, false},
 	}
 	for _, tt := range tests {
 		e, err := NewIPFIX(tt.cfg)
@@ -557,7 +572,7 @@ func TestIPFIXConfig(t *testing.T) {
 func TestIPFIXSendErrors(t *testing.T) {
 	// Every other message fails.
 	w := &captureWriter{fail: func(i int) bool { return i%2 == 1 }}
-	e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, 400)
+	e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, 600)
 	flows := randomFlows(100, 5)
 	err := e.Export(flows)
 	if !errors.Is(err, errInjected) {
@@ -777,7 +792,7 @@ func TestIPFIXTemplateRefreshMessages(t *testing.T) {
 	t.Run("mid-export refresh in tiny messages", func(t *testing.T) {
 		// Every message wants templates, and templates leave no room
 		// for a record: the exporter must still make progress.
-		least := 16 + 4 + 4*(4+4*15)
+		least := 16 + 4 + 4*(4+4*14) + 4*(4+4*13)
 		w := &captureWriter{}
 		e, err := NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: least, TemplateRefreshMessages: 1, Now: (&ipfixClock{testEpoch}).Now})
 		if err != nil {
@@ -809,7 +824,7 @@ func TestIPFIXResendTemplates(t *testing.T) {
 	for _, m := range decodeAll(t, w.msgs) {
 		got = append(got, len(m.Templates), len(m.Records))
 	}
-	if fmt.Sprint(got) != "[4 2 0 2 4 2 0 2 4 0]" {
+	if fmt.Sprint(got) != "[8 2 0 2 8 2 0 2 8 0]" {
 		t.Errorf("templates, records per message: %v", got)
 	}
 	if err := e.Close(); err != nil {
@@ -829,7 +844,7 @@ func wantIPFIXRaw(f *Flow) map[uint16][]byte {
 	u64 := func(v uint64) []byte { return be.AppendUint64(nil, v) }
 	ms := func(t time.Time) []byte { return u64(uint64(max(t.UnixMilli(), 0))) }
 	v := map[uint16][]byte{
-		7: u16(k.SrcPort), 11: u16(k.DstPort), 4: {k.TransportProtocol}, 6: u16(f.TCPFlags),
+		4: {k.TransportProtocol}, 6: u16(f.TCPFlags),
 		1: u64(f.Bytes), 2: u64(f.Packets), 152: ms(f.Start), 153: ms(f.End),
 		61: {k.Direction}, 136: {byte(f.EndReason)}, 58: u16(k.VlanId),
 	}
@@ -839,17 +854,21 @@ func wantIPFIXRaw(f *Flow) map[uint16][]byte {
 	} else {
 		v[10] = iface
 	}
+	// Transport records have the ports, ICMP ones the type and code.
 	icmp := []byte{k.IcmpType, k.IcmpCode}
-	if k.EthProtocol == 0x0800 {
-		v[8], v[12], v[32] = k.SrcIp[12:], k.DstIp[12:], u16(0)
-		if k.TransportProtocol == 1 {
-			v[32] = icmp
-		}
+	v4 := k.EthProtocol == 0x0800
+	if v4 {
+		v[8], v[12] = k.SrcIp[12:], k.DstIp[12:]
 	} else {
-		v[27], v[28], v[139] = k.SrcIp[:], k.DstIp[:], u16(0)
-		if k.TransportProtocol == 58 {
-			v[139] = icmp
-		}
+		v[27], v[28] = k.SrcIp[:], k.DstIp[:]
+	}
+	switch {
+	case v4 && k.TransportProtocol == 1:
+		v[32] = icmp
+	case !v4 && k.TransportProtocol == 58:
+		v[139] = icmp
+	default:
+		v[7], v[11] = u16(k.SrcPort), u16(k.DstPort)
 	}
 	return v
 }

@@ -21,8 +21,8 @@ type NetFlow9Config struct {
 	// TemplateRefresh and TemplateRefreshMessages: templates are sent
 	// again after this time or this many packets, whichever comes first
 	// (RFC 3954 section 9). Defaults DefaultTemplateRefresh and
-	// DefaultTemplateRefreshMessages; negative messages turns the count
-	// off.
+	// DefaultTemplateRefreshMessages; negative turns either off (over TCP
+	// or TLS both are off: see IPFIXConfig).
 	TemplateRefresh         time.Duration
 	TemplateRefreshMessages int
 	// Templates is the record layout, from templates.FromNames with
@@ -30,9 +30,17 @@ type NetFlow9Config struct {
 	Templates *templates.Set
 	// Options, if set, enables options records.
 	Options *OptionsConfig
-	// Now is the clock, injected for tests. Default time.Now. The header's
-	// sysUptime is milliseconds since NewNetFlow9 read it, and
-	// FIRST_SWITCHED/LAST_SWITCHED are relative to the same origin.
+	// Clock, if set, is the clock (and Now is ignored): its wall time
+	// goes in the header's unix_secs, and the header's sysUptime is
+	// milliseconds on its monotonic clock since NewNetFlow9, so a step of
+	// the wall clock does not make sysUptime jump or go backwards.
+	// FIRST_SWITCHED/LAST_SWITCHED are the flow times less the wall time
+	// of sysUptime 0 as of the packet, so that a collector adding them to
+	// unix_secs - sysUptime gets the flow times back.
+	Clock Clock
+	// Now is the wall clock when Clock is nil, injected for tests; the
+	// monotonic clock is then elapsed time on Now. Default: both are
+	// SystemClock's.
 	Now func() time.Time
 	// Logger reports send failures and recoveries. Default: discard.
 	Logger *slog.Logger
@@ -55,6 +63,10 @@ var _ Sink = (*NetFlow9)(nil)
 // NewNetFlow9 returns a NetFlow v9 exporter writing to cfg.Writer.
 func NewNetFlow9(cfg NetFlow9Config) (*NetFlow9, error) {
 	e := &NetFlow9{}
+	var mono func() time.Duration
+	if cfg.Clock != nil {
+		cfg.Now, mono = cfg.Clock.Now, cfg.Clock.Monotonic
+	}
 	if err := e.init(encoderConfig{
 		wire:            &v9Wire,
 		w:               cfg.Writer,
@@ -65,6 +77,7 @@ func NewNetFlow9(cfg NetFlow9Config) (*NetFlow9, error) {
 		set:             cfg.Templates,
 		options:         cfg.Options,
 		now:             cfg.Now,
+		mono:            mono,
 		log:             cfg.Logger,
 	}); err != nil {
 		return nil, err

@@ -166,11 +166,19 @@ func wantV9(f *Flow, start int64) (template uint16, vals map[uint16][]byte) {
 	if k.Direction == 1 {
 		template++
 	}
+	icmp := (v4 && k.TransportProtocol == 1) || (!v4 && k.TransportProtocol == 58)
 	vals = map[uint16][]byte{
-		7: u16(k.SrcPort), 11: u16(k.DstPort), 4: {k.TransportProtocol},
+		4: {k.TransportProtocol},
 		6: {byte(f.TCPFlags)}, 1: u64(f.Bytes), 2: u64(f.Packets),
 		22: up(f.Start.UnixMilli()), 21: up(f.End.UnixMilli()),
-		61: {k.Direction}, 58: u16(k.VlanId), 32: u16(0),
+		61: {k.Direction}, 58: u16(k.VlanId),
+	}
+	// Transport records have the ports, ICMP ones ICMP_TYPE.
+	if icmp {
+		template += 4
+		vals[32] = []byte{k.IcmpType, k.IcmpCode}
+	} else {
+		vals[7], vals[11] = u16(k.SrcPort), u16(k.DstPort)
 	}
 	if k.Direction == 1 {
 		vals[14] = u32(k.IfIndex)
@@ -179,14 +187,8 @@ func wantV9(f *Flow, start int64) (template uint16, vals map[uint16][]byte) {
 	}
 	if v4 {
 		vals[8], vals[12] = k.SrcIp[12:], k.DstIp[12:]
-		if k.TransportProtocol == 1 {
-			vals[32] = []byte{k.IcmpType, k.IcmpCode}
-		}
 	} else {
 		vals[27], vals[28] = k.SrcIp[:], k.DstIp[:]
-		if k.TransportProtocol == 58 {
-			vals[32] = []byte{k.IcmpType, k.IcmpCode}
-		}
 	}
 	return template, vals
 }

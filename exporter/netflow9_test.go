@@ -58,7 +58,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			want: map[uint16][]byte{
 				8: {192, 0, 2, 1}, 12: {198, 51, 100, 7}, 7: {0x9c, 0x40}, 11: {1, 0xbb}, 4: {6}, 6: {0x1b},
 				1: {0, 0, 0, 0, 0, 0, 0x0d, 0x80}, 2: {0, 0, 0, 0, 0, 0, 0, 12},
-				22: be32(upNow - 30000), 21: be32(upNow - 877), 61: {0}, 10: {0, 0, 0, 2}, 32: {0, 0}, 58: {0, 0},
+				22: be32(upNow - 30000), 21: be32(upNow - 877), 61: {0}, 10: {0, 0, 0, 2}, 58: {0, 0},
 			},
 		},
 		{
@@ -68,9 +68,9 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 				f.Key.IcmpType, f.Key.IcmpCode, f.Key.VlanId = 3, 13, 100
 				return f
 			}(),
-			template: 257,
+			template: 261, // ICMP, IPv4, egress: no ports
 			want: map[uint16][]byte{
-				8: {192, 0, 2, 1}, 12: {192, 0, 2, 9}, 7: {0, 0}, 11: {0, 0}, 4: {1}, 6: {0},
+				8: {192, 0, 2, 1}, 12: {192, 0, 2, 9}, 4: {1}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0, 252}, 2: {0, 0, 0, 0, 0, 0, 0, 3},
 				22: be32(upNow), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 7}, 32: {3, 13}, 58: {0, 100},
 			},
@@ -82,10 +82,10 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 				f.Key.IcmpType = 135
 				return f
 			}(),
-			template: 258,
+			template: 262, // ICMP, IPv6, ingress: no ports
 			want: map[uint16][]byte{
 				27: netip.MustParseAddr("fe80::1").AsSlice(), 28: netip.MustParseAddr("ff02::1").AsSlice(),
-				7: {0, 0}, 11: {0, 0}, 4: {58}, 6: {0},
+				4: {58}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0, 72}, 2: {0, 0, 0, 0, 0, 0, 0, 1},
 				22: be32(0), 21: be32(upNow), 61: {0}, 10: {0, 0, 0, 5}, 32: {135, 0}, 58: {0, 0},
 			},
@@ -102,7 +102,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 				27: netip.MustParseAddr("2001:db8::3").AsSlice(), 28: netip.MustParseAddr("2001:db8:ffff::9").AsSlice(),
 				7: {0x04, 0xd2}, 11: {0x08, 0x07}, 4: {17}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0x1b, 0x58}, 2: {0, 0, 0, 0, 0, 0, 0, 5},
-				22: be32(upNow - 1000), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 1}, 32: {0, 0}, 58: {0, 0},
+				22: be32(upNow - 1000), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 1}, 58: {0, 0},
 			},
 		},
 	}
@@ -163,8 +163,8 @@ func TestNetFlow9Golden(t *testing.T) {
 			if m.Version != 9 || m.SourceID != 42 || m.Seq != 0 || m.UnixSecs != uint32(testEpoch.Unix()) || m.Uptime != 2*3600*1000 {
 				t.Errorf("header %+v", m)
 			}
-			if int(m.Count) != 4+len(flows) || len(m.Templates) != 4 {
-				t.Errorf("count %d with %d templates, want 4 + %d records", m.Count, len(m.Templates), len(flows))
+			if int(m.Count) != templates.NumTemplates+len(flows) || len(m.Templates) != templates.NumTemplates {
+				t.Errorf("count %d with %d templates, want %d + %d records", m.Count, len(m.Templates), templates.NumTemplates, len(flows))
 			}
 			if len(m.Flows) != len(flows) {
 				t.Fatalf("%d records, want %d", len(m.Flows), len(flows))
@@ -199,7 +199,7 @@ func checkGolden(t *testing.T, name string, got []byte) []byte {
 // v9InWireOrder is flows grouped by v9 template, input order within one.
 func v9InWireOrder(flows []Flow) []Flow {
 	var out []Flow
-	for id := uint16(256); id < 260; id++ {
+	for id := uint16(256); id < 256+templates.NumTemplates; id++ {
 		for i := range flows {
 			if tid, _ := wantV9(&flows[i], 0); tid == id {
 				out = append(out, flows[i])
@@ -213,7 +213,7 @@ func v9InWireOrder(flows []Flow) []Flow {
 // goflow2 and requires every header field and every value to match.
 func TestNetFlow9Differential(t *testing.T) {
 	flows := append(sampleFlows(), randomFlows(1000, 7)...)
-	for _, size := range []int{0, 300, 512, 9000, 65535} {
+	for _, size := range []int{0, 500, 512, 9000, 65535} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			w := &captureWriter{}
 			e, _ := newTestNetFlow9(t, w, size, nil)
@@ -238,7 +238,7 @@ func TestNetFlow9Differential(t *testing.T) {
 				if int(m.Count) != len(m.Templates)+len(m.Flows) {
 					t.Errorf("packet %d: count %d, %d templates + %d records", i, m.Count, len(m.Templates), len(m.Flows))
 				}
-				if wantT := i%DefaultTemplateRefreshMessages == 0; wantT != (len(m.Templates) == 4) {
+				if wantT := i%DefaultTemplateRefreshMessages == 0; wantT != (len(m.Templates) == templates.NumTemplates) {
 					t.Errorf("packet %d: %d templates", i, len(m.Templates))
 				}
 			}
@@ -340,7 +340,7 @@ func TestNetFlow9TemplateRefresh(t *testing.T) {
 		for _, m := range gfDecodeAll(t, w.msgs) {
 			got = append(got, len(m.Templates), len(m.Flows))
 		}
-		if fmt.Sprint(got) != "[4 2 0 2 4 2 0 2 4 0]" {
+		if fmt.Sprint(got) != "[8 2 0 2 8 2 0 2 8 0]" {
 			t.Errorf("templates, records per packet: %v", got)
 		}
 	})
@@ -348,7 +348,7 @@ func TestNetFlow9TemplateRefresh(t *testing.T) {
 
 func TestNetFlow9SendErrors(t *testing.T) {
 	w := &captureWriter{fail: func(i int) bool { return i%2 == 1 }}
-	e, _ := newTestNetFlow9(t, w, 400, nil)
+	e, _ := newTestNetFlow9(t, w, 600, nil)
 	err := e.Export(randomFlows(100, 5))
 	if !errors.Is(err, errInjected) {
 		t.Fatalf("error %v", err)
@@ -383,7 +383,6 @@ func TestNetFlow9Config(t *testing.T) {
 		{"no writer", NetFlow9Config{}, false},
 		{"too small", NetFlow9Config{Writer: w, MaxMessageSize: 200}, false},
 		{"too large", NetFlow9Config{Writer: w, MaxMessageSize: 65536}, false},
-		{"negative refresh", NetFlow9Config{Writer: w, TemplateRefresh: -1}, false},
 		{"ipfix templates", NetFlow9Config{Writer: w, Templates: ipfixSet}, false},
 		{"negative options interval", NetFlow9Config{Writer: w, Options: &OptionsConfig{Interval: -1}}, false},
 	}
@@ -502,4 +501,157 @@ func BenchmarkNetFlow9Encode(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*len(flows)), "ns/record")
+}
+
+// TestNetFlow9UptimeMonotonic steps the wall clock back between two
+// exports: sysUptime keeps counting on the monotonic clock, unix_secs
+// follows the wall clock, and FIRST/LAST_SWITCHED stay consistent with
+// both, so a collector still places the flows at their wall times.
+func TestNetFlow9UptimeMonotonic(t *testing.T) {
+	w := &captureWriter{}
+	clk := newFakeClock()
+	e, err := NewNetFlow9(NetFlow9Config{Writer: w, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newGFCollector()
+	for _, s := range []struct {
+		name       string
+		wallStep   time.Duration
+		monoStep   time.Duration
+		wantUptime uint32
+	}{
+		{"start", 0, 10 * time.Second, 10_000},
+		{"wall back an hour", -time.Hour, 5 * time.Second, 15_000},
+		{"wall forward a day", 24 * time.Hour, time.Second, 16_000},
+	} {
+		clk.epoch = clk.epoch.Add(s.wallStep)
+		clk.advance(s.monoStep)
+		now := clk.Now()
+		f := testFlow(flowKey("198.18.0.1", "198.18.0.2", 1000, 2000, 17, 0, 2), 1, 100, 0, 0)
+		f.Start, f.End = now.Add(-3*time.Second), now.Add(-time.Second)
+		w.msgs = nil
+		if err := e.Export([]Flow{f}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.decode(w.msgs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Uptime != s.wantUptime || m.UnixSecs != uint32(now.Unix()) {
+			t.Errorf("%s: sysUptime %d unix_secs %d, want %d and %d", s.name, m.Uptime, m.UnixSecs, s.wantUptime, now.Unix())
+		}
+		if len(m.Flows) != 1 {
+			t.Fatalf("%s: %d flows", s.name, len(m.Flows))
+		}
+		first := binary.BigEndian.Uint32(m.Flows[0].Values[templates.IEFlowStartSysUpTime])
+		last := binary.BigEndian.Uint32(m.Flows[0].Values[templates.IEFlowEndSysUpTime])
+		if first != s.wantUptime-3000 || last != s.wantUptime-1000 {
+			t.Errorf("%s: FIRST_SWITCHED %d LAST_SWITCHED %d, want %d and %d", s.name, first, last, s.wantUptime-3000, s.wantUptime-1000)
+		}
+	}
+}
+
+// TestTemplateRefreshOff: with both refreshes off (a TCP or TLS stream),
+// templates go in the first message and then only when ResendTemplates
+// asks (a new connection), however much time and how many messages pass.
+func TestTemplateRefreshOff(t *testing.T) {
+	for _, proto := range []templates.ExportProtocol{templates.IPFIX, templates.NetFlowV9} {
+		t.Run(proto.String(), func(t *testing.T) {
+			w := &captureWriter{}
+			clk := &ipfixClock{testEpoch}
+			var e interface {
+				Export([]Flow) error
+				ResendTemplates()
+			}
+			var err error
+			if proto == templates.NetFlowV9 {
+				e, err = NewNetFlow9(NetFlow9Config{Writer: w, Now: clk.Now, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			} else {
+				e, err = NewIPFIX(IPFIXConfig{Writer: w, Now: clk.Now, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newGFCollector()
+			var with []int
+			for i := range 60 {
+				if i == 40 {
+					e.ResendTemplates()
+				}
+				w.msgs = nil
+				if err := e.Export(sampleFlows()[:2]); err != nil {
+					t.Fatal(err)
+				}
+				m, err := c.decode(w.msgs[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(m.Templates) > 0 {
+					with = append(with, i)
+				}
+				clk.Advance(time.Hour)
+			}
+			if len(with) != 2 || with[0] != 0 || with[1] != 40 {
+				t.Errorf("templates in exports %v, want [0 40]", with)
+			}
+		})
+	}
+}
+
+// TestWriteTemplatesInsideWriter calls WriteTemplates from inside the
+// writer, as a stream transport's hook does when a write reconnects: the
+// templates go first and the sequence numbers stay right (IPFIX counts
+// data records, v9 packets).
+func TestWriteTemplatesInsideWriter(t *testing.T) {
+	for _, proto := range []templates.ExportProtocol{templates.IPFIX, templates.NetFlowV9} {
+		t.Run(proto.String(), func(t *testing.T) {
+			var msgs [][]byte
+			var e interface {
+				Export([]Flow) error
+				WriteTemplates() error
+			}
+			writes := 0
+			w := MessageWriterFunc(func(b []byte) error {
+				writes++
+				if writes == 2 { // a reconnect in the second write
+					if err := e.WriteTemplates(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				msgs = append(msgs, append([]byte(nil), b...))
+				return nil
+			})
+			var err error
+			if proto == templates.NetFlowV9 {
+				e, err = NewNetFlow9(NetFlow9Config{Writer: w, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			} else {
+				e, err = NewIPFIX(IPFIXConfig{Writer: w, TemplateRefresh: -1, TemplateRefreshMessages: -1})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if err := e.Export(sampleFlows()[:2]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := newGFCollector()
+			var got []string
+			for _, m := range msgs {
+				d, err := c.decode(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("t%d f%d s%d", len(d.Templates), len(d.Flows), d.Seq))
+			}
+			want := []string{"t8 f2 s0", "t8 f0 s2", "t0 f2 s2"}
+			if proto == templates.NetFlowV9 {
+				want = []string{"t8 f2 s0", "t8 f0 s1", "t0 f2 s2"}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("messages %v, want %v", got, want)
+			}
+		})
+	}
 }

@@ -3,9 +3,11 @@ package exporter
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
+	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/templates"
 )
 
@@ -58,6 +60,10 @@ type OptionsConfig struct {
 	// SamplingInterval is N of 1-in-N packet sampling; 0 or 1 is
 	// unsampled (every packet counted).
 	SamplingInterval uint32
+	// SamplingAlgorithm is how the N are picked: bpf.SamplingRandom (the
+	// zero value) or bpf.SamplingCount. See templates.Options for what
+	// the sampling options record says of each, and why.
+	SamplingAlgorithm bpf.SamplingAlgorithm
 }
 
 type options struct {
@@ -71,7 +77,15 @@ func newOptions(cfg OptionsConfig, p templates.ExportProtocol) (*options, error)
 	if cfg.Interval < 0 {
 		return nil, fmt.Errorf("options: negative interval %v", cfg.Interval)
 	}
-	o := &options{OptionsConfig: cfg, interval: cfg.Interval, templates: templates.Options(p)}
+	sampling := templates.SamplingRandom
+	switch cfg.SamplingAlgorithm {
+	case bpf.SamplingRandom:
+	case bpf.SamplingCount:
+		sampling = templates.SamplingCount
+	default:
+		return nil, fmt.Errorf("options: unknown sampling algorithm %d", cfg.SamplingAlgorithm)
+	}
+	o := &options{OptionsConfig: cfg, interval: cfg.Interval, templates: templates.Options(p, sampling)}
 	if o.interval == 0 {
 		o.interval = DefaultOptionsInterval
 	}
@@ -226,18 +240,22 @@ func (e *encoder) appendOption(b []byte, f templates.Field, row *optionsRow) []b
 	case templates.OptDomain:
 		v = uint64(e.domain)
 	case templates.OptSelectorAlgorithm:
-		// IANA selectorAlgorithm 1: systematic count-based sampling,
-		// which 1-in-N is (N = 1 when every packet is counted).
-		v = 1
-	case templates.OptSamplingPacketInterval:
-		v = 1
-	case templates.OptSamplingPacketSpace:
-		v = uint64(e.opts.SamplingInterval - 1)
+		// IANA selectorAlgorithm (RFC 5475): 1 systematic count-based,
+		// 4 uniform probabilistic.
+		v = 4
+		if e.opts.SamplingAlgorithm == bpf.SamplingCount {
+			v = 1
+		}
+	case templates.OptSamplingProbability:
+		v = math.Float64bits(1 / float64(e.opts.SamplingInterval))
 	case templates.OptSamplingInterval:
 		v = uint64(e.opts.SamplingInterval)
 	case templates.OptSamplingAlgorithm:
-		// RFC 3954: 1 is deterministic sampling.
-		v = 1
+		// RFC 3954 SAMPLING_ALGORITHM: 1 deterministic, 2 random.
+		v = 2
+		if e.opts.SamplingAlgorithm == bpf.SamplingCount {
+			v = 1
+		}
 	case templates.OptExportedMessages:
 		v = row.stats.Messages
 	case templates.OptExportedRecords:

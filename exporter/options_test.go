@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -82,18 +83,20 @@ func wantOptions(proto templates.ExportProtocol, messages, records uint64) []gfR
 		if proto == templates.NetFlowV9 {
 			scope = map[uint16][]byte{2: idx}
 		}
-		out = append(out, gfRecord{TemplateID: 260, Scope: scope, Values: map[uint16][]byte{10: idx, 82: fix(ifc.Name, 16), 83: fix(desc, 64)}})
+		out = append(out, gfRecord{TemplateID: templates.OptionsInterfaces, Scope: scope, Values: map[uint16][]byte{10: idx, 82: fix(ifc.Name, 16), 83: fix(desc, 64)}})
 	}
 	if proto == templates.NetFlowV9 {
 		sys := map[uint16][]byte{1: {0, 0, 0, 42}}
 		return append(out,
-			gfRecord{TemplateID: 261, Scope: sys, Values: map[uint16][]byte{34: {0, 0, 0, 1}, 35: {1}}},
-			gfRecord{TemplateID: 262, Scope: sys, Values: map[uint16][]byte{41: u64(messages), 42: u64(records)}})
+			gfRecord{TemplateID: templates.OptionsSampling, Scope: sys, Values: map[uint16][]byte{34: {0, 0, 0, 1}, 35: {2}}},
+			gfRecord{TemplateID: templates.OptionsReliability, Scope: sys, Values: map[uint16][]byte{41: u64(messages), 42: u64(records)}})
 	}
 	dom := map[uint16][]byte{149: {0, 0, 0, 42}}
 	return append(out,
-		gfRecord{TemplateID: 261, Scope: dom, Values: map[uint16][]byte{304: {0, 1}, 305: {0, 0, 0, 1}, 306: {0, 0, 0, 0}}},
-		gfRecord{TemplateID: 262, Scope: dom, Values: map[uint16][]byte{
+		// Random sampling of 1 in 1: uniform probabilistic (4) with
+		// probability 1.0, interval 1, random (2).
+		gfRecord{TemplateID: templates.OptionsSampling, Scope: dom, Values: map[uint16][]byte{304: {0, 4}, 311: u64(math.Float64bits(1)), 34: {0, 0, 0, 1}, 35: {2}}},
+		gfRecord{TemplateID: templates.OptionsReliability, Scope: dom, Values: map[uint16][]byte{
 			41: u64(messages), 42: u64(records), 164: u64(7), 166: u64(3), 160: u64(uint64(v9Boot.UnixMilli())),
 		}})
 }
@@ -143,14 +146,14 @@ func TestOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fmt.Sprint(m.Templates, m.OptionTemplates) != "[256 257 258 259] [260 261 262]" {
+			if fmt.Sprint(m.Templates, m.OptionTemplates) != "[256 257 258 259 260 261 262 263] [264 265 266]" {
 				t.Errorf("templates %v, options templates %v", m.Templates, m.OptionTemplates)
 			}
 			if proto == templates.NetFlowV9 {
 				if err := checkFramingV9(golden); err != nil {
 					t.Error(err)
 				}
-				if want := 4 + 3 + 6 + 2; int(m.Count) != want {
+				if want := templates.NumTemplates + 3 + 6 + 2; int(m.Count) != want {
 					t.Errorf("count %d, want %d", m.Count, want)
 				}
 			}
@@ -198,17 +201,17 @@ func TestOptionsSpill(t *testing.T) {
 		t.Run(proto.String(), func(t *testing.T) {
 			w := &captureWriter{}
 			opts := &OptionsConfig{Interfaces: func() []InterfaceInfo { return ifaces }}
-			e, _ := newOptionsExporter(t, proto, w, 512, opts)
+			e, _ := newOptionsExporter(t, proto, w, 640, opts)
 			if err := e.Export(randomFlows(50, 3)); err != nil {
 				t.Fatal(err)
 			}
 			var n, flows int
 			for i, m := range gfDecodeAll(t, w.msgs) {
-				if len(w.msgs[i]) > 512 {
+				if len(w.msgs[i]) > 640 {
 					t.Errorf("message %d: %d bytes", i, len(w.msgs[i]))
 				}
 				for _, r := range m.Options {
-					if r.TemplateID == 260 {
+					if r.TemplateID == templates.OptionsInterfaces {
 						n++
 					}
 				}

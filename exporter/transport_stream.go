@@ -31,9 +31,10 @@ type StreamConfig struct {
 	// Backoff spaces reconnection attempts. Default DefaultBackoff.
 	Backoff Backoff
 	// OnConnect runs on every new connection before anything else is
-	// written on it, so the encoder can send its templates first (RFC 7011
-	// section 8: a collector cannot decode data before its template, and a
-	// new connection starts with none). See StreamTransport.
+	// written on it, so the encoder can write its templates first (RFC
+	// 7011 section 8: a collector cannot decode data before its template,
+	// and a new connection starts with none): use the encoder's
+	// WriteTemplates. See StreamTransport.
 	OnConnect func()
 	// Logger reports connections made and lost. Default: discard.
 	Logger *slog.Logger
@@ -53,16 +54,20 @@ type StreamConfig struct {
 //
 //	t, _ := NewStreamTransport(cfg)
 //	enc, _ := NewIPFIX(IPFIXConfig{Writer: t})
-//	t.SetOnConnect(enc.ResendTemplates)
+//	t.SetOnConnect(func() { enc.WriteTemplates() })
 //
 // The OnConnect hook runs on the goroutine that made the connection, with
 // the transport unlocked, after the connection is up and before the
 // message that triggered it (if any) is written. The hook may write through
-// the transport: those messages go first. A hook that only marks the
-// templates due makes the next message carry them; a Collector calls
-// Connect before each batch for that reason, so a batch's first message is
-// built after the hook ran. Writers on other goroutines are not held back
-// while the hook runs: use one writer goroutine.
+// the transport: those messages go first. That is what the encoders'
+// WriteTemplates does, so the templates precede any data on every
+// connection, including one a WriteMessage made for a message built
+// before the connection existed. (A hook that only marks the templates
+// due, such as ResendTemplates, is not enough: the message in flight
+// would go first, data before its templates.) If the hook's write fails,
+// the connection is dropped and the message in flight fails with it.
+// Writers on other goroutines are not held back while the hook runs: use
+// one writer goroutine.
 //
 // A goroutine reads each connection, so a collector that closes it (or
 // rejects the client certificate after a TLS 1.3 handshake) is noticed at

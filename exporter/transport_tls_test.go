@@ -24,14 +24,18 @@ type testPKI struct {
 	caFile, serverCert, serverKey, clientCert, clientKey string
 	pool                                                 *x509.CertPool
 	server                                               tls.Certificate
+
+	dir    string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	serial int64
 }
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	p := &testPKI{pool: x509.NewCertPool()}
+	p := &testPKI{pool: x509.NewCertPool(), dir: t.TempDir()}
 	now := time.Now()
-	caKey := newKey(t)
+	p.caKey = newKey(t)
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "hostflow test CA"},
@@ -41,48 +45,53 @@ func newTestPKI(t *testing.T) *testPKI {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &p.caKey.PublicKey, p.caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
+	if p.ca, err = x509.ParseCertificate(caDER); err != nil {
 		t.Fatal(err)
 	}
-	p.pool.AddCert(ca)
-	p.caFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER)
-
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, name string) (certFile, keyFile string) {
-		key := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		}
-		if usage == x509.ExtKeyUsageServerAuth {
-			tmpl.DNSNames = []string{"collector.test"}
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return writePEM(t, dir, name+".pem", "CERTIFICATE", der), writePEM(t, dir, name+"-key.pem", "EC PRIVATE KEY", keyDER)
-	}
-	p.serverCert, p.serverKey = leaf(2, "collector.test", x509.ExtKeyUsageServerAuth, "server")
-	p.clientCert, p.clientKey = leaf(3, "exporter-1", x509.ExtKeyUsageClientAuth, "client")
+	p.pool.AddCert(p.ca)
+	p.caFile = writePEM(t, p.dir, "ca.pem", "CERTIFICATE", caDER)
+	p.serial = 1
+	p.serverCert, p.serverKey = p.leaf(t, "collector.test", x509.ExtKeyUsageServerAuth, "server")
+	p.clientCert, p.clientKey = p.leaf(t, "exporter-1", x509.ExtKeyUsageClientAuth, "client")
 	p.server, err = tls.LoadX509KeyPair(p.serverCert, p.serverKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// leaf issues a certificate for cn and writes it and its key as
+// name.pem and name-key.pem, replacing the files of an earlier one.
+func (p *testPKI) leaf(t *testing.T, cn string, usage x509.ExtKeyUsage, name string) (certFile, keyFile string) {
+	t.Helper()
+	now := time.Now()
+	p.serial++
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.serial),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+	}
+	if usage == x509.ExtKeyUsageServerAuth {
+		tmpl.DNSNames = []string{"collector.test"}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, p.dir, name+".pem", "CERTIFICATE", der), writePEM(t, p.dir, name+"-key.pem", "EC PRIVATE KEY", keyDER)
 }
 
 func newKey(t *testing.T) *ecdsa.PrivateKey {
@@ -222,7 +231,7 @@ func TestTLSConfigLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc.MinVersion != tls.VersionTLS12 || len(tc.Certificates) != 1 || tc.RootCAs == nil || tc.ServerName != "collector.test" {
+	if tc.MinVersion != tls.VersionTLS12 || tc.GetClientCertificate == nil || tc.RootCAs == nil || tc.ServerName != "collector.test" {
 		t.Errorf("config %+v", tc)
 	}
 	for name, bad := range map[string]TLSConfig{
@@ -254,5 +263,55 @@ func TestTLSOverIPv6(t *testing.T) {
 	}
 	if !srv.waitFor(2*time.Second, func() bool { return srv.total() == 1 }) {
 		t.Fatal("no message over IPv6")
+	}
+}
+
+// TestTLSClientCertificateRenewed renews the client certificate at the
+// same paths: the next connection presents the new one, and a half-written
+// renewal (a key that does not match) keeps the last good pair.
+func TestTLSClientCertificateRenewed(t *testing.T) {
+	p := newTestPKI(t)
+	srv := startServer(t, "127.0.0.1:0", p.serverTLS(0))
+	tr := newStream(t, StreamConfig{Address: srv.addr(), TLS: p.clientTLS(t, true, "collector.test")})
+	peers := func() []string {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		var out []string
+		for _, c := range srv.conns {
+			out = append(out, c.peerCN)
+		}
+		return out
+	}
+	reconnect := func(step string) {
+		t.Helper()
+		if err := tr.WriteMessage(testMsg(1, 64)); err != nil {
+			t.Fatalf("%s: write: %v", step, err)
+		}
+		n := len(srv.snapshot())
+		if !srv.waitFor(2*time.Second, func() bool { return srv.total() >= n && peers()[n-1] != "" }) {
+			t.Fatalf("%s: no verified connection", step)
+		}
+		srv.kill()
+		for deadline := time.Now().Add(2 * time.Second); tr.Stats().Connected && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		srv.restart()
+		time.Sleep(2 * testBackoff.Max)
+	}
+	reconnect("first")
+	p.leaf(t, "exporter-2", x509.ExtKeyUsageClientAuth, "client")
+	reconnect("renewed")
+	// Half a renewal: a new certificate whose key is not written yet.
+	key, err := os.ReadFile(p.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.leaf(t, "exporter-3", x509.ExtKeyUsageClientAuth, "client")
+	if err := os.WriteFile(p.clientKey, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reconnect("half renewed")
+	if got := strings.Join(peers(), " "); got != "exporter-1 exporter-2 exporter-2" {
+		t.Errorf("client certificates seen: %s, want exporter-1 exporter-2 exporter-2", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hostflow/hostflow/internal/testutil"
+	"github.com/hostflow/hostflow/templates"
 )
 
 // streamRecorder accepts one TCP connection and keeps every byte of it.
@@ -207,8 +208,8 @@ func TestPeerIPFIXDumpTCP(t *testing.T) {
 	if n := strings.Count(out, "--- data record"); n != wantRecords {
 		t.Errorf("ipfixDump printed %d data records, want %d", n, wantRecords)
 	}
-	if n := strings.Count(out, "--- template record"); n != 4 {
-		t.Errorf("ipfixDump printed %d template records, want 4", n)
+	if n := strings.Count(out, "--- template record"); n != templates.NumTemplates {
+		t.Errorf("ipfixDump printed %d template records, want %d", n, templates.NumTemplates)
 	}
 	if n := strings.Count(out, "--- options template record"); n != 3 {
 		t.Errorf("ipfixDump printed %d options template records, want 3", n)

@@ -161,6 +161,12 @@ func peerOptions() *exporter.OptionsConfig {
 // clock, and small messages so that the fixture spans several of them.
 func peerSink(t *testing.T, proto templates.ExportProtocol, w exporter.MessageWriter, now time.Time, refreshMessages int) exporter.Sink {
 	t.Helper()
+	return peerSinkOptions(t, proto, w, now, refreshMessages, peerOptions())
+}
+
+// peerSinkOptions is peerSink with options opts.
+func peerSinkOptions(t *testing.T, proto templates.ExportProtocol, w exporter.MessageWriter, now time.Time, refreshMessages int, opts *exporter.OptionsConfig) exporter.Sink {
+	t.Helper()
 	// The encoder reads the clock once at creation (v9: sysUptime 0),
 	// then at every message.
 	t0 := peerBoot(now)
@@ -171,11 +177,11 @@ func peerSink(t *testing.T, proto templates.ExportProtocol, w exporter.MessageWr
 	)
 	switch proto {
 	case templates.IPFIX:
-		s, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: 4242, MaxMessageSize: 512,
-			TemplateRefreshMessages: refreshMessages, Options: peerOptions(), Now: clock})
+		s, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: 4242, MaxMessageSize: 640,
+			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock})
 	case templates.NetFlowV9:
-		s, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: 4242, MaxMessageSize: 512,
-			TemplateRefreshMessages: refreshMessages, Options: peerOptions(), Now: clock})
+		s, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: 4242, MaxMessageSize: 640,
+			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +195,12 @@ func peerSink(t *testing.T, proto templates.ExportProtocol, w exporter.MessageWr
 // numbers run across messages and batches.
 func exportUDP(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow) exporter.ExportStats {
 	t.Helper()
+	return exportUDPOptions(t, ns, proto, addr, now, flows, peerOptions())
+}
+
+// exportUDPOptions is exportUDP with options opts.
+func exportUDPOptions(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow, opts *exporter.OptionsConfig) exporter.ExportStats {
+	t.Helper()
 	var u *exporter.UDPWriter
 	dial := func() error {
 		var err error
@@ -201,7 +213,7 @@ func exportUDP(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Close() })
-	s := peerSink(t, proto, u, now, 0)
+	s := peerSinkOptions(t, proto, u, now, 0, opts)
 	// Options data first, in messages of their own (Export with no flows
 	// sends them when due), the way a daemon that starts with an empty
 	// cache sends them: nfdump 1.7.1 leaves options data records out of
@@ -254,7 +266,7 @@ func exportStream(t *testing.T, addr string, tc *tls.Config, now time.Time, flow
 		w = wrap(tr)
 	}
 	enc := peerSink(t, templates.IPFIX, w, now, -1).(*exporter.IPFIX)
-	tr.SetOnConnect(enc.ResendTemplates)
+	tr.SetOnConnect(func() { enc.WriteTemplates() })
 	c, err := exporter.NewCollector(exporter.CollectorConfig{Name: addr, Sink: enc, Transport: tr, DrainTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ const (
 	IESelectorAlgorithm        uint16 = 304
 	IESamplingPacketInterval   uint16 = 305
 	IESamplingPacketSpace      uint16 = 306
+	IESamplingProbability      uint16 = 311
 )
 
 // NetFlow v9 options scope field types (RFC 3954 section 6.2).
@@ -91,7 +92,8 @@ var elements = []element{
 	// RFC 3954 has no end reason and 136 is outside the v9-compatible
 	// range 1-127 (RFC 7012 section 4), so v9 does not carry it.
 	{ipfix: Field{IEFlowEndReason, 1, "flowEndReason", EndReason}},
-	// icmpTypeCode* are type<<8 | code; 0 for flows that are not ICMP.
+	// icmpTypeCode* are type<<8 | code, in the ICMP templates only (see
+	// Set).
 	{ipfix: Field{IEICMPTypeCodeIPv4, 2, "icmpTypeCodeIPv4", ICMPv4TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv4TypeCode}, family: 4, twin: "icmpTypeCodeIPv6"},
 	{ipfix: Field{IEICMPTypeCodeIPv6, 2, "icmpTypeCodeIPv6", ICMPv6TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv6TypeCode}, family: 6, twin: "icmpTypeCodeIPv4"},
 	{ipfix: Field{IEVLANID, 2, "vlanId", VLAN}, v9: Field{58, 2, "SRC_VLAN", VLAN}},
@@ -124,11 +126,11 @@ var (
 )
 
 // The options templates (RFC 7011 section 3.4.2.2, RFC 3954 section 6.1),
-// as data. IDs follow the four data templates.
+// as data. IDs follow the eight data templates.
 const (
-	OptionsInterfaces  uint16 = 260
-	OptionsSampling    uint16 = 261
-	OptionsReliability uint16 = 262
+	OptionsInterfaces  uint16 = 264
+	OptionsSampling    uint16 = 265
+	OptionsReliability uint16 = 266
 )
 
 // Lengths of the interface strings, the same in IPFIX and v9: fixed, zero-
@@ -151,7 +153,9 @@ const (
 )
 
 var (
-	// ipfixOptions: the interface table is keyed by the scope
+	// ipfixOptions are the interface table and the reliability
+	// template; the sampling one is ipfixSampling, by algorithm. The
+	// interface table is keyed by the scope
 	// ingressInterface, the index flows carry in ingressInterface or
 	// egressInterface, and carries it again as its first option field:
 	// nfdump 1.7.1 reads field 10 only among the option fields (not the
@@ -166,13 +170,6 @@ var (
 				{IEInterfaceName, InterfaceNameLen, "interfaceName", OptInterfaceName},
 				{IEInterfaceDescription, InterfaceDescriptionLen, "interfaceDescription", OptInterfaceDescription},
 			}},
-		{ID: OptionsSampling, Name: "sampling",
-			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
-			Fields: []Field{
-				{IESelectorAlgorithm, 2, "selectorAlgorithm", OptSelectorAlgorithm},
-				{IESamplingPacketInterval, 4, "samplingPacketInterval", OptSamplingPacketInterval},
-				{IESamplingPacketSpace, 4, "samplingPacketSpace", OptSamplingPacketSpace},
-			}},
 		{ID: OptionsReliability, Name: "reliability",
 			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
 			Fields: []Field{
@@ -183,7 +180,8 @@ var (
 				{IESystemInitTimeMillis, 8, "systemInitTimeMilliseconds", OptSystemInitMillis},
 			}},
 	}
-	// v9 has only the counters below 128: ignored packets, not-sent
+	// v9Options, the same two for v9 (sampling: v9Sampling). v9 has
+	// only the counters below 128: ignored packets, not-sent
 	// flows and the init time have no v9 type. The interface table keeps
 	// the v9 Interface scope (RFC 3954 section 6.2) and carries the index
 	// again as INPUT_SNMP, its first option field: nfdump 1.7.1 keys its
@@ -197,12 +195,6 @@ var (
 				{IEInterfaceName, InterfaceNameLen, "IF_NAME", OptInterfaceName},
 				{IEInterfaceDescription, InterfaceDescriptionLen, "IF_DESC", OptInterfaceDescription},
 			}},
-		{ID: OptionsSampling, Name: "sampling",
-			Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},
-			Fields: []Field{
-				{IESamplingInterval, 4, "SAMPLING_INTERVAL", OptSamplingInterval},
-				{IESamplingAlgorithm, 1, "SAMPLING_ALGORITHM", OptSamplingAlgorithm},
-			}},
 		{ID: OptionsReliability, Name: "reliability",
 			Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},
 			Fields: []Field{
@@ -211,3 +203,72 @@ var (
 			}},
 	}
 )
+
+// Sampling is the packet sampling the options report: hostflow's two
+// algorithms (bpf.SamplingRandom and bpf.SamplingCount).
+type Sampling uint8
+
+const (
+	// SamplingRandom picks each packet with probability 1/N.
+	SamplingRandom Sampling = iota
+	// SamplingCount picks every Nth packet.
+	SamplingCount
+)
+
+// The sampling options templates, one per algorithm in IPFIX. Every
+// collector must read the rate N from them, and each reads other elements
+// (their sources, as of nfdump 1.7.1, pmacct 1.7.7 and goflow2 2.2.6):
+//
+//   - goflow2 takes the first of samplingPacketInterval (305),
+//     samplerRandomInterval (50) and samplingInterval (34) it finds in a
+//     record, in that order, as the rate. RFC 5475's way to say 1-in-N
+//     count-based sampling, samplingPacketInterval 1 and
+//     samplingPacketSpace N-1, would read as a rate of 1
+//     (netsampler/goflow2#440, open), so 305 and 306 are not sent.
+//   - nfdump takes samplingInterval (34), samplerRandomInterval (50) or
+//     samplingPacketSpace (306) with samplingPacketInterval (305), and
+//     the algorithm from samplingAlgorithm (35) or selectorAlgorithm (304).
+//   - nfacctd takes samplingInterval (34), samplerRandomInterval (50), or
+//     (305+306)/305.
+//
+// So every template carries samplingInterval N, read by all three, with
+// the algorithm both ways: selectorAlgorithm (RFC 5475, IANA psamp) 4,
+// uniform probabilistic, with its parameter samplingProbability 1/N for
+// random sampling, or 1, systematic count-based, for count-based; and the
+// older samplingAlgorithm, 2 (random) or 1 (deterministic), which v9
+// collectors know (RFC 3954 has only 34 and 35).
+var (
+	ipfixSampling = [2]OptionsTemplate{
+		SamplingRandom: {ID: OptionsSampling, Name: "sampling",
+			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
+			Fields: []Field{
+				{IESelectorAlgorithm, 2, "selectorAlgorithm", OptSelectorAlgorithm},
+				{IESamplingProbability, 8, "samplingProbability", OptSamplingProbability},
+				{IESamplingInterval, 4, "samplingInterval", OptSamplingInterval},
+				{IESamplingAlgorithm, 1, "samplingAlgorithm", OptSamplingAlgorithm},
+			}},
+		SamplingCount: {ID: OptionsSampling, Name: "sampling",
+			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
+			Fields: []Field{
+				{IESelectorAlgorithm, 2, "selectorAlgorithm", OptSelectorAlgorithm},
+				{IESamplingInterval, 4, "samplingInterval", OptSamplingInterval},
+				{IESamplingAlgorithm, 1, "samplingAlgorithm", OptSamplingAlgorithm},
+			}},
+	}
+	v9Sampling = OptionsTemplate{ID: OptionsSampling, Name: "sampling",
+		Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},
+		Fields: []Field{
+			{IESamplingInterval, 4, "SAMPLING_INTERVAL", OptSamplingInterval},
+			{IESamplingAlgorithm, 1, "SAMPLING_ALGORITHM", OptSamplingAlgorithm},
+		}}
+)
+
+var optionsSets [2][2][]OptionsTemplate
+
+func init() {
+	for _, s := range []Sampling{SamplingRandom, SamplingCount} {
+		// Interface table, sampling, reliability: IDs 264-266.
+		optionsSets[IPFIX][s] = []OptionsTemplate{ipfixOptions[0], ipfixSampling[s], ipfixOptions[1]}
+		optionsSets[NetFlowV9][s] = []OptionsTemplate{v9Options[0], v9Sampling, v9Options[1]}
+	}
+}

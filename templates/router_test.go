@@ -9,7 +9,7 @@ import (
 )
 
 // TestRouterSet checks the router layouts field by field, written out here
-// independently of the tables: IPFIX and v9, four variants each.
+// independently of the tables: IPFIX and v9, eight variants each.
 func TestRouterSet(t *testing.T) {
 	type f struct {
 		id, length uint16
@@ -37,9 +37,10 @@ func TestRouterSet(t *testing.T) {
 		v4, v6       []f
 		in           string
 		recV4, recV6 int
+		recI4, recI6 int // ICMP templates: no ports, no post-NAPT ports
 	}{
-		{IPFIX, DefaultSet(IPFIX), ipfixV4, ipfixV6, "ingressInterface", 80, 140},
-		{NetFlowV9, DefaultSet(NetFlowV9), v9V4, v9V6, "INPUT_SNMP", 70, 130},
+		{IPFIX, DefaultSet(IPFIX), ipfixV4, ipfixV6, "ingressInterface", 78, 138, 72, 132},
+		{NetFlowV9, DefaultSet(NetFlowV9), v9V4, v9V6, "INPUT_SNMP", 68, 128, 62, 122},
 	} {
 		s := RouterSet(tc.p)
 		if s.Protocol != tc.p {
@@ -51,8 +52,14 @@ func TestRouterSet(t *testing.T) {
 				t.Errorf("%v %d: %d %s", tc.p, i, tmpl.ID, tmpl.Name)
 			}
 			extra, rec := tc.v4, tc.recV4
-			if i >= 2 {
+			if i&2 != 0 {
 				extra, rec = tc.v6, tc.recV6
+			}
+			if i&4 != 0 {
+				extra, rec = extra[:len(extra)-2], tc.recI4
+				if i&2 != 0 {
+					rec = tc.recI6
+				}
 			}
 			if len(tmpl.Fields) != len(base.Fields)+len(extra) {
 				t.Fatalf("%v %s: %d fields", tc.p, tmpl.Name, len(tmpl.Fields))
@@ -86,7 +93,7 @@ func TestRouterSet(t *testing.T) {
 		}
 	}
 	// The default sets are untouched by the router ones.
-	if got := DefaultSet(IPFIX).Templates()[0].Fields; len(got) != 15 || got[11].Value != Interface {
+	if got := DefaultSet(IPFIX).Templates()[0].Fields; len(got) != 14 || got[11].Value != Interface {
 		t.Errorf("default IPFIX set changed: %+v", got)
 	}
 }
@@ -166,7 +173,7 @@ func TestRouterFromNames(t *testing.T) {
 			}
 			var names []string
 			var values []Value
-			for _, f := range s.Select(false, true).Fields {
+			for _, f := range s.Select(false, true, false).Fields {
 				names = append(names, f.Name)
 				values = append(values, f.Value)
 			}

@@ -57,12 +57,11 @@ const (
 	OptInterfaceIndex
 	OptInterfaceName
 	OptInterfaceDescription
-	OptDomain // observation domain (IPFIX) or source id (v9)
-	OptSelectorAlgorithm
-	OptSamplingPacketInterval
-	OptSamplingPacketSpace
-	OptSamplingInterval
-	OptSamplingAlgorithm
+	OptDomain              // observation domain (IPFIX) or source id (v9)
+	OptSelectorAlgorithm   // IANA selectorAlgorithm of the sampling
+	OptSamplingProbability // float64 1/N
+	OptSamplingInterval    // N
+	OptSamplingAlgorithm   // RFC 3954 SAMPLING_ALGORITHM: 1 deterministic, 2 random
 	OptExportedMessages
 	OptExportedRecords
 	OptIgnoredPackets
@@ -151,72 +150,126 @@ func (o *OptionsTemplate) SpecLength() int {
 	return 6 + 4*(len(o.Scope)+len(o.Fields))
 }
 
-// Options returns the options templates of protocol p: interface table,
-// sampling and exporter reliability. Shared; do not modify.
-func Options(p ExportProtocol) []OptionsTemplate {
-	if p == NetFlowV9 {
-		return v9Options
-	}
-	return ipfixOptions
+// Options returns the options templates of protocol p for sampling
+// algorithm s: interface table, sampling and exporter reliability. Shared;
+// do not modify.
+func Options(p ExportProtocol, s Sampling) []OptionsTemplate {
+	return optionsSets[p][s]
 }
 
-// IDs of the default templates, the same in every Set: the variant of a
-// set is its ID less 256.
+// IDs of the templates, the same in every Set: the variant of a set is
+// its ID less 256, whose bit 0 is egress, bit 1 IPv6 and bit 2 ICMP.
 const (
-	IPv4Ingress uint16 = 256
-	IPv4Egress  uint16 = 257
-	IPv6Ingress uint16 = 258
-	IPv6Egress  uint16 = 259
+	IPv4Ingress   uint16 = 256
+	IPv4Egress    uint16 = 257
+	IPv6Ingress   uint16 = 258
+	IPv6Egress    uint16 = 259
+	ICMPv4Ingress uint16 = 260
+	ICMPv4Egress  uint16 = 261
+	ICMPv6Ingress uint16 = 262
+	ICMPv6Egress  uint16 = 263
 )
 
-// Set is one record layout as the four templates a flow can need: IPv4 or
-// IPv6 addresses and ingress or egress interface are distinct elements, so
-// each combination is its own template (IDs 256-259).
+// NumTemplates is the number of templates of a Set.
+const NumTemplates = 8
+
+// Set is one record layout as the templates a flow can need: IPv4 or IPv6
+// addresses and ingress or egress interface are distinct elements, so each
+// combination is its own template; and ICMP flows (ICMP over IPv4, ICMPv6
+// over IPv6) have their own, with the ICMP type and code and without
+// ports, while the others have ports and no ICMP type, as routers export
+// them: records are smaller, and a collector never has to guess which of
+// the two a port field holds (nfdump, given both, showed an SCTP flow's
+// destination port as 0).
 type Set struct {
 	Protocol  ExportProtocol
-	templates [4]Template
+	templates [NumTemplates]Template
 	maxRecord int
 }
 
-// Select returns the template for a flow of the given address family and
-// direction. It does not allocate: the exporter calls it once per record.
-func (s *Set) Select(ipv4, egress bool) *Template {
+// Variant returns the index of the template for a flow of the given
+// address family, direction and kind (ICMP or not) in Templates(): its ID
+// less 256.
+func Variant(ipv4, egress, icmp bool) int {
 	i := 0
-	if !ipv4 {
-		i = 2
-	}
 	if egress {
-		i++
+		i |= 1
 	}
-	return &s.templates[i]
+	if !ipv4 {
+		i |= 2
+	}
+	if icmp {
+		i |= 4
+	}
+	return i
 }
 
-// Templates returns the four templates, ordered by ID. Shared; do not
-// modify.
+// Select returns the template for a flow of the given address family,
+// direction and kind. It does not allocate: the exporter calls it once per
+// record.
+func (s *Set) Select(ipv4, egress, icmp bool) *Template {
+	return &s.templates[Variant(ipv4, egress, icmp)]
+}
+
+// Templates returns the templates, ordered by ID. Shared; do not modify.
 func (s *Set) Templates() []Template { return s.templates[:] }
 
 // MaxRecordLength returns the length of the longest data record of the
 // set: the least room a message must have for data.
 func (s *Set) MaxRecordLength() int { return s.maxRecord }
 
-var variantNames = [4]string{"ipv4-ingress", "ipv4-egress", "ipv6-ingress", "ipv6-egress"}
+var variantNames = [NumTemplates]string{
+	"ipv4-ingress", "ipv4-egress", "ipv6-ingress", "ipv6-egress",
+	"icmp4-ingress", "icmp4-egress", "icmp6-ingress", "icmp6-egress",
+}
+
+func isPort(e *element) bool {
+	switch e.ipfix.Value {
+	case SrcPort, DstPort, PostNATSrcPort, PostNATDstPort:
+		return true
+	}
+	return false
+}
+
+func isICMP(e *element) bool {
+	return e.ipfix.Value == ICMPv4TypeCode || e.ipfix.Value == ICMPv6TypeCode
+}
 
 // build makes a Set of elems, given as any one variant: each variant swaps
 // in the twin of an element that belongs to another family or direction.
+// The transport variants leave out the ICMP type and code; the ICMP ones
+// leave out the ports and carry the ICMP type and code of their family,
+// where the layout has it or else in place of its first port.
 func build(p ExportProtocol, elems []*element) (*Set, error) {
 	elems = routerInterfaces(elems)
 	s := &Set{Protocol: p}
+	hasICMP := false
+	for _, e := range elems {
+		hasICMP = hasICMP || isICMP(e)
+	}
 	for v := range s.templates {
-		family, dir := uint8(4), byte('i')
-		if v >= 2 {
+		family, dir, icmp := uint8(4), byte('i'), v&4 != 0
+		if v&2 != 0 {
 			family = 6
 		}
-		if v%2 == 1 {
+		if v&1 != 0 {
 			dir = 'e'
 		}
-		t := Template{ID: 256 + uint16(v), Name: variantNames[v], Fields: make([]Field, 0, len(elems))}
+		t := Template{ID: 256 + uint16(v), Name: variantNames[v], Fields: make([]Field, 0, len(elems)+1)}
 		seen := map[uint16]bool{}
+		placed := hasICMP
 		for _, e := range elems {
+			switch {
+			case icmp && isPort(e) && placed:
+				continue
+			case icmp && isPort(e):
+				// No ICMP element in the layout: the first port
+				// makes way for it.
+				placed = true
+				e = byName["icmpTypeCodeIPv4"]
+			case !icmp && isICMP(e):
+				continue
+			}
 			if (e.family != 0 && e.family != family) || (e.dir != 0 && e.dir != dir) {
 				e = byName[e.twin]
 			}
@@ -232,6 +285,9 @@ func build(p ExportProtocol, elems []*element) (*Set, error) {
 			}
 			seen[f.ID] = true
 			t.Fields = append(t.Fields, f)
+		}
+		if len(t.Fields) == 0 {
+			return nil, fmt.Errorf("template %s: no elements left", t.Name)
 		}
 		s.templates[v] = t
 		s.maxRecord = max(s.maxRecord, t.RecordLength())
@@ -268,7 +324,8 @@ func init() {
 	defaultSets[NetFlowV9] = mustBuild(NetFlowV9, defaultV9Names)
 }
 
-// DefaultSet returns the default layout of protocol p: 15 fields in IPFIX,
+// DefaultSet returns the default layout of protocol p: 14 fields in IPFIX
+// (13 for ICMP flows: the ICMP type and code instead of the two ports),
 // the same less flowEndReason in v9. Shared; do not modify.
 func DefaultSet(p ExportProtocol) *Set {
 	return defaultSets[p]
@@ -311,15 +368,16 @@ func FromNames(p ExportProtocol, names []string) (*Set, error) {
 }
 
 // Select returns the default IPFIX template for a flow of the given address
-// family and direction. The result is shared and must not be modified.
+// family, direction and kind. The result is shared and must not be
+// modified.
 //
 // It does not allocate: the exporter calls it once per record.
-func Select(ipv4, egress bool) *Template {
-	return defaultSets[IPFIX].Select(ipv4, egress)
+func Select(ipv4, egress, icmp bool) *Template {
+	return defaultSets[IPFIX].Select(ipv4, egress, icmp)
 }
 
-// Defaults returns the four default IPFIX templates, ordered by ID. The
-// slice and the templates are shared and must not be modified.
+// Defaults returns the default IPFIX templates, ordered by ID. The slice
+// and the templates are shared and must not be modified.
 func Defaults() []Template {
 	return defaultSets[IPFIX].Templates()
 }

@@ -16,25 +16,31 @@ type field struct {
 
 // spec is the layout the brief asks for, written out independently of the
 // tables in elements.go: the tables must match it field for field.
+// Transport templates have the ports and no ICMP type; ICMP templates the
+// ICMP type and no ports.
 type spec struct {
 	id        uint16
 	name      string
 	addr      [2]field
 	iface     field
-	icmp      field
+	icmp      field // zero in a transport template
 	recordLen int
 }
 
 func (s spec) fields() []field {
-	return []field{
-		s.addr[0], s.addr[1],
-		{7, 2, "sourceTransportPort"}, {11, 2, "destinationTransportPort"},
-		{4, 1, "protocolIdentifier"}, {6, 2, "tcpControlBits"},
-		{1, 8, "octetDeltaCount"}, {2, 8, "packetDeltaCount"},
-		{152, 8, "flowStartMilliseconds"}, {153, 8, "flowEndMilliseconds"},
-		{61, 1, "flowDirection"}, s.iface, {136, 1, "flowEndReason"},
-		s.icmp, {58, 2, "vlanId"},
+	out := []field{s.addr[0], s.addr[1]}
+	if s.icmp == (field{}) {
+		out = append(out, field{7, 2, "sourceTransportPort"}, field{11, 2, "destinationTransportPort"})
 	}
+	out = append(out,
+		field{4, 1, "protocolIdentifier"}, field{6, 2, "tcpControlBits"},
+		field{1, 8, "octetDeltaCount"}, field{2, 8, "packetDeltaCount"},
+		field{152, 8, "flowStartMilliseconds"}, field{153, 8, "flowEndMilliseconds"},
+		field{61, 1, "flowDirection"}, s.iface, field{136, 1, "flowEndReason"})
+	if s.icmp != (field{}) {
+		out = append(out, s.icmp)
+	}
+	return append(out, field{58, 2, "vlanId"})
 }
 
 var (
@@ -45,10 +51,14 @@ var (
 	icmp4  = field{32, 2, "icmpTypeCodeIPv4"}
 	icmp6  = field{139, 2, "icmpTypeCodeIPv6"}
 	wanted = []spec{
-		{256, "ipv4-ingress", v4, in, icmp4, 57},
-		{257, "ipv4-egress", v4, out, icmp4, 57},
-		{258, "ipv6-ingress", v6, in, icmp6, 81},
-		{259, "ipv6-egress", v6, out, icmp6, 81},
+		{256, "ipv4-ingress", v4, in, field{}, 55},
+		{257, "ipv4-egress", v4, out, field{}, 55},
+		{258, "ipv6-ingress", v6, in, field{}, 79},
+		{259, "ipv6-egress", v6, out, field{}, 79},
+		{260, "icmp4-ingress", v4, in, icmp4, 53},
+		{261, "icmp4-egress", v4, out, icmp4, 53},
+		{262, "icmp6-ingress", v6, in, icmp6, 77},
+		{263, "icmp6-egress", v6, out, icmp6, 77},
 	}
 )
 
@@ -79,27 +89,31 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s: SpecLength %d, want %d", w.name, n, 4+4*len(wf))
 		}
 	}
-	if n := MaxRecordLength(); n != 81 {
-		t.Errorf("MaxRecordLength %d, want 81", n)
+	if n := MaxRecordLength(); n != 79 {
+		t.Errorf("MaxRecordLength %d, want 79", n)
 	}
 }
 
 func TestSelect(t *testing.T) {
 	tests := []struct {
-		ipv4, egress bool
-		want         uint16
+		ipv4, egress, icmp bool
+		want               uint16
 	}{
-		{true, false, IPv4Ingress},
-		{true, true, IPv4Egress},
-		{false, false, IPv6Ingress},
-		{false, true, IPv6Egress},
+		{true, false, false, IPv4Ingress},
+		{true, true, false, IPv4Egress},
+		{false, false, false, IPv6Ingress},
+		{false, true, false, IPv6Egress},
+		{true, false, true, ICMPv4Ingress},
+		{true, true, true, ICMPv4Egress},
+		{false, false, true, ICMPv6Ingress},
+		{false, true, true, ICMPv6Egress},
 	}
 	for _, tt := range tests {
-		if got := Select(tt.ipv4, tt.egress); got.ID != tt.want {
-			t.Errorf("Select(ipv4=%v, egress=%v) = %d, want %d", tt.ipv4, tt.egress, got.ID, tt.want)
+		if got := Select(tt.ipv4, tt.egress, tt.icmp); got.ID != tt.want {
+			t.Errorf("Select(ipv4=%v, egress=%v, icmp=%v) = %d, want %d", tt.ipv4, tt.egress, tt.icmp, got.ID, tt.want)
 		}
 	}
-	if a := testing.AllocsPerRun(100, func() { _ = Select(false, true) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { _ = Select(false, true, true) }); a != 0 {
 		t.Errorf("Select allocates %v times", a)
 	}
 }

@@ -15,21 +15,27 @@ func TestV9Defaults(t *testing.T) {
 		id, length uint16
 		name       string
 	}
+	// Transport templates: ports, no ICMP_TYPE; ICMP ones the reverse.
 	common := func(addr [2]f, iface, icmp f) []f {
-		return []f{
-			addr[0], addr[1],
-			{7, 2, "L4_SRC_PORT"}, {11, 2, "L4_DST_PORT"},
-			{4, 1, "PROTOCOL"}, {6, 1, "TCP_FLAGS"},
-			{1, 8, "IN_BYTES"}, {2, 8, "IN_PKTS"},
-			{22, 4, "FIRST_SWITCHED"}, {21, 4, "LAST_SWITCHED"},
-			{61, 1, "DIRECTION"}, iface, icmp, {58, 2, "SRC_VLAN"},
+		out := []f{addr[0], addr[1]}
+		if icmp == (f{}) {
+			out = append(out, f{7, 2, "L4_SRC_PORT"}, f{11, 2, "L4_DST_PORT"})
 		}
+		out = append(out, f{4, 1, "PROTOCOL"}, f{6, 1, "TCP_FLAGS"},
+			f{1, 8, "IN_BYTES"}, f{2, 8, "IN_PKTS"},
+			f{22, 4, "FIRST_SWITCHED"}, f{21, 4, "LAST_SWITCHED"},
+			f{61, 1, "DIRECTION"}, iface)
+		if icmp != (f{}) {
+			out = append(out, icmp)
+		}
+		return append(out, f{58, 2, "SRC_VLAN"})
 	}
 	v4 := [2]f{{8, 4, "IPV4_SRC_ADDR"}, {12, 4, "IPV4_DST_ADDR"}}
 	v6 := [2]f{{27, 16, "IPV6_SRC_ADDR"}, {28, 16, "IPV6_DST_ADDR"}}
 	in, out := f{10, 4, "INPUT_SNMP"}, f{14, 4, "OUTPUT_SNMP"}
 	icmp := f{32, 2, "ICMP_TYPE"}
-	want := [][]f{common(v4, in, icmp), common(v4, out, icmp), common(v6, in, icmp), common(v6, out, icmp)}
+	want := [][]f{common(v4, in, f{}), common(v4, out, f{}), common(v6, in, f{}), common(v6, out, f{}),
+		common(v4, in, icmp), common(v4, out, icmp), common(v6, in, icmp), common(v6, out, icmp)}
 	s := DefaultSet(NetFlowV9)
 	if s.Protocol != NetFlowV9 {
 		t.Errorf("protocol %v", s.Protocol)
@@ -51,10 +57,10 @@ func TestV9Defaults(t *testing.T) {
 			}
 		}
 	}
-	if n := s.MaxRecordLength(); n != 16+16+2+2+1+1+8+8+4+4+1+4+2+2 {
+	if n := s.MaxRecordLength(); n != 16+16+2+2+1+1+8+8+4+4+1+4+2 {
 		t.Errorf("MaxRecordLength %d", n)
 	}
-	if s.Select(true, false).ID != IPv4Ingress || s.Select(false, true).ID != IPv6Egress {
+	if s.Select(true, false, false).ID != IPv4Ingress || s.Select(false, true, false).ID != IPv6Egress {
 		t.Error("Select picks the wrong variant")
 	}
 }
@@ -65,19 +71,28 @@ func TestFromNames(t *testing.T) {
 		proto   ExportProtocol
 		names   []string
 		wantErr string
-		// want is the field names of the IPv6-egress variant.
+		// want is the field names of the IPv6-egress variant, then
+		// after a "|" those of the ICMPv6-egress one.
 		want []string
 	}{
 		{"ipfix defaults by name", IPFIX, defaultIPFIXNames, "", []string{
 			"sourceIPv6Address", "destinationIPv6Address", "sourceTransportPort", "destinationTransportPort",
 			"protocolIdentifier", "tcpControlBits", "octetDeltaCount", "packetDeltaCount",
 			"flowStartMilliseconds", "flowEndMilliseconds", "flowDirection", "egressInterface",
+			"flowEndReason", "vlanId", "|",
+			"sourceIPv6Address", "destinationIPv6Address",
+			"protocolIdentifier", "tcpControlBits", "octetDeltaCount", "packetDeltaCount",
+			"flowStartMilliseconds", "flowEndMilliseconds", "flowDirection", "egressInterface",
 			"flowEndReason", "icmpTypeCodeIPv6", "vlanId"}},
+		{"ports without icmp", IPFIX, []string{"octetDeltaCount", "sourceTransportPort", "destinationTransportPort", "protocolIdentifier"}, "",
+			[]string{"octetDeltaCount", "sourceTransportPort", "destinationTransportPort", "protocolIdentifier", "|",
+				"octetDeltaCount", "icmpTypeCodeIPv6", "protocolIdentifier"}},
+		{"icmp alone", IPFIX, []string{"icmpTypeCodeIPv4"}, "template ipv4-ingress: no elements left", nil},
 		{"written as the ipv6 egress variant", IPFIX, []string{"destinationIPv6Address", "egressInterface", "octetDeltaCount"}, "",
-			[]string{"destinationIPv6Address", "egressInterface", "octetDeltaCount"}},
-		{"family free", IPFIX, []string{"packetDeltaCount", "ipVersion"}, "", []string{"packetDeltaCount", "ipVersion"}},
+			[]string{"destinationIPv6Address", "egressInterface", "octetDeltaCount", "|", "destinationIPv6Address", "egressInterface", "octetDeltaCount"}},
+		{"family free", IPFIX, []string{"packetDeltaCount", "ipVersion"}, "", []string{"packetDeltaCount", "ipVersion", "|", "packetDeltaCount", "ipVersion"}},
 		{"v9", NetFlowV9, []string{"sourceIPv4Address", "flowStartMilliseconds", "tcpControlBits", "icmpTypeCodeIPv4"}, "",
-			[]string{"IPV6_SRC_ADDR", "FIRST_SWITCHED", "TCP_FLAGS", "ICMP_TYPE"}},
+			[]string{"IPV6_SRC_ADDR", "FIRST_SWITCHED", "TCP_FLAGS", "|", "IPV6_SRC_ADDR", "FIRST_SWITCHED", "TCP_FLAGS", "ICMP_TYPE"}},
 		{"unknown name", IPFIX, []string{"octetDeltaCount", "noSuchElement"}, `unknown element "noSuchElement"`, nil},
 		{"not fillable", IPFIX, []string{"mplsTopLabelTTL"}, "cannot be filled from a flow", nil},
 		{"not in v9", NetFlowV9, []string{"octetDeltaCount", "flowEndReason"}, "no NetFlow v9 field type", nil},
@@ -97,9 +112,12 @@ func TestFromNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := s.Select(false, true)
 			var names []string
-			for _, f := range got.Fields {
+			for _, f := range s.Select(false, true, false).Fields {
+				names = append(names, f.Name)
+			}
+			names = append(names, "|")
+			for _, f := range s.Select(false, true, true).Fields {
 				names = append(names, f.Name)
 			}
 			if strings.Join(names, ",") != strings.Join(tt.want, ",") {
@@ -139,12 +157,12 @@ func TestElementsRegistry(t *testing.T) {
 			t.Errorf("%s: no twin %s", e.ipfix.Name, e.twin)
 		}
 	}
-	for _, o := range Options(IPFIX) {
+	for _, o := range append(Options(IPFIX, SamplingRandom), Options(IPFIX, SamplingCount)...) {
 		for _, f := range append(append([]Field(nil), o.Scope...), o.Fields...) {
 			check("options "+o.Name, f)
 		}
 	}
-	for _, o := range Options(NetFlowV9) {
+	for _, o := range append(Options(NetFlowV9, SamplingRandom), Options(NetFlowV9, SamplingCount)...) {
 		if o.ID == OptionsInterfaces && (len(o.Fields) == 0 || o.Fields[0].ID != IEIngressInterface) {
 			t.Errorf("v9 interface table: INPUT_SNMP must be its first option field (nfdump keys names by it)")
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/hostflow/hostflow/metrics"
@@ -94,6 +95,11 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 		// Everything the exporter is built from: a change rebuilds it.
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
 			cfg.CollectorQueue, cfg.TLS, cfg.Mode, cfg.TemplateRefresh, cfg.TemplateRefreshMessages)
+		if col.Transport == "tls" {
+			// Certificates renewed at the same paths: a reload
+			// reconnects with them.
+			key += " " + cfg.TLS.Fingerprint()
+		}
 		err = take(key, func() (*collectorSink, error) { return newCollectorSink(cfg, col, env) })
 		if err != nil {
 			break
@@ -131,17 +137,26 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 			return nil, fmt.Errorf("collector %s: fields: %w", col, err)
 		}
 	}
-	// The encoders read 0 as "the default" and a negative count as "off".
-	refreshMessages := cfg.TemplateRefreshMessages
+	// The encoders read 0 as "the default" and a negative value as "off".
+	refresh, refreshMessages := cfg.TemplateRefresh, cfg.TemplateRefreshMessages
 	if refreshMessages == 0 {
 		refreshMessages = -1
 	}
 	losses := new(collectorLosses)
+	if col.Transport != "udp" {
+		// A stream sends templates once per connection (RFC 7011
+		// section 8), from the transport's OnConnect hook below:
+		// template_refresh and template_refresh_messages are for UDP.
+		refresh, refreshMessages = -1, -1
+	}
 	opts := &exporter.OptionsConfig{
 		Interval:         cfg.TemplateRefresh,
 		Interfaces:       env.interfaces,
 		Counters:         losses.counters(env.counters),
 		SamplingInterval: uint32(cfg.Sampling),
+	}
+	if cfg.SamplingAlgorithm == "count" {
+		opts.SamplingAlgorithm = bpf.SamplingCount
 	}
 
 	var tr exporter.Transport
@@ -177,18 +192,18 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	var enc interface {
 		exporter.Sink
 		Stats() exporter.ExportStats
-		ResendTemplates()
+		WriteTemplates() error
 		SendTemplates() error
 	}
 	var err error
 	switch col.Protocol {
 	case "ipfix":
 		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: cfg.TemplateRefresh,
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
 			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
 	case "netflow9":
 		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: cfg.TemplateRefresh,
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
 			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
 	default:
 		err = fmt.Errorf("protocol %s not wired", col.Protocol)
@@ -199,8 +214,13 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	}
 	if stream != nil {
 		// Every new connection starts with the templates (RFC 7011
-		// section 8.1): the collector knows none.
-		stream.SetOnConnect(enc.ResendTemplates)
+		// section 8.1): the collector knows none. They are written at
+		// once, before the message whose write (re)connected.
+		stream.SetOnConnect(func() {
+			if err := enc.WriteTemplates(); err != nil {
+				log.Warn("send templates on new connection", "err", err)
+			}
+		})
 	} else {
 		// Over UDP, templates and options go out at once, before any
 		// flow: nfdump does not count options records in its IPFIX
