@@ -137,7 +137,6 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if err != nil {
 		return nil, err
 	}
-	outer := spec.Maps[NetMapAggregatedFlows]
 
 	f := &FlowFetcher{
 		ingress:  ingress,
@@ -151,7 +150,7 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
-	f.flowMaps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters, outer.InnerMap)
+	f.flowMaps, err = newFlowMaps(f.objs.NetMaps.shared(), cacheMaxSize)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -208,8 +207,7 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 		return err
 	}
 	var progs NetPrograms
-	err = spec.LoadAndAssign(&progs, replacements(m.objs.AggregatedFlows, m.objs.DirectFlows,
-		m.objs.GlobalCounters, m.objs.SamplingCount))
+	err = spec.LoadAndAssign(&progs, m.objs.NetMaps.shared().replacements())
 	if err != nil {
 		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
 	}

@@ -32,22 +32,10 @@ func testRunRejects(frame []byte) bool {
 	return false
 }
 
-// installedMap returns the aggregation map in the slot of outer, closed
-// when the test ends.
-func installedMap(tb testing.TB, outer *ebpf.Map) *ebpf.Map {
-	tb.Helper()
-	var m *ebpf.Map
-	if err := outer.Lookup(uint32(0), &m); err != nil {
-		tb.Fatalf("look up the installed aggregation map: %v", err)
-	}
-	tb.Cleanup(func() { m.Close() })
-	return m
-}
-
-// takeFlows empties the aggregation map in the kernel's slot without the
-// swap Drain does: test_run is synchronous, so nothing writes to it, and
-// the swap's RCU grace period would make every fuzz execution take
-// milliseconds.
+// takeFlows empties the aggregation map programs count into (flows_0 until
+// a Drain switches) without Drain: test_run is synchronous, so nothing
+// writes to it while it is emptied, and a fresh map per input keeps the
+// inputs apart.
 func takeFlows(t *testing.T, m *ebpf.Map) map[NetFlowId]NetFlowMetrics {
 	t.Helper()
 	out := make(map[NetFlowId]NetFlowMetrics)
@@ -131,9 +119,9 @@ func FuzzParseDifferential(f *testing.F) {
 	}
 	tcf := newTestFetcher(f, 64)
 	skf := newTestSockFetcher(f, 64)
-	// Nothing drains these fetchers: the aggregation maps in their slots
-	// stay the same for the whole run.
-	tcFlows, skFlows := installedMap(f, tcf.objs.AggregatedFlows), installedMap(f, skf.objs.AggregatedFlows)
+	// Nothing drains these fetchers: programs count into flows_0 for the
+	// whole run.
+	tcFlows, skFlows := tcf.objs.Flows0, skf.objs.Flows0
 
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > testRunMaxFrame {

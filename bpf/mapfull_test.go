@@ -116,10 +116,24 @@ func TestRingBufFull(t *testing.T) {
 	readRecords(t, f, int(c.MapFull-c.RingBufFull))
 }
 
+// drainModes are the two ways Drain reads: from the live map only (the
+// common case), or switching maps at every drain (a full or old map).
+var drainModes = []struct {
+	name   string
+	maxAge time.Duration
+}{{"read-live", time.Hour}, {"switch-every-drain", 0}}
+
 // TestSwap checks that each drain returns exactly the packets since the
-// previous one, over enough cycles to use both inner maps twice.
+// previous one, over enough cycles to use both maps twice.
 func TestSwap(t *testing.T) {
+	for _, mode := range drainModes {
+		t.Run(mode.name, func(t *testing.T) { testSwap(t, mode.maxAge) })
+	}
+}
+
+func testSwap(t *testing.T, maxAge time.Duration) {
 	f := newTestFetcher(t, 64)
+	f.maxAge = maxAge
 	a, b, c := udpFlow(1, 10), udpFlow(2, 20), udpFlow(3, 30)
 	key := func(p pkt) uint16 { return uint16(p.l3[20])<<8 | uint16(p.l3[21]) }
 
@@ -175,7 +189,14 @@ func TestSwap(t *testing.T) {
 // TestSwapConcurrent drains while programs run on every CPU: the packets
 // of all drains must add up to exactly the runs, none lost, none twice.
 func TestSwapConcurrent(t *testing.T) {
+	for _, mode := range drainModes {
+		t.Run(mode.name, func(t *testing.T) { testSwapConcurrent(t, mode.maxAge) })
+	}
+}
+
+func testSwapConcurrent(t *testing.T, maxAge time.Duration) {
 	f := newTestFetcher(t, 1024)
+	f.maxAge = maxAge
 	workers := max(runtime.NumCPU(), 2)
 	const wantDrains = 50
 	frames := make([][]byte, workers)

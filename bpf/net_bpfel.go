@@ -25,6 +25,8 @@ const (
 	NetCounterKeyCOUNTER_MAX          NetCounterKey = 6
 )
 
+type NetFlowId NetFlowIdT
+
 type NetFlowIdT struct {
 	_                 structs.HostLayout
 	SrcIp             [16]uint8
@@ -40,6 +42,8 @@ type NetFlowIdT struct {
 	IcmpCode          uint8
 }
 
+type NetFlowMetrics NetFlowMetricsT
+
 type NetFlowMetricsT struct {
 	_               structs.HostLayout
 	Packets         uint64
@@ -47,14 +51,23 @@ type NetFlowMetricsT struct {
 	StartMonoTimeTs uint64
 	EndMonoTimeTs   uint64
 	Flags           uint16
-	Pad             [2]uint8
+	Epoch           uint16
 	Sampling        uint32
 }
 
 type NetFlowRecordT struct {
 	_       structs.HostLayout
-	Id      NetFlowIdT
-	Metrics NetFlowMetricsT
+	Id      NetFlowId
+	Metrics NetFlowMetrics
+}
+
+type NetFlowState NetFlowStateT
+
+type NetFlowStateT struct {
+	_      structs.HostLayout
+	Active uint32
+	Epoch  uint16
+	Pad    uint16
 }
 
 type NetSamplingAlgorithm uint32
@@ -68,9 +81,12 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	NetMapAggregatedFlows         = "aggregated_flows"
 	NetMapDirectFlows             = "direct_flows"
+	NetMapFlowStateMap            = "flow_state_map"
+	NetMapFlows0                  = "flows_0"
+	NetMapFlows1                  = "flows_1"
 	NetMapGlobalCounters          = "global_counters"
+	NetMapGracePeriod             = "grace_period"
 	NetMapSamplingCount           = "sampling_count"
 	NetProgEgressFlowParse        = "egress_flow_parse"
 	NetProgEgressFlowParseL3      = "egress_flow_parse_l3"
@@ -81,6 +97,7 @@ const (
 	NetVarSamplingMode            = "sampling_mode"
 	NetVarUnusedCounterKey        = "unused_counter_key"
 	NetVarUnusedFlowRecord        = "unused_flow_record"
+	NetVarUnusedFlowState         = "unused_flow_state"
 	NetVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
 )
 
@@ -136,10 +153,13 @@ type NetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetMapSpecs struct {
-	AggregatedFlows *ebpf.MapSpec `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.MapSpec `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.MapSpec `ebpf:"global_counters"`
-	SamplingCount   *ebpf.MapSpec `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
+	Flows0         *ebpf.MapSpec `ebpf:"flows_0"`
+	Flows1         *ebpf.MapSpec `ebpf:"flows_1"`
+	GlobalCounters *ebpf.MapSpec `ebpf:"global_counters"`
+	GracePeriod    *ebpf.MapSpec `ebpf:"grace_period"`
+	SamplingCount  *ebpf.MapSpec `ebpf:"sampling_count"`
 }
 
 // NetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -151,6 +171,7 @@ type NetVariableSpecs struct {
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
 }
 
@@ -174,17 +195,23 @@ func (o *NetObjects) Close() error {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetMaps struct {
-	AggregatedFlows *ebpf.Map `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.Map `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.Map `ebpf:"global_counters"`
-	SamplingCount   *ebpf.Map `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
+	Flows0         *ebpf.Map `ebpf:"flows_0"`
+	Flows1         *ebpf.Map `ebpf:"flows_1"`
+	GlobalCounters *ebpf.Map `ebpf:"global_counters"`
+	GracePeriod    *ebpf.Map `ebpf:"grace_period"`
+	SamplingCount  *ebpf.Map `ebpf:"sampling_count"`
 }
 
 func (m *NetMaps) Close() error {
 	return _NetClose(
-		m.AggregatedFlows,
 		m.DirectFlows,
+		m.FlowStateMap,
+		m.Flows0,
+		m.Flows1,
 		m.GlobalCounters,
+		m.GracePeriod,
 		m.SamplingCount,
 	)
 }
@@ -198,6 +225,7 @@ type NetVariables struct {
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`
 }
 

@@ -8,17 +8,54 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type NetSkFlowId struct {
+	_                 structs.HostLayout
+	SrcIp             [16]uint8
+	DstIp             [16]uint8
+	IfIndex           uint32
+	EthProtocol       uint16
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+}
+
+type NetSkFlowMetrics struct {
+	_               structs.HostLayout
+	Packets         uint64
+	Bytes           uint64
+	StartMonoTimeTs uint64
+	EndMonoTimeTs   uint64
+	Flags           uint16
+	Epoch           uint16
+	Sampling        uint32
+}
+
+type NetSkFlowState struct {
+	_      structs.HostLayout
+	Active uint32
+	Epoch  uint16
+	Pad    uint16
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	NetSkMapAggregatedFlows         = "aggregated_flows"
 	NetSkMapDirectFlows             = "direct_flows"
+	NetSkMapFlowStateMap            = "flow_state_map"
+	NetSkMapFlows0                  = "flows_0"
+	NetSkMapFlows1                  = "flows_1"
 	NetSkMapGlobalCounters          = "global_counters"
+	NetSkMapGracePeriod             = "grace_period"
 	NetSkMapSamplingCount           = "sampling_count"
 	NetSkProgSockFlowParse          = "sock_flow_parse"
 	NetSkProgSockFlowParseL3        = "sock_flow_parse_l3"
@@ -27,6 +64,7 @@ const (
 	NetSkVarSamplingMode            = "sampling_mode"
 	NetSkVarUnusedCounterKey        = "unused_counter_key"
 	NetSkVarUnusedFlowRecord        = "unused_flow_record"
+	NetSkVarUnusedFlowState         = "unused_flow_state"
 	NetSkVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
 )
 
@@ -80,10 +118,13 @@ type NetSkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetSkMapSpecs struct {
-	AggregatedFlows *ebpf.MapSpec `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.MapSpec `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.MapSpec `ebpf:"global_counters"`
-	SamplingCount   *ebpf.MapSpec `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
+	Flows0         *ebpf.MapSpec `ebpf:"flows_0"`
+	Flows1         *ebpf.MapSpec `ebpf:"flows_1"`
+	GlobalCounters *ebpf.MapSpec `ebpf:"global_counters"`
+	GracePeriod    *ebpf.MapSpec `ebpf:"grace_period"`
+	SamplingCount  *ebpf.MapSpec `ebpf:"sampling_count"`
 }
 
 // NetSkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -95,6 +136,7 @@ type NetSkVariableSpecs struct {
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
 }
 
@@ -118,17 +160,23 @@ func (o *NetSkObjects) Close() error {
 //
 // It can be passed to LoadNetSkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetSkMaps struct {
-	AggregatedFlows *ebpf.Map `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.Map `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.Map `ebpf:"global_counters"`
-	SamplingCount   *ebpf.Map `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
+	Flows0         *ebpf.Map `ebpf:"flows_0"`
+	Flows1         *ebpf.Map `ebpf:"flows_1"`
+	GlobalCounters *ebpf.Map `ebpf:"global_counters"`
+	GracePeriod    *ebpf.Map `ebpf:"grace_period"`
+	SamplingCount  *ebpf.Map `ebpf:"sampling_count"`
 }
 
 func (m *NetSkMaps) Close() error {
 	return _NetSkClose(
-		m.AggregatedFlows,
 		m.DirectFlows,
+		m.FlowStateMap,
+		m.Flows0,
+		m.Flows1,
 		m.GlobalCounters,
+		m.GracePeriod,
 		m.SamplingCount,
 	)
 }
@@ -142,6 +190,7 @@ type NetSkVariables struct {
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`
 }
 
