@@ -150,7 +150,7 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
-	f.flowMaps, err = newFlowMaps(f.objs.NetMaps.shared(), cacheMaxSize)
+	f.flowMaps, err = newFlowMaps(f.objs.NetMaps.shared(), cacheMaxSize, cfg)
 	if err != nil {
 		f.Close()
 		return nil, err

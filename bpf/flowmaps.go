@@ -38,9 +38,10 @@ type flowMaps struct {
 	epoch    uint16        // flow_state.epoch as last written
 	genStart time.Time
 	genPolls int
-	// lastRead is CLOCK_MONOTONIC when the previous read began, minus
-	// a margin for the coarse clock's lag.
+	// lastRead is when the previous read began, on the programs' clock
+	// (CLOCK_MONOTONIC, or its coarse version unless precise).
 	lastRead uint64
+	precise  bool
 	// seen[i] holds, per flow of flows_i, the packets and bytes already
 	// handed out.
 	seen [2]map[NetFlowId]flowTotals
@@ -65,15 +66,12 @@ const (
 	// maxGenerationPolls bounds the polls between two switches, so that
 	// the 16-bit epoch never wraps within one map's lifetime.
 	maxGenerationPolls = 1 << 12
-	// coarseMargin is how far behind CLOCK_MONOTONIC the coarse clock the
-	// programs stamp flows with may lag (a tick at 100 Hz).
-	coarseMargin = uint64(10 * time.Millisecond)
 )
 
 // newFlowMaps sets flow_state to flows_0 and epoch 1 and opens a reader on
 // the ring buffer. The maps stay owned by the caller; capacity is each
 // aggregation map's max_entries.
-func newFlowMaps(maps sharedMaps, capacity int) (*flowMaps, error) {
+func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, error) {
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, fmt.Errorf("possible CPUs: %w", err)
@@ -84,6 +82,7 @@ func newFlowMaps(maps sharedMaps, capacity int) (*flowMaps, error) {
 		ncpu:     ncpu,
 		epoch:    1,
 		maxAge:   maxGenerationAge,
+		precise:  cfg.preciseClock,
 		genStart: time.Now(),
 		seen:     [2]map[NetFlowId]flowTotals{{}, {}},
 		keys:     make([]NetFlowId, drainBatch),
@@ -174,7 +173,7 @@ func (fm *flowMaps) FlushRingBuf() error {
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
-	readStart := monotonicNow()
+	readStart := fm.now()
 	cur := fm.active
 	n, err := fm.read(cur, false, fn)
 	if err != nil {
@@ -182,7 +181,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	}
 	// Packets counted from now on start a new epoch: their first time
 	// and flags are the next drain's.
-	fm.lastRead = readStart - min(readStart, coarseMargin)
+	fm.lastRead = readStart
 	fm.epoch++
 	if fm.epoch == 0 {
 		fm.epoch = 1
@@ -251,7 +250,8 @@ func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)
 // read: its start and flags are of those packets only. A CPU still on an
 // older epoch may have counted a few packets between the last read and the
 // epoch bump that followed it; its last packet's time and flags count when
-// its last packet came after the last read began.
+// its last packet came after the last read began (on the coarse clock: in
+// the same tick or later).
 func (fm *flowMaps) delta(out *NetFlowMetrics, seen map[NetFlowId]flowTotals, id NetFlowId, perCPU []NetFlowMetrics) bool {
 	var tot flowTotals
 	*out = NetFlowMetrics{}
@@ -290,9 +290,14 @@ func (fm *flowMaps) delta(out *NetFlowMetrics, seen map[NetFlowId]flowTotals, id
 	return true
 }
 
-func monotonicNow() uint64 {
+// now reads the clock the programs stamp flows with.
+func (fm *flowMaps) now() uint64 {
+	clock := int32(unix.CLOCK_MONOTONIC_COARSE)
+	if fm.precise {
+		clock = unix.CLOCK_MONOTONIC
+	}
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	_ = unix.ClockGettime(clock, &ts)
 	return uint64(ts.Nano())
 }
 

@@ -257,3 +257,44 @@ func testSwapConcurrent(t *testing.T, maxAge time.Duration) {
 	}
 	t.Logf("%d workers, %v packets, %d drains", workers, runs, wantDrains+1)
 }
+
+// TestDrainIntervals checks that a drain's first-packet time and TCP flags
+// are those of the packets since the previous drain only, while the flow
+// stays in the same kernel map: the exporter starts a new record from them
+// after an active timeout.
+func TestDrainIntervals(t *testing.T) {
+	for _, mode := range drainModes {
+		t.Run(mode.name, func(t *testing.T) {
+			f := newTestFetcher(t, 64, WithPreciseTimestamps(true))
+			f.maxAge = mode.maxAge
+			syn := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpSYN, nil, nil))
+			ack := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpACK, nil, nil))
+
+			runFrame(t, f.objs.IngressFlowParse, syn.frame(), nil)
+			first := drain(t, f)
+			time.Sleep(20 * time.Millisecond)
+			before := monoNow(t)
+			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
+			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
+			after := monoNow(t)
+			second := drain(t, f)
+			if len(first) != 1 || len(second) != 1 {
+				t.Fatalf("drains: %v then %v, want one flow each", first, second)
+			}
+			for _, m := range first {
+				if m.Packets != 1 || m.Flags != tcpSYN {
+					t.Errorf("first drain: %+v, want 1 packet with SYN", m)
+				}
+			}
+			for _, m := range second {
+				if m.Packets != 2 || m.Flags != tcpACK {
+					t.Errorf("second drain: %d packets, flags %#x; want 2 and ACK only", m.Packets, m.Flags)
+				}
+				if m.StartMonoTimeTs < before || m.EndMonoTimeTs > after || m.StartMonoTimeTs > m.EndMonoTimeTs {
+					t.Errorf("second drain: times [%d, %d], want within its packets' [%d, %d]",
+						m.StartMonoTimeTs, m.EndMonoTimeTs, before, after)
+				}
+			}
+		})
+	}
+}

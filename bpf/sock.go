@@ -65,7 +65,7 @@ func NewSockFlowFetcher(sampling, cacheMaxSize int, opts ...FetcherOption) (*Soc
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load socket programs: %w", err)
 	}
-	f.flowMaps, err = newFlowMaps(f.objs.NetSkMaps.shared(), cacheMaxSize)
+	f.flowMaps, err = newFlowMaps(f.objs.NetSkMaps.shared(), cacheMaxSize, cfg)
 	if err != nil {
 		_ = f.objs.Close()
 		return nil, err
