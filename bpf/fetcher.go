@@ -68,8 +68,8 @@ func WithRingBufSize(n uint32) FetcherOption {
 // FlowFetcher loads the TC programs, attaches them to interfaces and reads
 // the flows they aggregate. It is safe for concurrent use.
 //
-// It reads both the flows aggregated in the kernel (a per-CPU hash, drained
-// by LookupAndDeleteMap) and the flows the kernel forwards one packet at a
+// It reads both the flows aggregated in the kernel (a per-CPU hash, read
+// by Drain or LookupAndDeleteMap) and the flows the kernel forwards one packet at a
 // time through the direct_flows ring buffer because the hash was full
 // (ReadRingBuf).
 type FlowFetcher struct {
@@ -109,8 +109,9 @@ type updatableLink interface {
 
 // NewFlowFetcher loads the programs and maps into the kernel. sampling is N
 // of 1-in-N random packet sampling (0 or 1: every packet); cacheMaxSize is
-// how many flows the kernel aggregates between two drains before it diverts
-// packets to the ring buffer; ingress and egress choose the hooks.
+// how many flows each of the two kernel maps holds before packets of new
+// flows are diverted to the ring buffer (a map is switched for the empty
+// one when 7/8 full or 60 s old); ingress and egress choose the hooks.
 //
 // The seed's signature is kept; options (attach mode, ring size) come after
 // it, so existing callers compile unchanged.
