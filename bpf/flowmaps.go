@@ -47,6 +47,7 @@ type flowMaps struct {
 	seen [2]map[NetFlowId]flowTotals
 
 	keys   []NetFlowId
+	keys4  []NetFlowId4
 	values []NetFlowMetrics
 }
 
@@ -55,7 +56,7 @@ type flowTotals struct{ packets, bytes uint64 }
 
 // sharedMaps are the maps both objects define in c/account.h.
 type sharedMaps struct {
-	flows                                       [2]*ebpf.Map
+	flows, flows4                               [2]*ebpf.Map // IPv6, IPv4
 	state, grace, direct, counters, sampleCount *ebpf.Map
 }
 
@@ -86,6 +87,7 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 		genStart: time.Now(),
 		seen:     [2]map[NetFlowId]flowTotals{{}, {}},
 		keys:     make([]NetFlowId, drainBatch),
+		keys4:    make([]NetFlowId4, drainBatch),
 		values:   make([]NetFlowMetrics, drainBatch*ncpu),
 	}
 	fm.graceMap, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
@@ -210,11 +212,22 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	return nil
 }
 
-// read hands fn what each flow of flows_<gen> counted since it was last
-// read, and returns how many flows the map holds. With del (only for a
-// map no program writes to any more) it empties the map as it goes.
+// read hands fn what each flow of the map pair gen counted since it was
+// last read, and returns how many flows the fuller map of the pair holds.
+// With del (only for maps no program writes to any more) it empties the
+// maps as it goes.
 func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	m, seen := fm.shared.flows[gen], fm.seen[gen]
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, NetFlowId4.id, gen, del, fn)
+	if err != nil {
+		return 0, err
+	}
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, func(id NetFlowId) NetFlowId { return id }, gen, del, fn)
+	return max(n4, n6), err
+}
+
+// readMap is read for one map whose keys are K.
+func readMap[K any](fm *flowMaps, m *ebpf.Map, keys []K, id func(K) NetFlowId, gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
+	seen := fm.seen[gen]
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	var out [1]NetFlowMetrics
@@ -222,14 +235,15 @@ func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)
 		var n int
 		var err error
 		if del {
-			n, err = m.BatchLookupAndDelete(&cursor, fm.keys, fm.values, nil)
+			n, err = m.BatchLookupAndDelete(&cursor, keys, fm.values, nil)
 		} else {
-			n, err = m.BatchLookup(&cursor, fm.keys, fm.values, nil)
+			n, err = m.BatchLookup(&cursor, keys, fm.values, nil)
 		}
 		total += n
 		for i := 0; i < n; i++ {
-			if fm.delta(&out[0], seen, fm.keys[i], fm.values[i*fm.ncpu:(i+1)*fm.ncpu]) {
-				fn(fm.keys[i], out[:])
+			k := id(keys[i])
+			if fm.delta(&out[0], seen, k, fm.values[i*fm.ncpu:(i+1)*fm.ncpu]) {
+				fn(k, out[:])
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -345,6 +359,8 @@ const (
 	varPreciseClock = NetVarPreciseClock
 	mapFlows0       = NetMapFlows0
 	mapFlows1       = NetMapFlows1
+	mapFlows40      = NetMapFlows40
+	mapFlows41      = NetMapFlows41
 	mapState        = NetMapFlowStateMap
 	mapGrace        = NetMapGracePeriod
 	mapDirect       = NetMapDirectFlows
@@ -369,8 +385,9 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 	if err := spec.Variables[varPreciseClock].Set(precise); err != nil {
 		return nil, fmt.Errorf("set clock: %w", err)
 	}
-	spec.Maps[mapFlows0].MaxEntries = uint32(cacheMaxSize)
-	spec.Maps[mapFlows1].MaxEntries = uint32(cacheMaxSize)
+	for _, name := range []string{mapFlows0, mapFlows1, mapFlows40, mapFlows41} {
+		spec.Maps[name].MaxEntries = uint32(cacheMaxSize)
+	}
 	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize
 	return spec, nil
 }
@@ -380,6 +397,8 @@ func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		mapFlows0:      s.flows[0],
 		mapFlows1:      s.flows[1],
+		mapFlows40:     s.flows4[0],
+		mapFlows41:     s.flows4[1],
 		mapState:       s.state,
 		mapGrace:       s.grace,
 		mapDirect:      s.direct,
@@ -390,12 +409,12 @@ func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 
 // shared returns the maps of the TC programs' objects.
 func (m *NetMaps) shared() sharedMaps {
-	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, state: m.FlowStateMap, grace: m.GracePeriod,
+	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
 		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount}
 }
 
 // shared returns the maps of the socket filters' objects.
 func (m *NetSkMaps) shared() sharedMaps {
-	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, state: m.FlowStateMap, grace: m.GracePeriod,
+	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
 		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount}
 }

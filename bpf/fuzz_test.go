@@ -32,32 +32,6 @@ func testRunRejects(frame []byte) bool {
 	return false
 }
 
-// takeFlows empties the aggregation map programs count into (flows_0 until
-// a Drain switches) without Drain: test_run is synchronous, so nothing
-// writes to it while it is emptied, and a fresh map per input keeps the
-// inputs apart.
-func takeFlows(t *testing.T, m *ebpf.Map) map[NetFlowId]NetFlowMetrics {
-	t.Helper()
-	out := make(map[NetFlowId]NetFlowMetrics)
-	var (
-		id     NetFlowId
-		perCPU []NetFlowMetrics
-	)
-	it := m.Iterate()
-	for it.Next(&id, &perCPU) {
-		out[id] = sumMetrics(perCPU)
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("iterate flows: %v", err)
-	}
-	for id := range out {
-		if err := m.Delete(id); err != nil {
-			t.Fatalf("delete flow %v: %v", id, err)
-		}
-	}
-	return out
-}
-
 // checkAgainstRef compares the flows and the counter deltas of one run with the
 // reference's answer.
 func checkAgainstRef(t *testing.T, what string, want refResult, flows map[NetFlowId]NetFlowMetrics, before, after KernelCounters) {
@@ -119,9 +93,6 @@ func FuzzParseDifferential(f *testing.F) {
 	}
 	tcf := newTestFetcher(f, 64)
 	skf := newTestSockFetcher(f, 64)
-	// Nothing drains these fetchers: programs count into flows_0 for the
-	// whole run.
-	tcFlows, skFlows := tcf.objs.Flows0, skf.objs.Flows0
 
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > testRunMaxFrame {
@@ -141,7 +112,7 @@ func FuzzParseDifferential(f *testing.F) {
 		case !rejects && err != nil:
 			t.Fatalf("test_run of %d-byte frame: %v", len(frame), err)
 		case !rejects:
-			checkAgainstRef(t, "tc", want, takeFlows(t, tcFlows), before, counters(t, tcf))
+			checkAgainstRef(t, "tc", want, drain(t, tcf), before, counters(t, tcf))
 		}
 
 		if len(frame) < 14 {
@@ -152,7 +123,7 @@ func FuzzParseDifferential(f *testing.F) {
 		if err != nil || ret != 0 {
 			t.Fatalf("test_run of socket filter: %d, %v", ret, err)
 		}
-		checkAgainstRef(t, "socket", want, takeFlows(t, skFlows), before, counters(t, skf))
+		checkAgainstRef(t, "socket", want, drain(t, skf), before, counters(t, skf))
 	})
 }
 

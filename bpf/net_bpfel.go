@@ -27,6 +27,23 @@ const (
 
 type NetFlowId NetFlowIdT
 
+type NetFlowId4 NetFlowId4T
+
+type NetFlowId4T struct {
+	_                 structs.HostLayout
+	SrcIp             [4]uint8
+	DstIp             [4]uint8
+	IfIndex           uint32
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+	Pad               [2]uint8
+}
+
 type NetFlowIdT struct {
 	_                 structs.HostLayout
 	SrcIp             [16]uint8
@@ -83,6 +100,8 @@ const (
 const (
 	NetMapDirectFlows             = "direct_flows"
 	NetMapFlowStateMap            = "flow_state_map"
+	NetMapFlows40                 = "flows4_0"
+	NetMapFlows41                 = "flows4_1"
 	NetMapFlows0                  = "flows_0"
 	NetMapFlows1                  = "flows_1"
 	NetMapGlobalCounters          = "global_counters"
@@ -96,6 +115,7 @@ const (
 	NetVarSampling                = "sampling"
 	NetVarSamplingMode            = "sampling_mode"
 	NetVarUnusedCounterKey        = "unused_counter_key"
+	NetVarUnusedFlowId4           = "unused_flow_id4"
 	NetVarUnusedFlowRecord        = "unused_flow_record"
 	NetVarUnusedFlowState         = "unused_flow_state"
 	NetVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
@@ -155,6 +175,8 @@ type NetProgramSpecs struct {
 type NetMapSpecs struct {
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
+	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
+	Flows41        *ebpf.MapSpec `ebpf:"flows4_1"`
 	Flows0         *ebpf.MapSpec `ebpf:"flows_0"`
 	Flows1         *ebpf.MapSpec `ebpf:"flows_1"`
 	GlobalCounters *ebpf.MapSpec `ebpf:"global_counters"`
@@ -170,6 +192,7 @@ type NetVariableSpecs struct {
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.VariableSpec `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
@@ -197,6 +220,8 @@ func (o *NetObjects) Close() error {
 type NetMaps struct {
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
+	Flows40        *ebpf.Map `ebpf:"flows4_0"`
+	Flows41        *ebpf.Map `ebpf:"flows4_1"`
 	Flows0         *ebpf.Map `ebpf:"flows_0"`
 	Flows1         *ebpf.Map `ebpf:"flows_1"`
 	GlobalCounters *ebpf.Map `ebpf:"global_counters"`
@@ -208,6 +233,8 @@ func (m *NetMaps) Close() error {
 	return _NetClose(
 		m.DirectFlows,
 		m.FlowStateMap,
+		m.Flows40,
+		m.Flows41,
 		m.Flows0,
 		m.Flows1,
 		m.GlobalCounters,
@@ -224,6 +251,7 @@ type NetVariables struct {
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.Variable `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`

@@ -28,6 +28,21 @@ type NetSkFlowId struct {
 	IcmpCode          uint8
 }
 
+type NetSkFlowId4 struct {
+	_                 structs.HostLayout
+	SrcIp             [4]uint8
+	DstIp             [4]uint8
+	IfIndex           uint32
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+	Pad               [2]uint8
+}
+
 type NetSkFlowMetrics struct {
 	_               structs.HostLayout
 	Packets         uint64
@@ -52,6 +67,8 @@ type NetSkFlowState struct {
 const (
 	NetSkMapDirectFlows             = "direct_flows"
 	NetSkMapFlowStateMap            = "flow_state_map"
+	NetSkMapFlows40                 = "flows4_0"
+	NetSkMapFlows41                 = "flows4_1"
 	NetSkMapFlows0                  = "flows_0"
 	NetSkMapFlows1                  = "flows_1"
 	NetSkMapGlobalCounters          = "global_counters"
@@ -63,6 +80,7 @@ const (
 	NetSkVarSampling                = "sampling"
 	NetSkVarSamplingMode            = "sampling_mode"
 	NetSkVarUnusedCounterKey        = "unused_counter_key"
+	NetSkVarUnusedFlowId4           = "unused_flow_id4"
 	NetSkVarUnusedFlowRecord        = "unused_flow_record"
 	NetSkVarUnusedFlowState         = "unused_flow_state"
 	NetSkVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
@@ -120,6 +138,8 @@ type NetSkProgramSpecs struct {
 type NetSkMapSpecs struct {
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
+	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
+	Flows41        *ebpf.MapSpec `ebpf:"flows4_1"`
 	Flows0         *ebpf.MapSpec `ebpf:"flows_0"`
 	Flows1         *ebpf.MapSpec `ebpf:"flows_1"`
 	GlobalCounters *ebpf.MapSpec `ebpf:"global_counters"`
@@ -135,6 +155,7 @@ type NetSkVariableSpecs struct {
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.VariableSpec `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
@@ -162,6 +183,8 @@ func (o *NetSkObjects) Close() error {
 type NetSkMaps struct {
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
+	Flows40        *ebpf.Map `ebpf:"flows4_0"`
+	Flows41        *ebpf.Map `ebpf:"flows4_1"`
 	Flows0         *ebpf.Map `ebpf:"flows_0"`
 	Flows1         *ebpf.Map `ebpf:"flows_1"`
 	GlobalCounters *ebpf.Map `ebpf:"global_counters"`
@@ -173,6 +196,8 @@ func (m *NetSkMaps) Close() error {
 	return _NetSkClose(
 		m.DirectFlows,
 		m.FlowStateMap,
+		m.Flows40,
+		m.Flows41,
 		m.Flows0,
 		m.Flows1,
 		m.GlobalCounters,
@@ -189,6 +214,7 @@ type NetSkVariables struct {
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.Variable `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`

@@ -161,3 +161,24 @@ func NewRecord(key NetFlowId, metrics NetFlowMetrics) *Record {
 func MonoToTime(mono uint64, nowWall time.Time, nowMono time.Duration) time.Time {
 	return nowWall.Add(time.Duration(int64(mono) - int64(nowMono)))
 }
+
+// id returns the flow key of an IPv4 key: addresses mapped into
+// ::ffff:0:0/96, ethertype 0x0800.
+func (k NetFlowId4) id() NetFlowId {
+	id := NetFlowId{
+		EthProtocol:       0x0800,
+		IfIndex:           k.IfIndex,
+		SrcPort:           k.SrcPort,
+		DstPort:           k.DstPort,
+		VlanId:            k.VlanId,
+		TransportProtocol: k.TransportProtocol,
+		Direction:         k.Direction,
+		IcmpType:          k.IcmpType,
+		IcmpCode:          k.IcmpCode,
+	}
+	id.SrcIp[10], id.SrcIp[11] = 0xff, 0xff
+	id.DstIp[10], id.DstIp[11] = 0xff, 0xff
+	copy(id.SrcIp[12:], k.SrcIp[:])
+	copy(id.DstIp[12:], k.DstIp[:])
+	return id
+}

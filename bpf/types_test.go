@@ -89,6 +89,7 @@ func TestSharedNames(t *testing.T) {
 		{NetVarSampling, NetSkVarSampling}, {NetVarSamplingMode, NetSkVarSamplingMode},
 		{NetVarPreciseClock, NetSkVarPreciseClock},
 		{NetMapFlows0, NetSkMapFlows0}, {NetMapFlows1, NetSkMapFlows1},
+		{NetMapFlows40, NetSkMapFlows40}, {NetMapFlows41, NetSkMapFlows41},
 		{NetMapFlowStateMap, NetSkMapFlowStateMap}, {NetMapGracePeriod, NetSkMapGracePeriod},
 		{NetMapDirectFlows, NetSkMapDirectFlows},
 		{NetMapGlobalCounters, NetSkMapGlobalCounters}, {NetMapSamplingCount, NetSkMapSamplingCount},

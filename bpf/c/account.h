@@ -3,8 +3,9 @@
  * programs in flows.c, the socket filter in sock.c), so that each object
  * carries the same map design and counts a packet the same way.
  *
- * Aggregation happens in a per-CPU hash (no locks, no atomics): flows_0 or
- * flows_1, whichever flow_state.active names. Both are top-level maps, so
+ * Aggregation happens in per-CPU hashes (no locks, no atomics): flows4_0
+ * and flows_0 (IPv4 and IPv6 flows) or flows4_1 and flows_1, whichever
+ * pair flow_state.active names. Both are top-level maps, so
  * the verifier inlines their lookups. User space reads the active one every
  * poll without deleting anything (the counts only grow; it computes what
  * is new since its last read) and switches maps only to evict (map filling
@@ -37,16 +38,32 @@ volatile const __u32 sampling_mode = SAMPLING_RANDOM;
  * of the whole program). Both are CLOCK_MONOTONIC. */
 volatile const __u32 precise_clock = 0;
 
-struct flows_map {
+/* IPv4 flows, the bulk of most hosts' traffic, have their own maps with a
+ * 24-byte key. */
+struct flows4_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, flow_id);
+	__type(key, flow_id4);
 	__type(value, flow_metrics);
 	/* Overridden by user space (cacheMaxSize). */
 	__uint(max_entries, 1 << 16);
 };
 
-struct flows_map flows_0 SEC(".maps");
-struct flows_map flows_1 SEC(".maps");
+/* IPv6 flows. Not preallocated: a host with little IPv6 traffic does not
+ * pay for a full map of it; the maps are read in place, so inserts (where
+ * the allocation happens) are rare. */
+struct flows6_map {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, flow_id);
+	__type(value, flow_metrics);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	/* Overridden by user space (cacheMaxSize). */
+	__uint(max_entries, 1 << 16);
+};
+
+struct flows4_map flows4_0 SEC(".maps");
+struct flows4_map flows4_1 SEC(".maps");
+struct flows6_map flows_0 SEC(".maps");
+struct flows6_map flows_1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -96,6 +113,7 @@ struct {
 const flow_record *unused_flow_record __attribute__((unused));
 const enum counter_key *unused_counter_key __attribute__((unused));
 const flow_state *unused_flow_state __attribute__((unused));
+const flow_id4 *unused_flow_id4 __attribute__((unused));
 const enum sampling_algorithm *unused_sampling_algorithm __attribute__((unused));
 
 static __always_inline void count(__u32 key)
@@ -135,12 +153,14 @@ static __always_inline bool sampled_out(void)
 	return bpf_get_prandom_u32() % sampling != 0;
 }
 
-/* add_to counts packets (bytes) seen at now into flows. Each call site
- * names one map, so the verifier inlines the lookup. */
-static __always_inline void add_to(void *flows, flow_id *id, __u64 packets, __u64 bytes,
-				   __u64 now, __u16 tcp_flags, __u16 epoch)
+/* add_to counts packets (bytes) seen at now into flows under key (id, or
+ * its IPv4 form); a packet that finds the map full goes to direct_flows
+ * with id. Each call site names one map, so the verifier inlines the
+ * lookup. */
+static __always_inline void add_to(void *flows, const void *key, flow_id *id, __u64 packets,
+				   __u64 bytes, __u64 now, __u16 tcp_flags, __u16 epoch)
 {
-	flow_metrics *m = bpf_map_lookup_elem(flows, id);
+	flow_metrics *m = bpf_map_lookup_elem(flows, key);
 	if (!m) {
 		flow_metrics nm = {
 			.packets = packets,
@@ -151,12 +171,12 @@ static __always_inline void add_to(void *flows, flow_id *id, __u64 packets, __u6
 			.epoch = epoch,
 			.sampling = sampling,
 		};
-		long err = bpf_map_update_elem(flows, id, &nm, BPF_NOEXIST);
+		long err = bpf_map_update_elem(flows, key, &nm, BPF_NOEXIST);
 		if (err == 0)
 			return;
 		/* Another CPU inserted the key first: this CPU's slot exists
 		 * now (zeroed), so fall through and add to it. */
-		m = bpf_map_lookup_elem(flows, id);
+		m = bpf_map_lookup_elem(flows, key);
 		if (!m) {
 			count(COUNTER_MAP_FULL);
 			divert(id, &nm);
@@ -228,10 +248,29 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 	/* One read of the state: the whole packet goes to the map it names. */
 	__u32 active = st->active;
 	__u16 epoch = st->epoch;
+	if (id.eth_protocol == ETH_P_IP) {
+		flow_id4 k = {
+			.if_index = id.if_index,
+			.src_port = id.src_port,
+			.dst_port = id.dst_port,
+			.vlan_id = id.vlan_id,
+			.transport_protocol = id.transport_protocol,
+			.direction = id.direction,
+			.icmp_type = id.icmp_type,
+			.icmp_code = id.icmp_code,
+		};
+		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);
+		__builtin_memcpy(k.dst_ip, &id.dst_ip[12], 4);
+		if (active)
+			add_to(&flows4_1, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
+		else
+			add_to(&flows4_0, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
+		return;
+	}
 	if (active)
-		add_to(&flows_1, &id, packets, bytes, now, pi.tcp_flags, epoch);
+		add_to(&flows_1, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
 	else
-		add_to(&flows_0, &id, packets, bytes, now, pi.tcp_flags, epoch);
+		add_to(&flows_0, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
 }
 
 #endif

@@ -32,6 +32,24 @@ typedef struct flow_id_t {
 	__u8 icmp_code;
 } flow_id;
 
+/* flow_id4_t is the key of IPv4 flows: flow_id without the 24 bytes an
+ * IPv4-mapped address pair wastes and without the ethertype (0x0800), so
+ * that the hash of every IPv4 packet covers 24 bytes, not 48. Addresses in
+ * network byte order, as in the packet. */
+typedef struct flow_id4_t {
+	__u8 src_ip[4];
+	__u8 dst_ip[4];
+	__u32 if_index;
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 vlan_id;
+	__u8 transport_protocol;
+	__u8 direction;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad[2];
+} flow_id4;
+
 /* flow_metrics_t is what the kernel accumulates per flow and per CPU:
  * packets and bytes since the flow entered the map (user space computes
  * what is new since its last read). */
