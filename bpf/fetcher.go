@@ -349,6 +349,7 @@ func (m *FlowFetcher) Detach(ifindex int) error {
 		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
 	}
 	delete(m.attached, ifindex)
+	m.detached.Store(true)
 	if err := a.close(ifindex, m.cfg.stateDir); err != nil {
 		return fmt.Errorf("detach %s: %w", a.name, err)
 	}

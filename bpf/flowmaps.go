@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -46,9 +47,14 @@ type flowMaps struct {
 	// handed out.
 	seen [2]map[NetFlowId]flowTotals
 
-	keys   []NetFlowId
-	keys4  []NetFlowId4
-	values []NetFlowMetrics
+	keys  []NetFlowId
+	keys4 []NetFlowId4
+
+	// detached is set when programs were detached: one may still be
+	// running, so the next Drain waits for it before reading.
+	detached atomic.Bool
+	waits    int // grace periods waited for (tests)
+	values   []NetFlowMetrics
 }
 
 // flowTotals is what Drain has already handed out of one flow.
@@ -120,6 +126,7 @@ func (fm *flowMaps) writeState() error {
 // kernel wait for an RCU grace period (maybe_wait_bpf_programs), and TC
 // programs and socket filters run inside RCU read-side critical sections.
 func (fm *flowMaps) waitForPrograms() error {
+	fm.waits++
 	if err := fm.shared.grace.Put(uint32(0), fm.graceMap); err != nil {
 		return fmt.Errorf("wait for running programs: %w", err)
 	}
@@ -168,13 +175,23 @@ func (fm *flowMaps) FlushRingBuf() error {
 // the first packet's time and the TCP flags since the last call, to within
 // the time a drain takes (see docs/architecture.md).
 //
-// It reads the active map without deleting anything, then, when that map
+// A Drain after a detach first waits for the programs that may still be
+// running. It reads the active map without deleting anything, then, when that map
 // is 7/8 full or old, switches the programs to the other (empty) one, waits
 // until no program can still write to the old one, and empties it. Each
 // flow's last increments reach fn then: none is lost.
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
+	// After a detach, a program may still be counting (it started
+	// before): let it finish, so that the drain at shutdown has every
+	// packet the hooks saw.
+	if fm.detached.Swap(false) {
+		if err := fm.waitForPrograms(); err != nil {
+			fm.detached.Store(true)
+			return err
+		}
+	}
 	readStart := fm.now()
 	cur := fm.active
 	n, err := fm.read(cur, false, fn)

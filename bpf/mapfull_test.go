@@ -298,3 +298,26 @@ func TestDrainIntervals(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainAfterDetach: the drain after a detach (the daemon's last one)
+// waits for programs that may still be running, once; other drains read
+// the live map without waiting.
+func TestDrainAfterDetach(t *testing.T) {
+	e := newVethEnv(t)
+	f := newTestFetcher(t, 64, WithAttachMode(AttachTCX))
+	if err := e.A.Do(func() error { return f.Attach(e.ifA, e.NameA) }); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	drain(t, f)
+	if f.waits != 0 {
+		t.Fatalf("a drain while attached waited %d times, want 0", f.waits)
+	}
+	if err := f.Detach(e.ifA); err != nil {
+		t.Fatalf("Detach: %v", err)
+	}
+	drain(t, f)
+	drain(t, f)
+	if f.waits != 1 {
+		t.Errorf("two drains after a detach waited %d times, want 1", f.waits)
+	}
+}
