@@ -109,8 +109,9 @@ type updatableLink interface {
 
 // NewFlowFetcher loads the programs and maps into the kernel. sampling is N
 // of 1-in-N random packet sampling (0 or 1: every packet); cacheMaxSize is
-// how many flows each of the two kernel maps holds before packets of new
-// flows are diverted to the ring buffer (a map is switched for the empty
+// how many flows each kernel map holds (one for IPv4, one for IPv6, and a
+// spare of each) before packets of new flows are diverted to the ring
+// buffer (a map is switched for the empty
 // one when 7/8 full or 60 s old); ingress and egress choose the hooks.
 //
 // The seed's signature is kept; options (attach mode, ring size) come after
