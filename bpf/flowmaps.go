@@ -262,6 +262,11 @@ func readMap[K any](fm *flowMaps, m *ebpf.Map, keys []K, id func(K) NetFlowId, g
 			if fm.delta(&out[0], seen, k, fm.values[i*fm.ncpu:(i+1)*fm.ncpu]) {
 				fn(k, out[:])
 			}
+			if del {
+				// Gone from the map: if the flow comes back
+				// to it, it counts from 0 again.
+				delete(seen, k)
+			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return total, nil
