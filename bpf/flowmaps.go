@@ -43,9 +43,10 @@ type flowMaps struct {
 	// (CLOCK_MONOTONIC, or its coarse version unless precise).
 	lastRead uint64
 	precise  bool
-	// seen[i] holds, per flow of flows_i, the packets and bytes already
-	// handed out.
-	seen [2]map[NetFlowId]flowTotals
+	// seen4[i] and seen[i] hold, per flow of flows4_i and flows_i, the
+	// packets and bytes already handed out (16 bytes and the map's key).
+	seen4 [2]map[NetFlowId4]flowTotals
+	seen  [2]map[NetFlowId]flowTotals
 
 	keys  []NetFlowId
 	keys4 []NetFlowId4
@@ -91,6 +92,7 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 		maxAge:   maxGenerationAge,
 		precise:  cfg.preciseClock,
 		genStart: time.Now(),
+		seen4:    [2]map[NetFlowId4]flowTotals{{}, {}},
 		seen:     [2]map[NetFlowId]flowTotals{{}, {}},
 		keys:     make([]NetFlowId, drainBatch),
 		keys4:    make([]NetFlowId4, drainBatch),
@@ -225,6 +227,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	if _, err := fm.read(cur, true, fn); err != nil {
 		return err
 	}
+	clear(fm.seen4[cur])
 	clear(fm.seen[cur])
 	return nil
 }
@@ -234,17 +237,18 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 // With del (only for maps no program writes to any more) it empties the
 // maps as it goes.
 func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, NetFlowId4.id, gen, del, fn)
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4[gen], NetFlowId4.id, del, fn)
 	if err != nil {
 		return 0, err
 	}
-	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, func(id NetFlowId) NetFlowId { return id }, gen, del, fn)
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen[gen], func(id NetFlowId) NetFlowId { return id }, del, fn)
 	return max(n4, n6), err
 }
 
-// readMap is read for one map whose keys are K.
-func readMap[K any](fm *flowMaps, m *ebpf.Map, keys []K, id func(K) NetFlowId, gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	seen := fm.seen[gen]
+// readMap is read for one map whose keys are K, with what was handed out
+// of it in seen.
+func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen map[K]flowTotals, id func(K) NetFlowId,
+	del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	var out [1]NetFlowMetrics
@@ -258,14 +262,19 @@ func readMap[K any](fm *flowMaps, m *ebpf.Map, keys []K, id func(K) NetFlowId, g
 		}
 		total += n
 		for i := 0; i < n; i++ {
-			k := id(keys[i])
-			if fm.delta(&out[0], seen, k, fm.values[i*fm.ncpu:(i+1)*fm.ncpu]) {
-				fn(k, out[:])
-			}
-			if del {
+			k := keys[i]
+			prev := seen[k]
+			tot, ok := fm.delta(&out[0], prev, fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
+			switch {
+			case del:
 				// Gone from the map: if the flow comes back
 				// to it, it counts from 0 again.
 				delete(seen, k)
+			case ok:
+				seen[k] = tot
+			}
+			if ok {
+				fn(id(k), out[:])
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -277,8 +286,9 @@ func readMap[K any](fm *flowMaps, m *ebpf.Map, keys []K, id func(K) NetFlowId, g
 	}
 }
 
-// delta sets out to what the flow id counted since seen[id] and records
-// its new totals; it reports false when the flow counted nothing new.
+// delta sets out to what a flow counted since prev was handed out of it
+// and returns its new totals; it reports false when the flow counted
+// nothing new.
 //
 // Packets and bytes are exact: each CPU's counts only grow while the map
 // is in use, and the kernel copies per-CPU values word by word. A CPU
@@ -288,7 +298,7 @@ func readMap[K any](fm *flowMaps, m *ebpf.Map, keys []K, id func(K) NetFlowId, g
 // epoch bump that followed it; its last packet's time and flags count when
 // its last packet came after the last read began (on the coarse clock: in
 // the same tick or later).
-func (fm *flowMaps) delta(out *NetFlowMetrics, seen map[NetFlowId]flowTotals, id NetFlowId, perCPU []NetFlowMetrics) bool {
+func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics) (flowTotals, bool) {
 	var tot flowTotals
 	*out = NetFlowMetrics{}
 	for i := range perCPU {
@@ -313,17 +323,15 @@ func (fm *flowMaps) delta(out *NetFlowMetrics, seen map[NetFlowId]flowTotals, id
 		out.EndMonoTimeTs = max(out.EndMonoTimeTs, c.EndMonoTimeTs)
 		out.Sampling = max(out.Sampling, c.Sampling)
 	}
-	prev := seen[id]
 	if tot.packets <= prev.packets {
-		return false
+		return tot, false
 	}
-	seen[id] = tot
 	out.Packets = tot.packets - prev.packets
 	out.Bytes = tot.bytes - prev.bytes
 	if out.StartMonoTimeTs == 0 {
 		out.StartMonoTimeTs = out.EndMonoTimeTs
 	}
-	return true
+	return tot, true
 }
 
 // now reads the clock the programs stamp flows with.
