@@ -4,12 +4,18 @@
 # from the kernel's BPF run-time statistics. Needs root. The full go test
 # output is kept in $LOG (default: a temporary file).
 #
+# Then hostflow against minflow (bench/minflow.c, the floor of issue 11) and
+# the no-op on trafgen's non-linear (TX ring) and linear (-t 0) skbs at 1,000
+# and 100,608 flows, ROUNDS times, alternating which of hostflow and minflow
+# reads the frames first.
+#
 #   sudo bench/kernel-cost.sh               # 300000 frames per scenario
-#   PACKETS=1000000 sudo bench/kernel-cost.sh
+#   PACKETS=1000000 ROUNDS=3 sudo bench/kernel-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 packets=${PACKETS:-300000}
+rounds=${ROUNDS:-2}
 log=${LOG:-$(mktemp -t hostflow-kernel-cost.XXXXXX)}
 if [ "$(id -u)" -ne 0 ]; then
 	echo "kernel-cost: needs root (BPF, network namespaces)" >&2
@@ -30,3 +36,14 @@ if ! go test -count=1 -run '^$' -bench '^BenchmarkKernelCost$' -benchtime "${pac
 	exit 1
 fi
 grep -E '^BenchmarkKernelCost' "$log"
+
+echo "== TestKernelCostVsMinflow (1000000 trafgen frames per scenario, $rounds rounds)"
+for i in $(seq "$rounds"); do
+	order=hostflow-first
+	[ $((i % 2)) -eq 0 ] && order=minflow-first
+	if ! HF_COST_ORDER=$order go test -count=1 -run '^TestKernelCostVsMinflow$' -v ./bpf/ >>"$log" 2>&1; then
+		cat "$log"
+		exit 1
+	fi
+done
+grep -E 'KERNEL-COST-MINFLOW' "$log" | sed -E 's/^ *cost_minflow_test.go:[0-9]*: KERNEL-COST-MINFLOW /  /'

@@ -17,8 +17,6 @@ package bpf
 import (
 	"encoding/binary"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,26 +62,12 @@ type costEnv struct {
 	rx      func() uint64 // hfb0's rx_packets
 }
 
-// enableBPFStats sets kernel.bpf_stats_enabled=1 and puts its previous
-// value back when the test ends. It also holds a BPF_ENABLE_STATS descriptor
-// for the test's duration, so that the statistics stay on even if another
-// process resets the sysctl meanwhile; closing it restores the kernel's
-// previous state.
+// enableBPFStats turns the kernel's BPF run-time statistics on for the
+// test's duration with a BPF_ENABLE_STATS descriptor. The kernel counts such
+// descriptors, so other processes measuring at the same time are not
+// disturbed, and kernel.bpf_stats_enabled is never written.
 func enableBPFStats(tb testing.TB) {
 	tb.Helper()
-	const path = "/proc/sys/kernel/bpf_stats_enabled"
-	before := readSysctl(path)
-	if before == "?" {
-		testutil.SkipOrFail(tb, "cannot read %s", path)
-	}
-	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
-		testutil.SkipOrFail(tb, "set kernel.bpf_stats_enabled: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := os.WriteFile(path, []byte(before), 0o644); err != nil {
-			tb.Errorf("restore kernel.bpf_stats_enabled=%s: %v", before, err)
-		}
-	})
 	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		testutil.SkipOrFail(tb, "enable BPF run-time stats: %v", err)
@@ -93,15 +77,6 @@ func enableBPFStats(tb testing.TB) {
 			tb.Errorf("disable BPF stats: %v", err)
 		}
 	})
-	tb.Logf("kernel.bpf_stats_enabled: was %s, set to %s for the test", before, readSysctl(path))
-}
-
-func readSysctl(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func newCostEnv(tb testing.TB) *costEnv {

@@ -77,8 +77,8 @@ func WithRingBufSize(n uint32) FetcherOption {
 // FlowFetcher loads the TC programs, attaches them to interfaces and reads
 // the flows they aggregate. It is safe for concurrent use.
 //
-// It reads both the flows aggregated in the kernel (a per-CPU hash, drained
-// by LookupAndDeleteMap) and the flows the kernel forwards one packet at a
+// It reads both the flows aggregated in the kernel (a per-CPU hash, read
+// by Drain or LookupAndDeleteMap) and the flows the kernel forwards one packet at a
 // time through the direct_flows ring buffer because the hash was full
 // (ReadRingBuf).
 type FlowFetcher struct {
@@ -118,8 +118,10 @@ type updatableLink interface {
 
 // NewFlowFetcher loads the programs and maps into the kernel. sampling is N
 // of 1-in-N random packet sampling (0 or 1: every packet); cacheMaxSize is
-// how many flows the kernel aggregates between two drains before it diverts
-// packets to the ring buffer; ingress and egress choose the hooks.
+// how many flows each kernel map holds (one for IPv4, one for IPv6, and a
+// spare of each) before packets of new flows are diverted to the ring
+// buffer (a map is switched for the empty
+// one when 7/8 full or 60 s old); ingress and egress choose the hooks.
 //
 // The seed's signature is kept; options (attach mode, ring size) come after
 // it, so existing callers compile unchanged.
@@ -149,7 +151,6 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if err != nil {
 		return nil, err
 	}
-	outer := spec.Maps[NetMapAggregatedFlows]
 
 	f := &FlowFetcher{
 		ingress:  ingress,
@@ -163,7 +164,7 @@ func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...Fe
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
-	f.flowMaps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters, outer.InnerMap)
+	f.flowMaps, err = newFlowMaps(f.objs.NetMaps.shared(), cacheMaxSize, cfg)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -227,8 +228,7 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 		return err
 	}
 	var progs NetPrograms
-	err = spec.LoadAndAssign(&progs, replacements(m.objs.AggregatedFlows, m.objs.DirectFlows,
-		m.objs.GlobalCounters, m.objs.SamplingCount))
+	err = spec.LoadAndAssign(&progs, m.objs.NetMaps.shared().replacements())
 	if err != nil {
 		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
 	}
@@ -427,6 +427,7 @@ func (m *FlowFetcher) Detach(ifindex int) error {
 		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
 	}
 	delete(m.attached, ifindex)
+	m.detached.Store(true)
 	if err := a.close(ifindex, m.cfg.stateDir); err != nil {
 		return fmt.Errorf("detach %s: %w", a.name, err)
 	}

@@ -4,55 +4,109 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 // flowMaps is the user-space side of the maps every hostflow program
-// writes: the swapped pair of aggregation maps behind aggregated_flows, the
-// direct_flows ring buffer and global_counters. FlowFetcher and
-// SockFlowFetcher embed it, so both read their maps with the same methods.
+// writes: the two aggregation maps flows_0 and flows_1 and the flow_state
+// that says which one programs count into, the grace_period map that makes
+// the kernel wait for running programs, the direct_flows ring buffer and
+// global_counters. FlowFetcher and SockFlowFetcher embed it, so both read
+// their maps with the same methods.
+//
+// Each Drain reads the active map without deleting anything and hands out
+// what each flow counted since the previous Drain (its totals minus the
+// ones seen last time, kept in seen). It switches maps, which empties the
+// kernel's map of idle flows, only when the map fills up or has been in use
+// for maxGenerationAge: between switches, a flow that keeps sending is
+// never inserted again, which is most of the programs' cost with many
+// flows. See docs/architecture.md for why no increment is lost.
 type flowMaps struct {
 	mu       sync.Mutex // serialises drains
-	outer    *ebpf.Map  // aggregated_flows, owned by the loaded objects
-	counters *ebpf.Map  // global_counters, owned by the loaded objects
-	inner    [2]*ebpf.Map
-	active   int // inner[active] is in the kernel's slot
+	shared   sharedMaps // owned by the loaded objects
+	capacity int        // max_entries of each aggregation map
 	ncpu     int
 	rb       *ringbuf.Reader
-	keys     []NetFlowId
+	graceMap *ebpf.Map // the inner map put in grace_period, ours
+
+	maxAge   time.Duration // maps switch at least this often
+	active   int           // flows_<active> is the map programs count into
+	epoch    uint16        // flow_state.epoch as last written
+	genStart time.Time
+	genPolls int
+	// lastRead is when the previous read began, on the programs' clock
+	// (CLOCK_MONOTONIC, or its coarse version unless precise).
+	lastRead uint64
+	precise  bool
+	// seen4[i] and seen[i] hold, per flow of flows4_i and flows_i, the
+	// packets and bytes already handed out (16 bytes and the map's key).
+	seen4 [2]map[NetFlowId4]flowTotals
+	seen  [2]map[NetFlowId]flowTotals
+
+	keys  []NetFlowId
+	keys4 []NetFlowId4
+
+	// detached is set when programs were detached: one may still be
+	// running, so the next Drain waits for it before reading.
+	detached atomic.Bool
+	waits    int // grace periods waited for (tests)
 	values   []NetFlowMetrics
 }
 
-// newFlowMaps creates the two aggregation maps from innerSpec, installs the
-// first one in outer and opens a reader on the ring buffer. outer, ring and
-// counters stay owned by the caller.
-func newFlowMaps(outer, ring, counters *ebpf.Map, innerSpec *ebpf.MapSpec) (*flowMaps, error) {
+// flowTotals is what Drain has already handed out of one flow.
+type flowTotals struct{ packets, bytes uint64 }
+
+// sharedMaps are the maps both objects define in c/account.h.
+type sharedMaps struct {
+	flows, flows4                               [2]*ebpf.Map // IPv6, IPv4
+	state, grace, direct, counters, sampleCount *ebpf.Map
+}
+
+const (
+	// maxGenerationAge bounds how long a flow that stopped sending keeps
+	// its entry in the kernel's map: the maps switch at least this often.
+	maxGenerationAge = 60 * time.Second
+	// maxGenerationPolls bounds the polls between two switches, so that
+	// the 16-bit epoch never wraps within one map's lifetime.
+	maxGenerationPolls = 1 << 12
+)
+
+// newFlowMaps sets flow_state to flows_0 and epoch 1 and opens a reader on
+// the ring buffer. The maps stay owned by the caller; capacity is each
+// aggregation map's max_entries.
+func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, error) {
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, fmt.Errorf("possible CPUs: %w", err)
 	}
 	fm := &flowMaps{
-		outer:    outer,
-		counters: counters,
+		shared:   maps,
+		capacity: capacity,
 		ncpu:     ncpu,
+		epoch:    1,
+		maxAge:   maxGenerationAge,
+		precise:  cfg.preciseClock,
+		genStart: time.Now(),
+		seen4:    [2]map[NetFlowId4]flowTotals{{}, {}},
+		seen:     [2]map[NetFlowId]flowTotals{{}, {}},
 		keys:     make([]NetFlowId, drainBatch),
+		keys4:    make([]NetFlowId4, drainBatch),
 		values:   make([]NetFlowMetrics, drainBatch*ncpu),
 	}
-	for i := range fm.inner {
-		m, err := ebpf.NewMap(innerSpec)
-		if err != nil {
-			fm.close()
-			return nil, fmt.Errorf("create aggregation map: %w", err)
-		}
-		fm.inner[i] = m
+	fm.graceMap, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return nil, fmt.Errorf("create grace period map: %w", err)
 	}
-	if err := outer.Put(uint32(0), fm.inner[0]); err != nil {
+	if err := fm.writeState(); err != nil {
 		fm.close()
-		return nil, fmt.Errorf("install aggregation map: %w", err)
+		return nil, err
 	}
-	fm.rb, err = ringbuf.NewReader(ring)
+	fm.rb, err = ringbuf.NewReader(maps.direct)
 	if err != nil {
 		fm.close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
@@ -60,16 +114,43 @@ func newFlowMaps(outer, ring, counters *ebpf.Map, innerSpec *ebpf.MapSpec) (*flo
 	return fm, nil
 }
 
-// LookupAndDeleteMap takes every flow the kernel aggregated since the last
-// call, with one value per possible CPU.
+// writeState tells the programs which map to count into and the epoch.
+func (fm *flowMaps) writeState() error {
+	st := NetFlowStateT{Active: uint32(fm.active), Epoch: fm.epoch}
+	if err := fm.shared.state.Put(uint32(0), &st); err != nil {
+		return fmt.Errorf("write flow state: %w", err)
+	}
+	return nil
+}
+
+// waitForPrograms returns once every program that was running when it was
+// called has finished: updating an array of maps from user space makes the
+// kernel wait for an RCU grace period (maybe_wait_bpf_programs), and TC
+// programs and socket filters run inside RCU read-side critical sections.
+func (fm *flowMaps) waitForPrograms() error {
+	fm.waits++
+	if err := fm.shared.grace.Put(uint32(0), fm.graceMap); err != nil {
+		return fmt.Errorf("wait for running programs: %w", err)
+	}
+	return nil
+}
+
+// LookupAndDeleteMap returns every flow the kernel counted since the last
+// call (or Drain), with its metrics as a one-element slice.
 //
 // Unlike the seed's version, no increment can be lost (see Drain), and it
 // returns an error instead of logging it: a failed drain must be counted
 // by the caller.
 func (fm *flowMaps) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error) {
 	out := make(map[NetFlowId][]NetFlowMetrics)
-	err := fm.Drain(func(id NetFlowId, perCPU []NetFlowMetrics) {
-		out[id] = append([]NetFlowMetrics(nil), perCPU...)
+	err := fm.Drain(func(id NetFlowId, m []NetFlowMetrics) {
+		// A drain that switches maps may report a flow twice: what
+		// the live read saw, then the last increments.
+		if prev, ok := out[id]; ok {
+			prev[0].Accumulate(&m[0])
+			return
+		}
+		out[id] = append([]NetFlowMetrics(nil), m...)
 	})
 	return out, err
 }
@@ -88,33 +169,180 @@ func (fm *flowMaps) FlushRingBuf() error {
 	return fm.rb.Flush()
 }
 
-// Drain is LookupAndDeleteMap without the intermediate map. It installs the
-// spare (empty) aggregation map, then empties the one it replaced, calling fn once per flow with its per-CPU values (valid only
-// during the call). The kernel returns from the update only after every
-// program that could still hold the old map has finished, so nothing writes
-// to it while it is read and deleted: no increment is lost.
+// Drain is LookupAndDeleteMap without the intermediate map: it calls fn
+// for each flow that counted packets since the last call (twice for some
+// flows when it switches maps: add the two up), with what it
+// counted meanwhile as a one-element slice (valid only during the call):
+// packets and bytes since the last call, exactly; the last packet's time;
+// the first packet's time and the TCP flags since the last call, to within
+// the time a drain takes (see docs/architecture.md).
+//
+// A Drain after a detach first waits for the programs that may still be
+// running. It reads the active map without deleting anything, then, when that map
+// is 7/8 full or old, switches the programs to the other (empty) one, waits
+// until no program can still write to the old one, and empties it. Each
+// flow's last increments reach fn then: none is lost.
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
-	old, next := fm.inner[fm.active], fm.inner[1-fm.active]
-	if err := fm.outer.Put(uint32(0), next); err != nil {
-		return fmt.Errorf("swap aggregation map: %w", err)
+	// After a detach, a program may still be counting (it started
+	// before): let it finish, so that the drain at shutdown has every
+	// packet the hooks saw.
+	if fm.detached.Swap(false) {
+		if err := fm.waitForPrograms(); err != nil {
+			fm.detached.Store(true)
+			return err
+		}
 	}
-	fm.active = 1 - fm.active
+	readStart := fm.now()
+	cur := fm.active
+	n, err := fm.read(cur, false, fn)
+	if err != nil {
+		return err
+	}
+	// Packets counted from now on start a new epoch: their first time
+	// and flags are the next drain's.
+	fm.lastRead = readStart
+	fm.epoch++
+	if fm.epoch == 0 {
+		fm.epoch = 1
+	}
+	fm.genPolls++
+	full := n*8 >= fm.capacity*7
+	if !full && fm.genPolls < maxGenerationPolls && time.Since(fm.genStart) < fm.maxAge {
+		return fm.writeState()
+	}
+	fm.active = 1 - cur
+	if err := fm.writeState(); err != nil {
+		fm.active = cur
+		return err
+	}
+	fm.genStart, fm.genPolls = time.Now(), 0
+	if err := fm.waitForPrograms(); err != nil {
+		// The old map may still be written to: it is drained at the
+		// next switch instead, nothing is lost meanwhile.
+		fm.active = cur
+		return errors.Join(err, fm.writeState())
+	}
+	if _, err := fm.read(cur, true, fn); err != nil {
+		return err
+	}
+	clear(fm.seen4[cur])
+	clear(fm.seen[cur])
+	return nil
+}
 
+// read hands fn what each flow of the map pair gen counted since it was
+// last read, and returns how many flows the fuller map of the pair holds.
+// With del (only for maps no program writes to any more) it empties the
+// maps as it goes.
+func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4[gen], NetFlowId4.id, del, fn)
+	if err != nil {
+		return 0, err
+	}
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen[gen], func(id NetFlowId) NetFlowId { return id }, del, fn)
+	return max(n4, n6), err
+}
+
+// readMap is read for one map whose keys are K, with what was handed out
+// of it in seen.
+func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen map[K]flowTotals, id func(K) NetFlowId,
+	del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
 	var cursor ebpf.MapBatchCursor
+	total := 0
+	var out [1]NetFlowMetrics
 	for {
-		n, err := old.BatchLookupAndDelete(&cursor, fm.keys, fm.values, nil)
+		var n int
+		var err error
+		if del {
+			n, err = m.BatchLookupAndDelete(&cursor, keys, fm.values, nil)
+		} else {
+			n, err = m.BatchLookup(&cursor, keys, fm.values, nil)
+		}
+		total += n
 		for i := 0; i < n; i++ {
-			fn(fm.keys[i], fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
+			k := keys[i]
+			prev := seen[k]
+			tot, ok := fm.delta(&out[0], prev, fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
+			switch {
+			case del:
+				// Gone from the map: if the flow comes back
+				// to it, it counts from 0 again.
+				delete(seen, k)
+			case ok:
+				seen[k] = tot
+			}
+			if ok {
+				fn(id(k), out[:])
+			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
+			return total, nil
 		}
 		if err != nil {
-			return fmt.Errorf("drain aggregation map: %w", err)
+			return total, fmt.Errorf("read aggregation map: %w", err)
 		}
 	}
+}
+
+// delta sets out to what a flow counted since prev was handed out of it
+// and returns its new totals; it reports false when the flow counted
+// nothing new.
+//
+// Packets and bytes are exact: each CPU's counts only grow while the map
+// is in use, and the kernel copies per-CPU values word by word. A CPU
+// whose value carries the current epoch counted packets since the last
+// read: its start and flags are of those packets only. A CPU still on an
+// older epoch may have counted a few packets between the last read and the
+// epoch bump that followed it; its last packet's time and flags count when
+// its last packet came after the last read began (on the coarse clock: in
+// the same tick or later).
+func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics) (flowTotals, bool) {
+	var tot flowTotals
+	*out = NetFlowMetrics{}
+	for i := range perCPU {
+		c := &perCPU[i]
+		tot.packets += c.Packets
+		tot.bytes += c.Bytes
+		if c.Packets == 0 {
+			continue
+		}
+		var start uint64
+		switch {
+		case c.Epoch == fm.epoch:
+			start = c.StartMonoTimeTs
+			out.Flags |= c.Flags
+		case c.EndMonoTimeTs >= fm.lastRead:
+			start = c.EndMonoTimeTs
+			out.Flags |= c.Flags
+		}
+		if start != 0 && (out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs) {
+			out.StartMonoTimeTs = start
+		}
+		out.EndMonoTimeTs = max(out.EndMonoTimeTs, c.EndMonoTimeTs)
+		out.Sampling = max(out.Sampling, c.Sampling)
+	}
+	if tot.packets <= prev.packets {
+		return tot, false
+	}
+	out.Packets = tot.packets - prev.packets
+	out.Bytes = tot.bytes - prev.bytes
+	if out.StartMonoTimeTs == 0 {
+		out.StartMonoTimeTs = out.EndMonoTimeTs
+	}
+	return tot, true
+}
+
+// now reads the clock the programs stamp flows with.
+func (fm *flowMaps) now() uint64 {
+	clock := int32(unix.CLOCK_MONOTONIC_COARSE)
+	if fm.precise {
+		clock = unix.CLOCK_MONOTONIC
+	}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(clock, &ts)
+	return uint64(ts.Nano())
 }
 
 // ReadCounters reads the kernel counters, summed over CPUs.
@@ -130,7 +358,7 @@ func (fm *flowMaps) ReadCounters() (KernelCounters, error) {
 	}
 	var perCPU []uint64
 	for k, dst := range fields {
-		if err := fm.counters.Lookup(uint32(k), &perCPU); err != nil {
+		if err := fm.shared.counters.Lookup(uint32(k), &perCPU); err != nil {
 			return c, fmt.Errorf("read counter %d: %w", k, err)
 		}
 		for _, v := range perCPU {
@@ -140,17 +368,15 @@ func (fm *flowMaps) ReadCounters() (KernelCounters, error) {
 	return c, nil
 }
 
-// close closes the ring buffer reader and the aggregation maps it created.
-// It may be called on a partly built flowMaps.
+// close closes the ring buffer reader and the map it created. It may be
+// called on a partly built flowMaps.
 func (fm *flowMaps) close() error {
 	var errs []error
 	if fm.rb != nil {
 		errs = append(errs, fm.rb.Close())
 	}
-	for _, m := range fm.inner {
-		if m != nil {
-			errs = append(errs, m.Close())
-		}
+	if fm.graceMap != nil {
+		errs = append(errs, fm.graceMap.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -161,7 +387,12 @@ const (
 	varSampling     = NetVarSampling
 	varSamplingMode = NetVarSamplingMode
 	varPreciseClock = NetVarPreciseClock
-	mapAggregated   = NetMapAggregatedFlows
+	mapFlows0       = NetMapFlows0
+	mapFlows1       = NetMapFlows1
+	mapFlows40      = NetMapFlows40
+	mapFlows41      = NetMapFlows41
+	mapState        = NetMapFlowStateMap
+	mapGrace        = NetMapGracePeriod
 	mapDirect       = NetMapDirectFlows
 	mapCounters     = NetMapGlobalCounters
 	mapSampleCount  = NetMapSamplingCount
@@ -184,18 +415,36 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 	if err := spec.Variables[varPreciseClock].Set(precise); err != nil {
 		return nil, fmt.Errorf("set clock: %w", err)
 	}
-	spec.Maps[mapAggregated].InnerMap.MaxEntries = uint32(cacheMaxSize)
+	for _, name := range []string{mapFlows0, mapFlows1, mapFlows40, mapFlows41} {
+		spec.Maps[name].MaxEntries = uint32(cacheMaxSize)
+	}
 	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize
 	return spec, nil
 }
 
-// replacements are the loaded maps new programs must share (SetSampling):
-// the same aggregation slot, ring buffer, counters and sampling counter.
-func replacements(aggregated, direct, counters, sampleCount *ebpf.Map) *ebpf.CollectionOptions {
+// replacements are the loaded maps new programs must share (SetSampling).
+func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		mapAggregated:  aggregated,
-		mapDirect:      direct,
-		mapCounters:    counters,
-		mapSampleCount: sampleCount,
+		mapFlows0:      s.flows[0],
+		mapFlows1:      s.flows[1],
+		mapFlows40:     s.flows4[0],
+		mapFlows41:     s.flows4[1],
+		mapState:       s.state,
+		mapGrace:       s.grace,
+		mapDirect:      s.direct,
+		mapCounters:    s.counters,
+		mapSampleCount: s.sampleCount,
 	}}
+}
+
+// shared returns the maps of the TC programs' objects.
+func (m *NetMaps) shared() sharedMaps {
+	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
+		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount}
+}
+
+// shared returns the maps of the socket filters' objects.
+func (m *NetSkMaps) shared() sharedMaps {
+	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
+		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount}
 }

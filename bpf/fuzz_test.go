@@ -32,44 +32,6 @@ func testRunRejects(frame []byte) bool {
 	return false
 }
 
-// installedMap returns the aggregation map in the slot of outer, closed
-// when the test ends.
-func installedMap(tb testing.TB, outer *ebpf.Map) *ebpf.Map {
-	tb.Helper()
-	var m *ebpf.Map
-	if err := outer.Lookup(uint32(0), &m); err != nil {
-		tb.Fatalf("look up the installed aggregation map: %v", err)
-	}
-	tb.Cleanup(func() { m.Close() })
-	return m
-}
-
-// takeFlows empties the aggregation map in the kernel's slot without the
-// swap Drain does: test_run is synchronous, so nothing writes to it, and
-// the swap's RCU grace period would make every fuzz execution take
-// milliseconds.
-func takeFlows(t *testing.T, m *ebpf.Map) map[NetFlowId]NetFlowMetrics {
-	t.Helper()
-	out := make(map[NetFlowId]NetFlowMetrics)
-	var (
-		id     NetFlowId
-		perCPU []NetFlowMetrics
-	)
-	it := m.Iterate()
-	for it.Next(&id, &perCPU) {
-		out[id] = sumMetrics(perCPU)
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("iterate flows: %v", err)
-	}
-	for id := range out {
-		if err := m.Delete(id); err != nil {
-			t.Fatalf("delete flow %v: %v", id, err)
-		}
-	}
-	return out
-}
-
 // checkAgainstRef compares the flows and the counter deltas of one run with the
 // reference's answer.
 func checkAgainstRef(t *testing.T, what string, want refResult, flows map[NetFlowId]NetFlowMetrics, before, after KernelCounters) {
@@ -129,11 +91,13 @@ func FuzzParseDifferential(f *testing.F) {
 	for _, fr := range fuzzSeeds() {
 		f.Add(fr)
 	}
-	tcf := newTestFetcher(f, 64)
-	skf := newTestSockFetcher(f, 64)
-	// Nothing drains these fetchers: the aggregation maps in their slots
-	// stay the same for the whole run.
-	tcFlows, skFlows := installedMap(f, tcf.objs.AggregatedFlows), installedMap(f, skf.objs.AggregatedFlows)
+	// Flows stay in the kernel's map from one input to the next, and
+	// each drain must report the flags of its own input only: with the
+	// coarse clock, a CPU's last packet in the same tick as the previous
+	// drain's start counts as new (see flowMaps.delta). The precise
+	// clock orders them exactly.
+	tcf := newTestFetcher(f, 64, WithPreciseTimestamps(true))
+	skf := newTestSockFetcher(f, 64, WithPreciseTimestamps(true))
 
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > testRunMaxFrame {
@@ -153,7 +117,7 @@ func FuzzParseDifferential(f *testing.F) {
 		case !rejects && err != nil:
 			t.Fatalf("test_run of %d-byte frame: %v", len(frame), err)
 		case !rejects:
-			checkAgainstRef(t, "tc", want, takeFlows(t, tcFlows), before, counters(t, tcf))
+			checkAgainstRef(t, "tc", want, drain(t, tcf), before, counters(t, tcf))
 		}
 
 		if len(frame) < 14 {
@@ -164,7 +128,7 @@ func FuzzParseDifferential(f *testing.F) {
 		if err != nil || ret != 0 {
 			t.Fatalf("test_run of socket filter: %d, %v", ret, err)
 		}
-		checkAgainstRef(t, "socket", want, takeFlows(t, skFlows), before, counters(t, skf))
+		checkAgainstRef(t, "socket", want, drain(t, skf), before, counters(t, skf))
 	})
 }
 

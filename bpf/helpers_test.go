@@ -83,7 +83,7 @@ type withMaps interface{ maps() *flowMaps }
 // maps lets test helpers take either fetcher (test-only method).
 func (fm *flowMaps) maps() *flowMaps { return fm }
 
-// drain takes every aggregated flow and sums each over CPUs.
+// drain takes what every flow counted since the last drain.
 func drain(t testing.TB, fetcher withMaps) map[NetFlowId]NetFlowMetrics {
 	t.Helper()
 	f := fetcher.maps()
@@ -92,11 +92,11 @@ func drain(t testing.TB, fetcher withMaps) map[NetFlowId]NetFlowMetrics {
 		t.Fatalf("LookupAndDeleteMap: %v", err)
 	}
 	out := make(map[NetFlowId]NetFlowMetrics, len(flows))
-	for id, perCPU := range flows {
-		if len(perCPU) != f.ncpu {
-			t.Fatalf("flow %v: %d per-CPU values, want %d", id, len(perCPU), f.ncpu)
+	for id, m := range flows {
+		if len(m) != 1 {
+			t.Fatalf("flow %v: %d values, want 1", id, len(m))
 		}
-		out[id] = sumMetrics(perCPU)
+		out[id] = m[0]
 	}
 	return out
 }

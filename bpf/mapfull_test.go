@@ -116,10 +116,24 @@ func TestRingBufFull(t *testing.T) {
 	readRecords(t, f, int(c.MapFull-c.RingBufFull))
 }
 
+// drainModes are the two ways Drain reads: from the live map only (the
+// common case), or switching maps at every drain (a full or old map).
+var drainModes = []struct {
+	name   string
+	maxAge time.Duration
+}{{"read-live", time.Hour}, {"switch-every-drain", 0}}
+
 // TestSwap checks that each drain returns exactly the packets since the
-// previous one, over enough cycles to use both inner maps twice.
+// previous one, over enough cycles to use both maps twice.
 func TestSwap(t *testing.T) {
+	for _, mode := range drainModes {
+		t.Run(mode.name, func(t *testing.T) { testSwap(t, mode.maxAge) })
+	}
+}
+
+func testSwap(t *testing.T, maxAge time.Duration) {
 	f := newTestFetcher(t, 64)
+	f.maxAge = maxAge
 	a, b, c := udpFlow(1, 10), udpFlow(2, 20), udpFlow(3, 30)
 	key := func(p pkt) uint16 { return uint16(p.l3[20])<<8 | uint16(p.l3[21]) }
 
@@ -175,7 +189,14 @@ func TestSwap(t *testing.T) {
 // TestSwapConcurrent drains while programs run on every CPU: the packets
 // of all drains must add up to exactly the runs, none lost, none twice.
 func TestSwapConcurrent(t *testing.T) {
+	for _, mode := range drainModes {
+		t.Run(mode.name, func(t *testing.T) { testSwapConcurrent(t, mode.maxAge) })
+	}
+}
+
+func testSwapConcurrent(t *testing.T, maxAge time.Duration) {
 	f := newTestFetcher(t, 1024)
+	f.maxAge = maxAge
 	workers := max(runtime.NumCPU(), 2)
 	const wantDrains = 50
 	frames := make([][]byte, workers)
@@ -235,4 +256,68 @@ func TestSwapConcurrent(t *testing.T) {
 		}
 	}
 	t.Logf("%d workers, %v packets, %d drains", workers, runs, wantDrains+1)
+}
+
+// TestDrainIntervals checks that a drain's first-packet time and TCP flags
+// are those of the packets since the previous drain only, while the flow
+// stays in the same kernel map: the exporter starts a new record from them
+// after an active timeout.
+func TestDrainIntervals(t *testing.T) {
+	for _, mode := range drainModes {
+		t.Run(mode.name, func(t *testing.T) {
+			f := newTestFetcher(t, 64, WithPreciseTimestamps(true))
+			f.maxAge = mode.maxAge
+			syn := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpSYN, nil, nil))
+			ack := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpACK, nil, nil))
+
+			runFrame(t, f.objs.IngressFlowParse, syn.frame(), nil)
+			first := drain(t, f)
+			time.Sleep(20 * time.Millisecond)
+			before := monoNow(t)
+			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
+			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
+			after := monoNow(t)
+			second := drain(t, f)
+			if len(first) != 1 || len(second) != 1 {
+				t.Fatalf("drains: %v then %v, want one flow each", first, second)
+			}
+			for _, m := range first {
+				if m.Packets != 1 || m.Flags != tcpSYN {
+					t.Errorf("first drain: %+v, want 1 packet with SYN", m)
+				}
+			}
+			for _, m := range second {
+				if m.Packets != 2 || m.Flags != tcpACK {
+					t.Errorf("second drain: %d packets, flags %#x; want 2 and ACK only", m.Packets, m.Flags)
+				}
+				if m.StartMonoTimeTs < before || m.EndMonoTimeTs > after || m.StartMonoTimeTs > m.EndMonoTimeTs {
+					t.Errorf("second drain: times [%d, %d], want within its packets' [%d, %d]",
+						m.StartMonoTimeTs, m.EndMonoTimeTs, before, after)
+				}
+			}
+		})
+	}
+}
+
+// TestDrainAfterDetach: the drain after a detach (the daemon's last one)
+// waits for programs that may still be running, once; other drains read
+// the live map without waiting.
+func TestDrainAfterDetach(t *testing.T) {
+	e := newVethEnv(t)
+	f := newTestFetcher(t, 64, WithAttachMode(AttachTCX))
+	if err := e.A.Do(func() error { return f.Attach(e.ifA, e.NameA) }); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	drain(t, f)
+	if f.waits != 0 {
+		t.Fatalf("a drain while attached waited %d times, want 0", f.waits)
+	}
+	if err := f.Detach(e.ifA); err != nil {
+		t.Fatalf("Detach: %v", err)
+	}
+	drain(t, f)
+	drain(t, f)
+	if f.waits != 1 {
+		t.Errorf("two drains after a detach waited %d times, want 1", f.waits)
+	}
 }

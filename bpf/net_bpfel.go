@@ -25,6 +25,25 @@ const (
 	NetCounterKeyCOUNTER_MAX          NetCounterKey = 6
 )
 
+type NetFlowId NetFlowIdT
+
+type NetFlowId4 NetFlowId4T
+
+type NetFlowId4T struct {
+	_                 structs.HostLayout
+	SrcIp             [4]uint8
+	DstIp             [4]uint8
+	IfIndex           uint32
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+	Pad               [2]uint8
+}
+
 type NetFlowIdT struct {
 	_                 structs.HostLayout
 	SrcIp             [16]uint8
@@ -40,6 +59,8 @@ type NetFlowIdT struct {
 	IcmpCode          uint8
 }
 
+type NetFlowMetrics NetFlowMetricsT
+
 type NetFlowMetricsT struct {
 	_               structs.HostLayout
 	Packets         uint64
@@ -47,14 +68,23 @@ type NetFlowMetricsT struct {
 	StartMonoTimeTs uint64
 	EndMonoTimeTs   uint64
 	Flags           uint16
-	Pad             [2]uint8
+	Epoch           uint16
 	Sampling        uint32
 }
 
 type NetFlowRecordT struct {
 	_       structs.HostLayout
-	Id      NetFlowIdT
-	Metrics NetFlowMetricsT
+	Id      NetFlowId
+	Metrics NetFlowMetrics
+}
+
+type NetFlowState NetFlowStateT
+
+type NetFlowStateT struct {
+	_      structs.HostLayout
+	Active uint32
+	Epoch  uint16
+	Pad    uint16
 }
 
 type NetSamplingAlgorithm uint32
@@ -68,9 +98,14 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	NetMapAggregatedFlows         = "aggregated_flows"
 	NetMapDirectFlows             = "direct_flows"
+	NetMapFlowStateMap            = "flow_state_map"
+	NetMapFlows40                 = "flows4_0"
+	NetMapFlows41                 = "flows4_1"
+	NetMapFlows0                  = "flows_0"
+	NetMapFlows1                  = "flows_1"
 	NetMapGlobalCounters          = "global_counters"
+	NetMapGracePeriod             = "grace_period"
 	NetMapSamplingCount           = "sampling_count"
 	NetProgEgressFlowParse        = "egress_flow_parse"
 	NetProgEgressFlowParseL3      = "egress_flow_parse_l3"
@@ -80,7 +115,9 @@ const (
 	NetVarSampling                = "sampling"
 	NetVarSamplingMode            = "sampling_mode"
 	NetVarUnusedCounterKey        = "unused_counter_key"
+	NetVarUnusedFlowId4           = "unused_flow_id4"
 	NetVarUnusedFlowRecord        = "unused_flow_record"
+	NetVarUnusedFlowState         = "unused_flow_state"
 	NetVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
 )
 
@@ -136,10 +173,15 @@ type NetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetMapSpecs struct {
-	AggregatedFlows *ebpf.MapSpec `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.MapSpec `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.MapSpec `ebpf:"global_counters"`
-	SamplingCount   *ebpf.MapSpec `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
+	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
+	Flows41        *ebpf.MapSpec `ebpf:"flows4_1"`
+	Flows0         *ebpf.MapSpec `ebpf:"flows_0"`
+	Flows1         *ebpf.MapSpec `ebpf:"flows_1"`
+	GlobalCounters *ebpf.MapSpec `ebpf:"global_counters"`
+	GracePeriod    *ebpf.MapSpec `ebpf:"grace_period"`
+	SamplingCount  *ebpf.MapSpec `ebpf:"sampling_count"`
 }
 
 // NetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -150,7 +192,9 @@ type NetVariableSpecs struct {
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.VariableSpec `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
 }
 
@@ -174,17 +218,27 @@ func (o *NetObjects) Close() error {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetMaps struct {
-	AggregatedFlows *ebpf.Map `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.Map `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.Map `ebpf:"global_counters"`
-	SamplingCount   *ebpf.Map `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
+	Flows40        *ebpf.Map `ebpf:"flows4_0"`
+	Flows41        *ebpf.Map `ebpf:"flows4_1"`
+	Flows0         *ebpf.Map `ebpf:"flows_0"`
+	Flows1         *ebpf.Map `ebpf:"flows_1"`
+	GlobalCounters *ebpf.Map `ebpf:"global_counters"`
+	GracePeriod    *ebpf.Map `ebpf:"grace_period"`
+	SamplingCount  *ebpf.Map `ebpf:"sampling_count"`
 }
 
 func (m *NetMaps) Close() error {
 	return _NetClose(
-		m.AggregatedFlows,
 		m.DirectFlows,
+		m.FlowStateMap,
+		m.Flows40,
+		m.Flows41,
+		m.Flows0,
+		m.Flows1,
 		m.GlobalCounters,
+		m.GracePeriod,
 		m.SamplingCount,
 	)
 }
@@ -197,7 +251,9 @@ type NetVariables struct {
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.Variable `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`
 }
 

@@ -8,17 +8,71 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type NetSkFlowId struct {
+	_                 structs.HostLayout
+	SrcIp             [16]uint8
+	DstIp             [16]uint8
+	IfIndex           uint32
+	EthProtocol       uint16
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+}
+
+type NetSkFlowId4 struct {
+	_                 structs.HostLayout
+	SrcIp             [4]uint8
+	DstIp             [4]uint8
+	IfIndex           uint32
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+	Pad               [2]uint8
+}
+
+type NetSkFlowMetrics struct {
+	_               structs.HostLayout
+	Packets         uint64
+	Bytes           uint64
+	StartMonoTimeTs uint64
+	EndMonoTimeTs   uint64
+	Flags           uint16
+	Epoch           uint16
+	Sampling        uint32
+}
+
+type NetSkFlowState struct {
+	_      structs.HostLayout
+	Active uint32
+	Epoch  uint16
+	Pad    uint16
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	NetSkMapAggregatedFlows         = "aggregated_flows"
 	NetSkMapDirectFlows             = "direct_flows"
+	NetSkMapFlowStateMap            = "flow_state_map"
+	NetSkMapFlows40                 = "flows4_0"
+	NetSkMapFlows41                 = "flows4_1"
+	NetSkMapFlows0                  = "flows_0"
+	NetSkMapFlows1                  = "flows_1"
 	NetSkMapGlobalCounters          = "global_counters"
+	NetSkMapGracePeriod             = "grace_period"
 	NetSkMapSamplingCount           = "sampling_count"
 	NetSkProgSockFlowParse          = "sock_flow_parse"
 	NetSkProgSockFlowParseL3        = "sock_flow_parse_l3"
@@ -26,7 +80,9 @@ const (
 	NetSkVarSampling                = "sampling"
 	NetSkVarSamplingMode            = "sampling_mode"
 	NetSkVarUnusedCounterKey        = "unused_counter_key"
+	NetSkVarUnusedFlowId4           = "unused_flow_id4"
 	NetSkVarUnusedFlowRecord        = "unused_flow_record"
+	NetSkVarUnusedFlowState         = "unused_flow_state"
 	NetSkVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
 )
 
@@ -80,10 +136,15 @@ type NetSkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetSkMapSpecs struct {
-	AggregatedFlows *ebpf.MapSpec `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.MapSpec `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.MapSpec `ebpf:"global_counters"`
-	SamplingCount   *ebpf.MapSpec `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
+	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
+	Flows41        *ebpf.MapSpec `ebpf:"flows4_1"`
+	Flows0         *ebpf.MapSpec `ebpf:"flows_0"`
+	Flows1         *ebpf.MapSpec `ebpf:"flows_1"`
+	GlobalCounters *ebpf.MapSpec `ebpf:"global_counters"`
+	GracePeriod    *ebpf.MapSpec `ebpf:"grace_period"`
+	SamplingCount  *ebpf.MapSpec `ebpf:"sampling_count"`
 }
 
 // NetSkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -94,7 +155,9 @@ type NetSkVariableSpecs struct {
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.VariableSpec `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
 }
 
@@ -118,17 +181,27 @@ func (o *NetSkObjects) Close() error {
 //
 // It can be passed to LoadNetSkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetSkMaps struct {
-	AggregatedFlows *ebpf.Map `ebpf:"aggregated_flows"`
-	DirectFlows     *ebpf.Map `ebpf:"direct_flows"`
-	GlobalCounters  *ebpf.Map `ebpf:"global_counters"`
-	SamplingCount   *ebpf.Map `ebpf:"sampling_count"`
+	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
+	Flows40        *ebpf.Map `ebpf:"flows4_0"`
+	Flows41        *ebpf.Map `ebpf:"flows4_1"`
+	Flows0         *ebpf.Map `ebpf:"flows_0"`
+	Flows1         *ebpf.Map `ebpf:"flows_1"`
+	GlobalCounters *ebpf.Map `ebpf:"global_counters"`
+	GracePeriod    *ebpf.Map `ebpf:"grace_period"`
+	SamplingCount  *ebpf.Map `ebpf:"sampling_count"`
 }
 
 func (m *NetSkMaps) Close() error {
 	return _NetSkClose(
-		m.AggregatedFlows,
 		m.DirectFlows,
+		m.FlowStateMap,
+		m.Flows40,
+		m.Flows41,
+		m.Flows0,
+		m.Flows1,
 		m.GlobalCounters,
+		m.GracePeriod,
 		m.SamplingCount,
 	)
 }
@@ -141,7 +214,9 @@ type NetSkVariables struct {
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
+	UnusedFlowId4           *ebpf.Variable `ebpf:"unused_flow_id4"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
+	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`
 }
 

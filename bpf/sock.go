@@ -68,8 +68,7 @@ func NewSockFlowFetcher(sampling, cacheMaxSize int, opts ...FetcherOption) (*Soc
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load socket programs: %w", err)
 	}
-	f.flowMaps, err = newFlowMaps(f.objs.AggregatedFlows, f.objs.DirectFlows, f.objs.GlobalCounters,
-		spec.Maps[NetSkMapAggregatedFlows].InnerMap)
+	f.flowMaps, err = newFlowMaps(f.objs.NetSkMaps.shared(), cacheMaxSize, cfg)
 	if err != nil {
 		_ = f.objs.Close()
 		return nil, err
@@ -132,8 +131,7 @@ func (m *SockFlowFetcher) SetSampling(sampling int) error {
 		return err
 	}
 	var progs NetSkPrograms
-	err = spec.LoadAndAssign(&progs, replacements(m.objs.AggregatedFlows, m.objs.DirectFlows,
-		m.objs.GlobalCounters, m.objs.SamplingCount))
+	err = spec.LoadAndAssign(&progs, m.objs.NetSkMaps.shared().replacements())
 	if err != nil {
 		return fmt.Errorf("load socket programs for sampling %d: %w", sampling, err)
 	}

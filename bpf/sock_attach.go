@@ -91,6 +91,7 @@ func (m *SockFlowFetcher) Detach(ifindex int) error {
 		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
 	}
 	delete(m.attached, ifindex)
+	m.detached.Store(true)
 	if err := a.close(); err != nil {
 		return fmt.Errorf("detach %s: %w", a.name, err)
 	}

@@ -42,9 +42,7 @@ func TestCleanupStale(t *testing.T) {
 		// "SIGKILL": drop everything without detaching.
 		f.rb.Close()
 		f.objs.Close()
-		for _, m := range f.inner {
-			m.Close()
-		}
+		f.graceMap.Close()
 	}
 	if _, err := os.Stat(filepath.Join(stateB, "clsact-"+strconv.Itoa(e.ifB))); err != nil {
 		t.Fatalf("created qdisc not recorded: %v", err)

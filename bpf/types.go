@@ -57,10 +57,10 @@ func IPAddrFrom(a netip.Addr) IPAddr {
 	return IPAddr(a.As16())
 }
 
-// NetFlowId is the flow key the kernel aggregates by. It is a comparable
-// value type, usable as a Go map key; the zero value is not a valid flow
-// (it has no ethertype).
-type NetFlowId NetFlowIdT
+// NetFlowId (generated from the C typedef flow_id, the aggregation maps'
+// key) is the flow key the kernel aggregates by. It is a comparable value
+// type, usable as a Go map key; the zero value is not a valid flow (it has
+// no ethertype).
 
 // Valid reports whether the key names a flow: it has an L3 protocol.
 func (id NetFlowId) Valid() bool {
@@ -105,9 +105,9 @@ func ProtocolName(p uint8) string {
 	return fmt.Sprintf("proto-%d", p)
 }
 
-// NetFlowMetrics is what the kernel counts for one flow on one CPU.
-// Timestamps are CLOCK_MONOTONIC nanoseconds.
-type NetFlowMetrics NetFlowMetricsT
+// NetFlowMetrics (generated from the C typedef flow_metrics) is what the
+// kernel counts for one flow on one CPU, and what Drain hands out for one
+// flow. Timestamps are CLOCK_MONOTONIC nanoseconds.
 
 // Accumulate adds src to fm: counts add up, the time span widens and TCP
 // flags are OR-ed. An empty src (a CPU that never saw the flow) changes
@@ -160,4 +160,25 @@ func NewRecord(key NetFlowId, metrics NetFlowMetrics) *Record {
 // time, given a simultaneous reading of both clocks.
 func MonoToTime(mono uint64, nowWall time.Time, nowMono time.Duration) time.Time {
 	return nowWall.Add(time.Duration(int64(mono) - int64(nowMono)))
+}
+
+// id returns the flow key of an IPv4 key: addresses mapped into
+// ::ffff:0:0/96, ethertype 0x0800.
+func (k NetFlowId4) id() NetFlowId {
+	id := NetFlowId{
+		EthProtocol:       0x0800,
+		IfIndex:           k.IfIndex,
+		SrcPort:           k.SrcPort,
+		DstPort:           k.DstPort,
+		VlanId:            k.VlanId,
+		TransportProtocol: k.TransportProtocol,
+		Direction:         k.Direction,
+		IcmpType:          k.IcmpType,
+		IcmpCode:          k.IcmpCode,
+	}
+	id.SrcIp[10], id.SrcIp[11] = 0xff, 0xff
+	id.DstIp[10], id.DstIp[11] = 0xff, 0xff
+	copy(id.SrcIp[12:], k.SrcIp[:])
+	copy(id.DstIp[12:], k.DstIp[:])
+	return id
 }

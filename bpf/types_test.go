@@ -88,7 +88,10 @@ func TestSharedNames(t *testing.T) {
 	for _, p := range [][2]string{
 		{NetVarSampling, NetSkVarSampling}, {NetVarSamplingMode, NetSkVarSamplingMode},
 		{NetVarPreciseClock, NetSkVarPreciseClock},
-		{NetMapAggregatedFlows, NetSkMapAggregatedFlows}, {NetMapDirectFlows, NetSkMapDirectFlows},
+		{NetMapFlows0, NetSkMapFlows0}, {NetMapFlows1, NetSkMapFlows1},
+		{NetMapFlows40, NetSkMapFlows40}, {NetMapFlows41, NetSkMapFlows41},
+		{NetMapFlowStateMap, NetSkMapFlowStateMap}, {NetMapGracePeriod, NetSkMapGracePeriod},
+		{NetMapDirectFlows, NetSkMapDirectFlows},
 		{NetMapGlobalCounters, NetSkMapGlobalCounters}, {NetMapSamplingCount, NetSkMapSamplingCount},
 	} {
 		if p[0] != p[1] {

@@ -3,13 +3,18 @@
  * programs in flows.c, the socket filter in sock.c), so that each object
  * carries the same map design and counts a packet the same way.
  *
- * Aggregation happens in a per-CPU hash (no locks, no atomics) that user space
- * swaps out every poll cycle: aggregated_flows is a one-slot array of maps,
- * and replacing its slot from user space waits for every program that could
- * still hold the old inner map (the kernel's maybe_wait_bpf_programs). The
- * map user space then drains is quiescent, so no increment is lost between
- * reading an entry and deleting it. A per-CPU hash, not an LRU: a full map
- * must divert packets to direct_flows, never evict a flow silently.
+ * Aggregation happens in per-CPU hashes (no locks, no atomics): flows4_0
+ * and flows_0 (IPv4 and IPv6 flows) or flows4_1 and flows_1, whichever
+ * pair flow_state.active names. Both are top-level maps, so
+ * the verifier inlines their lookups. User space reads the active one every
+ * poll without deleting anything (the counts only grow; it computes what
+ * is new since its last read) and switches maps only to evict (map filling
+ * up, or a bounded age): it flips flow_state.active, waits for an RCU grace
+ * period (an update of grace_period, an array of maps, makes the kernel run
+ * synchronize_rcu), and only then drains the old map, which no program can
+ * still be writing: no increment is lost. Nothing is ever deleted from the
+ * map programs write to. A per-CPU hash, not an LRU: a full map must divert
+ * packets to direct_flows, never evict a flow silently.
  *
  * Include it once per object: it defines the maps and load-time constants. */
 #ifndef HOSTFLOW_ACCOUNT_H
@@ -33,20 +38,55 @@ volatile const __u32 sampling_mode = SAMPLING_RANDOM;
  * of the whole program). Both are CLOCK_MONOTONIC. */
 volatile const __u32 precise_clock = 0;
 
-struct flows_inner {
+/* IPv4 flows, the bulk of most hosts' traffic, have their own maps with a
+ * 24-byte key. */
+struct flows4_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, flow_id);
+	__type(key, flow_id4);
 	__type(value, flow_metrics);
 	/* Overridden by user space (cacheMaxSize). */
 	__uint(max_entries, 1 << 16);
+};
+
+/* IPv6 flows. Not preallocated: a host with little IPv6 traffic does not
+ * pay for a full map of it; the maps are read in place, so inserts (where
+ * the allocation happens) are rare. */
+struct flows6_map {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, flow_id);
+	__type(value, flow_metrics);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	/* Overridden by user space (cacheMaxSize). */
+	__uint(max_entries, 1 << 16);
+};
+
+struct flows4_map flows4_0 SEC(".maps");
+struct flows4_map flows4_1 SEC(".maps");
+struct flows6_map flows_0 SEC(".maps");
+struct flows6_map flows_1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, flow_state);
+	__uint(max_entries, 1);
+} flow_state_map SEC(".maps");
+
+/* Never read by a program: user space updates its slot to wait for an RCU
+ * grace period (maybe_wait_bpf_programs). */
+struct grace_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__array(values, struct flows_inner);
-} aggregated_flows SEC(".maps");
+	__array(values, struct grace_inner);
+} grace_period SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -72,6 +112,8 @@ struct {
 /* Force the types user space needs into BTF for bpf2go -type. */
 const flow_record *unused_flow_record __attribute__((unused));
 const enum counter_key *unused_counter_key __attribute__((unused));
+const flow_state *unused_flow_state __attribute__((unused));
+const flow_id4 *unused_flow_id4 __attribute__((unused));
 const enum sampling_algorithm *unused_sampling_algorithm __attribute__((unused));
 
 static __always_inline void count(__u32 key)
@@ -109,6 +151,51 @@ static __always_inline bool sampled_out(void)
 		return false;
 	}
 	return bpf_get_prandom_u32() % sampling != 0;
+}
+
+/* add_to counts packets (bytes) seen at now into flows under key (id, or
+ * its IPv4 form); a packet that finds the map full goes to direct_flows
+ * with id. Each call site names one map, so the verifier inlines the
+ * lookup. */
+static __always_inline void add_to(void *flows, const void *key, flow_id *id, __u64 packets,
+				   __u64 bytes, __u64 now, __u16 tcp_flags, __u16 epoch)
+{
+	flow_metrics *m = bpf_map_lookup_elem(flows, key);
+	if (!m) {
+		flow_metrics nm = {
+			.packets = packets,
+			.bytes = bytes,
+			.start_mono_time_ts = now,
+			.end_mono_time_ts = now,
+			.flags = tcp_flags,
+			.epoch = epoch,
+			.sampling = sampling,
+		};
+		long err = bpf_map_update_elem(flows, key, &nm, BPF_NOEXIST);
+		if (err == 0)
+			return;
+		/* Another CPU inserted the key first: this CPU's slot exists
+		 * now (zeroed), so fall through and add to it. */
+		m = bpf_map_lookup_elem(flows, key);
+		if (!m) {
+			count(COUNTER_MAP_FULL);
+			divert(id, &nm);
+			return;
+		}
+	}
+	/* Per-CPU value: only this CPU writes it, no atomics needed. */
+	m->packets += packets;
+	m->bytes += bytes;
+	/* First packet on this CPU since user space last read the map (or
+	 * ever: a zeroed slot has epoch 0, user space starts at 1). */
+	if (m->epoch != epoch) {
+		m->epoch = epoch;
+		m->start_mono_time_ts = now;
+		m->flags = 0;
+	}
+	m->end_mono_time_ts = now;
+	m->flags |= tcp_flags;
+	m->sampling = sampling;
 }
 
 /* account counts one packet of skb, seen in direction (0 ingress, 1 egress),
@@ -159,42 +246,37 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 	__u64 now = precise_clock ? bpf_ktime_get_ns() : bpf_ktime_get_coarse_ns();
 
 	__u32 zero = 0;
-	void *flows = bpf_map_lookup_elem(&aggregated_flows, &zero);
-	if (!flows) {
+	flow_state *st = bpf_map_lookup_elem(&flow_state_map, &zero);
+	if (!st) {
 		count(COUNTER_NO_MAP);
 		return;
 	}
-
-	flow_metrics *m = bpf_map_lookup_elem(flows, &id);
-	if (!m) {
-		flow_metrics nm = {
-			.packets = packets,
-			.bytes = bytes,
-			.start_mono_time_ts = now,
-			.end_mono_time_ts = now,
-			.flags = pi.tcp_flags,
-			.sampling = sampling,
+	/* One read of the state: the whole packet goes to the map it names. */
+	__u32 active = st->active;
+	__u16 epoch = st->epoch;
+	if (id.eth_protocol == ETH_P_IP) {
+		flow_id4 k = {
+			.if_index = id.if_index,
+			.src_port = id.src_port,
+			.dst_port = id.dst_port,
+			.vlan_id = id.vlan_id,
+			.transport_protocol = id.transport_protocol,
+			.direction = id.direction,
+			.icmp_type = id.icmp_type,
+			.icmp_code = id.icmp_code,
 		};
-		long err = bpf_map_update_elem(flows, &id, &nm, BPF_NOEXIST);
-		if (err == 0)
-			return;
-		/* Another CPU inserted the key first: this CPU's slot exists
-		 * now (zeroed), so fall through and add to it. */
-		m = bpf_map_lookup_elem(flows, &id);
-		if (!m) {
-			count(COUNTER_MAP_FULL);
-			divert(&id, &nm);
-			return;
-		}
+		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);
+		__builtin_memcpy(k.dst_ip, &id.dst_ip[12], 4);
+		if (active)
+			add_to(&flows4_1, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
+		else
+			add_to(&flows4_0, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
+		return;
 	}
-	/* Per-CPU value: only this CPU writes it, no atomics needed. */
-	m->packets += packets;
-	m->bytes += bytes;
-	if (m->start_mono_time_ts == 0)
-		m->start_mono_time_ts = now;
-	m->end_mono_time_ts = now;
-	m->flags |= pi.tcp_flags;
-	m->sampling = sampling;
+	if (active)
+		add_to(&flows_1, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
+	else
+		add_to(&flows_0, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
 }
 
 #endif

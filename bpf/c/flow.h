@@ -32,17 +32,41 @@ typedef struct flow_id_t {
 	__u8 icmp_code;
 } flow_id;
 
-/* flow_metrics_t is what the kernel accumulates per flow and per CPU. */
+/* flow_id4_t is the key of IPv4 flows: flow_id without the 24 bytes an
+ * IPv4-mapped address pair wastes and without the ethertype (0x0800), so
+ * that the hash of every IPv4 packet covers 24 bytes, not 48. Addresses in
+ * network byte order, as in the packet. */
+typedef struct flow_id4_t {
+	__u8 src_ip[4];
+	__u8 dst_ip[4];
+	__u32 if_index;
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 vlan_id;
+	__u8 transport_protocol;
+	__u8 direction;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad[2];
+} flow_id4;
+
+/* flow_metrics_t is what the kernel accumulates per flow and per CPU:
+ * packets and bytes since the flow entered the map (user space computes
+ * what is new since its last read). */
 typedef struct flow_metrics_t {
 	__u64 packets;
 	/* IP bytes: IP header and payload, no link-layer header. */
 	__u64 bytes;
-	/* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the first and last packet. */
+	/* CLOCK_MONOTONIC of the first packet since epoch last changed, and of
+	 * the last packet. */
 	__u64 start_mono_time_ts;
 	__u64 end_mono_time_ts;
 	/* OR of the TCP header flag bits (FIN=0x01 ... CWR=0x80, NS=0x100). */
 	__u16 flags;
-	__u8 pad[2];
+	/* flow_state.epoch when this CPU last counted a packet of the flow:
+	 * start_mono_time_ts and flags start over when it changes (see
+	 * account.h). */
+	__u16 epoch;
 	/* N of the 1-in-N sampling these packets were counted with (0 or 1:
 	 * every packet); multiply the counts by it to estimate the total. */
 	__u32 sampling;
@@ -55,6 +79,16 @@ typedef struct flow_record_t {
 	flow_metrics metrics;
 } flow_record;
 
+/* flow_state_t is the one entry of the flow_state array, written by user
+ * space only. */
+typedef struct flow_state_t {
+	/* Which of flows_0 and flows_1 programs count into. */
+	__u32 active;
+	/* Bumped by user space after each read of the active map. */
+	__u16 epoch;
+	__u16 pad;
+} flow_state;
+
 /* counter_key indexes the per-CPU global_counters array. Every place where
  * the kernel side loses or diverts a packet has one. */
 enum counter_key {
@@ -66,7 +100,7 @@ enum counter_key {
 	COUNTER_NOT_IP = 2,
 	/* Frames too short or malformed to read an IP header from. */
 	COUNTER_MALFORMED = 3,
-	/* Packets seen while user space had installed no aggregation map. */
+	/* Packets seen while flow_state could not be read (never expected). */
 	COUNTER_NO_MAP = 4,
 	/* Packets skipped by sampling. */
 	COUNTER_SAMPLED_OUT = 5,

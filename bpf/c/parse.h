@@ -4,8 +4,9 @@
  * Every frame can be parsed with bpf_skb_load_bytes (parse_slow): an skb
  * built by an AF_PACKET sender with a TX ring (and many drivers' receive
  * paths) keeps only the Ethernet header in the linear area, and a parser
- * that reads only data..data_end sees nothing behind it. TC programs read
- * the common frames in place first (parse_fast) and fall back to it. */
+ * that reads only data..data_end sees nothing behind it. The common frames
+ * are read with one look (parse_fast: in place, or from one copy of the
+ * first bytes), the rest with parse_slow. */
 #ifndef HOSTFLOW_PARSE_H
 #define HOSTFLOW_PARSE_H
 
@@ -317,24 +318,21 @@ static __always_inline int parse_fast_l4(const __u8 *data, const __u8 *data_end,
 	return PARSE_FAST_MISS;
 }
 
-/* parse_fast reads, in place from the skb's linear area, the frames that
- * make most of the traffic: untagged Ethernet, IPv4 without options and
+/* parse_fast reads, from data..data_end (the skb's linear area in place,
+ * or a copy of the frame's first bytes), the frames that make most of the
+ * traffic: untagged Ethernet, IPv4 without options and
  * not fragmented, or IPv6 without extension headers, then TCP, UDP or
  * ICMP. Every offset is a constant, so the verifier sees one straight
  * path. It gives exactly what parse_slow gives for those frames (the
  * differential fuzz test runs both); for every other frame, and for any
  * frame parse_slow would call malformed, it returns PARSE_FAST_MISS
- * without deciding anything. TC programs only: socket filters have no
- * direct packet access. */
-static __always_inline int parse_fast(struct __sk_buff *skb, flow_id *id, struct packet_info *pi)
+ * without deciding anything. len is the whole frame's length (skb->len). */
+static __always_inline int parse_fast(const __u8 *data, const __u8 *data_end, __u32 len,
+				      flow_id *id, struct packet_info *pi)
 {
-	const __u8 *data = (const __u8 *)(long)skb->data;
-	const __u8 *data_end = (const __u8 *)(long)skb->data_end;
-
-	if (skb->vlan_present || data + ETH_HLEN_ > data_end)
+	if (data + ETH_HLEN_ > data_end)
 		return PARSE_FAST_MISS;
 	__u16 proto = be16(data + 12);
-	__u32 len = skb->len;
 
 	if (proto == ETH_P_IP) {
 		const __u8 *h = data + ETH_HLEN_;
@@ -385,21 +383,61 @@ static __always_inline int parse_fast(struct __sk_buff *skb, flow_id *id, struct
 	return PARSE_FAST_MISS;
 }
 
+/* FAST_CHUNK covers Ethernet, an IPv6 header without extensions and a TCP
+ * header without options: every header parse_fast reads. */
+#define FAST_CHUNK (ETH_HLEN_ + 40 + TCP_HLEN_)
+
+/* parse_fast_copy is parse_fast on a copy of the frame's first FAST_CHUNK
+ * bytes (fewer for a shorter frame), taken with one bpf_skb_load_bytes:
+ * for skbs whose headers are not in the linear area (an AF_PACKET sender's
+ * TX ring, page frags) and for socket filters, which have no direct packet
+ * access. One helper call instead of one per header. */
+static __always_inline int parse_fast_copy(struct __sk_buff *skb, flow_id *id,
+					   struct packet_info *pi)
+{
+	__u8 buf[FAST_CHUNK];
+	__u32 len = skb->len;
+
+	/* Shorter than Ethernet + IPv4 + UDP: leave it to parse_slow. */
+	if (len < ETH_HLEN_ + 20 + UDP_HLEN_)
+		return PARSE_FAST_MISS;
+	/* n in [1, FAST_CHUNK] in a form the verifier follows. */
+	__u64 n = len > FAST_CHUNK ? FAST_CHUNK : len;
+	asm volatile("" : "+r"(n));
+	if (n < 1 || n > FAST_CHUNK)
+		return PARSE_FAST_MISS;
+	if (bpf_skb_load_bytes(skb, 0, buf, n) < 0)
+		return PARSE_FAST_MISS;
+	return parse_fast(buf, buf + n, len, id, pi);
+}
+
 /* parse_packet fills id (except direction and ifindex) and pi from an skb
  * whose data starts at the Ethernet header, or, when l2 is false (tun, wg
  * and other devices without a link-layer header), at the IP header. l2 is
  * a constant in every caller, so each program carries one branch only.
  *
- * With direct (TC programs), the common frames are read in place first
- * (parse_fast: no helper call, about a fifth of the program's cost); the
- * rest, and every skb whose headers are not in its linear area (an
- * AF_PACKET sender's TX ring, page frags), are parsed from scratch with
- * bpf_skb_load_bytes. */
+ * The common frames of an untagged Ethernet device are read by parse_fast:
+ * with direct (TC programs) in place when the linear area holds all their
+ * headers (no helper call at all), otherwise from one copy of the frame's
+ * first bytes. The rest are parsed from scratch by parse_slow, one
+ * bpf_skb_load_bytes per header. */
 static __always_inline int parse_packet(struct __sk_buff *skb, flow_id *id,
 					struct packet_info *pi, const bool l2, const bool direct)
 {
-	if (direct && l2) {
-		int res = parse_fast(skb, id, pi);
+	if (l2 && !skb->vlan_present) {
+		int res = PARSE_FAST_MISS;
+		if (direct) {
+			const __u8 *data = (const __u8 *)(long)skb->data;
+			const __u8 *data_end = (const __u8 *)(long)skb->data_end;
+			__u32 len = skb->len;
+			__u32 want = len < FAST_CHUNK ? len : FAST_CHUNK;
+			if (data + want <= data_end)
+				res = parse_fast(data, data_end, len, id, pi);
+			else
+				res = parse_fast_copy(skb, id, pi);
+		} else {
+			res = parse_fast_copy(skb, id, pi);
+		}
 		if (res != PARSE_FAST_MISS)
 			return res;
 		__builtin_memset(id, 0, sizeof(*id));

@@ -117,7 +117,7 @@ var options = []option{
 	},
 	{
 		key: "kernel_map_size", flag: "kernel-map-size", kind: kindInt, def: 1 << 17,
-		usage: "flows the kernel aggregates per poll interval before diverting packets to the ring buffer (restart to change)",
+		usage: "flows each kernel map holds, IPv4 and IPv6 each (swapped for an empty one when 7/8 full or 60 s old) before diverting packets to the ring buffer (restart to change)",
 		set:   intSetter(1, 1<<26, func(c *Config) *int { return &c.KernelMapSize }),
 		get:   func(c *Config) any { return c.KernelMapSize },
 	},
