@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hostflow/hostflow/ifaces"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -133,7 +135,7 @@ func TestEnvLists(t *testing.T) {
 	if cfg.Sampling != 9 {
 		t.Errorf("HOSTFLOW_CONFIG not read: sampling %d", cfg.Sampling)
 	}
-	if !cfg.Rules().Match("veth1", true, false) || cfg.Rules().Match("vethab", true, false) {
+	if !cfg.Rules().Match(ifaces.Link{Name: "veth1", Up: true}) || cfg.Rules().Match(ifaces.Link{Name: "vethab", Up: true}) {
 		t.Errorf("rules %v", cfg.Rules())
 	}
 }
