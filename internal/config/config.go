@@ -30,8 +30,9 @@ const DefaultRingBufferSize = 1 << 20
 
 // Config is the daemon's effective configuration.
 type Config struct {
-	// Interfaces are exact names and /regex/ patterns; empty selects every
-	// interface that is up, except loopback. ExcludeInterfaces are never
+	// Interfaces are exact names, /regex/ patterns and the keywords
+	// default and all (see ifaces.ParseRules); empty is the default
+	// selection, the host's edge (ifaces.Edge). ExcludeInterfaces are never
 	// selected.
 	Interfaces        []string
 	ExcludeInterfaces []string
