@@ -32,7 +32,8 @@ const (
 //     outside crosses a wire port or an uplink);
 //   - vlan, macvlan, macvtap, ipvlan and ipvtap links are not: every one of
 //     their packets crosses the link below them, which counts it (with its
-//     VLAN id);
+//     VLAN id); unless that link is in another network namespace (a
+//     container's macvlan), where this namespace cannot see it;
 //   - tunnels (vxlan, geneve, gre, ipip, sit, ip6tnl, wireguard, xfrm,
 //     tun/tap, ...) are not: their encapsulated packets cross the underlay
 //     link, which counts them;
@@ -79,6 +80,9 @@ func Edge(l Link, router bool) (bool, string) {
 		}
 		return false, l.Kind + ": counted on its wire ports and uplinks"
 	case "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap":
+		if l.LowerElsewhere {
+			return true, l.Kind + " on a lower link in another namespace: the edge of this one"
+		}
 		return false, fmt.Sprintf("%s: counted on its lower link", l.Kind)
 	case "vxlan", "geneve", "gre", "gretap", "ip6gre", "ip6gretap", "erspan", "ip6erspan",
 		"ipip", "sit", "ip6tnl", "vti", "vti6", "wireguard", "xfrm", "tun", "tuntap", "bareudp", "gtp":

@@ -52,6 +52,8 @@ func TestEdge(t *testing.T) {
 		{up("mv0", "macvlan"), false, false, "lower link"},
 		{up("ipv0", "ipvlan"), false, false, "lower link"},
 		{up("mvt0", "macvtap"), false, false, "lower link"},
+		{Link{Name: "mv1", Kind: "macvlan", Up: true, LowerElsewhere: true}, true, true, "another namespace"},
+		{Link{Name: "eth0", Kind: "ipvlan", Up: true, LowerElsewhere: true}, true, true, "another namespace"},
 		// Tunnels: counted encapsulated on the underlay.
 		{up("wg0", "wireguard"), false, false, "tunnel"},
 		{up("vxlan.calico", "vxlan"), false, false, "tunnel"},

@@ -52,6 +52,10 @@ type Link struct {
 	MasterIndex int
 	MasterKind  string
 	MasterName  string
+	// LowerElsewhere says that the link's lower link (vlan, macvlan,
+	// ipvlan) or peer (veth) is in another network namespace
+	// (IFLA_LINK_NETNSID).
+	LowerElsewhere bool
 }
 
 // State is an interface's attach state, for metrics and logs.
@@ -421,11 +425,12 @@ func listLinks() (links []netlink.Link, complete bool, err error) {
 func linkOf(l netlink.Link) Link {
 	a := l.Attrs()
 	return Link{
-		Index:       a.Index,
-		Name:        a.Name,
-		Up:          a.Flags&net.FlagUp != 0,
-		Loopback:    a.Flags&net.FlagLoopback != 0,
-		Kind:        l.Type(),
-		MasterIndex: a.MasterIndex,
+		Index:          a.Index,
+		Name:           a.Name,
+		Up:             a.Flags&net.FlagUp != 0,
+		Loopback:       a.Flags&net.FlagLoopback != 0,
+		Kind:           l.Type(),
+		MasterIndex:    a.MasterIndex,
+		LowerElsewhere: a.NetNsID >= 0,
 	}
 }

@@ -2,7 +2,10 @@ package ifaces
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
+
+	"github.com/hostflow/hostflow/internal/testutil"
 )
 
 // TestDecide: masters are looked up among the links, hooks follow the
@@ -39,5 +42,38 @@ func TestDecide(t *testing.T) {
 	}
 	if d := ds[3]; !d.Selected || !d.Ingress || d.Egress {
 		t.Errorf("socket capture ignores wg0's direction, keeps the daemon's: %+v", d)
+	}
+}
+
+// TestPlan reads real links: a bridge, a veth port of it, a veth that is
+// not a port, and a macvlan whose lower link is in another namespace.
+func TestPlan(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	other := testutil.NewNetns(t)
+	ns.IP(t, "link", "add", "hfpbr", "type", "bridge")
+	ns.IP(t, "link", "add", "hfpp0", "type", "veth", "peer", "name", "hfpu0")
+	ns.IP(t, "link", "set", "hfpp0", "master", "hfpbr")
+	other.IP(t, "link", "add", "hfpl0", "type", "veth", "peer", "name", "hfpl1")
+	other.IP(t, "link", "add", "link", "hfpl0", "name", "hfpmv", "type", "macvlan", "mode", "bridge")
+	other.IP(t, "link", "set", "hfpmv", "netns", ns.Name)
+	for _, l := range []string{"hfpbr", "hfpp0", "hfpu0", "hfpmv"} {
+		ns.IP(t, "link", "set", l, "up")
+	}
+	var ds []Decision
+	if err := ns.Do(func() (err error) {
+		ds, err = Plan(Rules{}, true, true, true)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range ds {
+		got[d.Name] = fmt.Sprintf("%s %v", d.Kind, d.Selected)
+	}
+	want := map[string]string{"lo": "device false", "hfpbr": "bridge false", "hfpp0": "veth false", "hfpu0": "veth true", "hfpmv": "macvlan true"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		var b bytes.Buffer
+		WriteDecisions(&b, "", ds)
+		t.Errorf("got %v, want %v\n%s", got, want, b.String())
 	}
 }
