@@ -90,8 +90,9 @@ type Config struct {
 	rules ifaces.Rules
 }
 
-// Rules returns the compiled interface rules.
-func (c *Config) Rules() ifaces.Rules { return c.rules }
+// Rules returns the compiled interface rules, for the mode in force (the
+// default selection differs in router mode; a reload keeps the mode).
+func (c *Config) Rules() ifaces.Rules { return c.rules.ForMode(c.Router()) }
 
 // Cache returns the flow cache settings.
 func (c *Config) Cache() exporter.CacheConfig {

@@ -287,3 +287,22 @@ func TestSingleDash(t *testing.T) {
 		t.Errorf("single-dash flags: %+v", cfg)
 	}
 }
+
+// TestRulesFollowMode: the default interface selection is router mode's
+// with --mode router (bridges, not their ports), and follows the mode in
+// force when a reload keeps the running mode.
+func TestRulesFollowMode(t *testing.T) {
+	clearEnv(t)
+	cfg, err := load(t, "--config", writeFile(t, ""), "--mode", "router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := ifaces.Link{Name: "br0", Kind: "bridge", Up: true}
+	if !cfg.Rules().Router() || !cfg.Rules().Match(br) {
+		t.Errorf("router mode: rules %v select bridge %v", cfg.Rules(), cfg.Rules().Match(br))
+	}
+	cfg.Mode = "host" // as reload does when the mode changed: it needs a restart
+	if cfg.Rules().Router() || cfg.Rules().Match(br) {
+		t.Errorf("host mode kept: rules still router mode's")
+	}
+}

@@ -102,7 +102,6 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 			errs = append(errs, fmt.Errorf("exclude_interfaces: %w", err))
 		}
 		cfg.rules, _ = ifaces.ParseRules(cfg.Interfaces, cfg.ExcludeInterfaces)
-		cfg.rules = cfg.rules.ForMode(cfg.Router())
 	}
 	if len(errs) > 0 {
 		return nil, &Error{errors.Join(errs...)}
