@@ -57,7 +57,9 @@ func Edge(l Link, router bool) (bool, string) {
 	case "bond", "team":
 		return false, fmt.Sprintf("%s slave: counted on its %s", l.MasterKind, l.masterName())
 	case "bridge", "openvswitch":
-		if router {
+		// Open vSwitch's internal ports (the routed interfaces) are
+		// ports of its datapath device too.
+		if router && l.Kind != "openvswitch" {
 			return false, fmt.Sprintf("%s port: router mode counts on the %s %s", l.MasterKind, l.MasterKind, l.masterName())
 		}
 	}

@@ -36,7 +36,8 @@ func TestEdge(t *testing.T) {
 		// the bridge is the routed interface.
 		{port(up("eno1", "device"), "bridge", "vmbr0"), true, false, "physical port of vmbr0"},
 		{port(up("eno2", "device"), "openvswitch", "ovs-system"), true, false, "physical port"},
-		{up("br-ex", "openvswitch"), false, true, "openvswitch"},
+		{port(up("br-ex", "openvswitch"), "openvswitch", "ovs-system"), false, true, "openvswitch"},
+		{port(up("veth9", "veth"), "openvswitch", "ovs-system"), false, false, "veth port of ovs-system"},
 		{port(up("tap0", "tuntap"), "bridge", "vmbr0"), false, false, "tunnel"},
 		// Bonds count, not their slaves.
 		{port(up("eth2", "device"), "bond", "bond0"), false, false, "bond slave: counted on its bond0"},
