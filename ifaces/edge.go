@@ -34,9 +34,11 @@ const (
 //     their packets crosses the link below them, which counts it (with its
 //     VLAN id); unless that link is in another network namespace (a
 //     container's macvlan), where this namespace cannot see it;
-//   - tunnels (vxlan, geneve, gre, ipip, sit, ip6tnl, wireguard, xfrm,
-//     tun/tap, ...) are not: their encapsulated packets cross the underlay
-//     link, which counts them;
+//   - tunnels (vxlan, geneve, gre, ipip, sit, ip6tnl, wireguard, xfrm, ...)
+//     are not: their encapsulated packets cross the underlay link, which
+//     counts them;
+//   - tun/tap links (a VM's tap, a VPN's tun) are not: what they carry
+//     to or from the outside crosses a physical link or uplink;
 //   - ifb, dummy, vrf, nlmon and any other kind are not.
 //
 // In router mode, which counts a forwarded packet where it enters, a
@@ -87,8 +89,10 @@ func Edge(l Link, router bool) (bool, string) {
 		}
 		return false, fmt.Sprintf("%s: counted on its lower link", l.Kind)
 	case "vxlan", "geneve", "gre", "gretap", "ip6gre", "ip6gretap", "erspan", "ip6erspan",
-		"ipip", "sit", "ip6tnl", "vti", "vti6", "wireguard", "xfrm", "tun", "tuntap", "bareudp", "gtp":
+		"ipip", "sit", "ip6tnl", "vti", "vti6", "wireguard", "xfrm", "bareudp", "gtp":
 		return false, l.Kind + ": tunnel, counted encapsulated on its underlay link"
+	case "tun", "tuntap":
+		return false, "tun/tap: a VM's or a VPN's link, counted where its traffic leaves or enters the host"
 	}
 	return false, l.Kind + ": not an edge link"
 }

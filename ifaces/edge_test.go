@@ -38,7 +38,7 @@ func TestEdge(t *testing.T) {
 		{port(up("eno2", "device"), "openvswitch", "ovs-system"), true, false, "physical port"},
 		{port(up("br-ex", "openvswitch"), "openvswitch", "ovs-system"), false, true, "openvswitch"},
 		{port(up("veth9", "veth"), "openvswitch", "ovs-system"), false, false, "veth port of ovs-system"},
-		{port(up("tap0", "tuntap"), "bridge", "vmbr0"), false, false, "tunnel"},
+		{port(up("tap0", "tuntap"), "bridge", "vmbr0"), false, false, "tun/tap"},
 		// Bonds count, not their slaves.
 		{port(up("eth2", "device"), "bond", "bond0"), false, false, "bond slave: counted on its bond0"},
 		{port(up("eth3", "device"), "team", "team0"), false, false, "team slave"},
@@ -61,7 +61,8 @@ func TestEdge(t *testing.T) {
 		{up("flannel.1", "vxlan"), false, false, "tunnel"},
 		{up("tunl0", "ipip"), false, false, "tunnel"},
 		{up("gre1", "gre"), false, false, "tunnel"},
-		{up("tun0", "tuntap"), false, false, "tunnel"},
+		{up("tun0", "tuntap"), false, false, "tun/tap"},
+		{up("tap1", "tun"), false, false, "tun/tap"},
 		{up("geneve0", "geneve"), false, false, "tunnel"},
 		// Mirrors and sinks.
 		{up("ifb0", "ifb"), false, false, "not an edge"},
