@@ -41,11 +41,14 @@ const (
 //     to or from the outside crosses a physical link or uplink;
 //   - ifb, dummy, vrf, nlmon and any other kind are not.
 //
-// In router mode, which counts a forwarded packet where it enters, a
-// bridge is the routed (layer 3) interface: bridges and Open vSwitch
-// devices are captured and none of their ports are, so that a packet
-// entering through a port is counted once, on the bridge, as a router's
-// NetFlow counts it on its bridge interface.
+// In router mode, which counts a forwarded packet where it enters, every
+// routed (layer 3) interface is captured, as a router's NetFlow counts on
+// its bridge and tunnel interfaces: bridges and Open vSwitch devices are
+// captured and none of their ports are, so that a packet entering through
+// a port is counted once, on the bridge; tunnels and tun/tap links are
+// captured, since the packets they carry are forwarded from there (their
+// encapsulated packets, delivered to the router itself, are counted on the
+// underlay as consumed).
 //
 // Links that are down and loopback are never in the default selection.
 func Edge(l Link, router bool) (bool, string) {
@@ -90,8 +93,14 @@ func Edge(l Link, router bool) (bool, string) {
 		return false, fmt.Sprintf("%s: counted on its lower link", l.Kind)
 	case "vxlan", "geneve", "gre", "gretap", "ip6gre", "ip6gretap", "erspan", "ip6erspan",
 		"ipip", "sit", "ip6tnl", "vti", "vti6", "wireguard", "xfrm", "bareudp", "gtp":
+		if router {
+			return true, l.Kind + ": tunnel, routed interface (router mode): decapsulated packets enter here"
+		}
 		return false, l.Kind + ": tunnel, counted encapsulated on its underlay link"
 	case "tun", "tuntap":
+		if router {
+			return true, "tun/tap: routed interface (router mode)"
+		}
 		return false, "tun/tap: a VM's or a VPN's link, counted where its traffic leaves or enters the host"
 	}
 	return false, l.Kind + ": not an edge link"

@@ -56,14 +56,14 @@ func TestEdge(t *testing.T) {
 		{Link{Name: "mv1", Kind: "macvlan", Up: true, LowerElsewhere: true}, true, true, "another namespace"},
 		{Link{Name: "eth0", Kind: "ipvlan", Up: true, LowerElsewhere: true}, true, true, "another namespace"},
 		// Tunnels: counted encapsulated on the underlay.
-		{up("wg0", "wireguard"), false, false, "tunnel"},
-		{up("vxlan.calico", "vxlan"), false, false, "tunnel"},
-		{up("flannel.1", "vxlan"), false, false, "tunnel"},
-		{up("tunl0", "ipip"), false, false, "tunnel"},
-		{up("gre1", "gre"), false, false, "tunnel"},
-		{up("tun0", "tuntap"), false, false, "tun/tap"},
-		{up("tap1", "tun"), false, false, "tun/tap"},
-		{up("geneve0", "geneve"), false, false, "tunnel"},
+		{up("wg0", "wireguard"), false, true, "tunnel"},
+		{up("vxlan.calico", "vxlan"), false, true, "tunnel"},
+		{up("flannel.1", "vxlan"), false, true, "tunnel"},
+		{up("tunl0", "ipip"), false, true, "tunnel"},
+		{up("gre1", "gre"), false, true, "tunnel"},
+		{up("tun0", "tuntap"), false, true, "tun/tap"},
+		{up("tap1", "tun"), false, true, "tun/tap"},
+		{up("geneve0", "geneve"), false, true, "tunnel"},
 		// Mirrors and sinks.
 		{up("ifb0", "ifb"), false, false, "not an edge"},
 		{up("dummy0", "dummy"), false, false, "not an edge"},
@@ -99,7 +99,7 @@ func TestRulesKeywords(t *testing.T) {
 		want             string
 	}{
 		{want: "eth0 uplink"},
-		{router: true, want: "eth0 br0 uplink"},
+		{router: true, want: "eth0 br0 uplink wg0"},
 		{include: []string{"default"}, want: "eth0 uplink"},
 		{include: []string{"default", "wg0"}, want: "eth0 uplink wg0"},
 		{include: []string{"all"}, want: "eth0 br0 veth1 uplink wg0"},
