@@ -26,7 +26,7 @@ generate: deps
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/hostflow
 
-# Run hostflow on every interface that is up (not loopback), printing each
+# Run hostflow on the host's edge interfaces (see README), printing each
 # finished flow as a JSON line. Needs root. Pass flags with ARGS="...".
 run: deps build
 	./$(BIN) $(ARGS)

@@ -43,6 +43,19 @@ type Link struct {
 	Name     string
 	Up       bool
 	Loopback bool
+	// Kind is the netlink link kind (IFLA_INFO_KIND: veth, bridge,
+	// bond, vlan, ...), "device" for a link without one (physical).
+	Kind string
+	// MasterIndex is the ifindex of the link's master (bridge, bond,
+	// team, VRF, Open vSwitch), 0 for none; MasterKind and MasterName
+	// are the master's kind and name when known.
+	MasterIndex int
+	MasterKind  string
+	MasterName  string
+	// LowerElsewhere says that the link's lower link (vlan, macvlan,
+	// ipvlan) or peer (veth) is in another network namespace
+	// (IFLA_LINK_NETNSID).
+	LowerElsewhere bool
 }
 
 // State is an interface's attach state, for metrics and logs.
@@ -185,6 +198,24 @@ func (m *Manager) handle(u netlink.LinkUpdate) {
 	if err := m.reconcile(l); err != nil {
 		m.log.Warn("attach", "interface", l.Name, "ifindex", l.Index, "err", err)
 	}
+	// The default selection of a port depends on its master's kind:
+	// reconcile the ports of a master that appears after them.
+	for _, p := range m.links {
+		if p.MasterIndex == l.Index && p.Index != l.Index {
+			if err := m.reconcile(p); err != nil {
+				m.log.Warn("attach", "interface", p.Name, "ifindex", p.Index, "err", err)
+			}
+		}
+	}
+}
+
+// withMaster fills in the kind and name of l's master from the links
+// known. Called with mu held.
+func (m *Manager) withMaster(l Link) Link {
+	if mst, ok := m.links[l.MasterIndex]; ok && l.MasterIndex != 0 {
+		l.MasterKind, l.MasterName = mst.Kind, mst.Name
+	}
+	return l
 }
 
 // reconcile attaches or detaches one link as the rules say. When its
@@ -192,8 +223,9 @@ func (m *Manager) handle(u netlink.LinkUpdate) {
 // those removed detached (added first): a hook that stays counts on
 // through the change. Called with mu held.
 func (m *Manager) reconcile(l Link) error {
-	want := m.rules.Match(l.Name, l.Up, l.Loopback)
-	dir := m.rules.Direction(l.Name)
+	l = m.withMaster(l)
+	want, why := m.rules.Explain(l)
+	dir := m.rules.Direction(l)
 	ha, hooked := m.att.(HookAttacher)
 	if !hooked {
 		dir = DirDefault
@@ -238,7 +270,7 @@ func (m *Manager) reconcile(l Link) error {
 	}
 	delete(m.failed, l.Index)
 	m.attached[l.Index] = attachment{name: l.Name, dir: dir}
-	m.log.Info("attached", "interface", l.Name, "ifindex", l.Index, "direction", dir.String())
+	m.log.Info("attached", "interface", l.Name, "ifindex", l.Index, "kind", l.Kind, "direction", dir.String(), "why", why)
 	return nil
 }
 
@@ -393,9 +425,12 @@ func listLinks() (links []netlink.Link, complete bool, err error) {
 func linkOf(l netlink.Link) Link {
 	a := l.Attrs()
 	return Link{
-		Index:    a.Index,
-		Name:     a.Name,
-		Up:       a.Flags&net.FlagUp != 0,
-		Loopback: a.Flags&net.FlagLoopback != 0,
+		Index:          a.Index,
+		Name:           a.Name,
+		Up:             a.Flags&net.FlagUp != 0,
+		Loopback:       a.Flags&net.FlagLoopback != 0,
+		Kind:           l.Type(),
+		MasterIndex:    a.MasterIndex,
+		LowerElsewhere: a.NetNsID >= 0,
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/hostflow/hostflow/internal/testutil"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // recorder is an Attacher that records what it is asked.
@@ -286,5 +289,35 @@ func TestManagerRunSubscriptionEnds(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Errorf("%d subscriptions, want 2", calls)
+	}
+}
+
+// TestManagerFollowsMasters: the default selection of a port depends on its
+// master. A physical link is captured until a bond that enslaves it
+// appears (then the bond is, not the link), and a veth is released when it
+// becomes a bridge port.
+func TestManagerFollowsMasters(t *testing.T) {
+	rec := &recorder{}
+	m := NewManager(rec, Rules{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	up := netlink.LinkAttrs{Flags: net.FlagUp}
+	attrs := func(idx, master int, name string) netlink.LinkAttrs {
+		a := up
+		a.Index, a.MasterIndex, a.Name = idx, master, name
+		return a
+	}
+	newLink := func(l netlink.Link) {
+		m.handle(netlink.LinkUpdate{Header: unix.NlMsghdr{Type: unix.RTM_NEWLINK}, Link: l})
+	}
+	newLink(&netlink.Device{LinkAttrs: attrs(5, 50, "eth5")})
+	newLink(&netlink.Veth{LinkAttrs: attrs(6, 0, "veth6")})
+	newLink(&netlink.Bond{LinkAttrs: attrs(50, 0, "bond5")})
+	newLink(&netlink.Bridge{LinkAttrs: attrs(60, 0, "br6")})
+	newLink(&netlink.Veth{LinkAttrs: attrs(6, 60, "veth6")})
+	want := []string{"attach eth5", "attach veth6", "attach bond5", "detach 5", "detach 6"}
+	if !slices.Equal(rec.calls, want) {
+		t.Errorf("calls %q, want %q", rec.calls, want)
+	}
+	if st := m.States(); len(st) != 1 || !st[50].Attached {
+		t.Errorf("states %v: want bond5 alone", st)
 	}
 }

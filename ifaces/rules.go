@@ -6,17 +6,19 @@ import (
 	"strings"
 )
 
-// Rules select interfaces by name. The zero value selects every link that
-// is up, except loopback.
+// Rules select interfaces by name, or by the keywords default and all.
+// The zero value is the default selection of host mode (see Edge).
 type Rules struct {
 	include []matcher
 	exclude []matcher
+	router  bool
 }
 
 type matcher struct {
-	name string
-	re   *regexp.Regexp
-	dir  Direction
+	name    string
+	re      *regexp.Regexp
+	keyword string // KeywordDefault or KeywordAll
+	dir     Direction
 }
 
 // Direction says which hooks of an interface a rule captures on.
@@ -60,11 +62,34 @@ func (m matcher) match(name string) bool {
 	if m.re != nil {
 		return m.re.MatchString(name)
 	}
-	return m.name == name
+	return m.keyword == "" && m.name == name
+}
+
+// matchLink reports whether an include matcher selects l, and why.
+func (m matcher) matchLink(l Link, router bool) (bool, string) {
+	switch m.keyword {
+	case KeywordDefault:
+		return Edge(l, router)
+	case KeywordAll:
+		switch {
+		case l.Loopback:
+			return false, "loopback"
+		case !l.Up:
+			return false, "down"
+		}
+		return true, "all: every link that is up"
+	}
+	if m.match(l.Name) {
+		return true, "rule " + m.String()
+	}
+	return false, ""
 }
 
 func (m matcher) String() string {
 	s := m.name
+	if m.keyword != "" {
+		s = m.keyword
+	}
 	if m.re != nil {
 		s = "/" + m.re.String() + "/"
 	}
@@ -76,9 +101,12 @@ func (m matcher) String() string {
 
 // ParseRules builds rules from include and exclude lists. Each entry is an
 // exact interface name or a /regex/ (Go syntax, matched against the whole
-// name only if anchored). An include entry may end in :ingress, :egress or
+// name only if anchored). An include entry may also be one of the keywords
+// default (the default selection, see Edge) and all (every link that is
+// up, except loopback). An include entry may end in :ingress, :egress or
 // :both to choose the hooks of the interfaces it selects (Linux interface
 // names cannot contain a colon); without, the daemon's direction applies.
+// An empty include list is the default selection.
 func ParseRules(include, exclude []string) (Rules, error) {
 	var r Rules
 	var err error
@@ -154,6 +182,11 @@ func parseMatchers(list []string, withDir bool) ([]matcher, error) {
 			out = append(out, matcher{re: re, dir: dir})
 		case strings.HasPrefix(s, "/"):
 			return nil, fmt.Errorf("interface pattern %q: missing closing /", s)
+		case s == KeywordDefault || s == KeywordAll:
+			if !withDir {
+				return nil, fmt.Errorf("interface %q: a keyword only goes with interfaces to capture on", s)
+			}
+			out = append(out, matcher{keyword: s, dir: dir})
 		case len(s) > 15 || strings.ContainsAny(s, "/ \t"):
 			return nil, fmt.Errorf("interface name %q: not a valid Linux interface name", s)
 		default:
@@ -167,37 +200,64 @@ func parseMatchers(list []string, withDir bool) ([]matcher, error) {
 func (r Rules) Names() []string {
 	var out []string
 	for _, m := range r.include {
-		if m.re == nil {
+		if m.re == nil && m.keyword == "" {
 			out = append(out, m.name)
 		}
 	}
 	return out
 }
 
-// Match reports whether a link is selected. up and loopback matter only
-// when no include rule is given.
-func (r Rules) Match(name string, up, loopback bool) bool {
+// ForMode returns the rules for router mode or host mode: the default
+// selection differs (see Edge).
+func (r Rules) ForMode(router bool) Rules {
+	r.router = router
+	return r
+}
+
+// Router reports whether the rules are those of router mode.
+func (r Rules) Router() bool { return r.router }
+
+// Match reports whether a link is selected.
+func (r Rules) Match(l Link) bool {
+	ok, _ := r.Explain(l)
+	return ok
+}
+
+// Explain reports whether a link is selected and why: the exclusion that
+// drops it, the include rule that selects it, or the default selection's
+// reason. An exclusion wins over every include; an include rule that
+// names a link (or matches its name) selects it whatever its kind and
+// state; with no include rule, the default selection applies.
+func (r Rules) Explain(l Link) (bool, string) {
 	for _, m := range r.exclude {
-		if m.match(name) {
-			return false
+		if m.match(l.Name) {
+			return false, "excluded by " + m.String()
 		}
 	}
 	if len(r.include) == 0 {
-		return up && !loopback
+		return Edge(l, r.router)
 	}
+	why := ""
 	for _, m := range r.include {
-		if m.match(name) {
-			return true
+		ok, w := m.matchLink(l, r.router)
+		if ok {
+			return true, w
+		}
+		if m.keyword != "" && why == "" {
+			why = w
 		}
 	}
-	return false
+	if why == "" {
+		why = "no rule selects it"
+	}
+	return false, why
 }
 
 // Direction returns the direction of the first include rule that selects
-// name, DirDefault if none names one.
-func (r Rules) Direction(name string) Direction {
+// l, DirDefault if none names one.
+func (r Rules) Direction(l Link) Direction {
 	for _, m := range r.include {
-		if m.match(name) {
+		if ok, _ := m.matchLink(l, r.router); ok {
 			return m.dir
 		}
 	}
@@ -206,12 +266,9 @@ func (r Rules) Direction(name string) Direction {
 
 // String renders the rules for logs and check-config.
 func (r Rules) String() string {
-	if len(r.include) == 0 && len(r.exclude) == 0 {
-		return "every interface that is up, except loopback"
-	}
 	var b strings.Builder
 	if len(r.include) == 0 {
-		b.WriteString("every interface that is up, except loopback")
+		b.WriteString(KeywordDefault)
 	}
 	for i, m := range r.include {
 		if i > 0 {

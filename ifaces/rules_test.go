@@ -28,6 +28,7 @@ func TestRulesMatch(t *testing.T) {
 		name         string
 		up, loopback bool
 	}
+	lk := func(l link) Link { return Link{Name: l.name, Up: l.up, Loopback: l.loopback} }
 	for _, tt := range []struct {
 		name             string
 		include, exclude []string
@@ -64,12 +65,12 @@ func TestRulesMatch(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, l := range tt.in {
-				if !r.Match(l.name, l.up, l.loopback) {
+				if !r.Match(lk(l)) {
 					t.Errorf("%+v not selected by %s", l, r)
 				}
 			}
 			for _, l := range tt.out {
-				if r.Match(l.name, l.up, l.loopback) {
+				if r.Match(lk(l)) {
 					t.Errorf("%+v selected by %s", l, r)
 				}
 			}
@@ -91,7 +92,7 @@ func TestRulesDirection(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]Direction{"rc0": DirIngress, "rs1": DirBoth, "a:b": DirDefault, "eth0": DirDefault, "zz": DirDefault} {
-		if got := r.Direction(name); got != want {
+		if got := r.Direction(Link{Name: name, Up: true}); got != want {
 			t.Errorf("Direction(%q) = %v, want %v", name, got, want)
 		}
 	}

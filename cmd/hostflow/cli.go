@@ -12,7 +12,7 @@ import (
 
 const usageText = `Usage:
   hostflow [flags]                  run the probe
-  hostflow check-config [flags]     validate the configuration and print it
+  hostflow check-config [flags]     validate the configuration, print it and the interfaces captured now
   hostflow version                  print the version
 
 hostflow counts every packet's flow on this host's interfaces with eBPF and
@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stder
 			if err != nil {
 				return err
 			}
-			return cfg.WriteYAML(stdout)
+			return checkConfig(stdout, cfg)
 		case "help":
 			_, err := config.Load([]string{"--help"}, usageText, stderr)
 			if errors.Is(err, config.ErrHelp) {

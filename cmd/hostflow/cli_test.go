@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -52,6 +53,13 @@ func TestCheckConfig(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("check-config output lacks %q:\n%s", w, out)
 		}
+	}
+
+	// The interfaces captured now follow, as comments: every namespace
+	// has lo, never captured by default.
+	if !strings.Contains(out, "# interfaces captured now (host mode, interfaces: default):\n# IFINDEX  NAME") ||
+		!regexp.MustCompile(`(?m)^# 1 +lo +device +no +loopback$`).MatchString(out) {
+		t.Errorf("check-config does not list the interfaces:\n%s", out)
 	}
 
 	bad := filepath.Join(dir, "bad.yaml")

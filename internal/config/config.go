@@ -30,8 +30,9 @@ const DefaultRingBufferSize = 1 << 20
 
 // Config is the daemon's effective configuration.
 type Config struct {
-	// Interfaces are exact names and /regex/ patterns; empty selects every
-	// interface that is up, except loopback. ExcludeInterfaces are never
+	// Interfaces are exact names, /regex/ patterns and the keywords
+	// default and all (see ifaces.ParseRules); empty is the default
+	// selection, the host's edge (ifaces.Edge). ExcludeInterfaces are never
 	// selected.
 	Interfaces        []string
 	ExcludeInterfaces []string
@@ -89,8 +90,9 @@ type Config struct {
 	rules ifaces.Rules
 }
 
-// Rules returns the compiled interface rules.
-func (c *Config) Rules() ifaces.Rules { return c.rules }
+// Rules returns the compiled interface rules, for the mode in force (the
+// default selection differs in router mode; a reload keeps the mode).
+func (c *Config) Rules() ifaces.Rules { return c.rules.ForMode(c.Router()) }
 
 // Cache returns the flow cache settings.
 func (c *Config) Cache() exporter.CacheConfig {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hostflow/hostflow/ifaces"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -133,7 +135,7 @@ func TestEnvLists(t *testing.T) {
 	if cfg.Sampling != 9 {
 		t.Errorf("HOSTFLOW_CONFIG not read: sampling %d", cfg.Sampling)
 	}
-	if !cfg.Rules().Match("veth1", true, false) || cfg.Rules().Match("vethab", true, false) {
+	if !cfg.Rules().Match(ifaces.Link{Name: "veth1", Up: true}) || cfg.Rules().Match(ifaces.Link{Name: "vethab", Up: true}) {
 		t.Errorf("rules %v", cfg.Rules())
 	}
 }
@@ -283,5 +285,24 @@ func TestSingleDash(t *testing.T) {
 	}
 	if cfg.Sampling != 3 || cfg.Interfaces[0] != "eth0" || len(cfg.Collectors) != 1 || cfg.LogLevel.String() != "WARN" {
 		t.Errorf("single-dash flags: %+v", cfg)
+	}
+}
+
+// TestRulesFollowMode: the default interface selection is router mode's
+// with --mode router (bridges, not their ports), and follows the mode in
+// force when a reload keeps the running mode.
+func TestRulesFollowMode(t *testing.T) {
+	clearEnv(t)
+	cfg, err := load(t, "--config", writeFile(t, ""), "--mode", "router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := ifaces.Link{Name: "br0", Kind: "bridge", Up: true}
+	if !cfg.Rules().Router() || !cfg.Rules().Match(br) {
+		t.Errorf("router mode: rules %v select bridge %v", cfg.Rules(), cfg.Rules().Match(br))
+	}
+	cfg.Mode = "host" // as reload does when the mode changed: it needs a restart
+	if cfg.Rules().Router() || cfg.Rules().Match(br) {
+		t.Errorf("host mode kept: rules still router mode's")
 	}
 }

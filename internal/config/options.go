@@ -38,7 +38,7 @@ type option struct {
 var options = []option{
 	{
 		key: "interfaces", flag: "interfaces", kind: kindList, def: []string{},
-		usage: "interfaces to capture on: comma-separated names and /regex/ patterns (default: every interface that is up, except loopback)",
+		usage: "interfaces to capture on: comma-separated names and /regex/ patterns and the keywords default (the host's edge, each packet counted once) and all (every interface that is up, except loopback); check-config lists the interfaces captured now",
 		set: func(c *Config, v any) error {
 			l, err := toIfaceList(v)
 			if err != nil {
