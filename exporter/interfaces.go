@@ -30,14 +30,34 @@ type Interfaces struct {
 
 	cur atomic.Pointer[ifaceSnapshot]
 
-	mu        sync.Mutex // serializes refreshes
-	lastMiss  time.Time
-	conflicts string // last conflicts logged
+	// nextMiss is when, in Unix ns, a miss may list the links again.
+	nextMiss  atomic.Int64
+	mu        sync.Mutex // guards conflicts
+	conflicts string     // last conflicts logged
 }
 
+// ifaceSnapshot is one listing of the links, never modified once stored.
+// Linux hands out ifindexes from 1 upwards, so they are looked up in a
+// slice indexed by ifindex; the few beyond maxDenseIfindex (a namespace
+// that churned through that many links) in a map.
 type ifaceSnapshot struct {
-	names map[uint32]string
-	index map[uint32]uint32 // kernel ifindex -> exported, overridden ones only
+	dense  []ifaceEntry
+	sparse map[uint32]ifaceEntry
+}
+
+type ifaceEntry struct {
+	name  string
+	index uint32 // exported ifIndex: the override, else the kernel's
+	ok    bool
+}
+
+const maxDenseIfindex = 1 << 16
+
+func (s *ifaceSnapshot) get(idx uint32) ifaceEntry {
+	if idx < uint32(len(s.dense)) {
+		return s.dense[idx]
+	}
+	return s.sparse[idx]
 }
 
 // MissInterval bounds how often a look-up of an unknown ifindex lists the
@@ -92,13 +112,28 @@ func (t *Interfaces) Overridden() bool { return t != nil && len(t.overrides) > 0
 
 // Update replaces the cache with links.
 func (t *Interfaces) Update(links []InterfaceInfo) {
-	s := &ifaceSnapshot{names: make(map[uint32]string, len(links)), index: map[uint32]uint32{}}
+	s := &ifaceSnapshot{}
+	n := 0
+	for _, l := range links {
+		if l.Index < maxDenseIfindex {
+			n = max(n, int(l.Index)+1)
+		}
+	}
+	s.dense = make([]ifaceEntry, n)
 	var conflicts []string
 	for _, l := range links {
-		s.names[l.Index] = l.Name
+		e := ifaceEntry{name: l.Name, index: l.Index, ok: true}
 		if idx, ok := t.overrides[l.Name]; ok {
-			s.index[l.Index] = idx
+			e.index = idx
 		}
+		if l.Index < maxDenseIfindex {
+			s.dense[l.Index] = e
+			continue
+		}
+		if s.sparse == nil {
+			s.sparse = map[uint32]ifaceEntry{}
+		}
+		s.sparse[l.Index] = e
 	}
 	for _, l := range links {
 		if _, ok := t.overrides[l.Name]; ok {
@@ -127,11 +162,11 @@ func (t *Interfaces) Name(idx uint32) string {
 	if t == nil || idx == 0 {
 		return ""
 	}
-	if n, ok := t.cur.Load().names[idx]; ok {
-		return n
+	if e := t.cur.Load().get(idx); e.ok {
+		return e.name
 	}
 	t.miss()
-	return t.cur.Load().names[idx]
+	return t.cur.Load().get(idx).name
 }
 
 // Index returns the ifIndex exported for kernel ifindex idx: its override,
@@ -140,29 +175,25 @@ func (t *Interfaces) Index(idx uint32) uint32 {
 	if !t.Overridden() || idx == 0 {
 		return idx
 	}
-	s := t.cur.Load()
-	if _, ok := s.names[idx]; !ok {
+	e := t.cur.Load().get(idx)
+	if !e.ok {
 		t.miss()
-		s = t.cur.Load()
+		if e = t.cur.Load().get(idx); !e.ok {
+			return idx
+		}
 	}
-	if x, ok := s.index[idx]; ok {
-		return x
-	}
-	return idx
+	return e.index
 }
 
 // miss lists the links again, unless it did less than MissInterval ago.
+// It takes no lock: of misses racing past the limit, one lists.
 func (t *Interfaces) miss() {
 	if t.lookup == nil {
 		return
 	}
-	t.mu.Lock()
-	now := t.now()
-	if !t.lastMiss.IsZero() && now.Sub(t.lastMiss) < MissInterval {
-		t.mu.Unlock()
+	now, next := t.now().UnixNano(), t.nextMiss.Load()
+	if now < next || !t.nextMiss.CompareAndSwap(next, now+int64(MissInterval)) {
 		return
 	}
-	t.lastMiss = now
-	t.mu.Unlock()
 	t.Update(t.lookup())
 }
