@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/templates"
@@ -79,6 +80,7 @@ type encoderConfig struct {
 	refreshMessages int
 	set             *templates.Set
 	options         *OptionsConfig
+	ifs             *Interfaces
 	now             func() time.Time
 	// mono is a monotonic clock (any origin), for the v9 sysUptime.
 	// Default: CLOCK_MONOTONIC if now is time.Now, else elapsed time
@@ -100,6 +102,7 @@ type encoder struct {
 	now             func() time.Time
 	log             *slog.Logger
 	set             *templates.Set
+	ifs             *Interfaces
 	compiled        [templates.NumTemplates]compiledTemplate
 
 	// templateBlock is the encoded template set and options template
@@ -208,10 +211,11 @@ func (e *encoder) init(cfg encoderConfig) error {
 		now:             cfg.now,
 		log:             cfg.log,
 		set:             cfg.set,
+		ifs:             cfg.ifs,
 		setStart:        -1,
 	}
 	for i, t := range cfg.set.Templates() {
-		c, err := compileTemplate(&cfg.set.Templates()[i])
+		c, err := compileTemplate(&cfg.set.Templates()[i], cfg.ifs)
 		if err != nil {
 			return fmt.Errorf("%s templates: template %s: %w", name, t.Name, err)
 		}
@@ -338,11 +342,11 @@ type compiledTemplate struct {
 	fields []compiledField
 }
 
-func compileTemplate(t *templates.Template) (compiledTemplate, error) {
+func compileTemplate(t *templates.Template, ifs *Interfaces) (compiledTemplate, error) {
 	c := compiledTemplate{t: t, fields: make([]compiledField, len(t.Fields))}
 	off := 0
 	for i, f := range t.Fields {
-		put, err := putFor(f)
+		put, err := putFor(f, ifs)
 		if err != nil {
 			return c, err
 		}
@@ -355,8 +359,12 @@ func compileTemplate(t *templates.Template) (compiledTemplate, error) {
 
 // putFor returns the encode function of field f: an address, a time, or an
 // unsigned integer of the field's length (RFC 7011 section 6.2
-// reduced-size encoding: the low bytes of the value).
-func putFor(f templates.Field) (putFunc, error) {
+// reduced-size encoding: the low bytes of the value). ifs, which may be
+// nil, names interfaces and overrides their exported index.
+func putFor(f templates.Field, ifs *Interfaces) (putFunc, error) {
+	if p, ok := interfacePut(f, ifs); ok {
+		return p, nil
+	}
 	fixed := func(n uint16, p putFunc) (putFunc, error) {
 		if f.Length != n {
 			return nil, fmt.Errorf("cannot encode %s (%d) in %d bytes, only %d", f.Name, f.ID, f.Length, n)
@@ -954,4 +962,39 @@ func outInterface(f *Flow) uint32 {
 		return f.Key.IfIndex
 	}
 	return f.EgressIfIndex
+}
+
+// interfacePut returns the encode function of the interface name, and of
+// the interface indexes when ifs overrides some; without overrides the
+// indexes take the direct path.
+func interfacePut(f templates.Field, ifs *Interfaces) (putFunc, bool) {
+	if f.Value == templates.IfName && f.Length != templates.VariableLength {
+		return func(d []byte, fl *Flow, _ int64) { putName(d, ifs.Name(fl.Key.IfIndex)) }, true
+	}
+	if !ifs.Overridden() || f.Length != 4 {
+		return nil, false
+	}
+	switch f.Value {
+	case templates.Interface:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint32(d, ifs.Index(fl.Key.IfIndex)) }, true
+	case templates.InInterface:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint32(d, ifs.Index(inInterface(fl))) }, true
+	case templates.OutInterface:
+		return func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint32(d, ifs.Index(outInterface(fl))) }, true
+	}
+	return nil, false
+}
+
+// putName writes s NUL-padded to len(d), cut at a UTF-8 boundary if
+// longer.
+func putName(d []byte, s string) {
+	n := len(s)
+	if n > len(d) {
+		n = len(d)
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+	}
+	copy(d, s[:n])
+	clear(d[n:])
 }

@@ -60,6 +60,10 @@ type IPFIXConfig struct {
 	// Templates is the record layout, from templates.FromNames. Default
 	// templates.DefaultSet(templates.IPFIX).
 	Templates *templates.Set
+	// Interfaces, if set, names interfaces for interfaceName (82) and
+	// overrides the ifIndex exported in data and options records. Nil:
+	// names are empty, indexes the kernel's.
+	Interfaces *Interfaces
 	// Options, if set, enables options records (interface table,
 	// sampling, reliability statistics).
 	Options *OptionsConfig
@@ -96,6 +100,7 @@ func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 		refreshMessages: cfg.TemplateRefreshMessages,
 		set:             cfg.Templates,
 		options:         cfg.Options,
+		ifs:             cfg.Interfaces,
 		now:             cfg.Now,
 		log:             cfg.Logger,
 	}); err != nil {

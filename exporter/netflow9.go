@@ -28,6 +28,10 @@ type NetFlow9Config struct {
 	// Templates is the record layout, from templates.FromNames with
 	// templates.NetFlowV9. Default templates.DefaultSet(templates.NetFlowV9).
 	Templates *templates.Set
+	// Interfaces, if set, names interfaces for interfaceName (82) and
+	// overrides the ifIndex exported in data and options records. Nil:
+	// names are empty, indexes the kernel's.
+	Interfaces *Interfaces
 	// Options, if set, enables options records.
 	Options *OptionsConfig
 	// Clock, if set, is the clock (and Now is ignored): its wall time
@@ -76,6 +80,7 @@ func NewNetFlow9(cfg NetFlow9Config) (*NetFlow9, error) {
 		refreshMessages: cfg.TemplateRefreshMessages,
 		set:             cfg.Templates,
 		options:         cfg.Options,
+		ifs:             cfg.Interfaces,
 		now:             cfg.Now,
 		mono:            mono,
 		log:             cfg.Logger,

@@ -235,7 +235,7 @@ func (e *encoder) appendOption(b []byte, f templates.Field, row *optionsRow) []b
 	switch f.Value {
 	case templates.OptInterfaceIndex:
 		if row.iface != nil {
-			v = uint64(row.iface.Index)
+			v = uint64(e.ifs.Index(row.iface.Index))
 		}
 	case templates.OptDomain:
 		v = uint64(e.domain)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -30,6 +31,11 @@ type StreamConfig struct {
 	WriteTimeout time.Duration
 	// Backoff spaces reconnection attempts. Default DefaultBackoff.
 	Backoff Backoff
+	// Bind sets every connection's source address and device (a VRF).
+	// A literal collector address of another family than the source
+	// address fails NewStreamTransport; a name that resolves to no
+	// address of its family fails each dial.
+	Bind Bind
 	// OnConnect runs on every new connection before anything else is
 	// written on it, so the encoder can write its templates first (RFC
 	// 7011 section 8: a collector cannot decode data before its template,
@@ -75,6 +81,7 @@ type StreamConfig struct {
 // stream; whatever arrives is discarded.
 type StreamTransport struct {
 	addr      string
+	bind      Bind
 	tls       *tls.Config
 	dialTO    time.Duration
 	writeTO   time.Duration
@@ -127,6 +134,11 @@ func NewStreamTransport(cfg StreamConfig) (*StreamTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream config: address %q: %w", cfg.Address, err)
 	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if err := cfg.Bind.checkFamily(ip); err != nil {
+			return nil, fmt.Errorf("stream config: %w", err)
+		}
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
@@ -164,6 +176,7 @@ func NewStreamTransport(cfg StreamConfig) (*StreamTransport, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &StreamTransport{
 		addr:      cfg.Address,
+		bind:      cfg.Bind,
 		tls:       tc,
 		dialTO:    cfg.DialTimeout,
 		writeTO:   cfg.WriteTimeout,
@@ -321,7 +334,8 @@ func (t *StreamTransport) dial(ctx context.Context) (*streamConn, error) {
 	defer cancel()
 	stop := context.AfterFunc(t.closing, cancel)
 	defer stop()
-	d := net.Dialer{KeepAlive: 15 * time.Second}
+	d := t.bind.dialer("tcp")
+	d.KeepAlive = 15 * time.Second
 	raw, err := d.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
 		return nil, &ConnError{Op: "dial", Addr: t.addr, Err: err}

@@ -44,6 +44,10 @@ type UDPConfig struct {
 	// WriteTimeout bounds the wait for room in the socket buffer, per
 	// write or per Flush. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// Bind sets the socket's source address and device (a VRF). A
+	// source address of another family than the collector's, or a
+	// device that does not exist, fails NewUDPWriter.
+	Bind Bind
 }
 
 // UDPWriter sends each IPFIX or NetFlow v9 message as one UDP datagram
@@ -84,7 +88,7 @@ func DialUDP(addr string) (*UDPWriter, error) {
 }
 
 // NewUDPWriter connects a UDP socket to cfg.Address. Connecting makes the
-// kernel pick the source address and route once. If cfg.Batch asks for
+// kernel pick the source address (unless cfg.Bind sets it) and route once. If cfg.Batch asks for
 // batching and the kernel refuses sendmmsg (a seccomp filter, an old
 // emulation layer), the writer sends one message per write instead.
 func NewUDPWriter(cfg UDPConfig) (*UDPWriter, error) {
@@ -98,9 +102,9 @@ func NewUDPWriter(cfg UDPConfig) (*UDPWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udp resolve: %w", err)
 	}
-	conn, err := net.DialUDP("udp", nil, raddr)
+	conn, err := cfg.Bind.dialUDP(raddr)
 	if err != nil {
-		return nil, fmt.Errorf("udp dial: %w", err)
+		return nil, fmt.Errorf("udp dial %s from %s: %w", raddr, cfg.Bind, err)
 	}
 	u := &UDPWriter{conn: conn, writeTO: cfg.WriteTimeout}
 	if cfg.Batch > 1 {

@@ -98,6 +98,14 @@ var elements = []element{
 	{ipfix: Field{IEICMPTypeCodeIPv6, 2, "icmpTypeCodeIPv6", ICMPv6TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv6TypeCode}, family: 6, twin: "icmpTypeCodeIPv4"},
 	{ipfix: Field{IEVLANID, 2, "vlanId", VLAN}, v9: Field{58, 2, "SRC_VLAN", VLAN}},
 	{ipfix: Field{IEIPVersion, 1, "ipVersion", IPVersion}, v9: Field{60, 1, "IP_PROTOCOL_VERSION", IPVersion}},
+	// interfaceName is the name of the flow's interface (the one whose
+	// index is ingressInterface or egressInterface), for collectors that
+	// read names from data records only (Logstash's netflow codec,
+	// ElastiFlow). Fixed length, as in the options table (see
+	// InterfaceNameLen): IFNAMSIZ holds every Linux name, and a fixed
+	// field keeps every record of a template the same length. v9 has it
+	// as IF_NAME (82) in Cisco's field type list.
+	{ipfix: Field{IEInterfaceName, InterfaceNameLen, "interfaceName", IfName}, v9: Field{IEInterfaceName, InterfaceNameLen, "IF_NAME", IfName}},
 }
 
 // The default layouts, one table each, written as the IPv4-ingress variant:

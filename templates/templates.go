@@ -87,6 +87,10 @@ const (
 	// the flow's interface for an egress one.
 	InInterface
 	OutInterface
+	// IfName is the name of the flow's interface (interfaceName, 82;
+	// v9 IF_NAME), fixed-length and NUL-padded like the options table's:
+	// see InterfaceNameLen.
+	IfName
 )
 
 // ExportProtocol is the export protocol a template is laid out for.

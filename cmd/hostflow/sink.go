@@ -86,6 +86,13 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 		created = append(created, c)
 		return nil
 	}
+	if len(cfg.Collectors) > 0 {
+		// A VRF that does not exist fails the start or the reload,
+		// naming it, before any collector is built.
+		if err := cfg.Bind().Check(); err != nil {
+			return nil, nil, nil, fmt.Errorf("vrf: %w", err)
+		}
+	}
 	if len(cfg.Collectors) == 0 {
 		err = take("stdout", func() (*collectorSink, error) {
 			return &collectorSink{sink: exporter.NewJSONLines(env.stdout)}, nil
@@ -93,8 +100,11 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 	}
 	for _, col := range cfg.Collectors {
 		// Everything the exporter is built from: a change rebuilds it.
+		// source_address and vrf rebuild the sockets: a reload
+		// that changes them moves every collector at once.
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
-			cfg.CollectorQueue, cfg.TLS, cfg.Mode, cfg.TemplateRefresh, cfg.TemplateRefreshMessages)
+			cfg.CollectorQueue, cfg.TLS, cfg.Mode, cfg.TemplateRefresh, cfg.TemplateRefreshMessages,
+			cfg.Bind(), cfg.InterfaceIndex)
 		if col.Transport == "tls" {
 			// Certificates renewed at the same paths: a reload
 			// reconnects with them.
@@ -142,6 +152,24 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	if refreshMessages == 0 {
 		refreshMessages = -1
 	}
+	// Each collector names interfaces and maps their indexes from its
+	// own cache of the links, refreshed whenever its options interface
+	// table is built.
+	ifs, err := exporter.NewInterfaces(exporter.InterfacesConfig{Overrides: cfg.InterfaceIndex, Lookup: env.interfaces, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("collector %s: %w", col, err)
+	}
+	if env.interfaces != nil {
+		ifs.Update(env.interfaces())
+	}
+	interfaces := func() []exporter.InterfaceInfo {
+		if env.interfaces == nil {
+			return nil
+		}
+		l := env.interfaces()
+		ifs.Update(l)
+		return l
+	}
 	losses := new(collectorLosses)
 	if col.Transport != "udp" {
 		// A stream sends templates once per connection (RFC 7011
@@ -151,7 +179,7 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	}
 	opts := &exporter.OptionsConfig{
 		Interval:         cfg.TemplateRefresh,
-		Interfaces:       env.interfaces,
+		Interfaces:       interfaces,
 		Counters:         losses.counters(env.counters),
 		SamplingInterval: uint32(cfg.Sampling),
 	}
@@ -166,13 +194,13 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		// Messages go out in batches, one sendmmsg per export (and
 		// the exports queued behind it); the Collector flushes when
 		// its queue is empty.
-		w, err := exporter.NewUDPWriter(exporter.UDPConfig{Address: col.Address, Batch: exporter.DefaultUDPBatch})
+		w, err := exporter.NewUDPWriter(exporter.UDPConfig{Address: col.Address, Batch: exporter.DefaultUDPBatch, Bind: cfg.Bind()})
 		if err != nil {
 			return nil, fmt.Errorf("collector %s: %w", col, err)
 		}
 		tr = w
 	case "tcp", "tls":
-		sc := exporter.StreamConfig{Address: col.Address, Logger: log}
+		sc := exporter.StreamConfig{Address: col.Address, Logger: log, Bind: cfg.Bind()}
 		if col.Transport == "tls" {
 			tc, err := cfg.TLS.Load()
 			if err != nil {
@@ -195,16 +223,15 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		WriteTemplates() error
 		SendTemplates() error
 	}
-	var err error
 	switch col.Protocol {
 	case "ipfix":
 		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
 			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
-			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})
 	case "netflow9":
 		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
 			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
-			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Logger: log})
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})
 	default:
 		err = fmt.Errorf("protocol %s not wired", col.Protocol)
 	}

@@ -6,6 +6,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/hostflow/hostflow/exporter"
@@ -75,6 +76,13 @@ type Config struct {
 	CollectorQueue int
 	// TLS is for ipfix+tls collectors.
 	TLS exporter.TLSConfig
+	// SourceAddress, if valid, is the source of every export socket;
+	// VRF, if set, the device they are bound to (SO_BINDTODEVICE).
+	SourceAddress netip.Addr
+	VRF           string
+	// InterfaceIndex maps interface names to the ifIndex exported for
+	// them instead of the kernel's.
+	InterfaceIndex map[string]uint32
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
@@ -108,6 +116,11 @@ func (c *Config) Egress() bool {
 		return c.Mode != "router"
 	}
 	return c.Direction != "ingress"
+}
+
+// Bind returns where the export sockets send from.
+func (c *Config) Bind() exporter.Bind {
+	return exporter.Bind{SourceAddress: c.SourceAddress, Device: c.VRF}
 }
 
 // Router reports whether hostflow runs in router mode.

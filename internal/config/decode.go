@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,4 +133,55 @@ func checkHostPort(s string) error {
 		return errors.New("want a port number 0 to 65535")
 	}
 	return nil
+}
+
+// checkIfName accepts a Linux interface name: 1 to 15 bytes, none of them
+// '/', ':', white space or NUL, and not "." or "..".
+func checkIfName(s string) error {
+	if s == "" || len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n\x00") {
+		return fmt.Errorf("interface name %q: want 1 to 15 bytes, no '/', ':' or white space", s)
+	}
+	return nil
+}
+
+// toIndexMap takes a YAML map of interface names to indexes, or a string
+// of name=index pairs separated by commas or white space. Indexes are 1
+// to 2^32-1 and unique.
+func toIndexMap(v any) (map[string]uint32, error) {
+	out := map[string]uint32{}
+	raw := map[string]any{}
+	switch v := v.(type) {
+	case nil:
+	case string:
+		for _, kv := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
+			name, idx, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, fmt.Errorf("%q: want name=index", kv)
+			}
+			if _, dup := raw[name]; dup {
+				return nil, fmt.Errorf("interface %s given twice", name)
+			}
+			raw[name] = idx
+		}
+	case map[string]any:
+		raw = v
+	default:
+		return nil, errors.New("want a map of interface names to indexes, e.g. {eth0: 3}")
+	}
+	by := map[uint32]string{}
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		if err := checkIfName(name); err != nil {
+			return nil, err
+		}
+		n, err := toInt(raw[name])
+		if err != nil || n < 1 || n > 1<<32-1 {
+			return nil, fmt.Errorf("%s: index %v: want 1 to 4294967295", name, raw[name])
+		}
+		if other, ok := by[uint32(n)]; ok {
+			return nil, fmt.Errorf("index %d given to %s and %s", n, other, name)
+		}
+		by[uint32(n)] = name
+		out[name] = uint32(n)
+	}
+	return out, nil
 }

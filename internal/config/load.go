@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -67,11 +69,13 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	data, err := os.ReadFile(path)
+	var doc map[string]any
 	switch {
 	case err == nil:
 		if err := checkFile(data); err != nil {
 			return nil, &Error{fmt.Errorf("config file %s: %w", path, err)}
 		}
+		_ = yaml.Unmarshal(data, &doc) // checkFile parsed it
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 			return nil, &Error{fmt.Errorf("config file %s: %w", path, err)}
@@ -86,6 +90,13 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 	var errs []error
 	for _, o := range options {
 		val := v.Get(o.key)
+		if o.caseSensitive && !fset.Changed(o.flag) {
+			if _, env := os.LookupEnv(EnvName(o.key)); !env {
+				if raw, ok := doc[o.key]; ok {
+					val = raw
+				}
+			}
+		}
 		if err := o.set(cfg, val); err != nil {
 			if o.kind == kindList {
 				errs = append(errs, fmt.Errorf("%s: %w", o.key, err))
@@ -102,6 +113,7 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 			errs = append(errs, fmt.Errorf("exclude_interfaces: %w", err))
 		}
 		cfg.rules, _ = ifaces.ParseRules(cfg.Interfaces, cfg.ExcludeInterfaces)
+		errs = append(errs, checkSourceFamily(cfg)...)
 	}
 	if len(errs) > 0 {
 		return nil, &Error{errors.Join(errs...)}
@@ -233,4 +245,22 @@ func show(v any) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return fmt.Sprintf("%v", v)
+}
+
+// checkSourceFamily rejects a source_address of another family than a
+// collector given by address: no datagram could ever leave. Collectors
+// given by name are checked when they are resolved.
+func checkSourceFamily(cfg *Config) []error {
+	if !cfg.SourceAddress.IsValid() {
+		return nil
+	}
+	var errs []error
+	for _, col := range cfg.Collectors {
+		host, _, _ := net.SplitHostPort(col.Address)
+		a, err := netip.ParseAddr(host)
+		if err == nil && a.Unmap().Is4() != cfg.SourceAddress.Is4() {
+			errs = append(errs, fmt.Errorf("source_address %s: collector %s is of the other address family", cfg.SourceAddress, col))
+		}
+	}
+	return errs
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -27,11 +28,14 @@ type option struct {
 	key        string
 	flag       string
 	repeatable bool // the flag may be given more than once (lists only)
-	kind       kind
-	def        any
-	usage      string
-	set        func(c *Config, v any) error
-	get        func(c *Config) any
+	// caseSensitive takes the value from the file as written: viper
+	// lowercases the keys of a map, and interface names keep their case.
+	caseSensitive bool
+	kind          kind
+	def           any
+	usage         string
+	set           func(c *Config, v any) error
+	get           func(c *Config) any
 }
 
 // options lists every key, in the order check-config prints them.
@@ -261,6 +265,60 @@ var options = []option{
 		usage: "flow batches (one per poll interval, of at most 4096 records) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
 		set:   intSetter(1, 1<<16, func(c *Config) *int { return &c.CollectorQueue }),
 		get:   func(c *Config) any { return c.CollectorQueue },
+	},
+	{
+		key: "source_address", flag: "source-address", kind: kindString, def: "",
+		usage: "send every export datagram and connection from this local address, so collectors that identify an exporter by its address always see the same one; of the collectors' address family (default: the kernel picks, per route)",
+		set: func(c *Config, v any) error {
+			s, err := toString(v)
+			if err != nil || s == "" {
+				c.SourceAddress = netip.Addr{}
+				return err
+			}
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" {
+				return fmt.Errorf("want an IPv4 or IPv6 address")
+			}
+			if a.IsUnspecified() || a.IsMulticast() {
+				return fmt.Errorf("want a unicast address of this host")
+			}
+			c.SourceAddress = a.Unmap()
+			return nil
+		},
+		get: func(c *Config) any {
+			if !c.SourceAddress.IsValid() {
+				return ""
+			}
+			return c.SourceAddress.String()
+		},
+	},
+	{
+		key: "vrf", flag: "vrf", kind: kindString, def: "",
+		usage: "send exports through this VRF device (SO_BINDTODEVICE): its routing table reaches the collectors; it must exist at start and reload",
+		set: func(c *Config, v any) error {
+			s, err := toString(v)
+			if err != nil {
+				return err
+			}
+			if s != "" {
+				if err := checkIfName(s); err != nil {
+					return err
+				}
+			}
+			c.VRF = s
+			return nil
+		},
+		get: func(c *Config) any { return c.VRF },
+	},
+	{
+		key: "interface_index", flag: "interface-index", kind: kindString, def: "", caseSensitive: true,
+		usage: "ifIndex to export for these interfaces instead of the kernel's, for collectors that key on SNMP ifIndex: name=index pairs, e.g. eth0=3,eth1=4 (in the file, a map {eth0: 3}); indexes unique, 1 to 4294967295",
+		set: func(c *Config, v any) error {
+			m, err := toIndexMap(v)
+			c.InterfaceIndex = m
+			return err
+		},
+		get: func(c *Config) any { return c.InterfaceIndex },
 	},
 	{
 		key: "tls.ca_file", flag: "tls-ca-file", kind: kindString, def: "",
