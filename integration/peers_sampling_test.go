@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,11 +18,8 @@ import (
 
 // The sampling rate each collector reads from the sampling options record
 // (see templates.Options): 1-in-10 sampling, random and count-based, IPFIX
-// and v9. goflow2's producer is asserted in exporter's
-// TestGoflow2SamplingRate on the same encoders. nfdump 1.7.1 is not
-// asserted: its nfcapd registers no sampler from these records (nfdump -E
-// lists none, flows stay "Unsampled"), as it did not from the earlier
-// ones; see the README.
+// and v9, read by nfacctd and by nfdump's nfcapd here; goflow2's producer
+// is asserted in exporter's TestGoflow2SamplingRate on the same encoders.
 
 const peerSamplingRate = 10
 
@@ -90,6 +89,76 @@ print_refresh_time[p]: 1
 				}
 				if n != len(flows) {
 					t.Errorf("nfacctd printed %d records, want %d", n, len(flows))
+				}
+			})
+		}
+	}
+}
+
+// TestPeerNfcapdSamplingRate: nfdump 1.7.1's nfcapd registers a sampler
+// from the sampling options record (nfdump -E lists it: packet interval 1,
+// packet space 9, the algorithm the record names) and multiplies every
+// flow's packets and bytes by 10, marking it "Sampled".
+func TestPeerNfcapdSamplingRate(t *testing.T) {
+	requireRoot(t, "ip", "nfcapd", "nfdump")
+	for _, proto := range []templates.ExportProtocol{templates.IPFIX, templates.NetFlowV9} {
+		for _, s := range peerSamplings {
+			t.Run(proto.String()+"/"+s.name, func(t *testing.T) {
+				ns := newNamespace(t, "hf-peer-nfs")
+				dir := t.TempDir()
+				const port = 9995
+				nfcapd := start(t, ns.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(port), "-t", "3600", "-I", "peer", "-v"))
+				nfcapd.waitOutput(t, "Startup nfcapd.", 10*time.Second)
+				now := peerClock()
+				flows := peerFlows(now)
+				exportUDPOptions(t, ns, proto, "127.0.0.1:"+strconv.Itoa(port), now, flows, sampledOptions(s.alg))
+				time.Sleep(300 * time.Millisecond) // let nfcapd take the last datagrams
+				nfcapd.stop(t, 10*time.Second)
+				file := nfdumpFile(t, dir)
+
+				// The algorithm nfdump shows: IPFIX selectorAlgorithm
+				// (4 random, 1 count), v9 FLOW_SAMPLER_MODE (2, 1).
+				alg := map[bool]int{true: 4, false: 1}[s.alg == bpf.SamplingRandom]
+				if proto == templates.NetFlowV9 {
+					alg = map[bool]int{true: 2, false: 1}[s.alg == bpf.SamplingRandom]
+				}
+				e := sh(t, "nfdump", "-E", file)
+				want := regexp.MustCompile(fmt.Sprintf(`(?m)^\s*Sampler: .*algorithm: %d, packet interval: 1, packet space: %d$`, alg, peerSamplingRate-1))
+				if n := len(regexp.MustCompile(`(?m)^\s*Sampler:`).FindAllString(e, -1)); n != 1 || !want.MatchString(e) {
+					t.Errorf("nfdump -E: want one sampler %s:\n%s", want, e)
+				}
+
+				out := sh(t, "nfdump", "-r", file, "-o", "json")
+				var recs []nfRecord
+				if err := json.Unmarshal([]byte(out), &recs); err != nil {
+					t.Fatalf("parse nfdump json: %v\n%s", err, out)
+				}
+				raw := nfdumpRaw(sh(t, "nfdump", "-r", file, "-o", "raw"))
+				if len(recs) != len(flows) || len(raw) != len(recs) {
+					t.Fatalf("nfdump shows %d records (-o raw %d), exported %d", len(recs), len(raw), len(flows))
+				}
+				for i := range recs {
+					r := &recs[i]
+					r.normalize()
+					if !strings.Contains(raw[i]["Flags"], ", Sampled") {
+						t.Errorf("%s: flags %q, want Sampled", r, raw[i]["Flags"])
+					}
+					var f *peerFlow
+					for j := range flows {
+						g := &flows[j]
+						if r.Proto == int(g.proto) && r.SrcAddress == g.src.String() && r.DstAddress == g.dst.String() &&
+							(g.isICMP() || (r.SrcPort == int(g.sport) && r.DstPort == int(g.dport))) {
+							f = g
+						}
+					}
+					if f == nil {
+						t.Errorf("unexpected record %s", r)
+						continue
+					}
+					if r.Packets != f.packets*peerSamplingRate || r.Bytes != f.bytes*peerSamplingRate {
+						t.Errorf("%s: %d packets %d bytes, want %d %d (sampled counts times %d)", f, r.Packets, r.Bytes,
+							f.packets*peerSamplingRate, f.bytes*peerSamplingRate, peerSamplingRate)
+					}
 				}
 			})
 		}
