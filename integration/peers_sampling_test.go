@@ -165,6 +165,60 @@ func TestPeerNfcapdSamplingRate(t *testing.T) {
 	}
 }
 
+// TestPeerNfcapdSamplingRateChange: an exporter that stops sampling
+// (sampling: 0 after a reload) still sends the sampling record, with N = 1,
+// and nfcapd updates the sampler it holds for the exporter, so it stops
+// multiplying: the flow exported before counts 10 times, the one after
+// once.
+func TestPeerNfcapdSamplingRateChange(t *testing.T) {
+	requireRoot(t, "ip", "nfcapd", "nfdump")
+	ns := newNamespace(t, "hf-peer-nfr")
+	dir := t.TempDir()
+	const port = 9995
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	nfcapd := start(t, ns.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(port), "-t", "3600", "-I", "peer", "-v"))
+	nfcapd.waitOutput(t, "Startup nfcapd.", 10*time.Second)
+	now := peerClock()
+	flows := peerFlows(now)[:2]
+	exportUDPOptions(t, ns, templates.IPFIX, addr, now, flows[:1], sampledOptions(bpf.SamplingRandom))
+	time.Sleep(100 * time.Millisecond)
+	exportUDP(t, ns, templates.IPFIX, addr, now, flows[1:])
+	time.Sleep(300 * time.Millisecond) // let nfcapd take the last datagrams
+	nfcapd.stop(t, 10*time.Second)
+	if log := nfcapd.output.String(); !strings.Contains(log, "Update existing sampler id: 0, algorithm: 4, packet interval: 1, packet space: 0") {
+		t.Errorf("nfcapd did not update its sampler to rate 1:\n%s", log)
+	}
+	out := sh(t, "nfdump", "-r", nfdumpFile(t, dir), "-o", "json")
+	var recs []nfRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("parse nfdump json: %v\n%s", err, out)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("nfdump shows %d records, want 2:\n%s", len(recs), out)
+	}
+	for i, f := range flows {
+		mult := uint64(1)
+		if i == 0 {
+			mult = peerSamplingRate
+		}
+		var found bool
+		for j := range recs {
+			r := &recs[j]
+			r.normalize()
+			if r.SrcAddress != f.src.String() || r.DstAddress != f.dst.String() || r.SrcPort != int(f.sport) {
+				continue
+			}
+			found = true
+			if r.Packets != f.packets*mult || r.Bytes != f.bytes*mult {
+				t.Errorf("%s: %d packets %d bytes, want %d %d", f, r.Packets, r.Bytes, f.packets*mult, f.bytes*mult)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no record", f)
+		}
+	}
+}
+
 func splitLines(b []byte) [][]byte {
 	var out [][]byte
 	for len(b) > 0 {
