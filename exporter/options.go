@@ -251,7 +251,8 @@ func (e *encoder) appendOption(b []byte, f templates.Field, row *optionsRow) []b
 	case templates.OptSamplingInterval:
 		v = uint64(e.opts.SamplingInterval)
 	case templates.OptSamplingAlgorithm:
-		// RFC 3954 SAMPLING_ALGORITHM: 1 deterministic, 2 random.
+		// v9 FLOW_SAMPLER_MODE, coded as RFC 3954 SAMPLING_ALGORITHM:
+		// 1 deterministic, 2 random.
 		v = 2
 		if e.opts.SamplingAlgorithm == bpf.SamplingCount {
 			v = 1

@@ -88,14 +88,15 @@ func wantOptions(proto templates.ExportProtocol, messages, records uint64) []gfR
 	if proto == templates.NetFlowV9 {
 		sys := map[uint16][]byte{1: {0, 0, 0, 42}}
 		return append(out,
-			gfRecord{TemplateID: templates.OptionsSampling, Scope: sys, Values: map[uint16][]byte{34: {0, 0, 0, 1}, 35: {2}}},
+			gfRecord{TemplateID: templates.OptionsSampling, Scope: sys, Values: map[uint16][]byte{34: {0, 0, 0, 1}, 49: {2}}},
 			gfRecord{TemplateID: templates.OptionsReliability, Scope: sys, Values: map[uint16][]byte{41: u64(messages), 42: u64(records)}})
 	}
 	dom := map[uint16][]byte{149: {0, 0, 0, 42}}
 	return append(out,
 		// Random sampling of 1 in 1: uniform probabilistic (4) with
-		// probability 1.0, interval 1, random (2).
-		gfRecord{TemplateID: templates.OptionsSampling, Scope: dom, Values: map[uint16][]byte{304: {0, 4}, 311: u64(math.Float64bits(1)), 34: {0, 0, 0, 1}, 35: {2}}},
+		// probability 1.0, interval 1; no samplingAlgorithm (35), which
+		// nfdump 1.7.1 does not take with 34 (see templates.Options).
+		gfRecord{TemplateID: templates.OptionsSampling, Scope: dom, Values: map[uint16][]byte{304: {0, 4}, 311: u64(math.Float64bits(1)), 34: {0, 0, 0, 1}}},
 		gfRecord{TemplateID: templates.OptionsReliability, Scope: dom, Values: map[uint16][]byte{
 			41: u64(messages), 42: u64(records), 164: u64(7), 166: u64(3), 160: u64(uint64(v9Boot.UnixMilli())),
 		}})

@@ -21,9 +21,10 @@ const (
 	IEDestinationIPv6Address   uint16 = 28
 	IEICMPTypeCodeIPv4         uint16 = 32 // v9 ICMP_TYPE
 	IESamplingInterval         uint16 = 34 // v9 SAMPLING_INTERVAL
-	IESamplingAlgorithm        uint16 = 35 // v9 SAMPLING_ALGORITHM
+	IESamplingAlgorithm        uint16 = 35 // v9 SAMPLING_ALGORITHM; not sent, see ipfixSampling
 	IEExportedMessageTotal     uint16 = 41 // v9 TOTAL_PKTS_EXP
 	IEExportedFlowRecordTotal  uint16 = 42 // v9 TOTAL_FLOWS_EXP
+	IESamplerMode              uint16 = 49 // v9 FLOW_SAMPLER_MODE
 	IEVLANID                   uint16 = 58
 	IEIPVersion                uint16 = 60
 	IEFlowDirection            uint16 = 61
@@ -233,18 +234,28 @@ const (
 //     count-based sampling, samplingPacketInterval 1 and
 //     samplingPacketSpace N-1, would read as a rate of 1
 //     (netsampler/goflow2#440, open), so 305 and 306 are not sent.
-//   - nfdump takes samplingInterval (34), samplerRandomInterval (50) or
-//     samplingPacketSpace (306) with samplingPacketInterval (305), and
-//     the algorithm from samplingAlgorithm (35) or selectorAlgorithm (304).
 //   - nfacctd takes samplingInterval (34), samplerRandomInterval (50), or
 //     (305+306)/305.
+//   - nfdump 1.7.1's nfcapd (Debian 12's, read from its machine code:
+//     Process_ipfix_option_templates and Process_v9_option_templates
+//     alike) takes an options template as a sampler table only if it has
+//     samplingInterval (34) and no samplingAlgorithm (35), or
+//     samplingPacketSpace (306, or 50) and neither selectorId (302, or 48)
+//     nor selectorAlgorithm (304, or 49). So RFC 3954's own pair, 34 with
+//     35, registers no sampler (nfdump -E lists none, flows stay
+//     "Unsampled"), nor does RFC 5475's 305/306 form with 304. From 34
+//     with 304 (v9: 49) it registers sampler id 0 with that algorithm,
+//     packet interval 1 and packet space N-1, and id 0 is the sampler of
+//     every flow that carries no selectorId: all of hostflow's, whose
+//     packets and bytes it multiplies by N.
 //
-// So every template carries samplingInterval N, read by all three, with
-// the algorithm both ways: selectorAlgorithm (RFC 5475, IANA psamp) 4,
-// uniform probabilistic, with its parameter samplingProbability 1/N for
-// random sampling, or 1, systematic count-based, for count-based; and the
-// older samplingAlgorithm, 2 (random) or 1 (deterministic), which v9
-// collectors know (RFC 3954 has only 34 and 35).
+// So every template carries samplingInterval N, read by all three, and
+// the algorithm in an element nfdump 1.7.1 tolerates: in IPFIX
+// selectorAlgorithm (RFC 5475, IANA psamp) 4, uniform probabilistic, with
+// its parameter samplingProbability 1/N, for random sampling, or 1,
+// systematic count-based, for count-based; in v9 (RFC 3954 has no element for the
+// algorithm other than 35) Cisco's FLOW_SAMPLER_MODE, 2 random or 1
+// deterministic, the values of SAMPLING_ALGORITHM.
 var (
 	ipfixSampling = [2]OptionsTemplate{
 		SamplingRandom: {ID: OptionsSampling, Name: "sampling",
@@ -253,21 +264,19 @@ var (
 				{IESelectorAlgorithm, 2, "selectorAlgorithm", OptSelectorAlgorithm},
 				{IESamplingProbability, 8, "samplingProbability", OptSamplingProbability},
 				{IESamplingInterval, 4, "samplingInterval", OptSamplingInterval},
-				{IESamplingAlgorithm, 1, "samplingAlgorithm", OptSamplingAlgorithm},
 			}},
 		SamplingCount: {ID: OptionsSampling, Name: "sampling",
 			Scope: []Field{{IEObservationDomainID, 4, "observationDomainId", OptDomain}},
 			Fields: []Field{
 				{IESelectorAlgorithm, 2, "selectorAlgorithm", OptSelectorAlgorithm},
 				{IESamplingInterval, 4, "samplingInterval", OptSamplingInterval},
-				{IESamplingAlgorithm, 1, "samplingAlgorithm", OptSamplingAlgorithm},
 			}},
 	}
 	v9Sampling = OptionsTemplate{ID: OptionsSampling, Name: "sampling",
 		Scope: []Field{{V9ScopeSystem, 4, "System", OptDomain}},
 		Fields: []Field{
 			{IESamplingInterval, 4, "SAMPLING_INTERVAL", OptSamplingInterval},
-			{IESamplingAlgorithm, 1, "SAMPLING_ALGORITHM", OptSamplingAlgorithm},
+			{IESamplerMode, 1, "FLOW_SAMPLER_MODE", OptSamplingAlgorithm},
 		}}
 )
 

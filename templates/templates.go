@@ -61,7 +61,7 @@ const (
 	OptSelectorAlgorithm   // IANA selectorAlgorithm of the sampling
 	OptSamplingProbability // float64 1/N
 	OptSamplingInterval    // N
-	OptSamplingAlgorithm   // RFC 3954 SAMPLING_ALGORITHM: 1 deterministic, 2 random
+	OptSamplingAlgorithm   // v9 FLOW_SAMPLER_MODE (as SAMPLING_ALGORITHM): 1 deterministic, 2 random
 	OptExportedMessages
 	OptExportedRecords
 	OptIgnoredPackets
