@@ -34,7 +34,7 @@ func (h *fakeHandler) Flows(ctx context.Context) ([]Flow, error) {
 	return h.flows, nil
 }
 func (h *fakeHandler) Stats(context.Context) (Stats, error) { return h.stats, nil }
-func (h *fakeHandler) Expire(context.Context) (int, error) { return h.expired, nil }
+func (h *fakeHandler) Expire(context.Context) (int, error)  { return h.expired, nil }
 
 func serve(t *testing.T, h Handler, opts ServerOptions) (*Server, string) {
 	t.Helper()
