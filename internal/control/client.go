@@ -42,12 +42,16 @@ func (c *Client) do(ctx context.Context, command string, line func([]byte) error
 		conn.SetDeadline(dl)
 	}
 	req, _ := json.Marshal(Request{Version: Version, Command: command})
-	if _, err := conn.Write(append(req, '\n')); err != nil {
-		return fmt.Errorf("control socket %s: send request: %w", c.Path, err)
-	}
+	_, werr := conn.Write(append(req, '\n'))
+	// A server that refuses at once (busy) may have answered and closed
+	// before the request went out: its answer says more than the
+	// write's broken pipe.
 	r := bufio.NewReaderSize(conn, 64<<10)
 	first, err := readLine(r, maxLine)
 	if err != nil {
+		if werr != nil {
+			return fmt.Errorf("control socket %s: send request: %w", c.Path, werr)
+		}
 		return fmt.Errorf("control socket %s: read answer: %w", c.Path, err)
 	}
 	var h Header

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 )
 
 // Version is the protocol version this package speaks.
@@ -54,24 +53,24 @@ type Header struct {
 // JSON lines hostflow prints on stdout (exporter's JSON sink), so scripts
 // read both alike; end_reason is absent, the flow has not ended.
 type Flow struct {
-	Src       string    `json:"src"`
-	Dst       string    `json:"dst"`
-	SrcPort   uint16    `json:"src_port"`
-	DstPort   uint16    `json:"dst_port"`
-	Proto     uint8     `json:"proto"`
-	EtherType uint16    `json:"ethertype"`
-	IfIndex   uint32    `json:"ifindex"`
-	IfName    string    `json:"ifname"`
-	Direction string    `json:"direction"`
-	VLAN      uint16    `json:"vlan"`
-	ICMPType  uint8     `json:"icmp_type"`
-	ICMPCode  uint8     `json:"icmp_code"`
-	Packets   uint64    `json:"packets"`
-	Bytes     uint64    `json:"bytes"`
-	Start     time.Time `json:"start"`
-	End       time.Time `json:"end"`
-	TCPFlags  uint16    `json:"tcp_flags"`
-	Sampling  uint32    `json:"sampling,omitempty"`
+	Src       string `json:"src"`
+	Dst       string `json:"dst"`
+	SrcPort   uint16 `json:"src_port"`
+	DstPort   uint16 `json:"dst_port"`
+	Proto     uint8  `json:"proto"`
+	EtherType uint16 `json:"ethertype"`
+	IfIndex   uint32 `json:"ifindex"`
+	IfName    string `json:"ifname"`
+	Direction string `json:"direction"`
+	VLAN      uint16 `json:"vlan"`
+	ICMPType  uint8  `json:"icmp_type"`
+	ICMPCode  uint8  `json:"icmp_code"`
+	Packets   uint64 `json:"packets"`
+	Bytes     uint64 `json:"bytes"`
+	Start     string `json:"start"` // as the JSON lines write it
+	End       string `json:"end"`
+	TCPFlags  uint16 `json:"tcp_flags"`
+	Sampling  uint32 `json:"sampling,omitempty"`
 }
 
 // Stats are the daemon's counters since it started.

@@ -1,0 +1,16 @@
+package exporter
+
+// Snapshot appends a record of every cached flow to out, from the most to
+// the least recently seen, and changes nothing: the flows stay cached and
+// no end reason is counted. The records' EndReason is 0 (the flows have
+// not ended); their counts are those since each flow's previous record.
+func (c *Cache) Snapshot(out []Flow) []Flow {
+	t := &c.flows
+	wall, mono := c.clock.Now(), c.clock.Monotonic()
+	stats := c.stats
+	for i := t.head; i != none; i = t.at(i).next {
+		out = append(out, c.record(t.at(i), 0, wall, mono))
+	}
+	c.stats = stats // record counts what it exports; a snapshot is not
+	return out
+}
