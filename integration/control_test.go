@@ -84,15 +84,16 @@ func udpFlows(flows []ctlFlow, p1, p2 int) []ctlFlow {
 // second daemon on the same socket refuses to start; once the daemon is
 // gone, a command says there is no daemon and exits 1.
 func TestControlSocket(t *testing.T) {
-	requireRoot(t, "ip", "ethtool", "sysctl")
-	bin := buildHostflow(t)
+	requireRoot(t, "ip", "ethtool", "sysctl", "setpriv")
+	// Where nobody may run it and reach the socket: the group test below.
+	bin := svcPublicBinary(t, buildHostflow(t))
 	a := newNamespace(t, "hf-ctl-a")
 	b := newNamespace(t, "hf-ctl-b")
 	p := newVethPair(t, a, b, "hfx0", "hfx1")
 	idx := ifindex(t, a, "hfx0")
 	a.waitQuiet(t, "hfx0", time.Second, 20*time.Second)
 
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	sock := filepath.Join(filepath.Dir(bin), "ctl.sock")
 	args := []string{"--config", "/dev/null", "--state-dir", t.TempDir(), "--metrics-enabled=false",
 		"--interfaces", "hfx0", "--poll-interval", "200ms", "--idle-timeout", "1h", "--active-timeout", "2h",
 		"--control-socket", sock}
@@ -176,6 +177,21 @@ func TestControlSocket(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "flows active") || !strings.Contains(out, "kernel ring buffer full (lost)") ||
 		!strings.Contains(out, "collectors") {
 		t.Errorf("stats:\n%s", out)
+	}
+
+	// Mode 0660: a user outside the socket's group may not connect, one
+	// in it may (as an operator in group hostflow with the service).
+	asNobody := func() (string, string, int) {
+		return hostflowCmd(t, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin, "stats", "--control-socket", sock)
+	}
+	if out, errOut, code := asNobody(); code != 1 || !strings.Contains(errOut, "permission denied") {
+		t.Errorf("stats as nobody, socket root:root 0660: exit %d, %q %q; want permission denied", code, out, errOut)
+	}
+	if err := os.Chown(sock, 0, 65534); err != nil { // group nogroup
+		t.Fatal(err)
+	}
+	if out, errOut, code := asNobody(); code != 0 || !strings.Contains(out, "flows active") {
+		t.Errorf("stats as nobody in the socket's group: exit %d, %q %q", code, out, errOut)
 	}
 
 	// expire: on stdout at once, an hour before the idle timeout.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -35,7 +36,7 @@ func (c *Client) do(ctx context.Context, command string, line func([]byte) error
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Path)
 	if err != nil {
-		return fmt.Errorf("%w at %s: %w", ErrNoDaemon, c.Path, unwrapOp(err))
+		return dialError(c.Path, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -76,6 +77,16 @@ func (c *Client) do(ctx context.Context, command string, line func([]byte) error
 			return fmt.Errorf("control socket %s: decode answer: %w", c.Path, err)
 		}
 	}
+}
+
+// dialError says why nothing answered: no daemon (no socket, or nothing
+// accepting on it), or no permission, which says nothing of the daemon.
+func dialError(path string, err error) error {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("control socket %s: %w (run as root or as a member of the socket's group, hostflow for the service)",
+			path, unwrapOp(err))
+	}
+	return fmt.Errorf("%w at %s: %w", ErrNoDaemon, path, unwrapOp(err))
 }
 
 // unwrapOp drops net.OpError's "dial unix PATH:" prefix: the caller's

@@ -239,3 +239,19 @@ func TestNoDaemon(t *testing.T) {
 		t.Errorf("err %q, want %q", err, want)
 	}
 }
+
+func TestDialError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
+			"no daemon at /run/x.sock: connect: connection refused"},
+		{&net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)},
+			"control socket /run/x.sock: connect: permission denied (run as root or as a member of the socket's group, hostflow for the service)"},
+	} {
+		if got := dialError("/run/x.sock", tc.err).Error(); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
