@@ -14,3 +14,16 @@ func (c *Cache) Snapshot(out []Flow) []Flow {
 	c.stats = stats // record counts what it exports; a snapshot is not
 	return out
 }
+
+// Totals returns the packets and bytes of the cached flows (since each
+// flow's previous record), without changing anything. Added to what was
+// exported, they are everything the cache was given.
+func (c *Cache) Totals() (packets, bytes uint64) {
+	t := &c.flows
+	for i := t.head; i != none; i = t.at(i).next {
+		e := t.at(i)
+		packets += e.m.Packets
+		bytes += e.m.Bytes
+	}
+	return packets, bytes
+}

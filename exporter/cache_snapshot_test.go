@@ -31,6 +31,9 @@ func TestCacheSnapshot(t *testing.T) {
 	if c.Len() != 2 || c.Stats().Exported != ([6]uint64{}) {
 		t.Errorf("after snapshot: len %d, stats %+v", c.Len(), c.Stats())
 	}
+	if p, b := c.Totals(); p != 9 || b != 700 {
+		t.Errorf("Totals() = %d packets, %d bytes; want 9, 700", p, b)
+	}
 	flushed := c.Flush(nil)
 	if len(flushed) != 2 || flushed[0].Packets+flushed[1].Packets != 9 {
 		t.Errorf("flush after snapshot: %+v", flushed)

@@ -116,8 +116,11 @@ func (d *daemon) serveControl(r ctlRequest) {
 			a.flows[i] = controlFlow(&snap[i], d.ifName(snap[i].Key.IfIndex))
 		}
 	case control.CommandStats:
+		d.drain()
 		d.updateActive()
 		a.stats = d.controlStats()
+		p, b := d.cache.Totals()
+		a.stats.PacketsSeen, a.stats.BytesSeen = a.stats.Packets+p, a.stats.Bytes+b
 	case control.CommandExpire:
 		d.drain()
 		a.expired = d.flushTo(d.sinks)

@@ -88,7 +88,7 @@ func TestControlThroughLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.FlowsActive != 2 || st.Packets != 0 {
+	if st.FlowsActive != 2 || st.Packets != 0 || st.PacketsSeen != 30 || st.BytesSeen != 3280 {
 		t.Errorf("stats before expire: %+v", st)
 	}
 	n, err := c.Expire(context.Background())
@@ -103,7 +103,7 @@ func TestControlThroughLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.FlowsActive != 0 || st.Packets != 30 || st.Bytes != 3280 || st.FlowsExported["forced"] != 2 {
+	if st.FlowsActive != 0 || st.Packets != 30 || st.Bytes != 3280 || st.PacketsSeen != 30 || st.FlowsExported["forced"] != 2 {
 		t.Errorf("stats after expire: %+v", st)
 	}
 

@@ -231,6 +231,8 @@ var endReasons = []string{"idle", "active", "end", "forced", "lack-of-resources"
 func writeStats(w io.Writer, st control.Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	p := func(name string, v any) { fmt.Fprintf(tw, "%s\t%v\n", name, v) }
+	p("packets seen", st.PacketsSeen)
+	p("bytes seen", st.BytesSeen)
 	p("packets exported", st.Packets)
 	p("bytes exported", st.Bytes)
 	p("flows active", st.FlowsActive)

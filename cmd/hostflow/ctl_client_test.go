@@ -87,7 +87,7 @@ func TestFlowsJSONFieldNames(t *testing.T) {
 }
 
 func TestWriteStats(t *testing.T) {
-	st := control.Stats{Packets: 30, Bytes: 2280, FlowsActive: 2,
+	st := control.Stats{PacketsSeen: 41, Packets: 30, Bytes: 2280, FlowsActive: 2,
 		FlowsExported: map[string]uint64{"idle": 5, "forced": 1, "lack-of-resources": 2},
 		Kernel:        control.KernelStats{RingBufFull: 7, SampledOut: 3},
 		Collectors:    []control.CollectorStatus{{URL: "ipfix+tcp://198.18.0.9:4739", State: "disconnected", Dropped: 4, Reconnects: 1}}}
@@ -96,6 +96,7 @@ func TestWriteStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
+		"packets seen                               41\n",
 		"packets exported                           30\n",
 		"flows exported idle                        5\n",
 		"flows exported lack-of-resources           2\n",

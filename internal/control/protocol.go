@@ -75,6 +75,10 @@ type Flow struct {
 
 // Stats are the daemon's counters since it started.
 type Stats struct {
+	// PacketsSeen and BytesSeen are what the daemon has read from the
+	// kernel: exported, or in the cache now.
+	PacketsSeen uint64 `json:"packets_seen"`
+	BytesSeen   uint64 `json:"bytes_seen"`
 	// Packets and Bytes were exported in flow records.
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
