@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -139,4 +140,37 @@ func TestReloadKeepsControlSocket(t *testing.T) {
 	if next.ControlSocket != "/run/a.sock" {
 		t.Errorf("after a reload the control socket would be %q, want the running /run/a.sock", next.ControlSocket)
 	}
+}
+
+// TestStartControlFailures: a live daemon's socket stops the start; a
+// socket that cannot be created (its directory is a file) is logged, and
+// the daemon runs without one.
+func TestStartControlFailures(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live.sock")
+	srv, err := control.Listen(live, control.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(nil)
+	defer srv.Close()
+	d := testDaemon(t, newFakeFetcher(t), "--control-socket", live)
+	if err := d.startControl(); err == nil || !strings.Contains(err.Error(), "another hostflow is running") {
+		t.Errorf("socket of a live daemon: %v", err)
+	}
+
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d = testDaemon(t, newFakeFetcher(t), "--control-socket", filepath.Join(file, "ctl.sock"))
+	var logs bytes.Buffer
+	d.log = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := d.startControl(); err != nil || d.ctl != nil {
+		t.Errorf("unusable path: %v, server %v; want no error and no server", err, d.ctl)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"control socket: the commands flows, stats and expire will not reach this daemon\"") {
+		t.Errorf("unusable path not logged:\n%s", logs.String())
+	}
+	d.stopControl()
 }
