@@ -15,27 +15,49 @@ import (
 // and compare as text.
 const jsonTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
+// JSONTimeLayout is the layout of the JSON lines' times, for other
+// writers of the same fields (the control socket's flows).
+const JSONTimeLayout = jsonTimeLayout
+
 // jsonLines writes one JSON object per flow per line. A line holds, in
 // this order: src, dst (text form, IPv4 unmapped),
-// src_port, dst_port, proto, ethertype, ifindex, direction ("ingress",
+// src_port, dst_port, proto, ethertype, ifindex, ifname (the interface's
+// name, "" when unknown), direction ("ingress",
 // "egress" or "unknown"), vlan, icmp_type, icmp_code, packets, bytes,
 // start, end (jsonTimeLayout, UTC), tcp_flags, end_reason (EndReason's
 // String) and, only for sampled flows, sampling (N of 1-in-N). Field names
 // are stable: they are what scripts reading the output match on. Every
-// string value comes from a fixed alphabet (addresses, times, names), so
-// none needs escaping.
+// string value but ifname comes from a fixed alphabet (addresses, times,
+// names) that needs no escaping; an interface name may hold any byte but
+// '/', ':' and white space, and is escaped as encoding/json does.
 //
 // jsonLines is the Sink that writes those lines, for people and scripts
 // when there is no collector.
 type jsonLines struct {
-	w    *bufio.Writer
-	line []byte
+	w      *bufio.Writer
+	line   []byte
+	ifname func(ifindex uint32) string
 }
 
-// NewJSONLines returns a Sink writing to w. Close flushes but does not close
-// w, which may be os.Stdout.
-func NewJSONLines(w io.Writer) Sink {
-	return &jsonLines{w: bufio.NewWriter(w), line: make([]byte, 0, 512)}
+// JSONOptions tune the JSON-lines sink.
+type JSONOptions struct {
+	// InterfaceName returns the name of an interface, "" if unknown; nil
+	// writes "" for every flow. It is called on the exporting goroutine,
+	// once per flow: it should answer from a cache.
+	InterfaceName func(ifindex uint32) string
+}
+
+// NewJSONLines returns a Sink writing to w, with no interface names.
+// Close flushes but does not close w, which may be os.Stdout.
+func NewJSONLines(w io.Writer) Sink { return NewJSONLinesWith(w, JSONOptions{}) }
+
+// NewJSONLinesWith is NewJSONLines with options.
+func NewJSONLinesWith(w io.Writer, opts JSONOptions) Sink {
+	name := opts.InterfaceName
+	if name == nil {
+		name = func(uint32) string { return "" }
+	}
+	return &jsonLines{w: bufio.NewWriter(w), line: make([]byte, 0, 512), ifname: name}
 }
 
 // Export writes flows and flushes, so every batch is visible when Export
@@ -43,7 +65,8 @@ func NewJSONLines(w io.Writer) Sink {
 // JSON leaves no garbage behind.
 func (j *jsonLines) Export(flows []Flow) error {
 	for i := range flows {
-		j.line = appendJSON(j.line[:0], &flows[i])
+		f := &flows[i]
+		j.line = appendJSON(j.line[:0], f, j.ifname(f.Key.IfIndex))
 		if _, err := j.w.Write(j.line); err != nil {
 			return fmt.Errorf("json export: %w", err)
 		}
@@ -62,8 +85,9 @@ func (j *jsonLines) Close() error {
 	return nil
 }
 
-// appendJSON appends the JSON line of f, newline included.
-func appendJSON(b []byte, f *Flow) []byte {
+// appendJSON appends the JSON line of f, newline included; ifname is the
+// name of its interface.
+func appendJSON(b []byte, f *Flow, ifname string) []byte {
 	k := &f.Key
 	b = append(b, `{"src":"`...)
 	b = k.SrcAddr().AppendTo(b)
@@ -79,6 +103,8 @@ func appendJSON(b []byte, f *Flow) []byte {
 	b = strconv.AppendUint(b, uint64(k.EthProtocol), 10)
 	b = append(b, `,"ifindex":`...)
 	b = strconv.AppendUint(b, uint64(k.IfIndex), 10)
+	b = append(b, `,"ifname":`...)
+	b = appendJSONString(b, ifname)
 	b = append(b, `,"direction":"`...)
 	b = append(b, directionName(k.Direction)...)
 	b = append(b, `","vlan":`...)
@@ -106,6 +132,10 @@ func appendJSON(b []byte, f *Flow) []byte {
 	}
 	return append(b, "}\n"...)
 }
+
+// DirectionName is the direction of a flow key as the JSON lines write it:
+// "ingress", "egress" or "unknown".
+func DirectionName(d uint8) string { return directionName(d) }
 
 func directionName(d uint8) string {
 	switch d {

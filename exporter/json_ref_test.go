@@ -18,6 +18,7 @@ type refJSONFlow struct {
 	Proto     uint8  `json:"proto"`
 	EtherType uint16 `json:"ethertype"`
 	IfIndex   uint32 `json:"ifindex"`
+	IfName    string `json:"ifname"`
 	Direction string `json:"direction"`
 	VLAN      uint16 `json:"vlan"`
 	ICMPType  uint8  `json:"icmp_type"`
@@ -31,13 +32,15 @@ type refJSONFlow struct {
 	Sampling  uint32 `json:"sampling,omitempty"`
 }
 
-func refJSON(t *testing.T, f *Flow) []byte {
+func refJSON(t *testing.T, f *Flow, ifname string) []byte {
 	t.Helper()
 	k := &f.Key
 	var b bytes.Buffer
-	err := json.NewEncoder(&b).Encode(refJSONFlow{
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(refJSONFlow{
 		Src: k.SrcAddr().String(), Dst: k.DstAddr().String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
-		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, Direction: directionName(k.Direction),
+		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, IfName: ifname, Direction: directionName(k.Direction),
 		VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, Packets: f.Packets, Bytes: f.Bytes,
 		Start: f.Start.UTC().Format(jsonTimeLayout), End: f.End.UTC().Format(jsonTimeLayout),
 		TCPFlags: f.TCPFlags, EndReason: f.EndReason.String(), Sampling: samplingOf(f.SamplingInterval),
@@ -74,8 +77,13 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		f.End = f.Start.Add(time.Duration(rng.Int64N(int64(time.Hour))))
 		flows = append(flows, f)
 	}
+	// Interface names: plain, empty, and every byte the kernel allows
+	// in one (all but '/', ':', white space and NUL) with what
+	// encoding/json escapes.
+	names := []string{"eth0", "", "veth-a.10", "a\"b\\c", "<&>", "\x01\x1f\x7f", "\xff\xfe", "é\u2028\u2029"}
 	for i := range flows {
-		got, want := appendJSON(nil, &flows[i]), refJSON(t, &flows[i])
+		name := names[i%len(names)]
+		got, want := appendJSON(nil, &flows[i], name), refJSON(t, &flows[i], name)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("flow %d:\ngot  %s\nwant %s", i, got, want)
 		}

@@ -308,7 +308,7 @@ func (l *cmpLab) probeRun(t *testing.T, layout, probe string, rep int) cmpRun {
 	var stop func() (counted, drops uint64, state *os.ProcessState)
 	switch probe {
 	case "hostflow":
-		dm := startDaemon(t, l.b, l.bin, "--config", "/dev/null", "--state-dir", t.TempDir(),
+		dm := startDaemon(t, l.b, l.bin, "--config", "/dev/null", "--state-dir", t.TempDir(), "--control-socket=",
 			"--collector", "ipfix+udp://127.0.0.1:"+port)
 		pid = dm.cmd.Process.Pid
 		stop = func() (uint64, uint64, *os.ProcessState) {
@@ -475,7 +475,7 @@ func (l *cmpLab) tcRun(t *testing.T, flows int, layout string) tcCost {
 		cfg = l.cfg1000
 	}
 	idx := ifindex(t, l.b, "hfc1")
-	dm := startDaemon(t, l.b, l.bin, "--config", "/dev/null", "--state-dir", t.TempDir())
+	dm := startDaemon(t, l.b, l.bin, "--config", "/dev/null", "--state-dir", t.TempDir(), "--control-socket=")
 	var hfl *ebpf.Program
 	l.b.do(t, func() error {
 		res, err := tcx.QueryPrograms(tcx.QueryOptions{Target: idx, Attach: ebpf.AttachTCXIngress})

@@ -32,10 +32,11 @@ func buildHostflow(t *testing.T) string {
 
 // daemonArgs returns args with what keeps a test's hostflow hermetic: no
 // config file (an installed /etc/hostflow/hostflow.yaml must not leak in),
-// its own state directory, and no metrics listener.
+// its own state directory and control socket, and no metrics listener.
 func daemonArgs(t *testing.T, args ...string) []string {
 	t.Helper()
-	return append([]string{"--config", "/dev/null", "--state-dir", t.TempDir(), "--metrics-enabled=false"}, args...)
+	return append([]string{"--config", "/dev/null", "--state-dir", t.TempDir(), "--metrics-enabled=false",
+		"--control-socket", filepath.Join(t.TempDir(), "ctl.sock")}, args...)
 }
 
 // process is a started command that the test stops and reaps, whatever

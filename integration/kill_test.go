@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,8 +21,9 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	b := newNamespace(t, "hf-kill-b")
 	newVethPair(t, a, b, "hfk0", "hfk1")
 	state := t.TempDir()
+	sock := filepath.Join(state, "ctl.sock")
 	args := []string{"--config", "/dev/null", "--state-dir", state, "--metrics-enabled=false",
-		"--interfaces", "hfk0", "--attach", "clsact", "--poll-interval", "200ms"}
+		"--interfaces", "hfk0", "--attach", "clsact", "--poll-interval", "200ms", "--control-socket", sock}
 
 	filters := func() string {
 		return a.run(t, "tc", "filter", "show", "dev", "hfk0", "ingress") + a.run(t, "tc", "filter", "show", "dev", "hfk0", "egress")
@@ -40,8 +44,17 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 		t.Fatalf("after SIGKILL the filters and qdisc should still be there (else this test proves nothing):\n%s", left)
 	}
 
+	// The killed daemon's control socket is left, answered by no one:
+	// the restart replaces it.
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("after SIGKILL the control socket should still be there: %v, %v", fi, err)
+	}
+
 	second := start(t, a.command(bin, args...))
 	second.waitOutput(t, "msg=ready", 15*time.Second)
+	if out, err := exec.Command(bin, "stats", "--control-socket", sock).CombinedOutput(); err != nil {
+		t.Errorf("stats after the restart over a stale socket: %v\n%s", err, out)
+	}
 	if n := strings.Count(filters(), "hostflow_"); n != 2 {
 		t.Errorf("after restart %d hostflow filters, want 2 (the new ones):\n%s", n, filters())
 	}

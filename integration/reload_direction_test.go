@@ -22,7 +22,8 @@ func TestReloadDirectionChange(t *testing.T) {
 	p := newVethPair(t, a, b, "hfp0", "hfp1")
 
 	conf := filepath.Join(t.TempDir(), "hostflow.yaml")
-	common := "poll_interval: 200ms\nstate_dir: " + t.TempDir() + "\nmetrics:\n  enabled: false\n"
+	common := "poll_interval: 200ms\nstate_dir: " + t.TempDir() + "\nmetrics:\n  enabled: false\n" +
+		"control_socket: " + filepath.Join(t.TempDir(), "ctl.sock") + "\n"
 	svcConfig(t, conf, common+"interfaces: [hfp0]\n")
 	hf := start(t, a.command(bin, "--config", conf))
 	hf.waitOutput(t, "msg=ready", 15*time.Second)

@@ -121,7 +121,8 @@ func TestReloadKeepsCounts(t *testing.T) {
 	a.waitQuiet(t, "hfr0", time.Second, 20*time.Second)
 
 	conf := filepath.Join(t.TempDir(), "hostflow.yaml")
-	common := "poll_interval: 200ms\nstate_dir: " + t.TempDir() + "\nmetrics:\n  listen: 127.0.0.1:9740\n"
+	common := "poll_interval: 200ms\nstate_dir: " + t.TempDir() + "\nmetrics:\n  listen: 127.0.0.1:9740\n" +
+		"control_socket: " + filepath.Join(t.TempDir(), "ctl.sock") + "\n"
 	svcConfig(t, conf, common+`
 interfaces: [hfr0]
 collectors: [ipfix+udp://127.0.0.1:4739]
@@ -290,7 +291,7 @@ func TestCapabilities(t *testing.T) {
 	p := newVethPair(t, a, b, "hfc0", "hfc1")
 	a.waitQuiet(t, "hfc0", time.Second, 20*time.Second)
 
-	args := []string{"--config", "/dev/null", "--interfaces", "hfc0", "--poll-interval", "200ms", "--state-dir="}
+	args := []string{"--config", "/dev/null", "--interfaces", "hfc0", "--poll-interval", "200ms", "--state-dir=", "--control-socket="}
 	hf := start(t, svcSetpriv(a, "+bpf,+net_admin,+perfmon", bin, args...))
 	hf.waitOutput(t, "msg=ready", 15*time.Second)
 	cport, sport := udpEcho(t, a, b, p.v4A, p.v4B, 10, 100)

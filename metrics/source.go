@@ -46,6 +46,10 @@ type CollectorStats struct {
 	// Unreachable counts ICMP errors (port unreachable) a UDP socket
 	// reported for earlier datagrams; they cost no message.
 	Unreachable uint64
+	// Connected: the transport is up now (a UDP socket until it is
+	// closed); QueuedRecords wait in the collector's queue now.
+	Connected     bool
+	QueuedRecords int
 }
 
 // InterfaceState is whether the programs are on a selected interface.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -13,7 +12,11 @@ import (
 const usageText = `Usage:
   hostflow [flags]                  run the probe
   hostflow check-config [flags]     validate the configuration, print it and the interfaces captured now
-  hostflow version                  print the version
+  hostflow version                  print the version (also --version, -v)
+  hostflow flows [--json] [--sort bytes|packets] [--top N]
+                                    list the running daemon's cached flows
+  hostflow stats [--json]           print the running daemon's counters
+  hostflow expire                   make the running daemon export every flow now
 
 hostflow counts every packet's flow on this host's interfaces with eBPF and
 exports IPFIX (UDP, TCP, TLS) and NetFlow v9 flow records, like a router's
@@ -30,10 +33,17 @@ Flags:
 // run dispatches the subcommands; with none it runs the daemon until ctx
 // is cancelled.
 func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stderr io.Writer) error {
+	if wantsVersion(args) {
+		printVersion(stdout)
+		return nil
+	}
 	if len(args) > 0 {
+		if ctlCommands[args[0]] {
+			return runCtl(ctx, args[0], args[1:], stdout, stderr)
+		}
 		switch args[0] {
 		case "version":
-			fmt.Fprintf(stdout, "hostflow %s (%s)\n", version, goVersion())
+			printVersion(stdout)
 			return nil
 		case "check-config":
 			cfg, err := config.Load(args[1:], usageText, stderr)

@@ -15,6 +15,7 @@ import (
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/ifaces"
 	"github.com/hostflow/hostflow/internal/config"
+	"github.com/hostflow/hostflow/internal/control"
 	"github.com/hostflow/hostflow/metrics"
 	"github.com/hostflow/hostflow/router"
 	"github.com/vishvananda/netlink"
@@ -49,6 +50,13 @@ type daemon struct {
 
 	// closer closes the sinks reloads removed, off the loop.
 	closer sinkCloser
+
+	// The control socket (control.go): its goroutines send commands
+	// on ctlReq for the loop to run; ctlDone closes when the loop no
+	// longer answers.
+	ctl     *control.Server
+	ctlReq  chan ctlRequest
+	ctlDone chan struct{}
 
 	// What release frees, nil if not acquired.
 	srv      *metrics.Server
@@ -98,6 +106,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	log.Info("starting", "version", version, "config", cfg.File)
 
 	if err := checkCapabilities(); err != nil {
+		return err
+	}
+	// First of what a second daemon must not do: it would attach
+	// programs and greet collectors before finding the first one there.
+	// Commands wait for the loop until it runs.
+	if err := d.startControl(); err != nil {
 		return err
 	}
 	sinks, _, _, err := buildSinks(cfg, nil, d.sinkEnv())
@@ -175,6 +189,7 @@ func (d *daemon) sinkEnv() sinkEnv {
 		stdout:     d.stdout,
 		log:        d.log,
 		interfaces: interfaceTable,
+		ifname:     d.ifName,
 		counters: func() exporter.OptionsCounters {
 			var c exporter.OptionsCounters
 			if d.fetcher == nil { // the first templates go out before loading
@@ -253,6 +268,8 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			d.updateActive()
 		case <-hup:
 			d.reload()
+		case r := <-d.ctlReq:
+			d.serveControl(r)
 		case <-ctx.Done():
 			return d.shutdown(direct)
 		}

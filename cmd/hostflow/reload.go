@@ -125,6 +125,7 @@ func (d *daemon) keepRestartOnly(cur, next *config.Config) {
 	keep("metrics.enabled", next.MetricsEnabled != cur.MetricsEnabled, func() { next.MetricsEnabled = cur.MetricsEnabled })
 	keep("metrics.listen", next.MetricsListen != cur.MetricsListen, func() { next.MetricsListen = cur.MetricsListen })
 	keep("sampling_algorithm", next.SamplingAlgorithm != cur.SamplingAlgorithm, func() { next.SamplingAlgorithm = cur.SamplingAlgorithm })
+	keep("control_socket", next.ControlSocket != cur.ControlSocket, func() { next.ControlSocket = cur.ControlSocket })
 	keep("state_dir", next.StateDir != cur.StateDir, func() { next.StateDir = cur.StateDir })
 	keep("capture", next.Capture != cur.Capture, func() { next.Capture = cur.Capture })
 	keep("timestamps", next.Timestamps != cur.Timestamps, func() { next.Timestamps = cur.Timestamps })

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/hostflow/hostflow/bpf"
+	"github.com/hostflow/hostflow/exporter"
 )
 
 // shutdown stops hostflow in the one order that loses no flow and reads
@@ -29,6 +30,8 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 		d.log.Warn("systemd notify", "err", err)
 	}
 	var errs []error
+	// No more control commands: the loop stops answering.
+	d.stopControl()
 	// 1. Detach.
 	d.stopLinks()
 	<-d.linksDone
@@ -58,7 +61,10 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	d.mu.Lock()
 	c := d.counts
 	d.mu.Unlock()
-	d.log.Info("stopped", "flows_exported", c.byReason[1:], "packets", c.packets, "bytes", c.bytes,
+	d.log.Info("stopped", "flows_idle", c.byReason[exporter.EndIdleTimeout],
+		"flows_active", c.byReason[exporter.EndActiveTimeout], "flows_end", c.byReason[exporter.EndOfFlowDetected],
+		"flows_forced", c.byReason[exporter.EndForced], "flows_lack", c.byReason[exporter.EndLackOfResources],
+		"packets", c.packets, "bytes", c.bytes,
 		"direct_records", c.direct, "kernel_map_full", k.MapFull, "kernel_ringbuf_full", k.RingBufFull,
 		"kernel_not_ip", k.NotIP, "kernel_malformed", k.Malformed, "drain_errors", c.drainErrors,
 		"export_errors", c.exportErrors)
@@ -71,6 +77,7 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 // on a daemon only half started, and does its work once.
 func (d *daemon) release() {
 	d.released.Do(func() {
+		d.stopControl()
 		if d.stopLinks != nil { // stopped already after a shutdown
 			d.stopLinks()
 			<-d.linksDone

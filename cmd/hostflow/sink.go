@@ -28,6 +28,9 @@ type sinkEnv struct {
 	stdout     io.Writer
 	log        *slog.Logger
 	interfaces func() []exporter.InterfaceInfo
+	// ifname names the interface of a flow in the JSON lines; nil
+	// writes no names.
+	ifname func(ifindex uint32) string
 	// counters are the options' counters every collector shares; each
 	// fills in its own NotSentFlows (collectorLosses).
 	counters func() exporter.OptionsCounters
@@ -95,7 +98,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 	}
 	if len(cfg.Collectors) == 0 {
 		err = take("stdout", func() (*collectorSink, error) {
-			return &collectorSink{sink: exporter.NewJSONLines(env.stdout)}, nil
+			return &collectorSink{sink: exporter.NewJSONLinesWith(env.stdout, exporter.JSONOptions{InterfaceName: env.ifname})}, nil
 		})
 	}
 	for _, col := range cfg.Collectors {
@@ -272,7 +275,8 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		e, q := enc.Stats(), c.Stats()
 		s := metrics.CollectorStats{URL: col.URL, Messages: e.Messages, Records: e.Records,
 			SendErrors: e.SendErrors, RecordsLost: e.RecordsLost,
-			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: q.Transport.Unreachable}
+			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: q.Transport.Unreachable,
+			Connected: q.Transport.Connected, QueuedRecords: q.QueuedRecords}
 		if stream == nil {
 			// A batching UDP writer accepts a message before sending
 			// it: its own counts are the ones that say what went out.

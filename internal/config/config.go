@@ -51,6 +51,8 @@ type Config struct {
 	Sampling          int
 	SamplingAlgorithm string // random or count
 	StateDir          string
+	// ControlSocket is the path of the control socket; empty: none.
+	ControlSocket     string
 	Attach            string // auto, tcx or clsact
 	Direction         string // ingress, egress or both
 	ObservationDomain uint32

@@ -182,6 +182,26 @@ var options = []option{
 		get: func(c *Config) any { return c.StateDir },
 	},
 	{
+		key: "control_socket", flag: "control-socket", kind: kindString, def: "/run/hostflow/control.sock",
+		usage: "unix socket the commands flows, stats and expire ask the daemon through, mode 0660 (the daemon's user and group); empty: none (restart to change)",
+		set: func(c *Config, v any) error {
+			s, err := toString(v)
+			if err != nil {
+				return err
+			}
+			if s != "" && !strings.HasPrefix(s, "/") {
+				return fmt.Errorf("want an absolute path")
+			}
+			// sockaddr_un holds 108 bytes, the terminating NUL included.
+			if len(s) > 107 {
+				return fmt.Errorf("longer than the 107 bytes a unix socket path may have")
+			}
+			c.ControlSocket = s
+			return nil
+		},
+		get: func(c *Config) any { return c.ControlSocket },
+	},
+	{
 		key: "observation_domain", flag: "observation-domain", kind: kindInt, def: 0,
 		usage: "IPFIX observation domain id",
 		set: func(c *Config, v any) error {
