@@ -86,7 +86,7 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 	var errs []error
 	for _, o := range options {
 		val := v.Get(o.key)
-		if err := o.set(cfg, val); err != nil {
+		if err := o.apply(cfg, val); err != nil {
 			if o.kind == kindList {
 				errs = append(errs, fmt.Errorf("%s: %w", o.key, err))
 			} else {
@@ -139,6 +139,7 @@ func newFlagSet(usage string, stderr io.Writer) (*pflag.FlagSet, *string) {
 			fset.String(o.flag, o.def.(string), help)
 		}
 	}
+	annotate(fset)
 	return fset, configPath
 }
 
