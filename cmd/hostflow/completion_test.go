@@ -1,0 +1,156 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hostflow/hostflow/internal/config"
+	"github.com/hostflow/hostflow/internal/testutil"
+)
+
+func completionScript(t *testing.T, shell string) string {
+	t.Helper()
+	out, _, err := runCLI(t, "completion", shell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "hostflow."+shell)
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// visibleNames are the subcommands completions must offer.
+func visibleNames() []string {
+	var out []string
+	for _, c := range visibleCommands() {
+		out = append(out, c.name)
+	}
+	return out
+}
+
+// allFlags are the daemon's flags as typed.
+func allFlags() []string {
+	out := []string{"--config", "--help"}
+	for _, o := range config.Options() {
+		out = append(out, "--"+o.Flag)
+	}
+	return out
+}
+
+// completionCases are command lines (the last word being completed) and
+// what must be offered, and what must not.
+var completionCases = []struct {
+	line        string
+	want, not   []string
+	wantAllFlag bool
+}{
+	{line: "hostflow ", want: []string{"check-config", "version", "completion", "help"}, not: []string{"man"}},
+	{line: "hostflow --", wantAllFlag: true},
+	{line: "hostflow --att", want: []string{"--attach"}, not: []string{"--mode"}},
+	{line: "hostflow --attach ", want: []string{"auto", "tcx", "clsact"}, not: []string{"check-config"}},
+	{line: "hostflow --interfaces eth0 --mode ", want: []string{"host", "router"}},
+	{line: "hostflow check-config --log-level ", want: []string{"debug", "info", "warn", "error"}},
+	{line: "hostflow check-config --l", want: []string{"--log-level", "--log-format"}},
+	{line: "hostflow completion ", want: []string{"bash", "zsh", "fish"}},
+	{line: "hostflow --sampling ", not: []string{"check-config", "--mode"}},
+}
+
+func TestBashCompletion(t *testing.T) {
+	bash := testutil.RequireTool(t, "bash")
+	script := completionScript(t, "bash")
+	if out, err := exec.Command(bash, "-c", "source "+script+"; complete -p hostflow").CombinedOutput(); err != nil ||
+		strings.TrimSpace(string(out)) != "complete -F _hostflow hostflow" {
+		t.Fatalf("complete -p hostflow: %v %q", err, out)
+	}
+	for _, tc := range completionCases {
+		// COMP_WORDS as bash splits the line; the last word may be "".
+		words := strings.Split(tc.line, " ")
+		argv := append([]string{"-c", `source "$0"; COMP_WORDS=("$@"); COMP_CWORD=$(($#-1)); _hostflow; printf '%s\n' "${COMPREPLY[@]}"`, script}, words...)
+		cmd := exec.Command(bash, argv...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.line, err, out)
+		}
+		checkOffered(t, "bash", tc.line, strings.Fields(string(out)), tc.want, tc.not, tc.wantAllFlag)
+	}
+}
+
+func TestFishCompletion(t *testing.T) {
+	fish := testutil.RequireTool(t, "fish")
+	script := completionScript(t, "fish")
+	if out, err := exec.Command(fish, "--no-execute", script).CombinedOutput(); err != nil {
+		t.Fatalf("fish -n: %v\n%s", err, out)
+	}
+	for _, tc := range completionCases {
+		out, err := exec.Command(fish, "--no-config", "-c", `source $argv[1]; complete -C $argv[2]`, script, tc.line).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.line, err, out)
+		}
+		var got []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if l == "" {
+				continue
+			}
+			got = append(got, strings.SplitN(l, "\t", 2)[0]) // word<TAB>description
+		}
+		checkOffered(t, "fish", tc.line, got, tc.want, tc.not, tc.wantAllFlag)
+	}
+}
+
+func TestZshCompletion(t *testing.T) {
+	zsh := testutil.RequireTool(t, "zsh")
+	script := completionScript(t, "zsh")
+	if out, err := exec.Command(zsh, "-n", script).CombinedOutput(); err != nil {
+		t.Fatalf("zsh -n: %v\n%s", err, out)
+	}
+	out, err := exec.Command(zsh, "-f", "-c", `autoload -U compinit; compinit -u -D; source $1; print -r -- $_comps[hostflow]`, "zsh", script).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "_hostflow" {
+		t.Fatalf("zsh compdef: %v %q", err, out)
+	}
+	body, _ := os.ReadFile(script)
+	for _, w := range append(visibleNames(), "'--attach=[", ":attach:(auto tcx clsact)'", "'*--collector=[", ":config:_files'", "'1:shell:(bash fish zsh)'") {
+		if !strings.Contains(string(body), w) {
+			t.Errorf("zsh completion lacks %q", w)
+		}
+	}
+	for _, f := range allFlags() {
+		if !strings.Contains(string(body), "'"+f+"[") && !strings.Contains(string(body), f+"=[") {
+			t.Errorf("zsh completion lacks %s", f)
+		}
+	}
+}
+
+func TestCompletionBadShell(t *testing.T) {
+	for _, args := range [][]string{{"completion"}, {"completion", "tcsh"}, {"completion", "bash", "zsh"}} {
+		_, _, err := runCLI(t, args...)
+		if _, ok := err.(*config.Error); !ok {
+			t.Errorf("%v: %v, want a usage error (exit 2)", args, err)
+		}
+	}
+}
+
+func checkOffered(t *testing.T, shell, line string, got, want, not []string, all bool) {
+	t.Helper()
+	if all {
+		want = allFlags()
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("%s %q: %q not offered (got %q)", shell, line, w, got)
+		}
+	}
+	for _, n := range not {
+		if slices.Contains(got, n) {
+			t.Errorf("%s %q: %q offered", shell, line, n)
+		}
+	}
+	if len(want) == 0 && len(not) > 0 && len(got) > 0 {
+		t.Errorf("%s %q: offered %q, want nothing", shell, line, got)
+	}
+}
