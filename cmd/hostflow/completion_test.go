@@ -59,6 +59,8 @@ var completionCases = []struct {
 	{line: "hostflow check-config --l", want: []string{"--log-level", "--log-format"}},
 	{line: "hostflow completion ", want: []string{"bash", "zsh", "fish"}},
 	{line: "hostflow --sampling ", not: []string{"check-config", "--mode"}},
+	{line: "hostflow --mode=", want: []string{"host", "router"}},
+	{line: "hostflow check-config --log-format=j", want: []string{"json"}, not: []string{"text"}},
 }
 
 func TestBashCompletion(t *testing.T) {
@@ -69,8 +71,7 @@ func TestBashCompletion(t *testing.T) {
 		t.Fatalf("complete -p hostflow: %v %q", err, out)
 	}
 	for _, tc := range completionCases {
-		// COMP_WORDS as bash splits the line; the last word may be "".
-		words := strings.Split(tc.line, " ")
+		words := bashWords(tc.line)
 		argv := append([]string{"-c", `source "$0"; COMP_WORDS=("$@"); COMP_CWORD=$(($#-1)); _hostflow; printf '%s\n' "${COMPREPLY[@]}"`, script}, words...)
 		cmd := exec.Command(bash, argv...)
 		out, err := cmd.CombinedOutput()
@@ -97,7 +98,11 @@ func TestFishCompletion(t *testing.T) {
 			if l == "" {
 				continue
 			}
-			got = append(got, strings.SplitN(l, "\t", 2)[0]) // word<TAB>description
+			w := strings.SplitN(l, "\t", 2)[0] // word<TAB>description
+			if _, v, ok := strings.Cut(w, "="); ok && strings.HasPrefix(w, "--") {
+				w = v // fish completes --flag=value as one word
+			}
+			got = append(got, w)
 		}
 		checkOffered(t, "fish", tc.line, got, tc.want, tc.not, tc.wantAllFlag)
 	}
@@ -133,6 +138,24 @@ func TestCompletionBadShell(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error (exit 2)", args, err)
 		}
 	}
+}
+
+// bashWords splits a line as bash does for COMP_WORDS: at spaces, and
+// around an = (in COMP_WORDBREAKS); the last word may be "".
+func bashWords(line string) []string {
+	var out []string
+	for _, w := range strings.Split(line, " ") {
+		before, after, ok := strings.Cut(w, "=")
+		if !ok {
+			out = append(out, w)
+			continue
+		}
+		out = append(out, before, "=")
+		if after != "" {
+			out = append(out, after)
+		}
+	}
+	return out
 }
 
 func checkOffered(t *testing.T, shell, line string, got, want, not []string, all bool) {
