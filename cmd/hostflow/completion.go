@@ -64,11 +64,13 @@ func completionFlags(fset *pflag.FlagSet) []completionFlag {
 	return out
 }
 
-// shortUsage is the usage up to its first parenthesis, colon or
-// semicolon, for the one-line descriptions zsh and fish show.
+// shortUsage is the usage up to its first parenthesis, semicolon or
+// colon ending a word, for the one-line descriptions zsh and fish show.
 func shortUsage(s string) string {
-	if i := strings.IndexAny(s, "(:;"); i > 0 {
-		s = s[:i]
+	for _, sep := range []string{" (", ";", ": "} {
+		if i := strings.Index(s, sep); i > 0 {
+			s = s[:i]
+		}
 	}
 	s = strings.TrimSpace(s)
 	if len(s) > 70 {

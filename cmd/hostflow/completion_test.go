@@ -131,6 +131,20 @@ func TestZshCompletion(t *testing.T) {
 	}
 }
 
+func TestShortUsage(t *testing.T) {
+	for in, want := range map[string]string{
+		"send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739 (repeatable; none: print JSON lines on stdout)": "send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739",
+		"configuration file (YAML); env HOSTFLOW_CONFIG":                                                                      "configuration file",
+		"interfaces to capture on: comma-separated names":                                                                     "interfaces to capture on",
+		"debug, info, warn or error":                                                                                          "debug, info, warn or error",
+		"flow start/end clock in the kernel: coarse (the last timer tick)":                                                    "flow start/end clock in the kernel",
+	} {
+		if got := shortUsage(in); got != want {
+			t.Errorf("shortUsage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestCompletionBadShell(t *testing.T) {
 	for _, args := range [][]string{{"completion"}, {"completion", "tcsh"}, {"completion", "bash", "zsh"}} {
 		_, _, err := runCLI(t, args...)
