@@ -60,6 +60,7 @@ var completionCases = []struct {
 	{line: "hostflow completion ", want: []string{"bash", "zsh", "fish"}},
 	{line: "hostflow --sampling ", not: []string{"check-config", "--mode"}},
 	{line: "hostflow --mode=", want: []string{"host", "router"}},
+	{line: "hostflow --mode host ", not: []string{"check-config", "version"}},
 	{line: "hostflow check-config --log-format=j", want: []string{"json"}, not: []string{"text"}},
 }
 
