@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -118,6 +119,34 @@ func TestZshCompletion(t *testing.T) {
 	out, err := exec.Command(zsh, "-f", "-c", `autoload -U compinit; compinit -u -D; source $1; print -r -- $_comps[hostflow]`, "zsh", script).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "_hostflow" {
 		t.Fatalf("zsh compdef: %v %q", err, out)
+	}
+	// _hostflow's dispatch, with zsh's _describe and _arguments stubbed to
+	// print what they were given: which command's specs for which line.
+	for _, tc := range []struct {
+		words         string
+		current       int
+		want, notWant string
+	}{
+		{"hostflow ''", 2, "describe: check-config:validate", "args:"},
+		{"hostflow --mode ''", 3, "args: --mode=[", "describe:"},
+		{"hostflow check-config --l", 3, "words: check-config --l\n", "describe:"},
+		{"hostflow check-config --l", 3, "args: --log-level=[", "1:shell:"},
+		{"hostflow completion ''", 3, "args: 1:shell:(bash fish zsh)", "--mode=["},
+		{"hostflow version ''", 3, "args: --help[", "--mode=["},
+	} {
+		prog := `compdef() { : }
+_describe() { print -r -- "describe: ${(@P)${@[-1]}}" }
+_arguments() { print -r -- "words: $words"; local a; for a in "$@"; do print -r -- "args: $a"; done }
+source $1
+words=(` + tc.words + `); CURRENT=` + strconv.Itoa(tc.current) + `
+_hostflow`
+		out, err := exec.Command(zsh, "-f", "-c", prog, "zsh", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("zsh %s: %v\n%s", tc.words, err, out)
+		}
+		if !strings.Contains(string(out), tc.want) || strings.Contains(string(out), tc.notWant) {
+			t.Errorf("zsh %s (CURRENT=%d): want %q and no %q in:\n%s", tc.words, tc.current, tc.want, tc.notWant, out)
+		}
 	}
 	body, _ := os.ReadFile(script)
 	for _, w := range append(visibleNames(), "'--attach=[", ":attach:(auto tcx clsact)'", "'*--collector=[", ":config:_files'", "'1:shell:(bash fish zsh)'") {
