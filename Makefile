@@ -9,8 +9,11 @@ ifeq ($(origin VERSION),undefined)
 VERSION := $(shell ./packaging/version.sh)
 endif
 LDFLAGS := -X main.version=$(VERSION)
-# Where `make package` writes the .deb and .rpm.
+# Where `make package` writes the .deb and .rpm, and for which GOARCH.
 DIST ?= dist
+ARCH ?= amd64
+PKGBUILD = $(DIST)/.build-$(ARCH)
+NFPM_ENV = VERSION=$(VERSION) HOSTFLOW_ARCH=$(ARCH) HOSTFLOW_BUILD=$(PKGBUILD)
 
 .PHONY: all deps generate build run test test-unit lint check-generate clean package
 
@@ -50,14 +53,24 @@ lint:
 check-generate: generate
 	git diff --exit-code -- bpf/
 
-# dist/hostflow_<version>_amd64.deb and .rpm, built by nfpm (a Go tool
+# dist/hostflow_<version>_<ARCH>.deb and .rpm, built by nfpm (a Go tool
 # dependency in go.mod: nothing is downloaded beyond the Go module proxy).
+# ARCH is a GOARCH: amd64 (default) or arm64 (cross-compiled, CGO_ENABLED=0;
+# the eBPF objects are little-endian bpfel, the same on both). The man page
+# and the shell completions are generated at build time by a hostflow built
+# for this machine (`hostflow man`, `hostflow completion SHELL`), so they
+# always match the flags and keys of the binary they ship with.
 package:
-	mkdir -p $(DIST)
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/hostflow ./cmd/hostflow
-	VERSION=$(VERSION) HOSTFLOW_BIN=$(DIST)/hostflow $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t $(DIST)/hostflow_$(VERSION)_amd64.deb
-	VERSION=$(VERSION) HOSTFLOW_BIN=$(DIST)/hostflow $(GO) tool nfpm package -f packaging/nfpm.yaml -p rpm -t $(DIST)/hostflow_$(VERSION)_amd64.rpm
-	rm -f $(DIST)/hostflow
+	rm -rf $(PKGBUILD) && mkdir -p $(PKGBUILD) $(DIST)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(PKGBUILD)/hostflow-native ./cmd/hostflow
+	$(PKGBUILD)/hostflow-native man | gzip -9n > $(PKGBUILD)/hostflow.8.gz
+	$(PKGBUILD)/hostflow-native completion bash > $(PKGBUILD)/hostflow.bash
+	$(PKGBUILD)/hostflow-native completion zsh > $(PKGBUILD)/hostflow.zsh
+	$(PKGBUILD)/hostflow-native completion fish > $(PKGBUILD)/hostflow.fish
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(PKGBUILD)/hostflow ./cmd/hostflow
+	$(NFPM_ENV) $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t $(DIST)/hostflow_$(VERSION)_$(ARCH).deb
+	$(NFPM_ENV) $(GO) tool nfpm package -f packaging/nfpm.yaml -p rpm -t $(DIST)/hostflow_$(VERSION)_$(ARCH).rpm
+	rm -rf $(PKGBUILD)
 
 clean:
 	rm -rf bin dist

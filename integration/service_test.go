@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"debug/elf"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -329,15 +331,17 @@ func TestCapabilities(t *testing.T) {
 	}
 }
 
-// TestPackage builds the .deb and .rpm with `make package`, checks their
-// metadata and contents, verifies the systemd unit, installs the .deb on
-// this machine, runs the installed hostflow with the installed config (the
-// interface and collector overridden through the environment) as the
-// hostflow user with the unit's capabilities, and removes the package
-// again, whatever happens.
+// TestPackage builds the .deb and .rpm with `make package`, for amd64 and
+// arm64, checks their metadata, contents and binaries, verifies the
+// systemd unit (its watchdog included), installs the amd64 .deb on this
+// machine, checks the man page and the shell completions it installed,
+// runs the installed hostflow with the installed config (the interface and
+// collector overridden through the environment) as the hostflow user with
+// the unit's capabilities, and removes the package again, whatever
+// happens.
 func TestPackage(t *testing.T) {
 	requireRoot(t, "make", "git", "dpkg", "dpkg-deb", "rpm", "systemd-analyze", "setpriv", "ip", "ethtool",
-		"nfcapd", "nfdump", "sysctl", "getent")
+		"nfcapd", "nfdump", "sysctl", "getent", "man", "groff", "bash", "zsh", "fish")
 	if exec.Command("dpkg-query", "-W", "-f=${Status}", "hostflow").Run() == nil {
 		out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", "hostflow").Output()
 		if strings.Contains(string(out), "installed") {
@@ -352,8 +356,10 @@ func TestPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	dist := t.TempDir()
-	if out, err := exec.Command("make", "-C", root, "package", "DIST="+dist).CombinedOutput(); err != nil {
-		t.Fatalf("make package: %v\n%s", err, out)
+	for _, arch := range []string{"amd64", "arm64"} {
+		if out, err := exec.Command("make", "-C", root, "package", "DIST="+dist, "ARCH="+arch).CombinedOutput(); err != nil {
+			t.Fatalf("make package ARCH=%s: %v\n%s", arch, err, out)
+		}
 	}
 	debs, _ := filepath.Glob(filepath.Join(dist, "hostflow_*_amd64.deb"))
 	rpms, _ := filepath.Glob(filepath.Join(dist, "hostflow_*_amd64.rpm"))
@@ -368,8 +374,52 @@ func TestPackage(t *testing.T) {
 		}
 	}
 
+	const (
+		manPage = "/usr/share/man/man8/hostflow.8.gz"
+		bashCmp = "/usr/share/bash-completion/completions/hostflow"
+		zshCmp  = "/usr/share/zsh/vendor-completions/_hostflow"
+		fishCmp = "/usr/share/fish/vendor_completions.d/hostflow.fish"
+	)
 	files := []string{"/usr/bin/hostflow", "/etc/hostflow/hostflow.yaml",
-		"/usr/lib/systemd/system/hostflow.service", "/usr/lib/sysusers.d/hostflow.conf"}
+		"/usr/lib/systemd/system/hostflow.service", "/usr/lib/sysusers.d/hostflow.conf",
+		manPage, bashCmp, zshCmp, fishCmp}
+
+	// Both architectures: metadata, contents and the binary's machine.
+	for _, tc := range []struct {
+		arch, rpmArch string
+		machine       elf.Machine
+	}{
+		{"amd64", "x86_64", elf.EM_X86_64},
+		{"arm64", "aarch64", elf.EM_AARCH64},
+	} {
+		d := filepath.Join(dist, "hostflow_"+version+"_"+tc.arch+".deb")
+		r := filepath.Join(dist, "hostflow_"+version+"_"+tc.arch+".rpm")
+		if info := sh(t, "dpkg-deb", "-I", d); !strings.Contains(info, "Architecture: "+tc.arch+"\n") {
+			t.Errorf("%s: dpkg-deb -I lacks Architecture: %s:\n%s", tc.arch, tc.arch, info)
+		}
+		if got := sh(t, "rpm", "-qp", "--qf", "%{ARCH}", r); got != tc.rpmArch {
+			t.Errorf("%s: rpm arch %q, want %s", tc.arch, got, tc.rpmArch)
+		}
+		contents, list := sh(t, "dpkg-deb", "-c", d), sh(t, "rpm", "-qlp", r)
+		for _, f := range files {
+			if !strings.Contains(contents, " ."+f+"\n") {
+				t.Errorf("%s: dpkg-deb -c lacks %s:\n%s", tc.arch, f, contents)
+			}
+			if !strings.Contains(list, f+"\n") {
+				t.Errorf("%s: rpm -qlp lacks %s:\n%s", tc.arch, f, list)
+			}
+		}
+		x := t.TempDir()
+		sh(t, "dpkg-deb", "-x", d, x)
+		bin, err := elf.Open(filepath.Join(x, "usr/bin/hostflow"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.arch, err)
+		}
+		if bin.Machine != tc.machine || bin.Class != elf.ELFCLASS64 || bin.ByteOrder != binary.LittleEndian {
+			t.Errorf("%s: /usr/bin/hostflow is %v %v %v, want %v", tc.arch, bin.Class, bin.Machine, bin.ByteOrder, tc.machine)
+		}
+		bin.Close()
+	}
 
 	// .deb metadata and contents.
 	info := sh(t, "dpkg-deb", "-I", deb)
@@ -445,6 +495,33 @@ func TestPackage(t *testing.T) {
 		t.Errorf("hostflow user: %q", pw)
 	}
 	sh(t, "systemd-analyze", "verify", "/usr/lib/systemd/system/hostflow.service")
+	if unit, err := os.ReadFile("/usr/lib/systemd/system/hostflow.service"); err != nil || !regexp.MustCompile(`(?m)^WatchdogSec=\d+s$`).Match(unit) {
+		t.Errorf("the installed unit has no WatchdogSec= (%v):\n%s", err, unit)
+	}
+
+	// The man page: it renders without a warning, as man shows it.
+	roff := sh(t, "sh", "-c", "gunzip -c "+manPage+" | groff -man -Tutf8 -ww -z 2>&1")
+	if roff != "" {
+		t.Errorf("groff -ww %s:\n%s", manPage, roff)
+	}
+	page := manText(t, manPage)
+	for _, w := range []string{"HOSTFLOW(8)", "SYNOPSIS", "hostflow check-config", "--collector", "HOSTFLOW_COLLECTORS",
+		"WatchdogSec", "EXIT STATUS", "hostflow " + version} {
+		if !strings.Contains(page, w) {
+			t.Errorf("man -l %s lacks %q:\n%s", manPage, w, page)
+		}
+	}
+	// The completions: each shell loads its file.
+	if got := strings.TrimSpace(sh(t, "bash", "-c", "source "+bashCmp+"; complete -p hostflow")); got != "complete -F _hostflow hostflow" {
+		t.Errorf("bash: complete -p hostflow: %q", got)
+	}
+	if got := sh(t, "bash", "-c", `source `+bashCmp+`; COMP_WORDS=(hostflow --mode ""); COMP_CWORD=2; _hostflow; echo "${COMPREPLY[*]}"`); got != "host router\n" {
+		t.Errorf("bash completes hostflow --mode with %q", got)
+	}
+	sh(t, "zsh", "-n", zshCmp)
+	if got := sh(t, "fish", "--no-config", "-c", "source "+fishCmp+"; complete -C 'hostflow completion '"); got != "bash\nfish\nzsh\n" {
+		t.Errorf("fish completes hostflow completion with %q", got)
+	}
 	if out := sh(t, "/usr/bin/hostflow", "version"); !strings.Contains(out, version) {
 		t.Errorf("hostflow version: %q, want %s", out, version)
 	}
@@ -485,4 +562,17 @@ func TestPackage(t *testing.T) {
 	if found != 1 {
 		t.Errorf("%d records of the udp flow, want 1", found)
 	}
+}
+
+// manText renders an installed man page as man(1) shows it, without
+// bold, underline or hyphenation at line ends.
+func manText(t *testing.T, path string) string {
+	t.Helper()
+	cmd := exec.Command("man", "-l", path)
+	cmd.Env = append(os.Environ(), "MANWIDTH=200", "MANPAGER=cat", "PAGER=cat", "MAN_KEEP_FORMATTING=0", "GROFF_NO_SGR=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("man -l %s: %v", path, err)
+	}
+	return regexp.MustCompile(".\b").ReplaceAllString(string(out), "")
 }

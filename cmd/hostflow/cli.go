@@ -3,32 +3,43 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/hostflow/hostflow/internal/config"
 )
 
-const usageText = `Usage:
-  hostflow [flags]                  run the probe
-  hostflow check-config [flags]     validate the configuration, print it and the interfaces captured now
-  hostflow version                  print the version (also --version, -v)
-  hostflow flows [--json] [--sort bytes|packets] [--top N]
-                                    list the running daemon's cached flows
-  hostflow stats [--json]           print the running daemon's counters
-  hostflow expire                   make the running daemon export every flow now
-
-hostflow counts every packet's flow on this host's interfaces with eBPF and
+// description says what hostflow does, in --help and the man page.
+const description = `hostflow counts every packet's flow on this host's interfaces with eBPF and
 exports IPFIX (UDP, TCP, TLS) and NetFlow v9 flow records, like a router's
 NetFlow cache (--mode router on a Linux router). With no collector, each
-finished flow is printed as one JSON line on stdout.
+finished flow is printed as one JSON line on stdout.`
 
-Configuration comes from ` + config.DefaultPath + ` (or --config), HOSTFLOW_*
+// usage is printed before the flag list on --help and on a bad flag. Its
+// subcommands come from the command table.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	line := func(synopsis, summary string) {
+		fmt.Fprintf(&b, "  %-40s %s\n", synopsis, summary)
+	}
+	line("hostflow [flags]", "run the probe")
+	for _, c := range subcommands() {
+		if !c.hidden {
+			line(strings.TrimSpace("hostflow "+c.name+" "+c.args), c.summary)
+		}
+	}
+	b.WriteString("\n" + description + "\n\n")
+	b.WriteString(`Configuration comes from ` + config.DefaultPath + ` (or --config), HOSTFLOW_*
 environment variables and flags; a flag beats the environment, which beats
-the file. SIGHUP reloads it.
+the file. SIGHUP reloads it. See hostflow(8).
 
 Flags:
-`
+`)
+	return b.String()
+}
 
 // run dispatches the subcommands; with none it runs the daemon until ctx
 // is cancelled.
@@ -38,31 +49,11 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stder
 		return nil
 	}
 	if len(args) > 0 {
-		if ctlCommands[args[0]] {
-			return runCtl(ctx, args[0], args[1:], stdout, stderr)
-		}
-		switch args[0] {
-		case "version":
-			printVersion(stdout)
-			return nil
-		case "check-config":
-			cfg, err := config.Load(args[1:], usageText, stderr)
-			if errors.Is(err, config.ErrHelp) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			return checkConfig(stdout, cfg)
-		case "help":
-			_, err := config.Load([]string{"--help"}, usageText, stderr)
-			if errors.Is(err, config.ErrHelp) {
-				return nil
-			}
-			return err
+		if c, ok := lookupCommand(args[0]); ok {
+			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
-	cfg, err := config.Load(args, usageText, stderr)
+	cfg, err := config.Load(args, usage(), stderr)
 	if errors.Is(err, config.ErrHelp) {
 		return nil
 	}

@@ -18,10 +18,6 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// ctlCommands are the subcommands that ask the running daemon over its
-// control socket.
-var ctlCommands = map[string]bool{"flows": true, "stats": true, "expire": true}
-
 const ctlUsage = `Usage:
   hostflow flows [--json] [--sort bytes|packets] [--top N]   list the flows in the daemon's cache
   hostflow stats [--json]                                    print the daemon's counters
@@ -44,9 +40,9 @@ type ctlOptions struct {
 	top    int
 }
 
-// runCtl runs one control subcommand.
-func runCtl(ctx context.Context, command string, args []string, stdout, stderr io.Writer) error {
-	var o ctlOptions
+// ctlFlags is the flag set of one control subcommand, filling o and
+// configPath; the command table uses it for the man page and completions.
+func ctlFlags(command string, o *ctlOptions, configPath *string, stderr io.Writer) *pflag.FlagSet {
 	fset := pflag.NewFlagSet("hostflow "+command, pflag.ContinueOnError)
 	fset.SetOutput(stderr)
 	fset.SortFlags = false
@@ -55,14 +51,25 @@ func runCtl(ctx context.Context, command string, args []string, stdout, stderr i
 		fset.PrintDefaults()
 	}
 	fset.StringVar(&o.socket, "control-socket", "", "the daemon's control socket (default: control_socket of --config)")
-	configPath := fset.String("config", config.DefaultPath, "configuration file naming the control socket")
+	fset.StringVar(configPath, "config", config.DefaultPath, "configuration file naming the control socket")
+	_ = fset.SetAnnotation("control-socket", config.AnnotationFile, []string{"true"})
+	_ = fset.SetAnnotation("config", config.AnnotationFile, []string{"true"})
 	if command != "expire" {
 		fset.BoolVar(&o.json, "json", false, "one JSON object per line, field names as hostflow's JSON lines")
 	}
 	if command == "flows" {
 		fset.StringVar(&o.sort, "sort", "bytes", "order, largest first: bytes or packets")
+		_ = fset.SetAnnotation("sort", config.AnnotationValues, []string{"bytes", "packets"})
 		fset.IntVar(&o.top, "top", 0, "list only the first N flows (0: all)")
 	}
+	return fset
+}
+
+// runCtl runs one control subcommand.
+func runCtl(ctx context.Context, command string, args []string, stdout, stderr io.Writer) error {
+	var o ctlOptions
+	configPath := new(string)
+	fset := ctlFlags(command, &o, configPath, stderr)
 	if err := fset.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil

@@ -247,6 +247,10 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 
 	d.tick = time.NewTicker(d.cfg.PollInterval)
 	defer d.tick.Stop()
+	// systemd's watchdog is pinged from this loop only: a drain, export or
+	// reload stuck here stops the pings, and systemd restarts hostflow.
+	watchdog, stopWatchdog := d.notify.watchdogTicker()
+	defer stopWatchdog()
 	d.log.Info("ready", "interfaces", len(d.fetcher.Attached()), "collectors", len(d.sinks))
 	if err := d.notify.ready(d.status()); err != nil {
 		d.log.Warn("systemd notify", "err", err)
@@ -270,6 +274,10 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			d.reload()
 		case r := <-d.ctlReq:
 			d.serveControl(r)
+		case <-watchdog:
+			if err := d.notify.ping(); err != nil {
+				d.log.Warn("systemd watchdog", "err", err)
+			}
 		case <-ctx.Done():
 			return d.shutdown(direct)
 		}

@@ -30,6 +30,9 @@ type fakeFetcher struct {
 	setSampling error
 	// drained receives a value at each Drain, if not nil and not full.
 	drained chan struct{}
+	// onDrain, if set, runs in each Drain (it may block, as a stuck
+	// kernel read would).
+	onDrain func()
 
 	mu       sync.Mutex
 	calls    []string
@@ -68,6 +71,9 @@ func (f *fakeFetcher) PreciseClock() (bool, bool) { f.call("PreciseClock"); retu
 
 func (f *fakeFetcher) Drain(func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error {
 	f.call("Drain")
+	if f.onDrain != nil {
+		f.onDrain()
+	}
 	select {
 	case f.drained <- struct{}{}:
 	default:

@@ -17,7 +17,7 @@ func (d *daemon) reload() {
 		d.log.Warn("systemd notify", "err", err)
 	}
 	d.log.Info("reloading", "config", d.cfg.File)
-	next, err := config.Load(d.args, usageText, io.Discard)
+	next, err := config.Load(d.args, usage(), io.Discard)
 	if err == nil {
 		err = d.apply(next)
 	}

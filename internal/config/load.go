@@ -97,7 +97,7 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 				}
 			}
 		}
-		if err := o.set(cfg, val); err != nil {
+		if err := o.apply(cfg, val); err != nil {
 			if o.kind == kindList {
 				errs = append(errs, fmt.Errorf("%s: %w", o.key, err))
 			} else {
@@ -151,6 +151,7 @@ func newFlagSet(usage string, stderr io.Writer) (*pflag.FlagSet, *string) {
 			fset.String(o.flag, o.def.(string), help)
 		}
 	}
+	annotate(fset)
 	return fset, configPath
 }
 

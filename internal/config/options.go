@@ -34,8 +34,13 @@ type option struct {
 	kind          kind
 	def           any
 	usage         string
-	set           func(c *Config, v any) error
-	get           func(c *Config) any
+	// values are an enum's allowed values: Load rejects any other before
+	// set, and the man page and shell completions offer them.
+	values []string
+	// path marks a value naming a file, which shells complete as one.
+	path bool
+	set  func(c *Config, v any) error
+	get  func(c *Config) any
 }
 
 // options lists every key, in the order check-config prints them.
@@ -149,24 +154,27 @@ var options = []option{
 	},
 	{
 		key: "sampling_algorithm", flag: "sampling-algorithm", kind: kindString, def: "random",
-		usage: "how 1-in-N packets are picked: random, or count (every Nth packet per CPU) (restart to change)",
-		set:   enumSetter([]string{"random", "count"}, func(c *Config) *string { return &c.SamplingAlgorithm }),
-		get:   func(c *Config) any { return c.SamplingAlgorithm },
+		usage:  "how 1-in-N packets are picked: random, or count (every Nth packet per CPU) (restart to change)",
+		values: []string{"random", "count"},
+		set:    stringSetter(func(c *Config) *string { return &c.SamplingAlgorithm }),
+		get:    func(c *Config) any { return c.SamplingAlgorithm },
 	},
 	{
 		key: "attach", flag: "attach", kind: kindString, def: "auto",
-		usage: "how to attach to TC hooks: auto, tcx or clsact (restart to change)",
-		set:   enumSetter([]string{"auto", "tcx", "clsact"}, func(c *Config) *string { return &c.Attach }),
-		get:   func(c *Config) any { return c.Attach },
+		usage:  "how to attach to TC hooks: auto, tcx or clsact (restart to change)",
+		values: []string{"auto", "tcx", "clsact"},
+		set:    stringSetter(func(c *Config) *string { return &c.Attach }),
+		get:    func(c *Config) any { return c.Attach },
 	},
 	{
 		key: "direction", flag: "direction", kind: kindString, def: "auto",
-		usage: "hooks to capture on: ingress, egress, both, or auto (both in host mode, ingress in router mode) (restart to change)",
-		set:   enumSetter([]string{"auto", "ingress", "egress", "both"}, func(c *Config) *string { return &c.Direction }),
-		get:   func(c *Config) any { return c.Direction },
+		usage:  "hooks to capture on: ingress, egress, both, or auto (both in host mode, ingress in router mode) (restart to change)",
+		values: []string{"auto", "ingress", "egress", "both"},
+		set:    stringSetter(func(c *Config) *string { return &c.Direction }),
+		get:    func(c *Config) any { return c.Direction },
 	},
 	{
-		key: "state_dir", flag: "state-dir", kind: kindString, def: "/run/hostflow",
+		key: "state_dir", flag: "state-dir", kind: kindString, def: "/run/hostflow", path: true,
 		usage: "directory recording the clsact qdiscs hostflow created, so a restart after a crash removes them (restart to change)",
 		set: func(c *Config, v any) error {
 			s, err := toString(v)
@@ -222,21 +230,24 @@ var options = []option{
 	},
 	{
 		key: "timestamps", flag: "timestamps", kind: kindString, def: "coarse",
-		usage: "flow start/end clock in the kernel: coarse (the last timer tick, 1-4 ms resolution, cheapest) or precise (reads the clock source on every packet) (restart to change)",
-		set:   enumSetter([]string{"coarse", "precise"}, func(c *Config) *string { return &c.Timestamps }),
-		get:   func(c *Config) any { return c.Timestamps },
+		usage:  "flow start/end clock in the kernel: coarse (the last timer tick, 1-4 ms resolution, cheapest) or precise (reads the clock source on every packet) (restart to change)",
+		values: []string{"coarse", "precise"},
+		set:    stringSetter(func(c *Config) *string { return &c.Timestamps }),
+		get:    func(c *Config) any { return c.Timestamps },
 	},
 	{
 		key: "mode", flag: "mode", kind: kindString, def: "host",
-		usage: "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow (restart to change)",
-		set:   enumSetter([]string{"host", "router"}, func(c *Config) *string { return &c.Mode }),
-		get:   func(c *Config) any { return c.Mode },
+		usage:  "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow (restart to change)",
+		values: []string{"host", "router"},
+		set:    stringSetter(func(c *Config) *string { return &c.Mode }),
+		get:    func(c *Config) any { return c.Mode },
 	},
 	{
 		key: "conntrack", flag: "conntrack", kind: kindString, def: "auto",
-		usage: "router mode: how NAT translations are read from conntrack: auto, dump (whole table per export), get (one lookup per flow) or off",
-		set:   enumSetter([]string{"auto", "dump", "get", "off"}, func(c *Config) *string { return &c.Conntrack }),
-		get:   func(c *Config) any { return c.Conntrack },
+		usage:  "router mode: how NAT translations are read from conntrack: auto, dump (whole table per export), get (one lookup per flow) or off",
+		values: []string{"auto", "dump", "get", "off"},
+		set:    stringSetter(func(c *Config) *string { return &c.Conntrack }),
+		get:    func(c *Config) any { return c.Conntrack },
 	},
 	{
 		key: "template_refresh", flag: "template-refresh", kind: kindDuration, def: exporter.DefaultTemplateRefresh,
@@ -276,9 +287,10 @@ var options = []option{
 	},
 	{
 		key: "capture", flag: "capture", kind: kindString, def: "tc",
-		usage: "how packets are seen: tc (TC hooks, the default) or socket (an AF_PACKET socket filter per interface, for hosts where TC cannot be used) (restart to change)",
-		set:   enumSetter([]string{"tc", "socket"}, func(c *Config) *string { return &c.Capture }),
-		get:   func(c *Config) any { return c.Capture },
+		usage:  "how packets are seen: tc (TC hooks, the default) or socket (an AF_PACKET socket filter per interface, for hosts where TC cannot be used) (restart to change)",
+		values: []string{"tc", "socket"},
+		set:    stringSetter(func(c *Config) *string { return &c.Capture }),
+		get:    func(c *Config) any { return c.Capture },
 	},
 	{
 		key: "collector_queue", flag: "collector-queue", kind: kindInt, def: exporter.DefaultQueueLength,
@@ -341,19 +353,19 @@ var options = []option{
 		get: func(c *Config) any { return c.InterfaceIndex },
 	},
 	{
-		key: "tls.ca_file", flag: "tls-ca-file", kind: kindString, def: "",
+		key: "tls.ca_file", flag: "tls-ca-file", kind: kindString, def: "", path: true,
 		usage: "PEM file of the CAs that sign ipfix+tls collectors' certificates (default: the system roots)",
 		set:   pathSetter(func(c *Config) *string { return &c.TLS.CAFile }),
 		get:   func(c *Config) any { return c.TLS.CAFile },
 	},
 	{
-		key: "tls.cert_file", flag: "tls-cert-file", kind: kindString, def: "",
+		key: "tls.cert_file", flag: "tls-cert-file", kind: kindString, def: "", path: true,
 		usage: "PEM client certificate for ipfix+tls collectors that require mutual authentication",
 		set:   pathSetter(func(c *Config) *string { return &c.TLS.CertFile }),
 		get:   func(c *Config) any { return c.TLS.CertFile },
 	},
 	{
-		key: "tls.key_file", flag: "tls-key-file", kind: kindString, def: "",
+		key: "tls.key_file", flag: "tls-key-file", kind: kindString, def: "", path: true,
 		usage: "PEM private key of tls.cert_file",
 		set:   pathSetter(func(c *Config) *string { return &c.TLS.KeyFile }),
 		get:   func(c *Config) any { return c.TLS.KeyFile },
@@ -370,10 +382,11 @@ var options = []option{
 	},
 	{
 		key: "log.level", flag: "log-level", kind: kindString, def: "info",
-		usage: "debug, info, warn or error",
+		usage:  "debug, info, warn or error",
+		values: []string{"debug", "info", "warn", "error"},
 		set: func(c *Config, v any) error {
-			var s string
-			if err := enumSetter([]string{"debug", "info", "warn", "error"}, func(*Config) *string { return &s })(c, v); err != nil {
+			s, err := toString(v)
+			if err != nil {
 				return err
 			}
 			return c.LogLevel.UnmarshalText([]byte(s))
@@ -382,9 +395,10 @@ var options = []option{
 	},
 	{
 		key: "log.format", flag: "log-format", kind: kindString, def: "text",
-		usage: "log format: text or json (restart to change)",
-		set:   enumSetter([]string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
-		get:   func(c *Config) any { return c.LogFormat },
+		usage:  "log format: text or json (restart to change)",
+		values: []string{"text", "json"},
+		set:    stringSetter(func(c *Config) *string { return &c.LogFormat }),
+		get:    func(c *Config) any { return c.LogFormat },
 	},
 	{
 		key: "metrics.enabled", flag: "metrics-enabled", kind: kindBool, def: true,
@@ -481,16 +495,24 @@ func pathSetter(field func(*Config) *string) func(*Config, any) error {
 	}
 }
 
-func enumSetter(allowed []string, field func(*Config) *string) func(*Config, any) error {
+func stringSetter(field func(*Config) *string) func(*Config, any) error {
 	return func(c *Config, v any) error {
+		s, err := toString(v)
+		*field(c) = s
+		return err
+	}
+}
+
+// apply checks an enum's value against o.values, then sets it.
+func (o *option) apply(c *Config, v any) error {
+	if o.values != nil {
 		s, err := toString(v)
 		if err != nil {
 			return err
 		}
-		if !slices.Contains(allowed, s) {
-			return fmt.Errorf("want %s", strings.Join(allowed, ", "))
+		if !slices.Contains(o.values, s) {
+			return fmt.Errorf("want %s", strings.Join(o.values, ", "))
 		}
-		*field(c) = s
-		return nil
 	}
+	return o.set(c, v)
 }
