@@ -41,7 +41,8 @@ type NetFlowId4T struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
-	Pad               [2]uint8
+	Tos               uint8
+	Pad               uint8
 }
 
 type NetFlowIdT struct {
@@ -57,6 +58,8 @@ type NetFlowIdT struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
+	Tos               uint8
+	Pad               [3]uint8
 }
 
 type NetFlowMetrics NetFlowMetricsT
@@ -75,6 +78,7 @@ type NetFlowMetricsT struct {
 type NetFlowRecordT struct {
 	_       structs.HostLayout
 	Id      NetFlowId
+	Pad     uint32
 	Metrics NetFlowMetrics
 }
 

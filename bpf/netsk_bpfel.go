@@ -26,6 +26,8 @@ type NetSkFlowId struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
+	Tos               uint8
+	Pad               [3]uint8
 }
 
 type NetSkFlowId4 struct {
@@ -40,7 +42,8 @@ type NetSkFlowId4 struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
-	Pad               [2]uint8
+	Tos               uint8
+	Pad               uint8
 }
 
 type NetSkFlowMetrics struct {

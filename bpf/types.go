@@ -175,6 +175,7 @@ func (k NetFlowId4) id() NetFlowId {
 		Direction:         k.Direction,
 		IcmpType:          k.IcmpType,
 		IcmpCode:          k.IcmpCode,
+		Tos:               k.Tos,
 	}
 	id.SrcIp[10], id.SrcIp[11] = 0xff, 0xff
 	id.DstIp[10], id.DstIp[11] = 0xff, 0xff

@@ -131,6 +131,7 @@ static __always_inline void divert(flow_id *id, flow_metrics *m)
 		return;
 	}
 	r->id = *id;
+	r->pad = 0;
 	r->metrics = *m;
 	bpf_ringbuf_submit(r, 0);
 }
@@ -264,6 +265,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 			.direction = id.direction,
 			.icmp_type = id.icmp_type,
 			.icmp_code = id.icmp_code,
+			.tos = id.tos,
 		};
 		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);
 		__builtin_memcpy(k.dst_ip, &id.dst_ip[12], 4);

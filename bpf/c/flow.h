@@ -30,6 +30,12 @@ typedef struct flow_id_t {
 	/* ICMP/ICMPv6 type and code, 0 for other protocols. */
 	__u8 icmp_type;
 	__u8 icmp_code;
+	/* The IPv4 ToS byte or the IPv6 Traffic Class (DSCP and ECN), as in
+	 * the packet: IANA ipClassOfService (IE 5). A packet with another
+	 * value starts another flow, as in NetFlow v5/v9. */
+	__u8 tos;
+	/* Always zero: the 48 bytes above have no room for tos. */
+	__u8 pad[3];
 } flow_id;
 
 /* flow_id4_t is the key of IPv4 flows: flow_id without the 24 bytes an
@@ -47,7 +53,10 @@ typedef struct flow_id4_t {
 	__u8 direction;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 pad[2];
+	/* flow_id's tos, in what was padding: the key stays 24 bytes. */
+	__u8 tos;
+	/* Always zero. */
+	__u8 pad;
 } flow_id4;
 
 /* flow_metrics_t is what the kernel accumulates per flow and per CPU:
@@ -76,6 +85,8 @@ typedef struct flow_metrics_t {
  * cannot be inserted into the aggregation map. */
 typedef struct flow_record_t {
 	flow_id id;
+	/* Always zero: aligns metrics to 8 bytes. */
+	__u32 pad;
 	flow_metrics metrics;
 } flow_record;
 
