@@ -8,6 +8,7 @@ const (
 	IEOctetDeltaCount          uint16 = 1
 	IEPacketDeltaCount         uint16 = 2
 	IEProtocolIdentifier       uint16 = 4
+	IEIPClassOfService         uint16 = 5 // v9 SRC_TOS
 	IETCPControlBits           uint16 = 6
 	IESourceTransportPort      uint16 = 7
 	IESourceIPv4Address        uint16 = 8
@@ -98,6 +99,9 @@ var elements = []element{
 	{ipfix: Field{IEICMPTypeCodeIPv6, 2, "icmpTypeCodeIPv6", ICMPv6TypeCode}, v9: Field{32, 2, "ICMP_TYPE", ICMPv6TypeCode}, family: 6, twin: "icmpTypeCodeIPv4"},
 	{ipfix: Field{IEVLANID, 2, "vlanId", VLAN}, v9: Field{58, 2, "SRC_VLAN", VLAN}},
 	{ipfix: Field{IEIPVersion, 1, "ipVersion", IPVersion}, v9: Field{60, 1, "IP_PROTOCOL_VERSION", IPVersion}},
+	// The whole ToS byte (IPv4) or Traffic Class (IPv6), DSCP and ECN, as
+	// NetFlow v5's tos and softflowd export it; part of the flow key.
+	{ipfix: Field{IEIPClassOfService, 1, "ipClassOfService", TOS}, v9: Field{5, 1, "SRC_TOS", TOS}},
 }
 
 // The default layouts, one table each, written as the IPv4-ingress variant:
@@ -106,7 +110,7 @@ var (
 	defaultIPFIXNames = []string{
 		"sourceIPv4Address", "destinationIPv4Address",
 		"sourceTransportPort", "destinationTransportPort",
-		"protocolIdentifier", "tcpControlBits",
+		"protocolIdentifier", "ipClassOfService", "tcpControlBits",
 		"octetDeltaCount", "packetDeltaCount",
 		"flowStartMilliseconds", "flowEndMilliseconds",
 		"flowDirection", "ingressInterface", "flowEndReason",
@@ -117,7 +121,7 @@ var (
 	defaultV9Names = []string{
 		"sourceIPv4Address", "destinationIPv4Address",
 		"sourceTransportPort", "destinationTransportPort",
-		"protocolIdentifier", "tcpControlBits",
+		"protocolIdentifier", "ipClassOfService", "tcpControlBits",
 		"octetDeltaCount", "packetDeltaCount",
 		"flowStartMilliseconds", "flowEndMilliseconds",
 		"flowDirection", "ingressInterface",
