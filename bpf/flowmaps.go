@@ -46,9 +46,9 @@ type flowMaps struct {
 	// seen4[i] and seen[i] hold, per flow of flows4_i and flows_i, the
 	// packets and bytes already handed out (16 bytes and the map's key).
 	seen4 [2]map[NetFlowId4]flowTotals
-	seen  [2]map[NetFlowId]flowTotals
+	seen  [2]map[NetFlowId6]flowTotals
 
-	keys  []NetFlowId
+	keys  []NetFlowId6
 	keys4 []NetFlowId4
 
 	// detached is set when programs were detached: one may still be
@@ -93,8 +93,8 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 		precise:  cfg.preciseClock,
 		genStart: time.Now(),
 		seen4:    [2]map[NetFlowId4]flowTotals{{}, {}},
-		seen:     [2]map[NetFlowId]flowTotals{{}, {}},
-		keys:     make([]NetFlowId, drainBatch),
+		seen:     [2]map[NetFlowId6]flowTotals{{}, {}},
+		keys:     make([]NetFlowId6, drainBatch),
 		keys4:    make([]NetFlowId4, drainBatch),
 		values:   make([]NetFlowMetrics, drainBatch*ncpu),
 	}
@@ -241,7 +241,7 @@ func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)
 	if err != nil {
 		return 0, err
 	}
-	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen[gen], func(id NetFlowId) NetFlowId { return id }, del, fn)
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen[gen], NetFlowId6.id, del, fn)
 	return max(n4, n6), err
 }
 

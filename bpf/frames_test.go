@@ -73,6 +73,7 @@ type ipv4 struct {
 	fragOff  uint16 // in 8-byte units
 	mf       bool   // more fragments
 	ttl      uint8
+	tos      uint8 // type of service byte: DSCP << 2 | ECN
 }
 
 func checksum(b []byte) uint16 {
@@ -96,6 +97,7 @@ func (h ipv4) build(payload []byte) []byte {
 	hl := 20 + len(h.options)
 	b := make([]byte, hl, hl+len(payload))
 	b[0] = 0x40 | byte(hl/4)
+	b[1] = h.tos
 	binary.BigEndian.PutUint16(b[2:], uint16(hl+len(payload)))
 	binary.BigEndian.PutUint16(b[4:], 0x4846) // identification
 	fo := h.fragOff & 0x1fff
@@ -167,6 +169,8 @@ type ipv6 struct {
 	src, dst netip.Addr
 	exts     []ipv6Ext
 	proto    uint8 // transport protocol after the chain
+	tclass   uint8 // Traffic Class: DSCP << 2 | ECN
+	flow     uint32
 }
 
 func (h ipv6) build(payload []byte) []byte {
@@ -183,7 +187,7 @@ func (h ipv6) build(payload []byte) []byte {
 		first = h.exts[0].proto
 	}
 	b := make([]byte, 40, 40+len(chain)+len(payload))
-	b[0] = 0x60
+	binary.BigEndian.PutUint32(b[0:], 6<<28|uint32(h.tclass)<<20|h.flow&0xfffff)
 	binary.BigEndian.PutUint16(b[4:], uint16(len(chain)+len(payload)))
 	b[6] = first
 	b[7] = 64

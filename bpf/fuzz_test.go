@@ -166,6 +166,10 @@ func fuzzSeeds() [][]byte {
 			b[41] = 200
 			return b
 		}()),
+		// ToS and Traffic Class with every bit set, the flow label's
+		// too.
+		ether(etherTypeIPv4, nil, ipv4{src: v4a, dst: v4b, proto: protoUDP, tos: 0xff}.build(udp(1, 2, nil))),
+		ether(etherTypeIPv6, nil, ipv6{src: v6a, dst: v6b, proto: protoUDP, tclass: 0xff, flow: 0xfffff}.build(udp(1, 2, nil))),
 		// Bug: IPv4 total length shorter than the header.
 		ether(etherTypeIPv4, nil, setLen(ipv4{src: v4a, dst: v4b, proto: 47}.build(bytesN(8)), 2, 12)),
 	}

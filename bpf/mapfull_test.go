@@ -15,6 +15,11 @@ func udpFlow(sport uint16, payload int) pkt {
 	return v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(sport, 53, bytesN(payload)))
 }
 
+// udpFlowTOS is udpFlow with the ToS byte set to the low byte of sport.
+func udpFlowTOS(sport uint16, payload int) pkt {
+	return v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP, tos: uint8(sport)}, udp(sport, 53, bytesN(payload)))
+}
+
 // readRecords reads n records from the ring buffer, then checks that no
 // further record arrives before a short deadline.
 func readRecords(t *testing.T, f *FlowFetcher, n int) []Record {
@@ -41,17 +46,18 @@ func readRecords(t *testing.T, f *FlowFetcher, n int) []Record {
 
 // TestMapFull fills a 4-entry aggregation map with 10 distinct flows: 4 are
 // aggregated, the other 6 arrive one record per packet through the ring
-// buffer and are counted as MapFull. Flows already in the full map keep
-// aggregating, and the spare map installed by the drain has room again.
+// buffer (ToS included) and are counted as MapFull. Flows already in the
+// full map keep aggregating, and the spare map installed by the drain has
+// room again.
 func TestMapFull(t *testing.T) {
 	f := newTestFetcher(t, 4)
 	const flows = 10
 	const payload = 20
 	for i := range flows {
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), payload).frame(), nil)
+		runFrame(t, f.objs.IngressFlowParse, udpFlowTOS(uint16(1000+i), payload).frame(), nil)
 	}
 	// A flow that made it into the map still aggregates when it is full.
-	runFrame(t, f.objs.IngressFlowParse, udpFlow(1000, payload).frame(), nil)
+	runFrame(t, f.objs.IngressFlowParse, udpFlowTOS(1000, payload).frame(), nil)
 
 	recs := readRecords(t, f, flows-4)
 	seen := map[uint16]bool{}
@@ -61,7 +67,8 @@ func TestMapFull(t *testing.T) {
 		}
 		seen[r.Id.SrcPort] = true
 		if r.Id.DstPort != 53 || r.Id.TransportProtocol != protoUDP || r.Id.Direction != DirectionIngress ||
-			r.Id.EthProtocol != etherTypeIPv4 || r.Id.SrcIp != ipKey("198.18.0.1") || r.Id.IfIndex != 1 {
+			r.Id.EthProtocol != etherTypeIPv4 || r.Id.SrcIp != ipKey("198.18.0.1") || r.Id.IfIndex != 1 ||
+			r.Id.Tos != uint8(r.Id.SrcPort) {
 			t.Errorf("diverted key %+v", r.Id)
 		}
 		if r.Metrics.Packets != 1 || r.Metrics.Bytes != 20+8+payload || r.Metrics.StartMonoTimeTs == 0 ||

@@ -25,8 +25,6 @@ const (
 	NetCounterKeyCOUNTER_MAX          NetCounterKey = 6
 )
 
-type NetFlowId NetFlowIdT
-
 type NetFlowId4 NetFlowId4T
 
 type NetFlowId4T struct {
@@ -41,15 +39,17 @@ type NetFlowId4T struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
-	Pad               [2]uint8
+	Tos               uint8
+	Pad               uint8
 }
 
-type NetFlowIdT struct {
+type NetFlowId6 NetFlowId6T
+
+type NetFlowId6T struct {
 	_                 structs.HostLayout
 	SrcIp             [16]uint8
 	DstIp             [16]uint8
 	IfIndex           uint32
-	EthProtocol       uint16
 	SrcPort           uint16
 	DstPort           uint16
 	VlanId            uint16
@@ -57,6 +57,26 @@ type NetFlowIdT struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
+	Tos               uint8
+	Pad               uint8
+}
+
+type NetFlowIdT struct {
+	_                 structs.HostLayout
+	SrcIp             [16]uint8
+	DstIp             [16]uint8
+	IfIndex           uint32
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+	Tos               uint8
+	Pad               uint8
+	EthProtocol       uint16
+	Pad2              [2]uint8
 }
 
 type NetFlowMetrics NetFlowMetricsT
@@ -74,7 +94,8 @@ type NetFlowMetricsT struct {
 
 type NetFlowRecordT struct {
 	_       structs.HostLayout
-	Id      NetFlowId
+	Id      NetFlowIdT
+	Pad     uint32
 	Metrics NetFlowMetrics
 }
 
@@ -116,6 +137,7 @@ const (
 	NetVarSamplingMode            = "sampling_mode"
 	NetVarUnusedCounterKey        = "unused_counter_key"
 	NetVarUnusedFlowId4           = "unused_flow_id4"
+	NetVarUnusedFlowId6           = "unused_flow_id6"
 	NetVarUnusedFlowRecord        = "unused_flow_record"
 	NetVarUnusedFlowState         = "unused_flow_state"
 	NetVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
@@ -193,6 +215,7 @@ type NetVariableSpecs struct {
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
 	UnusedFlowId4           *ebpf.VariableSpec `ebpf:"unused_flow_id4"`
+	UnusedFlowId6           *ebpf.VariableSpec `ebpf:"unused_flow_id6"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
@@ -252,6 +275,7 @@ type NetVariables struct {
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
 	UnusedFlowId4           *ebpf.Variable `ebpf:"unused_flow_id4"`
+	UnusedFlowId6           *ebpf.Variable `ebpf:"unused_flow_id6"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`

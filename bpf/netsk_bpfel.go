@@ -13,21 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type NetSkFlowId struct {
-	_                 structs.HostLayout
-	SrcIp             [16]uint8
-	DstIp             [16]uint8
-	IfIndex           uint32
-	EthProtocol       uint16
-	SrcPort           uint16
-	DstPort           uint16
-	VlanId            uint16
-	TransportProtocol uint8
-	Direction         uint8
-	IcmpType          uint8
-	IcmpCode          uint8
-}
-
 type NetSkFlowId4 struct {
 	_                 structs.HostLayout
 	SrcIp             [4]uint8
@@ -40,7 +25,24 @@ type NetSkFlowId4 struct {
 	Direction         uint8
 	IcmpType          uint8
 	IcmpCode          uint8
-	Pad               [2]uint8
+	Tos               uint8
+	Pad               uint8
+}
+
+type NetSkFlowId6 struct {
+	_                 structs.HostLayout
+	SrcIp             [16]uint8
+	DstIp             [16]uint8
+	IfIndex           uint32
+	SrcPort           uint16
+	DstPort           uint16
+	VlanId            uint16
+	TransportProtocol uint8
+	Direction         uint8
+	IcmpType          uint8
+	IcmpCode          uint8
+	Tos               uint8
+	Pad               uint8
 }
 
 type NetSkFlowMetrics struct {
@@ -81,6 +83,7 @@ const (
 	NetSkVarSamplingMode            = "sampling_mode"
 	NetSkVarUnusedCounterKey        = "unused_counter_key"
 	NetSkVarUnusedFlowId4           = "unused_flow_id4"
+	NetSkVarUnusedFlowId6           = "unused_flow_id6"
 	NetSkVarUnusedFlowRecord        = "unused_flow_record"
 	NetSkVarUnusedFlowState         = "unused_flow_state"
 	NetSkVarUnusedSamplingAlgorithm = "unused_sampling_algorithm"
@@ -156,6 +159,7 @@ type NetSkVariableSpecs struct {
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.VariableSpec `ebpf:"unused_counter_key"`
 	UnusedFlowId4           *ebpf.VariableSpec `ebpf:"unused_flow_id4"`
+	UnusedFlowId6           *ebpf.VariableSpec `ebpf:"unused_flow_id6"`
 	UnusedFlowRecord        *ebpf.VariableSpec `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.VariableSpec `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.VariableSpec `ebpf:"unused_sampling_algorithm"`
@@ -215,6 +219,7 @@ type NetSkVariables struct {
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
 	UnusedCounterKey        *ebpf.Variable `ebpf:"unused_counter_key"`
 	UnusedFlowId4           *ebpf.Variable `ebpf:"unused_flow_id4"`
+	UnusedFlowId6           *ebpf.Variable `ebpf:"unused_flow_id6"`
 	UnusedFlowRecord        *ebpf.Variable `ebpf:"unused_flow_record"`
 	UnusedFlowState         *ebpf.Variable `ebpf:"unused_flow_state"`
 	UnusedSamplingAlgorithm *ebpf.Variable `ebpf:"unused_sampling_algorithm"`

@@ -61,6 +61,7 @@ func parseCases() []parseCase {
 	}
 	withVLAN := func(k NetFlowId, vid uint16) NetFlowId { k.VlanId = vid; return k }
 	withICMP := func(k NetFlowId, typ, code uint8) NetFlowId { k.IcmpType, k.IcmpCode = typ, code; return k }
+	withTOS := func(k NetFlowId, tos uint8) NetFlowId { k.Tos = tos; return k }
 	udp6 := ipv6{src: v6a, dst: v6b, proto: protoUDP}
 
 	return []parseCase{
@@ -103,6 +104,40 @@ func parseCases() []parseCase {
 			pkts:  []pkt{padded(v6pkt(ipv6{src: v6a, dst: v6b, proto: protoTCP}, tcp(1, 2, tcpACK, nil, nil), vlanTag{tpid: 0x8100, vid: 7}), 8)},
 			want:  withVLAN(v6key(protoTCP, 1, 2), 7),
 			flags: tcpACK,
+		},
+		{
+			// The whole byte, ECN bits included: DSCP EF (46) with
+			// ECT(0) is 0xba.
+			name:   "ipv4 tos byte, fast path",
+			pkts:   []pkt{v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP, tos: 0xba}, udp(1, 2, bytesN(10)))},
+			repeat: 2,
+			want:   withTOS(v4key(protoUDP, 1, 2), 0xba),
+		},
+		{
+			name:  "ipv4 tos byte with options, slow path",
+			pkts:  []pkt{v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP, tos: 0x03, options: []byte{0x94, 0x04, 0, 0}}, tcp(1, 2, tcpSYN, nil, nil))},
+			want:  withTOS(v4key(protoTCP, 1, 2), 0x03),
+			flags: tcpSYN,
+		},
+		{
+			name: "ipv4 tos of a non-first fragment",
+			pkts: []pkt{v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP, tos: 0xff, fragOff: 10}, bytesN(8))},
+			want: withTOS(v4key(protoUDP, 0, 0), 0xff),
+		},
+		{
+			// Traffic Class straddles bytes 0 and 1; a flow label
+			// of all ones beside it must not leak in.
+			name:   "ipv6 traffic class, fast path",
+			pkts:   []pkt{v6pkt(ipv6{src: v6a, dst: v6b, proto: protoTCP, tclass: 0xb9, flow: 0xfffff}, tcp(1, 2, tcpACK, nil, nil))},
+			repeat: 2,
+			want:   withTOS(v6key(protoTCP, 1, 2), 0xb9),
+			flags:  tcpACK,
+		},
+		{
+			name: "ipv6 traffic class behind a vlan tag, slow path",
+			pkts: []pkt{v6pkt(ipv6{src: v6a, dst: v6b, proto: protoUDP, tclass: 0x81, exts: []ipv6Ext{{proto: protoHop, length: 8}}},
+				udp(1, 2, nil), vlanTag{tpid: tpid8021Q, vid: 3})},
+			want: withTOS(withVLAN(v6key(protoUDP, 1, 2), 3), 0x81),
 		},
 		{
 			name:   "ipv4 udp",
@@ -443,8 +478,8 @@ func TestParseGSO(t *testing.T) {
 }
 
 // TestParseDistinctKeys checks that every key field separates flows: the
-// same 5-tuple seen by the two programs, on two VLANs, or with two ICMP
-// types makes distinct flows.
+// same 5-tuple seen by the two programs, on two VLANs, with two ICMP
+// types, or with two ToS values (IPv4 and IPv6) makes distinct flows.
 func TestParseDistinctKeys(t *testing.T) {
 	f := newTestFetcher(t, 64)
 	u := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(1, 2, nil))
@@ -452,13 +487,16 @@ func TestParseDistinctKeys(t *testing.T) {
 	tagged := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(1, 2, nil), vlanTag{tpid: tpid8021Q, vid: 7})
 	echo := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoICMP}, icmpEcho(8, 0, 1, 1, nil))
 	reply := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoICMP}, icmpEcho(0, 0, 1, 1, nil))
-	for _, p := range []pkt{u, rev, tagged, echo, reply} {
+	ef := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP, tos: 0xb8}, udp(1, 2, nil))
+	u6 := v6pkt(ipv6{src: v6a, dst: v6b, proto: protoUDP}, udp(1, 2, nil))
+	u6cs1 := v6pkt(ipv6{src: v6a, dst: v6b, proto: protoUDP, tclass: 0x20}, udp(1, 2, nil))
+	for _, p := range []pkt{u, rev, tagged, echo, reply, ef, u6, u6cs1} {
 		runFrame(t, f.objs.IngressFlowParse, p.frame(), nil)
 		runFrame(t, f.objs.EgressFlowParse, p.frame(), nil)
 	}
 	flows := drain(t, f)
-	if len(flows) != 10 {
-		t.Fatalf("got %d flows, want 10", len(flows))
+	if len(flows) != 16 {
+		t.Fatalf("got %d flows, want 16", len(flows))
 	}
 	for id, m := range flows {
 		if m.Packets != 1 {

@@ -10,12 +10,14 @@ package bpf
 //   - IEEE 802.1Q C-tag (TPID 0x8100) and 802.1ad S-tag (0x88a8): 2-byte
 //     TPID, 2-byte TCI whose low 12 bits are the VID. hostflow reads up to
 //     two tags and keys by the outermost VID; a third tag leaves no IP type.
-//   - IPv4 (RFC 791): version 4, IHL in 32-bit words (at least 5), total
+//   - IPv4 (RFC 791): the type of service byte (byte 1, DSCP and ECN
+//     since RFC 2474 and RFC 3168) is kept as the key's tos; version 4, IHL in 32-bit words (at least 5), total
 //     length covering header and data (0 is accepted: TSO and BIG TCP
 //     leave it unset); the fragment offset (low 13 bits of bytes 6-7) is
 //     non-zero on every fragment but the first, which alone carries the
 //     transport header (RFC 791, RFC 1858).
-//   - IPv6 (RFC 8200): version 6, 40-byte header, payload length (0 for
+//   - IPv6 (RFC 8200): version 6, Traffic Class (the 8 bits after the
+//     version) kept as the key's tos, 40-byte header, payload length (0 for
 //     jumbograms, RFC 2675); extension headers hop-by-hop (0), routing
 //     (43), destination options (60) are (len+1)*8 bytes, fragment (44) is
 //     8 bytes with the offset in the high 13 bits of bytes 2-3, AH (51,
@@ -108,6 +110,7 @@ func refIPv4(r refResult, pkt []byte) refResult {
 	copy(r.key.SrcIp[12:], pkt[12:16])
 	copy(r.key.DstIp[12:], pkt[16:20])
 	r.key.TransportProtocol = pkt[9]
+	r.key.Tos = pkt[1]
 	r.bytes = uint64(len(pkt))
 	if binary.BigEndian.Uint16(pkt[6:8])&0x1fff != 0 {
 		return r // a later fragment: no transport header
@@ -124,6 +127,7 @@ func refIPv6(r refResult, pkt []byte) refResult {
 	}
 	copy(r.key.SrcIp[:], pkt[8:24])
 	copy(r.key.DstIp[:], pkt[24:40])
+	r.key.Tos = uint8(binary.BigEndian.Uint16(pkt[0:2]) >> 4)
 	r.bytes = uint64(len(pkt))
 	next := pkt[6]
 	rest := pkt[40:]

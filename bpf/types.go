@@ -57,10 +57,12 @@ func IPAddrFrom(a netip.Addr) IPAddr {
 	return IPAddr(a.As16())
 }
 
-// NetFlowId (generated from the C typedef flow_id, the aggregation maps'
-// key) is the flow key the kernel aggregates by. It is a comparable value
-// type, usable as a Go map key; the zero value is not a valid flow (it has
-// no ethertype).
+// NetFlowId is the flow key the kernel aggregates by: the C typedef
+// flow_id, generated as NetFlowIdT (bpf2go names only map key types; the
+// maps are keyed by its IPv4 form NetFlowId4 and by NetFlowId6, its first
+// 48 bytes). It is a comparable value type, usable as a Go map key; the
+// zero value is not a valid flow (it has no ethertype).
+type NetFlowId NetFlowIdT
 
 // Valid reports whether the key names a flow: it has an L3 protocol.
 func (id NetFlowId) Valid() bool {
@@ -175,10 +177,30 @@ func (k NetFlowId4) id() NetFlowId {
 		Direction:         k.Direction,
 		IcmpType:          k.IcmpType,
 		IcmpCode:          k.IcmpCode,
+		Tos:               k.Tos,
 	}
 	id.SrcIp[10], id.SrcIp[11] = 0xff, 0xff
 	id.DstIp[10], id.DstIp[11] = 0xff, 0xff
 	copy(id.SrcIp[12:], k.SrcIp[:])
 	copy(id.DstIp[12:], k.DstIp[:])
 	return id
+}
+
+// id returns the flow key of an IPv6 key: the same fields, ethertype
+// 0x86dd.
+func (k NetFlowId6) id() NetFlowId {
+	return NetFlowId{
+		SrcIp:             k.SrcIp,
+		DstIp:             k.DstIp,
+		EthProtocol:       0x86dd,
+		IfIndex:           k.IfIndex,
+		SrcPort:           k.SrcPort,
+		DstPort:           k.DstPort,
+		VlanId:            k.VlanId,
+		TransportProtocol: k.TransportProtocol,
+		Direction:         k.Direction,
+		IcmpType:          k.IcmpType,
+		IcmpCode:          k.IcmpCode,
+		Tos:               k.Tos,
+	}
 }

@@ -435,6 +435,7 @@ var directPuts = map[putKey]putFunc{
 	{templates.Interface, 4}:      func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint32(d, f.Key.IfIndex) },
 	{templates.EndReason, 1}:      func(d []byte, f *Flow, _ int64) { d[0] = byte(f.EndReason) },
 	{templates.VLAN, 2}:           func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, f.Key.VlanId) },
+	{templates.TOS, 1}:            func(d []byte, f *Flow, _ int64) { d[0] = f.Key.Tos },
 	{templates.ICMPv4TypeCode, 2}: func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, icmpTypeCode(&f.Key, protoICMP)) },
 	{templates.ICMPv6TypeCode, 2}: func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, icmpTypeCode(&f.Key, protoICMPv6)) },
 }
@@ -467,6 +468,8 @@ func uintValue(v templates.Value) func(*Flow) uint64 {
 		return func(f *Flow) uint64 { return uint64(icmpTypeCode(&f.Key, protoICMPv6)) }
 	case templates.VLAN:
 		return func(f *Flow) uint64 { return uint64(f.Key.VlanId) }
+	case templates.TOS:
+		return func(f *Flow) uint64 { return uint64(f.Key.Tos) }
 	case templates.SrcPrefixLen:
 		return func(f *Flow) uint64 { return uint64(f.SrcPrefixLen) }
 	case templates.DstPrefixLen:

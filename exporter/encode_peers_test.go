@@ -37,7 +37,7 @@ func needTool(t *testing.T, name string) string {
 func peerMessages(t *testing.T, proto templates.ExportProtocol) [][]byte {
 	t.Helper()
 	w := &captureWriter{}
-	e, clk := newOptionsExporter(t, proto, w, 600, testOptions())
+	e, clk := newOptionsExporter(t, proto, w, 640, testOptions())
 	flows := append(sampleFlows(), randomFlows(200, 21)...)
 	if err := e.Export(flows); err != nil {
 		t.Fatal(err)

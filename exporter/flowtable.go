@@ -96,7 +96,8 @@ func (t *flowTable) hash(id *bpf.NetFlowId) uint64 {
 	le := binary.LittleEndian
 	h := mix(le.Uint64(id.SrcIp[0:8])^t.seed[0], le.Uint64(id.SrcIp[8:16])^t.seed[1])
 	h = mix(h^le.Uint64(id.DstIp[0:8]), le.Uint64(id.DstIp[8:16])^t.seed[2])
-	w := uint64(id.IfIndex) | uint64(id.EthProtocol)<<32 | uint64(id.SrcPort)<<48
+	// The ToS shares bits with the ethertype, which has two values.
+	w := uint64(id.IfIndex) | (uint64(id.EthProtocol)^uint64(id.Tos))<<32 | uint64(id.SrcPort)<<48
 	x := uint64(id.DstPort) | uint64(id.VlanId)<<16 | uint64(id.TransportProtocol)<<32 |
 		uint64(id.Direction)<<40 | uint64(id.IcmpType)<<48 | uint64(id.IcmpCode)<<56
 	return mix(h^w^t.seed[3], x^t.seed[0])

@@ -246,6 +246,7 @@ func wantRecord(f *Flow) decodedRecord {
 			"sourceTransportPort":      uint64(k.SrcPort),
 			"destinationTransportPort": uint64(k.DstPort),
 			"protocolIdentifier":       uint64(k.TransportProtocol),
+			"ipClassOfService":         uint64(k.Tos),
 			"tcpControlBits":           uint64(f.TCPFlags),
 			"octetDeltaCount":          f.Bytes,
 			"packetDeltaCount":         f.Packets,
@@ -275,9 +276,9 @@ func wantRecord(f *Flow) decodedRecord {
 // transport ones have two ports, ICMP ones one type and code.
 func wantFieldCount(id uint16) int {
 	if id >= templates.ICMPv4Ingress {
-		return 13
+		return 14
 	}
-	return 14
+	return 15
 }
 
 // checkRecord compares a decoded record with the flow it came from, field by

@@ -85,12 +85,13 @@ func testFlow(k bpf.NetFlowId, packets, bytes uint64, start, dur time.Duration) 
 	}
 }
 
-// sampleFlows has flows of every template, ICMP of both families, a VLAN
-// and TCP flags. It feeds the golden files: changing it changes them.
+// sampleFlows has flows of every template, ICMP of both families, a VLAN,
+// ToS values and TCP flags. It feeds the golden files: changing it changes them.
 func sampleFlows() []Flow {
 	tcp4 := testFlow(flowKey("192.0.2.1", "198.51.100.7", 40000, 443, 6, 0, 2), 12, 3456, 30*time.Second, 29*time.Second+123*time.Millisecond)
 	tcp4.TCPFlags = 0x1b
 	tcp4.EndReason = EndOfFlowDetected
+	tcp4.Key.Tos = 0xb8 // DSCP EF
 	udp4 := testFlow(flowKey("10.0.0.1", "10.0.0.53", 5353, 53, 17, 1, 3), 1, 80, time.Second, 0)
 	udp4.Key.VlanId = 100
 	icmp4 := testFlow(flowKey("192.0.2.9", "192.0.2.1", 0, 0, 1, 0, 2), 3, 252, 5*time.Second, 2*time.Second)
@@ -98,9 +99,11 @@ func sampleFlows() []Flow {
 	icmp4out := testFlow(flowKey("192.0.2.1", "192.0.2.9", 0, 0, 1, 1, 2), 3, 252, 5*time.Second, 2*time.Second)
 	icmp4out.Key.IcmpType, icmp4out.Key.IcmpCode = 3, 13
 	icmp4out.EndReason = EndActiveTimeout
+	icmp4out.Key.Tos = 0xc0 // DSCP CS6
 	tcp6 := testFlow(flowKey("2001:db8::1", "2001:db8::2", 22, 51000, 6, 0, 4), 1000, 1<<33, time.Minute, time.Minute)
 	tcp6.TCPFlags = 0x18
 	tcp6.EndReason = EndForced
+	tcp6.Key.Tos = 0x29 // DSCP AF11, ECT(1)
 	udp6 := testFlow(flowKey("2001:db8::2", "2001:db8::1", 51000, 22, 17, 0, 4), 2, 200, time.Second, time.Millisecond)
 	icmp6 := testFlow(flowKey("fe80::1", "ff02::1", 0, 0, 58, 1, 5), 1, 72, 0, 0)
 	icmp6.Key.IcmpType, icmp6.Key.IcmpCode = 135, 0
@@ -154,6 +157,8 @@ func randomFlows(n int, seed uint64) []Flow {
 		k.IfIndex = r.Uint32N(64)
 		k.VlanId = uint16(r.IntN(4096))
 		k.IcmpType, k.IcmpCode = uint8(r.Uint32()), uint8(r.Uint32())
+		// Derived, not drawn: the draws that follow stay the same.
+		k.Tos = uint8(k.SrcPort) ^ uint8(k.DstPort>>8)
 		start := testEpoch.Add(-time.Duration(r.Int64N(int64(time.Hour))))
 		flows[i] = Flow{
 			Key: k, Packets: r.Uint64(), Bytes: r.Uint64(),
@@ -182,13 +187,14 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				f := testFlow(flowKey("192.0.2.1", "198.51.100.7", 40000, 443, 6, 0, 2), 12, 3456, 30*time.Second, 29*time.Second+123*time.Millisecond)
 				f.TCPFlags = 0x1b
 				f.EndReason = EndOfFlowDetected
+				f.Key.Tos = 0xb8
 				return f
 			}(),
 			template: 256,
 			addrs:    map[string]string{"sourceIPv4Address": "192.0.2.1", "destinationIPv4Address": "198.51.100.7"},
 			uints: map[string]uint64{
 				"sourceTransportPort": 40000, "destinationTransportPort": 443, "protocolIdentifier": 6,
-				"tcpControlBits": 0x1b, "octetDeltaCount": 3456, "packetDeltaCount": 12,
+				"ipClassOfService": 0xb8, "tcpControlBits": 0x1b, "octetDeltaCount": 3456, "packetDeltaCount": 12,
 				"flowStartMilliseconds": ms - 30000, "flowEndMilliseconds": ms - 877,
 				"flowDirection": 0, "ingressInterface": 2, "flowEndReason": 3,
 				"vlanId": 0,
@@ -205,8 +211,8 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			template: 261, // ICMP, IPv4, egress: no ports
 			addrs:    map[string]string{"sourceIPv4Address": "192.0.2.1", "destinationIPv4Address": "192.0.2.9"},
 			uints: map[string]uint64{
-				"protocolIdentifier": 1,
-				"tcpControlBits":     0, "octetDeltaCount": 252, "packetDeltaCount": 3,
+				"protocolIdentifier": 1, "ipClassOfService": 0,
+				"tcpControlBits": 0, "octetDeltaCount": 252, "packetDeltaCount": 3,
 				"flowStartMilliseconds": ms, "flowEndMilliseconds": ms,
 				"flowDirection": 1, "egressInterface": 7, "flowEndReason": 2,
 				"icmpTypeCodeIPv4": 3<<8 | 13, "vlanId": 100,
@@ -217,13 +223,14 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			flow: func() Flow {
 				f := testFlow(flowKey("fe80::1", "ff02::1", 0, 0, 58, 0, 5), 1, 72, time.Millisecond, time.Millisecond)
 				f.Key.IcmpType, f.Key.IcmpCode = 135, 0
+				f.Key.Tos = 0xff
 				return f
 			}(),
 			template: 262, // ICMP, IPv6, ingress: no ports
 			addrs:    map[string]string{"sourceIPv6Address": "fe80::1", "destinationIPv6Address": "ff02::1"},
 			uints: map[string]uint64{
-				"protocolIdentifier": 58,
-				"tcpControlBits":     0, "octetDeltaCount": 72, "packetDeltaCount": 1,
+				"protocolIdentifier": 58, "ipClassOfService": 0xff,
+				"tcpControlBits": 0, "octetDeltaCount": 72, "packetDeltaCount": 1,
 				"flowStartMilliseconds": ms - 1, "flowEndMilliseconds": ms,
 				"flowDirection": 0, "ingressInterface": 5, "flowEndReason": 1,
 				"icmpTypeCodeIPv6": 135 << 8, "vlanId": 0,
@@ -241,7 +248,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			addrs:    map[string]string{"sourceIPv6Address": "2001:db8::2", "destinationIPv6Address": "2001:db8:ffff::9"},
 			uints: map[string]uint64{
 				"sourceTransportPort": 1234, "destinationTransportPort": 4739, "protocolIdentifier": 17,
-				"tcpControlBits": 0, "octetDeltaCount": 1 << 40, "packetDeltaCount": math.MaxUint64,
+				"ipClassOfService": 0, "tcpControlBits": 0, "octetDeltaCount": 1 << 40, "packetDeltaCount": math.MaxUint64,
 				"flowStartMilliseconds": ms - 2000, "flowEndMilliseconds": ms - 1000,
 				"flowDirection": 1, "egressInterface": 1, "flowEndReason": 4,
 				"vlanId": 0,
@@ -256,7 +263,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			template: 256,
 			uints: map[string]uint64{
 				"sourceTransportPort": 1, "destinationTransportPort": 2, "protocolIdentifier": 17,
-				"tcpControlBits": 0, "octetDeltaCount": 0, "packetDeltaCount": 0,
+				"ipClassOfService": 0, "tcpControlBits": 0, "octetDeltaCount": 0, "packetDeltaCount": 0,
 				"flowStartMilliseconds": 0, "flowEndMilliseconds": 0,
 				"flowDirection": 0, "ingressInterface": 1, "flowEndReason": 0,
 				"vlanId": 0,
@@ -502,8 +509,8 @@ func TestIPFIXTemplateRefresh(t *testing.T) {
 func TestIPFIXPacking(t *testing.T) {
 	flows := randomFlows(1000, 11)
 	want := inWireOrder(flows)
-	least := 16 + 4 + 4*(4+4*14) + 4*(4+4*13) // header + template set
-	for _, size := range []int{least, 501, 512, 1000, DefaultMaxMessageSize, 9000, 65535} {
+	least := 16 + 4 + 4*(4+4*15) + 4*(4+4*14) // header + template set
+	for _, size := range []int{least, 533, 548, 1000, DefaultMaxMessageSize, 9000, 65535} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			w := &captureWriter{}
 			e := newTestIPFIX(t, w, &ipfixClock{testEpoch}, size)
@@ -792,7 +799,7 @@ func TestIPFIXTemplateRefreshMessages(t *testing.T) {
 	t.Run("mid-export refresh in tiny messages", func(t *testing.T) {
 		// Every message wants templates, and templates leave no room
 		// for a record: the exporter must still make progress.
-		least := 16 + 4 + 4*(4+4*14) + 4*(4+4*13)
+		least := 16 + 4 + 4*(4+4*15) + 4*(4+4*14)
 		w := &captureWriter{}
 		e, err := NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: least, TemplateRefreshMessages: 1, Now: (&ipfixClock{testEpoch}).Now})
 		if err != nil {
@@ -844,7 +851,7 @@ func wantIPFIXRaw(f *Flow) map[uint16][]byte {
 	u64 := func(v uint64) []byte { return be.AppendUint64(nil, v) }
 	ms := func(t time.Time) []byte { return u64(uint64(max(t.UnixMilli(), 0))) }
 	v := map[uint16][]byte{
-		4: {k.TransportProtocol}, 6: u16(f.TCPFlags),
+		4: {k.TransportProtocol}, 5: {k.Tos}, 6: u16(f.TCPFlags),
 		1: u64(f.Bytes), 2: u64(f.Packets), 152: ms(f.Start), 153: ms(f.End),
 		61: {k.Direction}, 136: {byte(f.EndReason)}, 58: u16(k.VlanId),
 	}

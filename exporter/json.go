@@ -23,7 +23,8 @@ const JSONTimeLayout = jsonTimeLayout
 // this order: src, dst (text form, IPv4 unmapped),
 // src_port, dst_port, proto, ethertype, ifindex, ifname (the interface's
 // name, "" when unknown), direction ("ingress",
-// "egress" or "unknown"), vlan, icmp_type, icmp_code, packets, bytes,
+// "egress" or "unknown"), vlan, icmp_type, icmp_code, tos (the IPv4 ToS
+// byte or IPv6 Traffic Class, DSCP and ECN), packets, bytes,
 // start, end (jsonTimeLayout, UTC), tcp_flags, end_reason (EndReason's
 // String) and, only for sampled flows, sampling (N of 1-in-N). Field names
 // are stable: they are what scripts reading the output match on. Every
@@ -113,6 +114,8 @@ func appendJSON(b []byte, f *Flow, ifname string) []byte {
 	b = strconv.AppendUint(b, uint64(k.IcmpType), 10)
 	b = append(b, `,"icmp_code":`...)
 	b = strconv.AppendUint(b, uint64(k.IcmpCode), 10)
+	b = append(b, `,"tos":`...)
+	b = strconv.AppendUint(b, uint64(k.Tos), 10)
 	b = append(b, `,"packets":`...)
 	b = strconv.AppendUint(b, f.Packets, 10)
 	b = append(b, `,"bytes":`...)

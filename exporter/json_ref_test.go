@@ -23,6 +23,7 @@ type refJSONFlow struct {
 	VLAN      uint16 `json:"vlan"`
 	ICMPType  uint8  `json:"icmp_type"`
 	ICMPCode  uint8  `json:"icmp_code"`
+	TOS       uint8  `json:"tos"`
 	Packets   uint64 `json:"packets"`
 	Bytes     uint64 `json:"bytes"`
 	Start     string `json:"start"`
@@ -41,7 +42,7 @@ func refJSON(t *testing.T, f *Flow, ifname string) []byte {
 	err := enc.Encode(refJSONFlow{
 		Src: k.SrcAddr().String(), Dst: k.DstAddr().String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
 		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, IfName: ifname, Direction: directionName(k.Direction),
-		VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, Packets: f.Packets, Bytes: f.Bytes,
+		VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, TOS: k.Tos, Packets: f.Packets, Bytes: f.Bytes,
 		Start: f.Start.UTC().Format(jsonTimeLayout), End: f.End.UTC().Format(jsonTimeLayout),
 		TCPFlags: f.TCPFlags, EndReason: f.EndReason.String(), Sampling: samplingOf(f.SamplingInterval),
 	})
@@ -68,7 +69,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		}
 		k.SrcPort, k.DstPort, k.VlanId = uint16(rng.Uint32()), uint16(rng.Uint32()), uint16(rng.Uint32())
 		k.IfIndex, k.TransportProtocol, k.Direction = rng.Uint32(), uint8(rng.Uint32()), uint8(rng.IntN(3))
-		k.IcmpType, k.IcmpCode = uint8(rng.Uint32()), uint8(rng.Uint32())
+		k.IcmpType, k.IcmpCode, k.Tos = uint8(rng.Uint32()), uint8(rng.Uint32()), uint8(rng.Uint32())
 		f.Packets, f.Bytes = rng.Uint64(), rng.Uint64()>>uint(rng.IntN(64))
 		f.TCPFlags = uint16(rng.Uint32())
 		f.EndReason = EndReason(rng.IntN(7))

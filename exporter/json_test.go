@@ -51,14 +51,14 @@ func TestJSONLines(t *testing.T) {
 		{0, map[string]any{
 			"src": "192.0.2.1", "dst": "198.51.100.7", "src_port": 40000.0, "dst_port": 443.0,
 			"proto": 6.0, "ethertype": 2048.0, "ifindex": 2.0, "ifname": "eth0", "direction": "ingress", "vlan": 0.0,
-			"icmp_type": 0.0, "icmp_code": 0.0, "packets": 12.0, "bytes": 3456.0,
+			"icmp_type": 0.0, "icmp_code": 0.0, "tos": 184.0, "packets": 12.0, "bytes": 3456.0,
 			"start": "2024-05-01T11:59:30.000Z", "end": "2024-05-01T11:59:59.123Z",
 			"tcp_flags": 27.0, "end_reason": "end",
 		}},
 		{6, map[string]any{
 			"src": "fe80::1", "dst": "ff02::1", "src_port": 0.0, "dst_port": 0.0,
 			"proto": 58.0, "ethertype": 34525.0, "ifindex": 5.0, "ifname": "", "direction": "egress", "vlan": 4094.0,
-			"icmp_type": 135.0, "icmp_code": 0.0, "packets": 1.0, "bytes": 72.0,
+			"icmp_type": 135.0, "icmp_code": 0.0, "tos": 0.0, "packets": 1.0, "bytes": 72.0,
 			"start": "2024-05-01T12:00:00.000Z", "end": "2024-05-01T12:00:00.000Z",
 			"tcp_flags": 0.0, "end_reason": "lack-of-resources",
 		}},

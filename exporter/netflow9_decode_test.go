@@ -168,7 +168,7 @@ func wantV9(f *Flow, start int64) (template uint16, vals map[uint16][]byte) {
 	}
 	icmp := (v4 && k.TransportProtocol == 1) || (!v4 && k.TransportProtocol == 58)
 	vals = map[uint16][]byte{
-		4: {k.TransportProtocol},
+		4: {k.TransportProtocol}, 5: {k.Tos},
 		6: {byte(f.TCPFlags)}, 1: u64(f.Bytes), 2: u64(f.Packets),
 		22: up(f.Start.UnixMilli()), 21: up(f.End.UnixMilli()),
 		61: {k.Direction}, 58: u16(k.VlanId),

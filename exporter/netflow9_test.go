@@ -52,11 +52,12 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			flow: func() Flow {
 				f := testFlow(flowKey("192.0.2.1", "198.51.100.7", 40000, 443, 6, 0, 2), 12, 3456, 30*time.Second, 29*time.Second+123*time.Millisecond)
 				f.TCPFlags = 0x11b // the ECE bit does not fit v9's byte
+				f.Key.Tos = 0x2e
 				return f
 			}(),
 			template: 256,
 			want: map[uint16][]byte{
-				8: {192, 0, 2, 1}, 12: {198, 51, 100, 7}, 7: {0x9c, 0x40}, 11: {1, 0xbb}, 4: {6}, 6: {0x1b},
+				8: {192, 0, 2, 1}, 12: {198, 51, 100, 7}, 7: {0x9c, 0x40}, 11: {1, 0xbb}, 4: {6}, 5: {0x2e}, 6: {0x1b},
 				1: {0, 0, 0, 0, 0, 0, 0x0d, 0x80}, 2: {0, 0, 0, 0, 0, 0, 0, 12},
 				22: be32(upNow - 30000), 21: be32(upNow - 877), 61: {0}, 10: {0, 0, 0, 2}, 58: {0, 0},
 			},
@@ -70,7 +71,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			}(),
 			template: 261, // ICMP, IPv4, egress: no ports
 			want: map[uint16][]byte{
-				8: {192, 0, 2, 1}, 12: {192, 0, 2, 9}, 4: {1}, 6: {0},
+				8: {192, 0, 2, 1}, 12: {192, 0, 2, 9}, 4: {1}, 5: {0}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0, 252}, 2: {0, 0, 0, 0, 0, 0, 0, 3},
 				22: be32(upNow), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 7}, 32: {3, 13}, 58: {0, 100},
 			},
@@ -85,7 +86,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			template: 262, // ICMP, IPv6, ingress: no ports
 			want: map[uint16][]byte{
 				27: netip.MustParseAddr("fe80::1").AsSlice(), 28: netip.MustParseAddr("ff02::1").AsSlice(),
-				4: {58}, 6: {0},
+				4: {58}, 5: {0}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0, 72}, 2: {0, 0, 0, 0, 0, 0, 0, 1},
 				22: be32(0), 21: be32(upNow), 61: {0}, 10: {0, 0, 0, 5}, 32: {135, 0}, 58: {0, 0},
 			},
@@ -100,7 +101,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			template: 259,
 			want: map[uint16][]byte{
 				27: netip.MustParseAddr("2001:db8::3").AsSlice(), 28: netip.MustParseAddr("2001:db8:ffff::9").AsSlice(),
-				7: {0x04, 0xd2}, 11: {0x08, 0x07}, 4: {17}, 6: {0},
+				7: {0x04, 0xd2}, 11: {0x08, 0x07}, 4: {17}, 5: {0}, 6: {0},
 				1: {0, 0, 0, 0, 0, 0, 0x1b, 0x58}, 2: {0, 0, 0, 0, 0, 0, 0, 5},
 				22: be32(upNow - 1000), 21: be32(upNow), 61: {1}, 14: {0, 0, 0, 1}, 58: {0, 0},
 			},

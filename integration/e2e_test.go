@@ -30,6 +30,7 @@ type nfRecord struct {
 	Output     *int   `json:"output_snmp"`
 	Direction  *int   `json:"direction"`
 	TCPFlags   string `json:"tcp_flags"`
+	SrcTos     *int   `json:"src_tos"`
 	SrcAddress string `json:"-"`
 	DstAddress string `json:"-"`
 }

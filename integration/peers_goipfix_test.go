@@ -238,14 +238,15 @@ func checkGoIPFIXRecords(t *testing.T, flows []peerFlow, recs []entities.Record)
 			{"flowEndMilliseconds", uint64(f.end.UnixMilli())},
 			{"flowEndReason", uint64(f.reason)},
 			{"vlanId", 0},
+			{"ipClassOfService", uint64(f.tos)},
 		} {
 			if v := g.u(c.name); v != c.want {
 				t.Errorf("%s: %s = %d, want %d", f, c.name, v, c.want)
 			}
 		}
-		want := 14
+		want := 15
 		if f.isICMP() {
-			want = 13
+			want = 14
 		}
 		if len(g) != want {
 			t.Errorf("%s: %d elements, want %d", f, len(g), want)

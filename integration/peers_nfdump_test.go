@@ -122,6 +122,9 @@ func checkNfdumpRecord(t *testing.T, proto templates.ExportProtocol, f peerFlow,
 	if r.Packets != f.packets || r.Bytes != f.bytes {
 		t.Errorf("%s: %d packets %d bytes, want %d %d", f, r.Packets, r.Bytes, f.packets, f.bytes)
 	}
+	if r.SrcTos == nil || *r.SrcTos != int(f.tos) {
+		t.Errorf("%s: src_tos %s, want %d", f, deref(r.SrcTos), f.tos)
+	}
 	in, out := deref(r.Input), deref(r.Output)
 	wantIn, wantOut := strconv.Itoa(int(f.ifindex)), "0"
 	if f.egress {

@@ -31,6 +31,7 @@ type peerFlow struct {
 	ifindex        uint32
 	packets, bytes uint64
 	flags          uint16
+	tos            uint8
 	start, end     time.Time
 	reason         exporter.EndReason
 }
@@ -82,7 +83,7 @@ func peerFlows(now time.Time) []peerFlow {
 	)
 	return []peerFlow{
 		{name: "tcp4 out", proto: 6, src: a4, dst: b4, sport: 40001, dport: 443, egress: true, ifindex: 3,
-			packets: 12, bytes: 1733, flags: syn | ack | psh | fin, start: at(1001), end: at(2345), reason: exporter.EndOfFlowDetected},
+			packets: 12, bytes: 1733, flags: syn | ack | psh | fin, tos: 0xb8, start: at(1001), end: at(2345), reason: exporter.EndOfFlowDetected},
 		{name: "tcp4 in", proto: 6, src: b4, dst: a4, sport: 443, dport: 40001, egress: false, ifindex: 3,
 			packets: 15, bytes: 18_222, flags: syn | ack | psh | fin, start: at(1012), end: at(2344), reason: exporter.EndOfFlowDetected},
 		{name: "udp4 out", proto: 17, src: a4, dst: c4, sport: 5353, dport: 53, egress: true, ifindex: 7,
@@ -94,13 +95,13 @@ func peerFlows(now time.Time) []peerFlow {
 		{name: "icmp4 unreachable", proto: 1, src: b4, dst: a4, icmpType: 3, icmpCode: 3, egress: false, ifindex: 3,
 			packets: 1, bytes: 56, start: at(5100), end: at(5100), reason: exporter.EndIdleTimeout},
 		{name: "tcp6 out", proto: 6, src: a6, dst: b6, sport: 50022, dport: 22, egress: true, ifindex: 12,
-			packets: 5_000_001, bytes: 7_000_000_123, flags: ack | psh, start: at(100), end: at(59_999), reason: exporter.EndActiveTimeout},
+			packets: 5_000_001, bytes: 7_000_000_123, flags: ack | psh, tos: 0x29, start: at(100), end: at(59_999), reason: exporter.EndActiveTimeout},
 		{name: "tcp6 in", proto: 6, src: b6, dst: a6, sport: 22, dport: 50022, egress: false, ifindex: 12,
 			packets: 2_500_000, bytes: 130_000_000, flags: ack | rst, start: at(101), end: at(59_998), reason: exporter.EndActiveTimeout},
 		{name: "udp6 out", proto: 17, src: a6, dst: c6, sport: 33434, dport: 4789, egress: true, ifindex: 7,
 			packets: 77, bytes: 98_765, start: at(10_000), end: at(20_500), reason: exporter.EndForced},
 		{name: "udp6 in", proto: 17, src: c6, dst: a6, sport: 4789, dport: 33434, egress: false, ifindex: 7,
-			packets: 1, bytes: 1280, start: at(10_250), end: at(10_250), reason: exporter.EndLackOfResources},
+			packets: 1, bytes: 1280, tos: 0xff, start: at(10_250), end: at(10_250), reason: exporter.EndLackOfResources},
 		{name: "icmp6 echo", proto: 58, src: a6, dst: b6, icmpType: 128, egress: true, ifindex: 12,
 			packets: 6, bytes: 624, start: at(30_000), end: at(35_001), reason: exporter.EndIdleTimeout},
 		{name: "icmp6 echo reply", proto: 58, src: b6, dst: a6, icmpType: 129, egress: false, ifindex: 12,
@@ -121,6 +122,7 @@ func (f peerFlow) exporterFlow() exporter.Flow {
 		Direction:         bpf.DirectionIngress,
 		IcmpType:          f.icmpType,
 		IcmpCode:          f.icmpCode,
+		Tos:               f.tos,
 	}
 	if f.src.Is6() {
 		k.EthProtocol = 0x86dd

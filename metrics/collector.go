@@ -11,6 +11,10 @@ var (
 		"Packets in exported flow records.", nil, nil)
 	descBytes = prometheus.NewDesc("hostflow_bytes_total",
 		"IP bytes in exported flow records.", nil, nil)
+	descObservedPackets = prometheus.NewDesc("hostflow_observed_packets_total",
+		"Packets the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.", nil, nil)
+	descObservedBytes = prometheus.NewDesc("hostflow_observed_bytes_total",
+		"IP bytes the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.", nil, nil)
 	descActive = prometheus.NewDesc("hostflow_flows_active",
 		"Flows in the user-space cache.", nil, nil)
 	descExported = prometheus.NewDesc("hostflow_flows_exported_total",
@@ -65,7 +69,7 @@ type collector struct {
 }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descActive, descExported, descDirect,
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descObservedPackets, descObservedBytes, descActive, descExported, descDirect,
 		descDrainErrors, descExportErrors, descMessages, descRecords, descSendErrors, descRecordsLost,
 		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
@@ -86,6 +90,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	f := c.src.Flows()
 	counter(descPackets, f.Packets)
 	counter(descBytes, f.Bytes)
+	counter(descObservedPackets, f.ObservedPackets)
+	counter(descObservedBytes, f.ObservedBytes)
 	gauge(descActive, float64(f.Active))
 	reasons := make([]string, 0, len(f.Exported))
 	for r := range f.Exported {

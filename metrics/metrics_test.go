@@ -17,7 +17,7 @@ type fakeSource struct {
 }
 
 func (fakeSource) Flows() FlowStats {
-	return FlowStats{Packets: 10, Bytes: 1000, Active: 3, DirectRecords: 2, DrainErrors: 1, ExportErrors: 4,
+	return FlowStats{Packets: 10, Bytes: 1000, ObservedPackets: 12, ObservedBytes: 1300, Active: 3, DirectRecords: 2, DrainErrors: 1, ExportErrors: 4,
 		Exported: map[string]uint64{"idle": 5, "active": 1, "forced": 0}}
 }
 
@@ -102,6 +102,12 @@ hostflow_kernel_ringbuf_full_total 2
 # HELP hostflow_kernel_sampled_out_total Packets skipped by sampling.
 # TYPE hostflow_kernel_sampled_out_total counter
 hostflow_kernel_sampled_out_total 6
+# HELP hostflow_observed_bytes_total IP bytes the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.
+# TYPE hostflow_observed_bytes_total counter
+hostflow_observed_bytes_total 1300
+# HELP hostflow_observed_packets_total Packets the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.
+# TYPE hostflow_observed_packets_total counter
+hostflow_observed_packets_total 12
 # HELP hostflow_packets_total Packets in exported flow records.
 # TYPE hostflow_packets_total counter
 hostflow_packets_total 10

@@ -19,6 +19,10 @@ type Source interface {
 type FlowStats struct {
 	// Packets and Bytes sum the exported flow records.
 	Packets, Bytes uint64
+	// ObservedPackets and ObservedBytes sum what the kernel counted, as
+	// read at each poll (and from the ring buffer): they grow within a
+	// poll interval of the traffic, before any flow ends.
+	ObservedPackets, ObservedBytes uint64
 	// Active is the number of flows in the cache.
 	Active int
 	// Exported counts flow records by end reason (label value).

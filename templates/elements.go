@@ -8,6 +8,7 @@ const (
 	IEOctetDeltaCount          uint16 = 1
 	IEPacketDeltaCount         uint16 = 2
 	IEProtocolIdentifier       uint16 = 4
+	IEIPClassOfService         uint16 = 5 // v9 SRC_TOS
 	IETCPControlBits           uint16 = 6
 	IESourceTransportPort      uint16 = 7
 	IESourceIPv4Address        uint16 = 8
@@ -107,6 +108,9 @@ var elements = []element{
 	// field keeps every record of a template the same length. v9 has it
 	// as IF_NAME (82) in Cisco's field type list.
 	{ipfix: Field{IEInterfaceName, InterfaceNameLen, "interfaceName", IfName}, v9: Field{IEInterfaceName, InterfaceNameLen, "IF_NAME", IfName}},
+	// The whole ToS byte (IPv4) or Traffic Class (IPv6), DSCP and ECN, as
+	// NetFlow v5's tos and softflowd export it; part of the flow key.
+	{ipfix: Field{IEIPClassOfService, 1, "ipClassOfService", TOS}, v9: Field{5, 1, "SRC_TOS", TOS}},
 }
 
 // The default layouts, one table each, written as the IPv4-ingress variant:
@@ -115,7 +119,7 @@ var (
 	defaultIPFIXNames = []string{
 		"sourceIPv4Address", "destinationIPv4Address",
 		"sourceTransportPort", "destinationTransportPort",
-		"protocolIdentifier", "tcpControlBits",
+		"protocolIdentifier", "ipClassOfService", "tcpControlBits",
 		"octetDeltaCount", "packetDeltaCount",
 		"flowStartMilliseconds", "flowEndMilliseconds",
 		"flowDirection", "ingressInterface", "flowEndReason",
@@ -126,7 +130,7 @@ var (
 	defaultV9Names = []string{
 		"sourceIPv4Address", "destinationIPv4Address",
 		"sourceTransportPort", "destinationTransportPort",
-		"protocolIdentifier", "tcpControlBits",
+		"protocolIdentifier", "ipClassOfService", "tcpControlBits",
 		"octetDeltaCount", "packetDeltaCount",
 		"flowStartMilliseconds", "flowEndMilliseconds",
 		"flowDirection", "ingressInterface",

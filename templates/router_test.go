@@ -39,8 +39,8 @@ func TestRouterSet(t *testing.T) {
 		recV4, recV6 int
 		recI4, recI6 int // ICMP templates: no ports, no post-NAPT ports
 	}{
-		{IPFIX, DefaultSet(IPFIX), ipfixV4, ipfixV6, "ingressInterface", 78, 138, 72, 132},
-		{NetFlowV9, DefaultSet(NetFlowV9), v9V4, v9V6, "INPUT_SNMP", 68, 128, 62, 122},
+		{IPFIX, DefaultSet(IPFIX), ipfixV4, ipfixV6, "ingressInterface", 79, 139, 73, 133},
+		{NetFlowV9, DefaultSet(NetFlowV9), v9V4, v9V6, "INPUT_SNMP", 69, 129, 63, 123},
 	} {
 		s := RouterSet(tc.p)
 		if s.Protocol != tc.p {
@@ -93,7 +93,7 @@ func TestRouterSet(t *testing.T) {
 		}
 	}
 	// The default sets are untouched by the router ones.
-	if got := DefaultSet(IPFIX).Templates()[0].Fields; len(got) != 14 || got[11].Value != Interface {
+	if got := DefaultSet(IPFIX).Templates()[0].Fields; len(got) != 15 || got[12].Value != Interface {
 		t.Errorf("default IPFIX set changed: %+v", got)
 	}
 }

@@ -53,6 +53,7 @@ const (
 	ICMPv6TypeCode // type<<8|code for ICMPv6 flows, else 0
 	VLAN
 	IPVersion
+	TOS // the key's ToS byte (IPv4 ToS, IPv6 Traffic Class)
 
 	OptInterfaceIndex
 	OptInterfaceName
@@ -328,8 +329,8 @@ func init() {
 	defaultSets[NetFlowV9] = mustBuild(NetFlowV9, defaultV9Names)
 }
 
-// DefaultSet returns the default layout of protocol p: 14 fields in IPFIX
-// (13 for ICMP flows: the ICMP type and code instead of the two ports),
+// DefaultSet returns the default layout of protocol p: 15 fields in IPFIX
+// (14 for ICMP flows: the ICMP type and code instead of the two ports),
 // the same less flowEndReason in v9. Shared; do not modify.
 func DefaultSet(p ExportProtocol) *Set {
 	return defaultSets[p]

@@ -33,7 +33,7 @@ func (s spec) fields() []field {
 		out = append(out, field{7, 2, "sourceTransportPort"}, field{11, 2, "destinationTransportPort"})
 	}
 	out = append(out,
-		field{4, 1, "protocolIdentifier"}, field{6, 2, "tcpControlBits"},
+		field{4, 1, "protocolIdentifier"}, field{5, 1, "ipClassOfService"}, field{6, 2, "tcpControlBits"},
 		field{1, 8, "octetDeltaCount"}, field{2, 8, "packetDeltaCount"},
 		field{152, 8, "flowStartMilliseconds"}, field{153, 8, "flowEndMilliseconds"},
 		field{61, 1, "flowDirection"}, s.iface, field{136, 1, "flowEndReason"})
@@ -51,14 +51,14 @@ var (
 	icmp4  = field{32, 2, "icmpTypeCodeIPv4"}
 	icmp6  = field{139, 2, "icmpTypeCodeIPv6"}
 	wanted = []spec{
-		{256, "ipv4-ingress", v4, in, field{}, 55},
-		{257, "ipv4-egress", v4, out, field{}, 55},
-		{258, "ipv6-ingress", v6, in, field{}, 79},
-		{259, "ipv6-egress", v6, out, field{}, 79},
-		{260, "icmp4-ingress", v4, in, icmp4, 53},
-		{261, "icmp4-egress", v4, out, icmp4, 53},
-		{262, "icmp6-ingress", v6, in, icmp6, 77},
-		{263, "icmp6-egress", v6, out, icmp6, 77},
+		{256, "ipv4-ingress", v4, in, field{}, 56},
+		{257, "ipv4-egress", v4, out, field{}, 56},
+		{258, "ipv6-ingress", v6, in, field{}, 80},
+		{259, "ipv6-egress", v6, out, field{}, 80},
+		{260, "icmp4-ingress", v4, in, icmp4, 54},
+		{261, "icmp4-egress", v4, out, icmp4, 54},
+		{262, "icmp6-ingress", v6, in, icmp6, 78},
+		{263, "icmp6-egress", v6, out, icmp6, 78},
 	}
 )
 
@@ -89,8 +89,8 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s: SpecLength %d, want %d", w.name, n, 4+4*len(wf))
 		}
 	}
-	if n := MaxRecordLength(); n != 79 {
-		t.Errorf("MaxRecordLength %d, want 79", n)
+	if n := MaxRecordLength(); n != 80 {
+		t.Errorf("MaxRecordLength %d, want 80", n)
 	}
 }
 

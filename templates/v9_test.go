@@ -21,7 +21,7 @@ func TestV9Defaults(t *testing.T) {
 		if icmp == (f{}) {
 			out = append(out, f{7, 2, "L4_SRC_PORT"}, f{11, 2, "L4_DST_PORT"})
 		}
-		out = append(out, f{4, 1, "PROTOCOL"}, f{6, 1, "TCP_FLAGS"},
+		out = append(out, f{4, 1, "PROTOCOL"}, f{5, 1, "SRC_TOS"}, f{6, 1, "TCP_FLAGS"},
 			f{1, 8, "IN_BYTES"}, f{2, 8, "IN_PKTS"},
 			f{22, 4, "FIRST_SWITCHED"}, f{21, 4, "LAST_SWITCHED"},
 			f{61, 1, "DIRECTION"}, iface)
@@ -57,7 +57,7 @@ func TestV9Defaults(t *testing.T) {
 			}
 		}
 	}
-	if n := s.MaxRecordLength(); n != 16+16+2+2+1+1+8+8+4+4+1+4+2 {
+	if n := s.MaxRecordLength(); n != 16+16+2+2+1+1+1+8+8+4+4+1+4+2 {
 		t.Errorf("MaxRecordLength %d", n)
 	}
 	if s.Select(true, false, false).ID != IPv4Ingress || s.Select(false, true, false).ID != IPv6Egress {
@@ -77,11 +77,11 @@ func TestFromNames(t *testing.T) {
 	}{
 		{"ipfix defaults by name", IPFIX, defaultIPFIXNames, "", []string{
 			"sourceIPv6Address", "destinationIPv6Address", "sourceTransportPort", "destinationTransportPort",
-			"protocolIdentifier", "tcpControlBits", "octetDeltaCount", "packetDeltaCount",
+			"protocolIdentifier", "ipClassOfService", "tcpControlBits", "octetDeltaCount", "packetDeltaCount",
 			"flowStartMilliseconds", "flowEndMilliseconds", "flowDirection", "egressInterface",
 			"flowEndReason", "vlanId", "|",
 			"sourceIPv6Address", "destinationIPv6Address",
-			"protocolIdentifier", "tcpControlBits", "octetDeltaCount", "packetDeltaCount",
+			"protocolIdentifier", "ipClassOfService", "tcpControlBits", "octetDeltaCount", "packetDeltaCount",
 			"flowStartMilliseconds", "flowEndMilliseconds", "flowDirection", "egressInterface",
 			"flowEndReason", "icmpTypeCodeIPv6", "vlanId"}},
 		{"ports without icmp", IPFIX, []string{"octetDeltaCount", "sourceTransportPort", "destinationTransportPort", "protocolIdentifier"}, "",

@@ -53,7 +53,7 @@ struct flows4_map {
  * the allocation happens) are rare. */
 struct flows6_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, flow_id);
+	__type(key, flow_id6);
 	__type(value, flow_metrics);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	/* Overridden by user space (cacheMaxSize). */
@@ -114,6 +114,7 @@ const flow_record *unused_flow_record __attribute__((unused));
 const enum counter_key *unused_counter_key __attribute__((unused));
 const flow_state *unused_flow_state __attribute__((unused));
 const flow_id4 *unused_flow_id4 __attribute__((unused));
+const flow_id6 *unused_flow_id6 __attribute__((unused));
 const enum sampling_algorithm *unused_sampling_algorithm __attribute__((unused));
 
 static __always_inline void count(__u32 key)
@@ -131,6 +132,7 @@ static __always_inline void divert(flow_id *id, flow_metrics *m)
 		return;
 	}
 	r->id = *id;
+	r->pad = 0;
 	r->metrics = *m;
 	bpf_ringbuf_submit(r, 0);
 }
@@ -264,6 +266,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 			.direction = id.direction,
 			.icmp_type = id.icmp_type,
 			.icmp_code = id.icmp_code,
+			.tos = id.tos,
 		};
 		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);
 		__builtin_memcpy(k.dst_ip, &id.dst_ip[12], 4);
@@ -273,6 +276,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 			add_to(&flows4_0, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
 		return;
 	}
+	/* The map's key is flow_id6, the first 48 bytes of id. */
 	if (active)
 		add_to(&flows_1, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
 	else

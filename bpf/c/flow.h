@@ -8,15 +8,34 @@
 
 #include <linux/types.h>
 
-/* flow_id_t is the aggregation key: one flow per distinct value. */
+/* flow_id6_t is the key of IPv6 flows: the first 48 bytes of flow_id (its
+ * ethertype, always 0x86dd there, comes after them), so a program looks a
+ * flow up with a pointer to its flow_id and hashes 48 bytes. */
+typedef struct flow_id6_t {
+	__u8 src_ip[16];
+	__u8 dst_ip[16];
+	__u32 if_index;
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 vlan_id;
+	__u8 transport_protocol;
+	__u8 direction;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 tos;
+	/* Always zero. */
+	__u8 pad;
+} flow_id6;
+
+/* flow_id_t is the flow key: one flow per distinct value. What the parser
+ * fills, what the ring buffer carries; the maps are keyed by its first 48
+ * bytes (flow_id6, IPv6) or by flow_id4 (IPv4). */
 typedef struct flow_id_t {
 	/* IPv4 addresses are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d). */
 	__u8 src_ip[16];
 	__u8 dst_ip[16];
 	/* Interface the packet was seen on (skb->ifindex). */
 	__u32 if_index;
-	/* Ethertype of the L3 header (0x0800, 0x86dd), host byte order. */
-	__u16 eth_protocol;
 	/* Transport ports, host byte order; 0 where the protocol has none or
 	 * the packet is a non-first fragment. */
 	__u16 src_port;
@@ -30,6 +49,17 @@ typedef struct flow_id_t {
 	/* ICMP/ICMPv6 type and code, 0 for other protocols. */
 	__u8 icmp_type;
 	__u8 icmp_code;
+	/* The IPv4 ToS byte or the IPv6 Traffic Class (DSCP and ECN), as in
+	 * the packet: IANA ipClassOfService (IE 5). A packet with another
+	 * value starts another flow, as in NetFlow v5/v9. */
+	__u8 tos;
+	/* Always zero. */
+	__u8 pad;
+	/* Ethertype of the L3 header (0x0800, 0x86dd), host byte order:
+	 * behind the 48 bytes of flow_id6. */
+	__u16 eth_protocol;
+	/* Always zero. */
+	__u8 pad2[2];
 } flow_id;
 
 /* flow_id4_t is the key of IPv4 flows: flow_id without the 24 bytes an
@@ -47,8 +77,18 @@ typedef struct flow_id4_t {
 	__u8 direction;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 pad[2];
+	/* flow_id's tos, in what was padding: the key stays 24 bytes. */
+	__u8 tos;
+	/* Always zero. */
+	__u8 pad;
 } flow_id4;
+
+/* The layouts the maps and user space rely on. */
+_Static_assert(sizeof(flow_id6) == 48, "flow_id6 is 48 bytes");
+_Static_assert(__builtin_offsetof(flow_id, eth_protocol) == sizeof(flow_id6),
+	       "flow_id starts with flow_id6");
+_Static_assert(sizeof(flow_id) == 52, "flow_id is 52 bytes");
+_Static_assert(sizeof(flow_id4) == 24, "flow_id4 is 24 bytes");
 
 /* flow_metrics_t is what the kernel accumulates per flow and per CPU:
  * packets and bytes since the flow entered the map (user space computes
@@ -76,6 +116,8 @@ typedef struct flow_metrics_t {
  * cannot be inserted into the aggregation map. */
 typedef struct flow_record_t {
 	flow_id id;
+	/* Always zero: aligns metrics to 8 bytes. */
+	__u32 pad;
 	flow_metrics metrics;
 } flow_record;
 

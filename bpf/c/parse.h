@@ -136,6 +136,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id 
 	__builtin_memcpy(&id->src_ip[12], &h[12], 4);
 	__builtin_memcpy(&id->dst_ip[12], &h[16], 4);
 	id->transport_protocol = h[9];
+	id->tos = h[1];
 	pi->hdr_len = ihl;
 	pi->ip_len = ((__u32)h[2] << 8) | h[3];
 
@@ -170,6 +171,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, flow_id 
 		return PARSE_MALFORMED;
 	__builtin_memcpy(id->src_ip, &h[8], 16);
 	__builtin_memcpy(id->dst_ip, &h[24], 16);
+	/* Traffic Class: the 8 bits after the version. */
+	id->tos = (h[0] << 4) | (h[1] >> 4);
 	__u32 payload = ((__u32)h[4] << 8) | h[5];
 	__u32 end = skb->len;
 	if (payload) {
@@ -355,6 +358,7 @@ static __always_inline int parse_fast(const __u8 *data, const __u8 *data_end, __
 		__builtin_memcpy(&id->src_ip[12], h + 12, 4);
 		__builtin_memcpy(&id->dst_ip[12], h + 16, 4);
 		id->transport_protocol = h[9];
+		id->tos = h[1];
 		pi->l3_off = ETH_HLEN_;
 		pi->hdr_len = 20;
 		pi->ip_len = ip_len;
@@ -374,6 +378,7 @@ static __always_inline int parse_fast(const __u8 *data, const __u8 *data_end, __
 		id->eth_protocol = ETH_P_IPV6;
 		__builtin_memcpy(id->src_ip, h + 8, 16);
 		__builtin_memcpy(id->dst_ip, h + 24, 16);
+		id->tos = (h[0] << 4) | (h[1] >> 4);
 		id->transport_protocol = next;
 		pi->l3_off = ETH_HLEN_;
 		pi->hdr_len = 40;

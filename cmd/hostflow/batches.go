@@ -41,8 +41,23 @@ func (d *daemon) flushTo(sinks sinkSet) int {
 // addFlow merges one drained flow into the cache and exports the flows
 // it pushed out once they fill a batch.
 func (d *daemon) addFlow(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
+	var packets, bytes uint64
+	for i := range perCPU {
+		packets += perCPU[i].Packets
+		bytes += perCPU[i].Bytes
+	}
+	d.observe(packets, bytes)
 	d.cache.Add(id, perCPU)
 	d.exportPushedOut()
+}
+
+// observe adds what a drain or a ring-buffer record handed out to the
+// observed totals (hostflow_observed_*_total). Each drain hands out what
+// is new since the previous one, so the sums are exact: they are what the
+// kernel counted up to the last poll, whether or not a flow has ended.
+func (d *daemon) observe(packets, bytes uint64) {
+	d.observedPackets.Add(packets)
+	d.observedBytes.Add(bytes)
 }
 
 // exportPushedOut exports the records of flows pushed out of a full cache

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -67,6 +68,11 @@ type daemon struct {
 	sinks   sinkSet
 	counts  flowCounts
 	reloads metrics.ReloadStats
+
+	// observed sums what every drain and ring-buffer record handed out:
+	// the packets and bytes the kernel counted, up to the last poll.
+	// Atomic, so the drain adds without taking mu once per flow.
+	observedPackets, observedBytes atomic.Uint64
 }
 
 // flowSource is what the daemon needs of a fetcher: bpf.FlowFetcher (TC
@@ -315,6 +321,7 @@ func (d *daemon) status() string {
 }
 
 func (d *daemon) addDirect(r bpf.Record) {
+	d.observe(r.Metrics.Packets, r.Metrics.Bytes)
 	d.cache.AddOne(r.Id, &r.Metrics)
 	d.exportPushedOut()
 	d.mu.Lock()

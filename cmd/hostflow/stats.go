@@ -16,7 +16,8 @@ func (d *daemon) Flows() metrics.FlowStats {
 	c := d.counts
 	d.mu.Unlock()
 	s := metrics.FlowStats{Packets: c.packets, Bytes: c.bytes, Active: c.active, Exported: map[string]uint64{},
-		DirectRecords: c.direct, DrainErrors: c.drainErrors, ExportErrors: c.exportErrors}
+		DirectRecords: c.direct, DrainErrors: c.drainErrors, ExportErrors: c.exportErrors,
+		ObservedPackets: d.observedPackets.Load(), ObservedBytes: d.observedBytes.Load()}
 	for r := exporter.EndIdleTimeout; r <= exporter.EndLackOfResources; r++ {
 		s.Exported[r.String()] = c.byReason[r]
 	}
