@@ -4,10 +4,12 @@ import (
 	"context"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 )
 
@@ -151,5 +153,57 @@ func TestReloadRemovesDownTCPCollector(t *testing.T) {
 	}
 	if st := down.stats(); st.DroppedRecords != 2 {
 		t.Errorf("removed collector that stayed down: %+v, want its 2 records counted as dropped", st)
+	}
+}
+
+// TestReloadSamplingFlushesOldRate: the flows counted at the old rate
+// (cached, and still in the kernel map when the programs are swapped) are
+// exported as forced end to the old collectors, which advertise the old
+// rate, before the new ones take over: a collector never scales a flow
+// counted 1-in-1 by the new N.
+func TestReloadSamplingFlushesOldRate(t *testing.T) {
+	url := listenUDP(t)
+	f := newFakeFetcher(t)
+	d := testDaemon(t, f, "--collector", url)
+	d.sinks.Close()
+	var got []exporter.Flow
+	var order []string
+	old := &fakeSink{onExport: func(flows []exporter.Flow) {
+		order = append(order, "old sink")
+		got = append(got, flows...)
+	}}
+	d.sinks = sinkSet{{key: "old", url: url, sink: old}}
+	defer func() { d.sinks.Close() }()
+
+	cached := bpf.NetFlowId{IfIndex: 1, TransportProtocol: 6, SrcPort: 1000, DstPort: 80}
+	d.cache.Add(cached, []bpf.NetFlowMetrics{{Packets: 3, Bytes: 180, Sampling: 1}})
+	inKernel := bpf.NetFlowId{IfIndex: 1, TransportProtocol: 17, SrcPort: 2000, DstPort: 53}
+	f.kernel = map[bpf.NetFlowId][]bpf.NetFlowMetrics{inKernel: {{Packets: 2, Bytes: 120, Sampling: 1}}}
+	f.onDrain = func() { order = append(order, "drain") }
+
+	if err := d.apply(sinkConfig(t, "--collector", url, "--sampling", "10")); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("old sink got %d flows, want the cached one and the kernel's: %+v", len(got), got)
+	}
+	for _, fl := range got {
+		if fl.EndReason != exporter.EndForced {
+			t.Errorf("flow %+v: end reason %v, want forced end", fl.Key, fl.EndReason)
+		}
+	}
+	if n := d.cache.Len(); n != 0 {
+		t.Errorf("%d flows counted at the old rate left for the new collectors", n)
+	}
+	if d.sinks[0].sink == old {
+		t.Error("the old collector still exports after the sampling changed")
+	}
+	calls := f.Calls()
+	set, drain := slices.Index(calls, "SetSampling"), slices.Index(calls, "Drain")
+	if set < 0 || drain < set {
+		t.Errorf("calls %v: the kernel map must be drained after the programs are swapped", calls)
+	}
+	if want := []string{"drain", "old sink"}; !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
 	}
 }
