@@ -741,7 +741,12 @@ func (e *encoder) flush() error {
 	}
 	n := e.msgFlows
 	e.msgRecords, e.msgFlows = 0, 0
-	err := e.w.WriteMessage(b)
+	var err error
+	if rw, ok := e.w.(RecordWriter); ok {
+		err = rw.WriteMessageRecords(b, int(n))
+	} else {
+		err = e.w.WriteMessage(b)
+	}
 	e.flushing = false
 	if err != nil {
 		e.sendErrors.Add(1)

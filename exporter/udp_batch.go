@@ -51,7 +51,8 @@ type mmsgBatch struct {
 	buf  []byte
 	offs []int // message i is buf[offs[i]:offs[i]+lens[i]]
 	lens []int
-	n    int // messages held
+	recs []int // flow records in message i
+	n    int   // messages held
 
 	// Headers of the current send, built by build: header e carries
 	// count[e] messages from first[e] on.
@@ -80,6 +81,7 @@ func newMmsgBatch(size int, u *UDPWriter, gso bool) *mmsgBatch {
 		buf:   make([]byte, 0, size*DefaultMaxMessageSize),
 		offs:  make([]int, size),
 		lens:  make([]int, size),
+		recs:  make([]int, size),
 		hdrs:  make([]unix.Mmsghdr, size),
 		iovs:  make([]unix.Iovec, size),
 		oob:   make([]byte, size*cmsgSpace),
@@ -108,8 +110,8 @@ func (b *mmsgBatch) fits(n int) bool {
 
 func (b *mmsgBatch) full() bool { return b.n == len(b.offs) }
 
-func (b *mmsgBatch) add(msg []byte) {
-	b.offs[b.n], b.lens[b.n] = len(b.buf), len(msg)
+func (b *mmsgBatch) add(msg []byte, records int) {
+	b.offs[b.n], b.lens[b.n], b.recs[b.n] = len(b.buf), len(msg), records
 	b.buf = append(b.buf, msg...)
 	b.n++
 }
@@ -172,11 +174,9 @@ func (b *mmsgBatch) send(raw syscall.RawConn, timeout time.Duration) error {
 	}
 	if err != nil {
 		// Timed out waiting for room, or closed: the rest is lost.
-		lost := 0
-		for e := b.next; e < b.entries; e++ {
-			lost += b.count[e]
+		if b.next < b.entries {
+			b.loseFrom(b.first[b.next])
 		}
-		b.u.lost.Add(uint64(lost))
 		b.err = cmp(b.err, err)
 	}
 	err = b.err
@@ -190,7 +190,7 @@ func (b *mmsgBatch) send(raw syscall.RawConn, timeout time.Duration) error {
 func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 	u := b.u
 	for b.next < b.entries {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.next])), uintptr(b.entries-b.next), 0, 0, 0)
+		r, e := sendmmsgCall(fd, b.hdrs[b.next:b.entries])
 		switch {
 		case e == 0 && r > 0:
 			k := int(r)
@@ -245,6 +245,13 @@ func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 	return true
 }
 
+// sendmmsgCall is the sendmmsg(2) system call on hdrs; tests replace it to
+// script the kernel's answers.
+var sendmmsgCall = func(fd uintptr, hdrs []unix.Mmsghdr) (int, syscall.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+	return int(r), e
+}
+
 // gsoRefused reports whether a UDP GSO send's error means GSO does not
 // work on this socket or route.
 func gsoRefused(e syscall.Errno) bool {
@@ -257,12 +264,25 @@ func gsoRefused(e syscall.Errno) bool {
 
 // loseNext counts the messages of header next as lost and moves past it.
 func (b *mmsgBatch) loseNext(err error) {
-	b.u.lost.Add(uint64(b.count[b.next]))
+	b.lose(b.first[b.next], b.first[b.next]+b.count[b.next])
 	b.err = cmp(b.err, err)
 	b.next++
 	b.refused = 0
 	b.stale = false
 }
+
+// lose counts messages from..to-1 and their records as lost.
+func (b *mmsgBatch) lose(from, to int) {
+	recs := 0
+	for _, r := range b.recs[from:to] {
+		recs += r
+	}
+	b.u.lost.Add(uint64(to - from))
+	b.u.recordsLost.Add(uint64(recs))
+}
+
+// loseFrom counts the messages held from message from on as lost.
+func (b *mmsgBatch) loseFrom(from int) { b.lose(from, b.n) }
 
 // probeGSO reports whether the kernel knows UDP_SEGMENT.
 func probeGSO(raw syscall.RawConn) bool {
