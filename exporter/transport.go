@@ -47,7 +47,10 @@ type TransportStats struct {
 	// Unreachable counts ICMP errors (port unreachable: nothing listens
 	// at the collector's address) that a UDP socket reported on a send.
 	// Each was for an earlier datagram; the one in hand was sent again,
-	// so they cost no message.
+	// so they cost no message. A batching UDPWriter counts only the
+	// errors sendmmsg returns: one that stops a call after it sent
+	// other messages is swallowed by the kernel, as a full socket buffer
+	// would be, so the count is then a lower bound.
 	Unreachable uint64
 	// Dials counts connection attempts and DialErrors the failed ones
 	// (TCP and TLS only).

@@ -68,7 +68,6 @@ type mmsgBatch struct {
 	// again after waiting for room in the socket buffer.
 	next    int   // first header not sent or failed
 	refused int   // ECONNREFUSED in a row on header next
-	stale   bool  // sendmmsg stopped at next on an error it swallowed
 	err     error // first failure
 	sendFn  func(fd uintptr) bool
 }
@@ -167,7 +166,7 @@ func (b *mmsgBatch) build(from int, gso bool) {
 // and returns the first failure.
 func (b *mmsgBatch) send(raw syscall.RawConn, timeout time.Duration) error {
 	b.build(0, b.gso)
-	b.refused, b.stale, b.err = 0, false, nil
+	b.refused, b.err = 0, nil
 	err := b.u.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err == nil {
 		err = raw.Write(b.sendFn)
@@ -201,32 +200,26 @@ func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 			}
 			u.messages.Add(msgs)
 			u.bytes.Add(bytes)
-			if b.stale {
-				// The error that stopped the last call is gone:
-				// it was pending on the socket, an ICMP error for
-				// an earlier datagram, reported (and cleared) in
-				// place of sending this one.
-				u.unreachable.Add(1)
-			}
 			b.next += k
 			b.refused = 0
 			// Short: header next met an error sendmmsg does not
-			// return once it has sent something; try it again.
-			b.stale = b.next < b.entries
+			// return once it has sent something (a full socket
+			// buffer, or an ICMP error for an earlier datagram,
+			// cleared by being reported); the loop tries it again.
+			// Only an ECONNREFUSED returned counts as unreachable:
+			// a short send alone does not say which it was.
 		case e == 0:
 			// Nothing sent and no error: not for a non-empty batch.
 			// Do not spin.
 			b.loseNext(errors.New("sendmmsg sent nothing"))
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
-			b.stale = false
 			return false
 		case e == unix.ECONNREFUSED && b.refused < maxRefusedRetries:
 			// An ICMP port unreachable for an earlier datagram,
 			// cleared by being reported: this one was not sent.
 			u.unreachable.Add(1)
 			b.refused++
-			b.stale = false
 		case b.count[b.next] > 1:
 			// A run refused: GSO itself may be (no offload for
 			// this route, IPsec, a message over the MTU). The
@@ -237,7 +230,7 @@ func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 				b.gso = false
 			}
 			b.build(b.first[b.next], false)
-			b.refused, b.stale = 0, false
+			b.refused = 0
 		default:
 			b.loseNext(os.NewSyscallError("sendmmsg", e))
 		}
@@ -268,7 +261,6 @@ func (b *mmsgBatch) loseNext(err error) {
 	b.err = cmp(b.err, err)
 	b.next++
 	b.refused = 0
-	b.stale = false
 }
 
 // lose counts messages from..to-1 and their records as lost.
