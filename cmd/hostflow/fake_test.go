@@ -36,6 +36,10 @@ type fakeFetcher struct {
 	// kernel are the flows the next Drain reads, as the kernel map would
 	// hold them.
 	kernel map[bpf.NetFlowId][]bpf.NetFlowMetrics
+	// flushSignal, if not nil, receives a value at each FlushRingBuf
+	// (for a readRingBuf that answers each flush once, as the real ring
+	// buffer does).
+	flushSignal chan struct{}
 
 	mu       sync.Mutex
 	calls    []string
@@ -106,6 +110,12 @@ func (f *fakeFetcher) ReadRingBuf() (ringbuf.Record, error) {
 
 func (f *fakeFetcher) FlushRingBuf() error {
 	f.call("FlushRingBuf")
+	if f.flushSignal != nil {
+		select {
+		case f.flushSignal <- struct{}{}:
+		default:
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	select {

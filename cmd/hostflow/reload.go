@@ -84,11 +84,14 @@ func (d *daemon) apply(next *config.Config) error {
 	}
 	// The old sinks advertise the old sampling rate: every flow counted
 	// at that rate (the kernel's, read after the programs were swapped,
-	// and the cached ones) goes to them as forced end before the new
+	// the ring buffer's and the cached ones) goes to them as forced end before the new
 	// sinks take over, or a collector would scale it by the new N. A
 	// new cache starts empty the same way.
 	if cache != nil || next.Sampling != cur.Sampling {
 		d.drain()
+		if next.Sampling != cur.Sampling {
+			d.takeDirect()
+		}
 		n := d.flushTo(d.sinks)
 		if cache != nil {
 			d.cache = cache
