@@ -214,6 +214,12 @@ func (m *FlowFetcher) Sampling() int {
 // branch when it is off), so new programs are loaded on the same maps and
 // swapped into every hook in place: no flow is lost and no packet is
 // counted twice.
+//
+// If a hook refuses the new program, the hooks already updated get the old
+// one back and the error is returned: every hook samples at the rate
+// Sampling reports. After a swap, the next Drain first waits for the old
+// programs still running, so that it reads every packet counted at the old
+// rate.
 func (m *FlowFetcher) SetSampling(sampling int) error {
 	if sampling < 0 {
 		return fmt.Errorf("sampling %d: must be 0 or more", sampling)
@@ -232,21 +238,42 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 	if err != nil {
 		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
 	}
-	for _, a := range m.attached {
-		for _, h := range a.links {
-			if err := h.link.Update(progs.program(h.ingress, a.l2)); err != nil {
-				// Hooks already updated keep the new programs
-				// alive through their links; the rest keep the
-				// old ones. Counting goes on either way.
-				progs.Close()
-				return fmt.Errorf("update %s: %w", a.name, err)
-			}
-		}
+	if err := m.swapPrograms(&progs); err != nil {
+		_ = progs.Close()
+		return err
 	}
 	old := m.objs.NetPrograms
 	m.objs.NetPrograms = progs
 	m.sampling = sampling
+	m.detached.Store(true) // old programs may still be counting
 	return old.Close()
+}
+
+// swapPrograms puts progs on every hook. On an error, the hooks already
+// updated get the running programs back.
+func (m *FlowFetcher) swapPrograms(progs *NetPrograms) error {
+	type done struct {
+		a *ifaceAttachment
+		h hookLink
+	}
+	var updated []done
+	for _, a := range m.attached {
+		for _, h := range a.links {
+			err := h.link.Update(progs.program(h.ingress, a.l2))
+			if err == nil {
+				updated = append(updated, done{a, h})
+				continue
+			}
+			errs := []error{fmt.Errorf("update %s: %w", a.name, err)}
+			for _, u := range updated {
+				if err := u.h.link.Update(m.objs.program(u.h.ingress, u.a.l2)); err != nil {
+					errs = append(errs, fmt.Errorf("restore the old program on %s: %w", u.a.name, err))
+				}
+			}
+			return errors.Join(errs...)
+		}
+	}
+	return nil
 }
 
 // Mode returns the attach mode in use: AttachAuto until the first attach

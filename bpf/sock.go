@@ -117,6 +117,11 @@ func (m *SockFlowFetcher) Sampling() int {
 // loaded on the same maps and put on every socket with SO_ATTACH_BPF,
 // which replaces a socket's filter in one pointer swap, so no packet is
 // missed or counted twice.
+//
+// If a socket refuses the new filter, the sockets already updated get the
+// old one back and the error is returned: every socket samples at the rate
+// Sampling reports. After a swap, the next Drain first waits for the old
+// filters still running.
 func (m *SockFlowFetcher) SetSampling(sampling int) error {
 	if sampling < 0 {
 		return fmt.Errorf("sampling %d: must be 0 or more", sampling)
@@ -135,19 +140,30 @@ func (m *SockFlowFetcher) SetSampling(sampling int) error {
 	if err != nil {
 		return fmt.Errorf("load socket programs for sampling %d: %w", sampling, err)
 	}
+	var updated []*sockAttachment
 	for _, a := range m.attached {
-		if err := a.setFilter(progs.program(a.l2)); err != nil {
-			// Sockets already updated hold the new programs; the
-			// rest keep the old ones. Counting goes on either way.
+		if err := setSockFilter(a, progs.program(a.l2)); err != nil {
+			errs := []error{fmt.Errorf("update %s: %w", a.name, err)}
+			for _, u := range updated {
+				if err := setSockFilter(u, m.objs.NetSkPrograms.program(u.l2)); err != nil {
+					errs = append(errs, fmt.Errorf("restore the old filter on %s: %w", u.name, err))
+				}
+			}
 			_ = progs.Close()
-			return fmt.Errorf("update %s: %w", a.name, err)
+			return errors.Join(errs...)
 		}
+		updated = append(updated, a)
 	}
 	old := m.objs.NetSkPrograms
 	m.objs.NetSkPrograms = progs
 	m.sampling = sampling
+	m.detached.Store(true) // old filters may still be counting
 	return old.Close()
 }
+
+// setSockFilter is sockAttachment.setFilter; tests replace it to make a
+// socket refuse a filter.
+var setSockFilter = (*sockAttachment).setFilter
 
 // Attached returns the indexes and names of the interfaces with a socket.
 func (m *SockFlowFetcher) Attached() map[int]string {

@@ -13,6 +13,17 @@ type MessageWriter interface {
 	WriteMessage(msg []byte) error
 }
 
+// RecordWriter is a MessageWriter that may accept a message and lose it
+// later (a batching UDPWriter): the encoder tells it how many flow records
+// each message holds, so that it can count the records of the messages it
+// loses after accepting them (TransportStats.RecordsLost).
+type RecordWriter interface {
+	MessageWriter
+	// WriteMessageRecords is WriteMessage of a message holding records
+	// flow records.
+	WriteMessageRecords(msg []byte, records int) error
+}
+
 // MessageWriterFunc adapts a function to a MessageWriter.
 type MessageWriterFunc func(msg []byte) error
 

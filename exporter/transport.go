@@ -28,10 +28,10 @@ type Transport interface {
 	Close() error
 }
 
-// TransportStats are a transport's counters since it was created. Records
-// are not counted here: a transport sees messages; the encoder counts the
-// records of the messages it could not send (RFC 7011 section 10.4 asks
-// for both to be known).
+// TransportStats are a transport's counters since it was created. A
+// transport sees messages; the encoder counts the records of the messages
+// whose write failed (RFC 7011 section 10.4 asks for both to be known), the
+// transport those of the messages it accepted and lost afterwards.
 type TransportStats struct {
 	// Messages and Bytes count messages written whole.
 	Messages uint64
@@ -39,10 +39,18 @@ type TransportStats struct {
 	// Lost counts messages not sent: failed writes, and writes while
 	// disconnected or closed.
 	Lost uint64
+	// RecordsLost counts the flow records of the messages a write
+	// accepted (returned nil) and that were then lost: a batching
+	// UDPWriter's failed batch. The encoder counted them as sent; they
+	// are not in its RecordsLost.
+	RecordsLost uint64
 	// Unreachable counts ICMP errors (port unreachable: nothing listens
 	// at the collector's address) that a UDP socket reported on a send.
 	// Each was for an earlier datagram; the one in hand was sent again,
-	// so they cost no message.
+	// so they cost no message. A batching UDPWriter counts only the
+	// errors sendmmsg returns: one that stops a call after it sent
+	// other messages is swallowed by the kernel, as a full socket buffer
+	// would be, so the count is then a lower bound.
 	Unreachable uint64
 	// Dials counts connection attempts and DialErrors the failed ones
 	// (TCP and TLS only).

@@ -34,7 +34,8 @@ type UDPConfig struct {
 	// when it is full, at Flush, or at Close, and Flush reports what
 	// failed. After a failure, messages go out one write each, with
 	// their own errors, until one is sent. Stats count every message
-	// exactly either way.
+	// exactly either way, and, for messages written with
+	// WriteMessageRecords, the records of those a batch lost.
 	Batch int
 	// NoGSO keeps batches from using UDP GSO: each message gets its own
 	// sendmmsg header. By default a run of messages of the same length
@@ -77,6 +78,8 @@ type UDPWriter struct {
 	deferred error
 
 	messages, bytes, lost, unreachable atomic.Uint64
+	// recordsLost counts the flow records of accepted messages lost.
+	recordsLost atomic.Uint64
 }
 
 var _ Transport = (*UDPWriter)(nil)
@@ -139,6 +142,13 @@ func (u *UDPWriter) GSO() bool {
 // the batch and returns nil; see UDPConfig.Batch. A full socket buffer
 // makes the write wait, up to the write timeout.
 func (u *UDPWriter) WriteMessage(msg []byte) error {
+	return u.WriteMessageRecords(msg, 0)
+}
+
+// WriteMessageRecords is WriteMessage of a message holding records flow
+// records: if it is accepted into a batch and lost, Stats().RecordsLost
+// counts them.
+func (u *UDPWriter) WriteMessageRecords(msg []byte, records int) error {
 	if u.batch == nil {
 		return u.writeOne(msg)
 	}
@@ -159,7 +169,7 @@ func (u *UDPWriter) WriteMessage(msg []byte) error {
 	if !u.batch.fits(len(msg)) {
 		u.flushLocked(u.writeTO)
 	}
-	u.batch.add(msg)
+	u.batch.add(msg, records)
 	if u.batch.full() {
 		u.flushLocked(u.writeTO)
 	}
@@ -176,7 +186,7 @@ func (u *UDPWriter) Flush() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed.Load() && u.batch.n > 0 {
-		u.lost.Add(uint64(u.batch.n))
+		u.batch.loseFrom(0)
 		u.batch.reset()
 		u.deferred = cmp(u.deferred, ErrClosed)
 	}
@@ -253,6 +263,7 @@ func (u *UDPWriter) Stats() TransportStats {
 		Messages:    u.messages.Load(),
 		Bytes:       u.bytes.Load(),
 		Lost:        u.lost.Load(),
+		RecordsLost: u.recordsLost.Load(),
 		Unreachable: u.unreachable.Load(),
 		Connected:   !u.closed.Load(),
 	}
@@ -289,7 +300,7 @@ func (u *UDPWriter) Close() error {
 	if u.batch != nil {
 		// A send cut short returns at once now.
 		u.mu.Lock()
-		u.lost.Add(uint64(u.batch.n))
+		u.batch.loseFrom(0)
 		u.batch.reset()
 		u.mu.Unlock()
 	}

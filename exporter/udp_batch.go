@@ -51,7 +51,8 @@ type mmsgBatch struct {
 	buf  []byte
 	offs []int // message i is buf[offs[i]:offs[i]+lens[i]]
 	lens []int
-	n    int // messages held
+	recs []int // flow records in message i
+	n    int   // messages held
 
 	// Headers of the current send, built by build: header e carries
 	// count[e] messages from first[e] on.
@@ -67,7 +68,6 @@ type mmsgBatch struct {
 	// again after waiting for room in the socket buffer.
 	next    int   // first header not sent or failed
 	refused int   // ECONNREFUSED in a row on header next
-	stale   bool  // sendmmsg stopped at next on an error it swallowed
 	err     error // first failure
 	sendFn  func(fd uintptr) bool
 }
@@ -80,6 +80,7 @@ func newMmsgBatch(size int, u *UDPWriter, gso bool) *mmsgBatch {
 		buf:   make([]byte, 0, size*DefaultMaxMessageSize),
 		offs:  make([]int, size),
 		lens:  make([]int, size),
+		recs:  make([]int, size),
 		hdrs:  make([]unix.Mmsghdr, size),
 		iovs:  make([]unix.Iovec, size),
 		oob:   make([]byte, size*cmsgSpace),
@@ -108,8 +109,8 @@ func (b *mmsgBatch) fits(n int) bool {
 
 func (b *mmsgBatch) full() bool { return b.n == len(b.offs) }
 
-func (b *mmsgBatch) add(msg []byte) {
-	b.offs[b.n], b.lens[b.n] = len(b.buf), len(msg)
+func (b *mmsgBatch) add(msg []byte, records int) {
+	b.offs[b.n], b.lens[b.n], b.recs[b.n] = len(b.buf), len(msg), records
 	b.buf = append(b.buf, msg...)
 	b.n++
 }
@@ -165,18 +166,16 @@ func (b *mmsgBatch) build(from int, gso bool) {
 // and returns the first failure.
 func (b *mmsgBatch) send(raw syscall.RawConn, timeout time.Duration) error {
 	b.build(0, b.gso)
-	b.refused, b.stale, b.err = 0, false, nil
+	b.refused, b.err = 0, nil
 	err := b.u.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err == nil {
 		err = raw.Write(b.sendFn)
 	}
 	if err != nil {
 		// Timed out waiting for room, or closed: the rest is lost.
-		lost := 0
-		for e := b.next; e < b.entries; e++ {
-			lost += b.count[e]
+		if b.next < b.entries {
+			b.loseFrom(b.first[b.next])
 		}
-		b.u.lost.Add(uint64(lost))
 		b.err = cmp(b.err, err)
 	}
 	err = b.err
@@ -190,7 +189,7 @@ func (b *mmsgBatch) send(raw syscall.RawConn, timeout time.Duration) error {
 func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 	u := b.u
 	for b.next < b.entries {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.next])), uintptr(b.entries-b.next), 0, 0, 0)
+		r, e := sendmmsgCall(fd, b.hdrs[b.next:b.entries])
 		switch {
 		case e == 0 && r > 0:
 			k := int(r)
@@ -201,32 +200,26 @@ func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 			}
 			u.messages.Add(msgs)
 			u.bytes.Add(bytes)
-			if b.stale {
-				// The error that stopped the last call is gone:
-				// it was pending on the socket, an ICMP error for
-				// an earlier datagram, reported (and cleared) in
-				// place of sending this one.
-				u.unreachable.Add(1)
-			}
 			b.next += k
 			b.refused = 0
 			// Short: header next met an error sendmmsg does not
-			// return once it has sent something; try it again.
-			b.stale = b.next < b.entries
+			// return once it has sent something (a full socket
+			// buffer, or an ICMP error for an earlier datagram,
+			// cleared by being reported); the loop tries it again.
+			// Only an ECONNREFUSED returned counts as unreachable:
+			// a short send alone does not say which it was.
 		case e == 0:
 			// Nothing sent and no error: not for a non-empty batch.
 			// Do not spin.
 			b.loseNext(errors.New("sendmmsg sent nothing"))
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
-			b.stale = false
 			return false
 		case e == unix.ECONNREFUSED && b.refused < maxRefusedRetries:
 			// An ICMP port unreachable for an earlier datagram,
 			// cleared by being reported: this one was not sent.
 			u.unreachable.Add(1)
 			b.refused++
-			b.stale = false
 		case b.count[b.next] > 1:
 			// A run refused: GSO itself may be (no offload for
 			// this route, IPsec, a message over the MTU). The
@@ -237,12 +230,19 @@ func (b *mmsgBatch) sendmmsg(fd uintptr) bool {
 				b.gso = false
 			}
 			b.build(b.first[b.next], false)
-			b.refused, b.stale = 0, false
+			b.refused = 0
 		default:
 			b.loseNext(os.NewSyscallError("sendmmsg", e))
 		}
 	}
 	return true
+}
+
+// sendmmsgCall is the sendmmsg(2) system call on hdrs; tests replace it to
+// script the kernel's answers.
+var sendmmsgCall = func(fd uintptr, hdrs []unix.Mmsghdr) (int, syscall.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+	return int(r), e
 }
 
 // gsoRefused reports whether a UDP GSO send's error means GSO does not
@@ -257,12 +257,24 @@ func gsoRefused(e syscall.Errno) bool {
 
 // loseNext counts the messages of header next as lost and moves past it.
 func (b *mmsgBatch) loseNext(err error) {
-	b.u.lost.Add(uint64(b.count[b.next]))
+	b.lose(b.first[b.next], b.first[b.next]+b.count[b.next])
 	b.err = cmp(b.err, err)
 	b.next++
 	b.refused = 0
-	b.stale = false
 }
+
+// lose counts messages from..to-1 and their records as lost.
+func (b *mmsgBatch) lose(from, to int) {
+	recs := 0
+	for _, r := range b.recs[from:to] {
+		recs += r
+	}
+	b.u.lost.Add(uint64(to - from))
+	b.u.recordsLost.Add(uint64(recs))
+}
+
+// loseFrom counts the messages held from message from on as lost.
+func (b *mmsgBatch) loseFrom(from int) { b.lose(from, b.n) }
 
 // probeGSO reports whether the kernel knows UDP_SEGMENT.
 func probeGSO(raw syscall.RawConn) bool {

@@ -7,13 +7,15 @@
 // sysUptime), TCP flags (one byte) and ICMP (ICMP_TYPE for both families).
 // A layout is a list of element names (the default ones are in
 // elements.go; FromNames takes a user's, resolved through the IANA
-// registry) and becomes a Set of four templates, because a flow key carries
-// either IPv4 or IPv6 addresses and either an ingress or an egress
-// interface, each a distinct element: IPv4-ingress (256), IPv4-egress
-// (257), IPv6-ingress (258) and IPv6-egress (259). Every field says which
-// flow value fills it, so the exporter compiles each template to encode
-// functions once and encodes records without looking at element IDs.
+// registry) and becomes a Set of eight templates, because a flow key
+// carries either IPv4 or IPv6 addresses and either an ingress or an egress
+// interface, each a distinct element, and ICMP flows have their own (ICMP
+// type and code, no ports): IPv4-ingress (256), IPv4-egress (257),
+// IPv6-ingress (258), IPv6-egress (259), and the same four for ICMP and
+// ICMPv6 (260-263). Every field says which flow value fills it, so the
+// exporter compiles each template to encode functions once and encodes
+// records without looking at element IDs.
 //
 // The options templates (interface table, sampling, exporter reliability;
-// IDs 260-262) are data here too.
+// IDs 264-266) are data here too.
 package templates

@@ -137,7 +137,7 @@ var (
 // RouterSet returns the router-mode layout of protocol p: the default
 // layout plus egressInterface, ipNextHop*Address, source/destination
 // prefix lengths, forwardingStatus and the post-NAT addresses and ports.
-// Template IDs are the default ones (256-259): an exporter sends one
+// Template IDs are the default ones (256-263): an exporter sends one
 // layout. Shared; do not modify.
 func RouterSet(p ExportProtocol) *Set {
 	routerOnce.Do(func() {

@@ -49,6 +49,10 @@ type daemon struct {
 	stopLinks context.CancelFunc // stops following link updates
 	linksDone chan struct{}
 
+	// direct carries the ring buffer's records from readRingBuf to the
+	// loop; nil before the loop starts.
+	direct chan bpf.Record
+
 	// closer closes the sinks reloads removed, off the loop.
 	closer sinkCloser
 
@@ -64,10 +68,12 @@ type daemon struct {
 	unlock   func()
 	released sync.Once
 
-	mu      sync.Mutex
-	sinks   sinkSet
-	counts  flowCounts
-	reloads metrics.ReloadStats
+	mu sync.Mutex
+	// ringStopped is set when readRingBuf ended on a read error.
+	ringStopped bool
+	sinks       sinkSet
+	counts      flowCounts
+	reloads     metrics.ReloadStats
 
 	// observed sums what every drain and ring-buffer record handed out:
 	// the packets and bytes the kernel counted, up to the last poll.
@@ -248,8 +254,8 @@ func attachMode(s string) bpf.AttachMode {
 }
 
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
-	direct := make(chan bpf.Record, 4096)
-	go d.readRingBuf(direct)
+	d.direct = make(chan bpf.Record, directQueue)
+	go d.readRingBuf(d.direct)
 
 	d.tick = time.NewTicker(d.cfg.PollInterval)
 	defer d.tick.Stop()
@@ -263,7 +269,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	}
 	// recv is direct until the reader stops on an error: a closed
 	// channel is always ready, and receiving from it would spin.
-	recv := direct
+	recv := d.direct
 	for {
 		select {
 		case r, ok := <-recv:
@@ -278,6 +284,10 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			d.updateActive()
 		case <-hup:
 			d.reload()
+			if recv != nil {
+				// A sampling change restarts the reader.
+				recv = d.direct
+			}
 		case r := <-d.ctlReq:
 			d.serveControl(r)
 		case <-watchdog:
@@ -285,7 +295,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 				d.log.Warn("systemd watchdog", "err", err)
 			}
 		case <-ctx.Done():
-			return d.shutdown(direct)
+			return d.shutdown(d.direct)
 		}
 	}
 }

@@ -33,6 +33,13 @@ type fakeFetcher struct {
 	// onDrain, if set, runs in each Drain (it may block, as a stuck
 	// kernel read would).
 	onDrain func()
+	// kernel are the flows the next Drain reads, as the kernel map would
+	// hold them.
+	kernel map[bpf.NetFlowId][]bpf.NetFlowMetrics
+	// flushSignal, if not nil, receives a value at each FlushRingBuf
+	// (for a readRingBuf that answers each flush once, as the real ring
+	// buffer does).
+	flushSignal chan struct{}
 
 	mu       sync.Mutex
 	calls    []string
@@ -69,10 +76,17 @@ func (f *fakeFetcher) Attached() map[int]string   { f.call("Attached"); return n
 func (f *fakeFetcher) Mode() bpf.AttachMode       { f.call("Mode"); return bpf.AttachTCX }
 func (f *fakeFetcher) PreciseClock() (bool, bool) { f.call("PreciseClock"); return false, false }
 
-func (f *fakeFetcher) Drain(func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error {
+func (f *fakeFetcher) Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error {
 	f.call("Drain")
 	if f.onDrain != nil {
 		f.onDrain()
+	}
+	f.mu.Lock()
+	kernel := f.kernel
+	f.kernel = nil
+	f.mu.Unlock()
+	for id, m := range kernel {
+		fn(id, m)
 	}
 	select {
 	case f.drained <- struct{}{}:
@@ -96,6 +110,12 @@ func (f *fakeFetcher) ReadRingBuf() (ringbuf.Record, error) {
 
 func (f *fakeFetcher) FlushRingBuf() error {
 	f.call("FlushRingBuf")
+	if f.flushSignal != nil {
+		select {
+		case f.flushSignal <- struct{}{}:
+		default:
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	select {
@@ -159,12 +179,19 @@ func testDaemon(t *testing.T, f *fakeFetcher, args ...string) *daemon {
 
 var errInjected = errors.New("injected failure")
 
-// fakeSink is an exporter.Sink whose Close runs onClose, if set.
+// fakeSink is an exporter.Sink whose Export runs onExport and Close runs
+// onClose, if set.
 type fakeSink struct {
-	onClose func()
+	onExport func([]exporter.Flow)
+	onClose  func()
 }
 
-func (s *fakeSink) Export([]exporter.Flow) error { return nil }
+func (s *fakeSink) Export(flows []exporter.Flow) error {
+	if s.onExport != nil {
+		s.onExport(flows)
+	}
+	return nil
+}
 
 func (s *fakeSink) Close() error {
 	if s.onClose != nil {

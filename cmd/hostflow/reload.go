@@ -45,7 +45,9 @@ func (d *daemon) reload() {
 // the whole reload; a named link that does not exist yet is only warned of
 // (see ifaces.Manager.SetRules); the switch itself cannot
 // lose a flow: the kernel map is drained before the cache is replaced, and
-// the old cache's flows go to the old sinks before those close.
+// the old cache's flows go to the old sinks before those close. A sampling
+// change flushes the cache to the old sinks too: flows counted at the old
+// rate are never exported under the new one.
 func (d *daemon) apply(next *config.Config) error {
 	cur := d.cfg
 	d.keepRestartOnly(cur, next)
@@ -80,11 +82,22 @@ func (d *daemon) apply(next *config.Config) error {
 	if err := d.links.SetRules(next.Rules()); err != nil {
 		d.log.Error("apply interface rules", "err", err)
 	}
-	if cache != nil {
+	// The old sinks advertise the old sampling rate: every flow counted
+	// at that rate (the kernel's, read after the programs were swapped,
+	// the ring buffer's and the cached ones) goes to them as forced end before the new
+	// sinks take over, or a collector would scale it by the new N. A
+	// new cache starts empty the same way.
+	if cache != nil || next.Sampling != cur.Sampling {
 		d.drain()
+		if next.Sampling != cur.Sampling {
+			d.takeDirect()
+		}
 		n := d.flushTo(d.sinks)
-		d.log.Info("flow cache settings changed: exported cached flows", "flows", n)
-		d.cache = cache
+		if cache != nil {
+			d.cache = cache
+		}
+		d.log.Info("flow cache or sampling changed: exported cached flows", "flows", n,
+			"sampling", next.Sampling, "was", cur.Sampling)
 		d.updateActive()
 	}
 	d.mu.Lock()

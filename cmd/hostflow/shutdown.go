@@ -121,6 +121,7 @@ func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 			if !errors.Is(err, ringbuf.ErrFlushed) && !errors.Is(err, os.ErrClosed) {
 				d.mu.Lock()
 				d.counts.drainErrors++
+				d.ringStopped = true
 				d.mu.Unlock()
 				d.log.Error("read ring buffer: stopped reading it; packets the kernel diverts to it are lost "+
 					"(hostflow_kernel_ringbuf_full_total) until hostflow restarts", "err", err)
@@ -134,4 +135,33 @@ func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 		}
 		out <- r
 	}
+}
+
+// directQueue is how many ring buffer records wait for the loop.
+const directQueue = 4096
+
+// takeDirect adds to the cache every record the kernel diverted to the
+// ring buffer so far: the reader is flushed, its records handled until it
+// ends, and a new reader started. A sampling change calls it once the old
+// programs stopped, so that none of their records reaches the new sinks.
+// Called from the loop goroutine only, which then reads the new d.direct.
+func (d *daemon) takeDirect() {
+	if d.direct == nil {
+		return // no loop
+	}
+	if err := d.fetcher.FlushRingBuf(); err != nil {
+		d.log.Error("flush ring buffer: records it holds may be exported at the new sampling rate", "err", err)
+		return
+	}
+	for r := range d.direct { // closed by readRingBuf after the flush
+		d.addDirect(r)
+	}
+	d.mu.Lock()
+	stopped := d.ringStopped
+	d.mu.Unlock()
+	if stopped {
+		return // it failed before: not read again until a restart
+	}
+	d.direct = make(chan bpf.Record, directQueue)
+	go d.readRingBuf(d.direct)
 }

@@ -272,18 +272,26 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		return nil, fmt.Errorf("collector %s: %w", col, err)
 	}
 	stats := func() metrics.CollectorStats {
-		e, q := enc.Stats(), c.Stats()
-		s := metrics.CollectorStats{URL: col.URL, Messages: e.Messages, Records: e.Records,
-			SendErrors: e.SendErrors, RecordsLost: e.RecordsLost,
-			DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: q.Transport.Unreachable,
-			Connected: q.Transport.Connected, QueuedRecords: q.QueuedRecords}
-		if stream == nil {
-			// A batching UDP writer accepts a message before sending
-			// it: its own counts are the ones that say what went out.
-			s.Messages, s.SendErrors = q.Transport.Messages, q.Transport.Lost
-		}
-		return s
+		return collectorStats(col.URL, enc.Stats(), c.Stats(), stream == nil)
 	}
 	losses.set(stats)
 	return &collectorSink{url: col.URL, sink: c, stats: stats}, nil
+}
+
+// collectorStats are one collector's counters: its encoder's e, its queue's
+// and transport's q. udp says the transport is a UDPWriter, which, when it
+// batches, accepts a message before sending it: its own counts are the
+// ones that say what went out, and the records of the accepted messages it
+// lost, which the encoder counted as sent, move from records to lost
+// records.
+func collectorStats(url string, e exporter.ExportStats, q exporter.CollectorStats, udp bool) metrics.CollectorStats {
+	t := q.Transport
+	s := metrics.CollectorStats{URL: url, Messages: e.Messages, Records: e.Records - min(e.Records, t.RecordsLost),
+		SendErrors: e.SendErrors, RecordsLost: e.RecordsLost + t.RecordsLost,
+		DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: t.Unreachable,
+		Connected: t.Connected, QueuedRecords: q.QueuedRecords}
+	if udp {
+		s.Messages, s.SendErrors = t.Messages, t.Lost
+	}
+	return s
 }
