@@ -47,8 +47,8 @@ const (
 	// is thousands of undecodable messages; counting bounds it in
 	// messages. 20 is the Cisco IOS default (template refresh-rate 20
 	// packets), so collectors are tuned for it, and the cost is small:
-	// the eight default templates are 468 bytes in IPFIX and 436 in v9,
-	// 554 and 512 with the three options templates, against 20 full
+	// the eight default templates are 500 bytes in IPFIX and 468 in v9,
+	// 586 and 544 with the three options templates, against 20 full
 	// messages of ~1400 bytes (28 KB), about 2%.
 	DefaultTemplateRefreshMessages = 20
 

@@ -15,8 +15,8 @@ func TestTemplateBlockSize(t *testing.T) {
 		w                   *wireFormat
 		templates, withOpts int
 	}{
-		{templates.IPFIX, &ipfixWire, 468, 554},
-		{templates.NetFlowV9, &v9Wire, 436, 512},
+		{templates.IPFIX, &ipfixWire, 500, 586},
+		{templates.NetFlowV9, &v9Wire, 468, 544},
 	} {
 		set := templates.DefaultSet(tc.p)
 		b, n, err := encodeTemplateBlock(tc.w, set.Templates(), nil)

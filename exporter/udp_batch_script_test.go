@@ -96,9 +96,9 @@ func TestEncoderTellsRecords(t *testing.T) {
 			var enc Sink
 			var err error
 			if name == "ipfix" {
-				enc, err = NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: 512})
+				enc, err = NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: 640})
 			} else {
-				enc, err = NewNetFlow9(NetFlow9Config{Writer: w, MaxMessageSize: 512})
+				enc, err = NewNetFlow9(NetFlow9Config{Writer: w, MaxMessageSize: 640})
 			}
 			if err != nil {
 				t.Fatal(err)
