@@ -112,3 +112,47 @@ func TestReadmeRestartMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedFileRestartMarks: in etc/hostflow.yaml, the comment above a
+// key starts with "restart." exactly when the option table marks it.
+func TestShippedFileRestartMarks(t *testing.T) {
+	data, err := os.ReadFile("../../etc/hostflow.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyLine := regexp.MustCompile(`^( *)([a-z_]+):`)
+	var comment []string
+	section := ""
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "#") {
+			comment = append(comment, strings.TrimSpace(strings.TrimPrefix(trimmed, "#")))
+			continue
+		}
+		m := keyLine.FindStringSubmatch(line)
+		if m == nil {
+			comment = nil
+			continue
+		}
+		key := m[2]
+		if m[1] == "" {
+			section = key
+		} else {
+			key = section + "." + key
+		}
+		if slices.Contains(Keys(), key) {
+			seen[key] = true
+			marked := len(comment) > 0 && strings.HasPrefix(comment[0], "restart.")
+			if restart := slices.Contains(RestartKeys(), key); marked != restart {
+				t.Errorf("etc/hostflow.yaml: %s marked restart %v, the option table says %v", key, marked, restart)
+			}
+		}
+		comment = nil
+	}
+	for _, key := range RestartKeys() {
+		if !seen[key] {
+			t.Errorf("etc/hostflow.yaml: no %s", key)
+		}
+	}
+}
