@@ -36,8 +36,8 @@ type Option struct {
 	Restart    bool     // a reload keeps the running value
 }
 
-// Options returns every configuration key, in the order of the shipped
-// file.
+// Options returns every configuration key, in the order of the option
+// table (check-config's).
 func Options() []Option {
 	out := make([]Option, len(options))
 	for i, o := range options {
