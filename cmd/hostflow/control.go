@@ -141,7 +141,7 @@ func controlFlow(f *exporter.Flow, ifname string) control.Flow {
 	return control.Flow{
 		Src: k.SrcAddr().String(), Dst: k.DstAddr().String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
 		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, IfName: ifname,
-		Direction: exporter.DirectionName(k.Direction), VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode,
+		Direction: exporter.DirectionName(k.Direction), VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, TOS: k.Tos,
 		Packets: f.Packets, Bytes: f.Bytes, Start: f.Start.UTC().Format(exporter.JSONTimeLayout), End: f.End.UTC().Format(exporter.JSONTimeLayout), TCPFlags: f.TCPFlags, Sampling: s,
 	}
 }
