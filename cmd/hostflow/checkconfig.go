@@ -16,12 +16,8 @@ func checkConfig(w io.Writer, cfg *config.Config) error {
 	if err := cfg.WriteYAML(w); err != nil {
 		return err
 	}
-	mode := "host"
-	if cfg.Router() {
-		mode = "router"
-	}
-	fmt.Fprintf(w, "#\n# interfaces captured now (%s mode, interfaces: %s):\n", mode, cfg.Rules())
-	ds, err := ifaces.Plan(cfg.Rules(), cfg.Ingress(), cfg.Egress(), cfg.Capture != "socket")
+	fmt.Fprintf(w, "#\n# interfaces captured now (%s mode, interfaces: %s):\n", cfg.Mode, cfg.Rules())
+	ds, err := ifaces.Plan(cfg.Rules(), cfg.Ingress(), cfg.Egress(), cfg.Capture == config.CaptureTC)
 	if err != nil {
 		_, err = fmt.Fprintf(w, "# %v\n", err)
 		return err

@@ -129,19 +129,6 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// TestReloadKeepsControlSocket: control_socket is a restart key; a reload
-// that changes it keeps the running socket and warns.
-func TestReloadKeepsControlSocket(t *testing.T) {
-	f := newFakeFetcher(t)
-	d := testDaemon(t, f, "--control-socket", "/run/a.sock")
-	next := *d.cfg
-	next.ControlSocket = "/run/b.sock"
-	d.keepRestartOnly(d.cfg, &next)
-	if next.ControlSocket != "/run/a.sock" {
-		t.Errorf("after a reload the control socket would be %q, want the running /run/a.sock", next.ControlSocket)
-	}
-}
-
 // TestStartControlFailures: a live daemon's socket stops the start; a
 // socket that cannot be created (its directory is a file) is logged, and
 // the daemon runs without one.

@@ -139,17 +139,14 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		return fmt.Errorf("remove memlock limit: %w", err)
 	}
 	d.unlock = lockState(cfg.StateDir, log)
-	algo := bpf.SamplingRandom
-	if cfg.SamplingAlgorithm == "count" {
-		algo = bpf.SamplingCount
-	}
-	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == "precise")
+	algo := cfg.SamplingAlgorithm.BPF()
+	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == config.TimestampsPrecise)
 	ring := bpf.WithRingBufSize(uint32(cfg.RingBufferSize))
-	if cfg.Capture == "socket" {
+	if cfg.Capture == config.CaptureSocket {
 		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise, ring)
 	} else {
 		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise, ring)
+			bpf.WithAttachMode(cfg.Attach.Mode()), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise, ring)
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
@@ -163,7 +160,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.Router() {
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
-		if d.enricher, err = router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log}); err != nil {
+		if d.enricher, err = router.New(router.Options{Conntrack: conntrackModes[cfg.Conntrack], Log: log}); err != nil {
 			d.enricher = nil
 			return fmt.Errorf("router mode: %w", err)
 		}
@@ -231,26 +228,12 @@ func interfaceTable() []exporter.InterfaceInfo {
 	return out
 }
 
-func conntrackMode(s string) router.ConntrackMode {
-	switch s {
-	case "dump":
-		return router.ConntrackDump
-	case "get":
-		return router.ConntrackGet
-	case "off":
-		return router.ConntrackOff
-	}
-	return router.ConntrackAuto
-}
-
-func attachMode(s string) bpf.AttachMode {
-	switch s {
-	case "tcx":
-		return bpf.AttachTCX
-	case "clsact":
-		return bpf.AttachClsact
-	}
-	return bpf.AttachAuto
+// conntrackModes maps each conntrack key value to the enricher's mode.
+var conntrackModes = [...]router.ConntrackMode{
+	config.ConntrackAuto: router.ConntrackAuto,
+	config.ConntrackDump: router.ConntrackDump,
+	config.ConntrackGet:  router.ConntrackGet,
+	config.ConntrackOff:  router.ConntrackOff,
 }
 
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {

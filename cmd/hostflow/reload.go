@@ -50,7 +50,15 @@ func (d *daemon) reload() {
 // rate are never exported under the new one.
 func (d *daemon) apply(next *config.Config) error {
 	cur := d.cfg
-	d.keepRestartOnly(cur, next)
+	// The option table says which keys need a restart: they keep their
+	// running value.
+	kept, err := config.KeepRestartOnly(cur, next)
+	if err != nil {
+		return err
+	}
+	for _, key := range kept {
+		d.log.Warn("setting changed: restart hostflow to apply it", "key", key)
+	}
 
 	sinks, unused, created, err := buildSinks(next, d.sinks, d.sinkEnv())
 	if err != nil {
@@ -119,29 +127,4 @@ func (d *daemon) apply(next *config.Config) error {
 	d.level.Set(next.LogLevel)
 	d.cfg = next
 	return nil
-}
-
-// keepRestartOnly keeps the running value of each key a reload cannot
-// change, and says so.
-func (d *daemon) keepRestartOnly(cur, next *config.Config) {
-	keep := func(key string, changed bool, restore func()) {
-		if changed {
-			d.log.Warn("setting changed: restart hostflow to apply it", "key", key)
-			restore()
-		}
-	}
-	keep("kernel_map_size", next.KernelMapSize != cur.KernelMapSize, func() { next.KernelMapSize = cur.KernelMapSize })
-	keep("ring_buffer_size", next.RingBufferSize != cur.RingBufferSize, func() { next.RingBufferSize = cur.RingBufferSize })
-	keep("attach", next.Attach != cur.Attach, func() { next.Attach = cur.Attach })
-	keep("direction", next.Direction != cur.Direction, func() { next.Direction = cur.Direction })
-	keep("log.format", next.LogFormat != cur.LogFormat, func() { next.LogFormat = cur.LogFormat })
-	keep("metrics.enabled", next.MetricsEnabled != cur.MetricsEnabled, func() { next.MetricsEnabled = cur.MetricsEnabled })
-	keep("metrics.listen", next.MetricsListen != cur.MetricsListen, func() { next.MetricsListen = cur.MetricsListen })
-	keep("sampling_algorithm", next.SamplingAlgorithm != cur.SamplingAlgorithm, func() { next.SamplingAlgorithm = cur.SamplingAlgorithm })
-	keep("control_socket", next.ControlSocket != cur.ControlSocket, func() { next.ControlSocket = cur.ControlSocket })
-	keep("state_dir", next.StateDir != cur.StateDir, func() { next.StateDir = cur.StateDir })
-	keep("capture", next.Capture != cur.Capture, func() { next.Capture = cur.Capture })
-	keep("timestamps", next.Timestamps != cur.Timestamps, func() { next.Timestamps = cur.Timestamps })
-	keep("mode", next.Mode != cur.Mode, func() { next.Mode = cur.Mode })
-	keep("conntrack", next.Conntrack != cur.Conntrack, func() { next.Conntrack = cur.Conntrack })
 }

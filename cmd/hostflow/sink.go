@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/hostflow/hostflow/metrics"
@@ -108,7 +107,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
 			cfg.CollectorQueue, cfg.TLS, cfg.Mode, cfg.TemplateRefresh, cfg.TemplateRefreshMessages,
 			cfg.Bind(), cfg.InterfaceIndex)
-		if col.Transport == "tls" {
+		if col.Transport == config.TransportTLS {
 			// Certificates renewed at the same paths: a reload
 			// reconnects with them.
 			key += " " + cfg.TLS.Fingerprint()
@@ -137,7 +136,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*collectorSink, error) {
 	log := env.log.With("collector", col.URL)
 	protocol := templates.IPFIX
-	if col.Protocol == "netflow9" {
+	if col.Protocol == config.ProtocolNetFlow9 {
 		protocol = templates.NetFlowV9
 	}
 	set := templates.DefaultSet(protocol)
@@ -174,26 +173,24 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		return l
 	}
 	losses := new(collectorLosses)
-	if col.Transport != "udp" {
+	if col.Transport != config.TransportUDP {
 		// A stream sends templates once per connection (RFC 7011
 		// section 8), from the transport's OnConnect hook below:
 		// template_refresh and template_refresh_messages are for UDP.
 		refresh, refreshMessages = -1, -1
 	}
 	opts := &exporter.OptionsConfig{
-		Interval:         cfg.TemplateRefresh,
-		Interfaces:       interfaces,
-		Counters:         losses.counters(env.counters),
-		SamplingInterval: uint32(cfg.Sampling),
-	}
-	if cfg.SamplingAlgorithm == "count" {
-		opts.SamplingAlgorithm = bpf.SamplingCount
+		Interval:          cfg.TemplateRefresh,
+		Interfaces:        interfaces,
+		Counters:          losses.counters(env.counters),
+		SamplingInterval:  uint32(cfg.Sampling),
+		SamplingAlgorithm: cfg.SamplingAlgorithm.BPF(),
 	}
 
 	var tr exporter.Transport
 	var stream *exporter.StreamTransport
 	switch col.Transport {
-	case "udp":
+	case config.TransportUDP:
 		// Messages go out in batches, one sendmmsg per export (and
 		// the exports queued behind it); the Collector flushes when
 		// its queue is empty.
@@ -202,9 +199,9 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 			return nil, fmt.Errorf("collector %s: %w", col, err)
 		}
 		tr = w
-	case "tcp", "tls":
+	case config.TransportTCP, config.TransportTLS:
 		sc := exporter.StreamConfig{Address: col.Address, Logger: log, Bind: cfg.Bind()}
-		if col.Transport == "tls" {
+		if col.Transport == config.TransportTLS {
 			tc, err := cfg.TLS.Load()
 			if err != nil {
 				return nil, fmt.Errorf("collector %s: %w", col, err)
@@ -227,11 +224,11 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		SendTemplates() error
 	}
 	switch col.Protocol {
-	case "ipfix":
+	case config.ProtocolIPFIX:
 		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
 			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
 			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})
-	case "netflow9":
+	case config.ProtocolNetFlow9:
 		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
 			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
 			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})

@@ -10,8 +10,8 @@ import (
 // Collector is one collector URL: scheme protocol+transport, then
 // host:port, e.g. ipfix+udp://127.0.0.1:4739 or ipfix+udp://[fd00::1]:4739.
 type Collector struct {
-	Protocol  string // "ipfix" or "netflow9"
-	Transport string // "udp", "tcp" or "tls"
+	Protocol  Protocol
+	Transport Transport
 	Address   string // host:port
 	URL       string // as given
 }
@@ -19,8 +19,9 @@ type Collector struct {
 func (c Collector) String() string { return c.URL }
 
 // Schemes are the collector URL schemes hostflow can export to. This is
-// the one place a new protocol or transport is added; the daemon's sink
-// factory switches on the same Protocol and Transport.
+// the one place a new combination is added (a new protocol or transport
+// is a constant of Protocol or Transport first); the daemon's sink factory
+// switches on the same Protocol and Transport.
 var Schemes = []string{"ipfix+udp", "ipfix+tcp", "ipfix+tls", "netflow9+udp"}
 
 // ParseCollector parses and checks one collector URL.
@@ -42,5 +43,13 @@ func ParseCollector(s string) (Collector, error) {
 	if u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
 		return Collector{}, fmt.Errorf("only %s://host:port is allowed", u.Scheme)
 	}
-	return Collector{Protocol: proto, Transport: transport, Address: u.Host, URL: s}, nil
+	p, err := parseEnum[Protocol](protocolNames, proto)
+	if err != nil {
+		return Collector{}, fmt.Errorf("protocol %q: %w", proto, err)
+	}
+	t, err := parseEnum[Transport](transportNames, transport)
+	if err != nil {
+		return Collector{}, fmt.Errorf("transport %q: %w", transport, err)
+	}
+	return Collector{Protocol: p, Transport: t, Address: u.Host, URL: s}, nil
 }

@@ -49,12 +49,12 @@ type Config struct {
 	// packets one by one when the kernel map is full.
 	RingBufferSize    int
 	Sampling          int
-	SamplingAlgorithm string // random or count
+	SamplingAlgorithm SamplingAlgorithm
 	StateDir          string
 	// ControlSocket is the path of the control socket; empty: none.
 	ControlSocket     string
-	Attach            string // auto, tcx or clsact
-	Direction         string // ingress, egress or both
+	Attach            Attach
+	Direction         Direction
 	ObservationDomain uint32
 	MaxMessageSize    int
 	// TemplateRefresh and TemplateRefreshMessages: UDP template resends
@@ -66,14 +66,13 @@ type Config struct {
 	Fields []string
 	// TCPEndGrace delays the export of a TCP flow after FIN or RST.
 	TCPEndGrace time.Duration
-	// Capture is tc or socket.
-	Capture string
-	// Timestamps is the kernel clock of flow times: coarse or precise.
-	Timestamps string
-	// Mode is host or router; Conntrack is router mode's NAT lookup:
-	// auto, dump, get or off.
-	Mode      string
-	Conntrack string
+	// Capture is how packets are seen.
+	Capture Capture
+	// Timestamps is the kernel clock of flow times.
+	Timestamps Timestamps
+	// Mode is host or router; Conntrack is router mode's NAT lookup.
+	Mode      Mode
+	Conntrack Conntrack
 	// CollectorQueue is each collector's queue length, in batches.
 	CollectorQueue int
 	// TLS is for ipfix+tls collectors.
@@ -87,7 +86,7 @@ type Config struct {
 	InterfaceIndex map[string]uint32
 
 	LogLevel  slog.Level
-	LogFormat string // text or json
+	LogFormat LogFormat
 
 	MetricsEnabled bool
 	MetricsListen  string // host:port
@@ -112,12 +111,12 @@ func (c *Config) Cache() exporter.CacheConfig {
 // Ingress and Egress say which TC hooks to capture on. auto is both in
 // host mode and ingress in router mode, where a forwarded packet crosses
 // an ingress and an egress hook and must be counted once.
-func (c *Config) Ingress() bool { return c.Direction != "egress" }
+func (c *Config) Ingress() bool { return c.Direction != DirectionEgress }
 func (c *Config) Egress() bool {
-	if c.Direction == "auto" {
-		return c.Mode != "router"
+	if c.Direction == DirectionAuto {
+		return c.Mode != ModeRouter
 	}
-	return c.Direction != "ingress"
+	return c.Direction != DirectionIngress
 }
 
 // Bind returns where the export sockets send from.
@@ -126,4 +125,4 @@ func (c *Config) Bind() exporter.Bind {
 }
 
 // Router reports whether hostflow runs in router mode.
-func (c *Config) Router() bool { return c.Mode == "router" }
+func (c *Config) Router() bool { return c.Mode == ModeRouter }

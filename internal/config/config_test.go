@@ -43,9 +43,9 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.ActiveTimeout != time.Minute || cfg.IdleTimeout != 15*time.Second || cfg.PollInterval != time.Second ||
-		cfg.Sampling != 0 || cfg.Attach != "auto" || cfg.Direction != "auto" || cfg.MaxMessageSize != 1400 ||
-		cfg.Mode != "host" || !cfg.Ingress() || !cfg.Egress() ||
-		!cfg.MetricsEnabled || cfg.MetricsListen != "127.0.0.1:9740" || cfg.LogFormat != "text" ||
+		cfg.Sampling != 0 || cfg.Attach != AttachAuto || cfg.Direction != DirectionAuto || cfg.MaxMessageSize != 1400 ||
+		cfg.Mode != ModeHost || !cfg.Ingress() || !cfg.Egress() ||
+		!cfg.MetricsEnabled || cfg.MetricsListen != "127.0.0.1:9740" || cfg.LogFormat != LogText ||
 		len(cfg.Collectors) != 0 || len(cfg.Interfaces) != 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
@@ -301,7 +301,7 @@ func TestRulesFollowMode(t *testing.T) {
 	if !cfg.Rules().Router() || !cfg.Rules().Match(br) {
 		t.Errorf("router mode: rules %v select bridge %v", cfg.Rules(), cfg.Rules().Match(br))
 	}
-	cfg.Mode = "host" // as reload does when the mode changed: it needs a restart
+	cfg.Mode = ModeHost // as reload does when the mode changed: it needs a restart
 	if cfg.Rules().Router() || cfg.Rules().Match(br) {
 		t.Errorf("host mode kept: rules still router mode's")
 	}

@@ -33,17 +33,18 @@ type Option struct {
 	Values     []string // an enum's allowed values, or nil
 	Path       bool     // the value names a file or directory
 	Repeatable bool     // the flag may be given more than once
+	Restart    bool     // a reload keeps the running value
 }
 
-// Options returns every configuration key, in the order of the shipped
-// file.
+// Options returns every configuration key, in the order of the option
+// table (check-config's).
 func Options() []Option {
 	out := make([]Option, len(options))
 	for i, o := range options {
 		out[i] = Option{
 			Key: o.key, Flag: o.flag, Env: EnvName(o.key), Type: o.kind.String(),
-			Default: showDefault(o.def), Usage: o.usage, Values: o.values, Path: o.path,
-			Repeatable: o.repeatable,
+			Default: showDefault(o.def), Usage: o.usageText(), Values: o.values, Path: o.path,
+			Repeatable: o.repeatable, Restart: o.restart,
 		}
 	}
 	return out

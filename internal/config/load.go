@@ -133,7 +133,7 @@ func newFlagSet(usage string, stderr io.Writer) (*pflag.FlagSet, *string) {
 	}
 	configPath := fset.String("config", DefaultPath, "configuration file (YAML); env "+configEnv)
 	for _, o := range options {
-		help := fmt.Sprintf("%s (key %s, env %s)", o.usage, o.key, EnvName(o.key))
+		help := fmt.Sprintf("%s (key %s, env %s)", o.usageText(), o.key, EnvName(o.key))
 		switch o.kind {
 		case kindList:
 			if o.repeatable {

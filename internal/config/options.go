@@ -39,8 +39,11 @@ type option struct {
 	values []string
 	// path marks a value naming a file, which shells complete as one.
 	path bool
-	set  func(c *Config, v any) error
-	get  func(c *Config) any
+	// restart marks a key a reload cannot change: the running value
+	// stays (KeepRestartOnly), and the usage says "(restart to change)".
+	restart bool
+	set     func(c *Config, v any) error
+	get     func(c *Config) any
 }
 
 // options lists every key, in the order check-config prints them.
@@ -114,7 +117,7 @@ var options = []option{
 	},
 	{
 		key: "max_flows", flag: "max-flows", kind: kindInt, def: exporter.DefaultMaxFlows,
-		usage: "flows the user-space cache holds; beyond, new flows are exported at once (flowEndReason 5)",
+		usage: "flows the user-space cache holds; a new flow beyond that pushes out the least recently seen one, exported with flowEndReason 5 (lack of resources)",
 		set:   intSetter(1, 1<<30, func(c *Config) *int { return &c.MaxFlows }),
 		get:   func(c *Config) any { return c.MaxFlows },
 	},
@@ -125,14 +128,14 @@ var options = []option{
 		get:   func(c *Config) any { return c.PollInterval.String() },
 	},
 	{
-		key: "kernel_map_size", flag: "kernel-map-size", kind: kindInt, def: 1 << 17,
-		usage: "flows each kernel map holds, IPv4 and IPv6 each (swapped for an empty one when 7/8 full or 60 s old) before diverting packets to the ring buffer (restart to change)",
+		key: "kernel_map_size", flag: "kernel-map-size", kind: kindInt, def: 1 << 17, restart: true,
+		usage: "flows each kernel map holds, IPv4 and IPv6 each (swapped for an empty one when 7/8 full or 60 s old) before diverting packets to the ring buffer",
 		set:   intSetter(1, 1<<26, func(c *Config) *int { return &c.KernelMapSize }),
 		get:   func(c *Config) any { return c.KernelMapSize },
 	},
 	{
-		key: "ring_buffer_size", flag: "ring-buffer-size", kind: kindInt, def: DefaultRingBufferSize,
-		usage: "bytes of the ring buffer that takes packets one by one when the kernel map is full, a power of two from 4096 (about 96 bytes a packet; resident twice in hostflow's memory) (restart to change)",
+		key: "ring_buffer_size", flag: "ring-buffer-size", kind: kindInt, def: DefaultRingBufferSize, restart: true,
+		usage: "bytes of the ring buffer that takes packets one by one when the kernel map is full, a power of two from 4096 (about 96 bytes a packet; resident twice in hostflow's memory)",
 		set: func(c *Config, v any) error {
 			var n int
 			if err := intSetter(4096, 1<<30, func(*Config) *int { return &n })(c, v); err != nil {
@@ -152,30 +155,21 @@ var options = []option{
 		set:   intSetter(0, 1<<31-1, func(c *Config) *int { return &c.Sampling }),
 		get:   func(c *Config) any { return c.Sampling },
 	},
+	enumOption(option{
+		key: "sampling_algorithm", flag: "sampling-algorithm", restart: true,
+		usage: "how 1-in-N packets are picked: random, or count (every Nth packet per CPU)",
+	}, SamplingRandom, samplingAlgorithmNames, func(c *Config) *SamplingAlgorithm { return &c.SamplingAlgorithm }),
+	enumOption(option{
+		key: "attach", flag: "attach", restart: true,
+		usage: "how to attach to TC hooks: auto, tcx or clsact",
+	}, AttachAuto, attachNames, func(c *Config) *Attach { return &c.Attach }),
+	enumOption(option{
+		key: "direction", flag: "direction", restart: true,
+		usage: "hooks to capture on: ingress, egress, both, or auto (both in host mode, ingress in router mode)",
+	}, DirectionAuto, directionNames, func(c *Config) *Direction { return &c.Direction }),
 	{
-		key: "sampling_algorithm", flag: "sampling-algorithm", kind: kindString, def: "random",
-		usage:  "how 1-in-N packets are picked: random, or count (every Nth packet per CPU) (restart to change)",
-		values: []string{"random", "count"},
-		set:    stringSetter(func(c *Config) *string { return &c.SamplingAlgorithm }),
-		get:    func(c *Config) any { return c.SamplingAlgorithm },
-	},
-	{
-		key: "attach", flag: "attach", kind: kindString, def: "auto",
-		usage:  "how to attach to TC hooks: auto, tcx or clsact (restart to change)",
-		values: []string{"auto", "tcx", "clsact"},
-		set:    stringSetter(func(c *Config) *string { return &c.Attach }),
-		get:    func(c *Config) any { return c.Attach },
-	},
-	{
-		key: "direction", flag: "direction", kind: kindString, def: "auto",
-		usage:  "hooks to capture on: ingress, egress, both, or auto (both in host mode, ingress in router mode) (restart to change)",
-		values: []string{"auto", "ingress", "egress", "both"},
-		set:    stringSetter(func(c *Config) *string { return &c.Direction }),
-		get:    func(c *Config) any { return c.Direction },
-	},
-	{
-		key: "state_dir", flag: "state-dir", kind: kindString, def: "/run/hostflow", path: true,
-		usage: "directory recording the clsact qdiscs hostflow created, so a restart after a crash removes them (restart to change)",
+		key: "state_dir", flag: "state-dir", kind: kindString, def: "/run/hostflow", path: true, restart: true,
+		usage: "directory recording the clsact qdiscs hostflow created, so a restart after a crash removes them",
 		set: func(c *Config, v any) error {
 			s, err := toString(v)
 			if err != nil {
@@ -190,8 +184,8 @@ var options = []option{
 		get: func(c *Config) any { return c.StateDir },
 	},
 	{
-		key: "control_socket", flag: "control-socket", kind: kindString, def: "/run/hostflow/control.sock",
-		usage: "unix socket the commands flows, stats and expire ask the daemon through, mode 0660 (the daemon's user and group); empty: none (restart to change)",
+		key: "control_socket", flag: "control-socket", kind: kindString, def: "/run/hostflow/control.sock", restart: true,
+		usage: "unix socket the commands flows, stats and expire ask the daemon through, mode 0660 (the daemon's user and group); empty: none",
 		set: func(c *Config, v any) error {
 			s, err := toString(v)
 			if err != nil {
@@ -228,27 +222,18 @@ var options = []option{
 		set:   intSetter(256, 65535, func(c *Config) *int { return &c.MaxMessageSize }),
 		get:   func(c *Config) any { return c.MaxMessageSize },
 	},
-	{
-		key: "timestamps", flag: "timestamps", kind: kindString, def: "coarse",
-		usage:  "flow start/end clock in the kernel: coarse (the last timer tick, 1-4 ms resolution, cheapest) or precise (reads the clock source on every packet) (restart to change)",
-		values: []string{"coarse", "precise"},
-		set:    stringSetter(func(c *Config) *string { return &c.Timestamps }),
-		get:    func(c *Config) any { return c.Timestamps },
-	},
-	{
-		key: "mode", flag: "mode", kind: kindString, def: "host",
-		usage:  "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow (restart to change)",
-		values: []string{"host", "router"},
-		set:    stringSetter(func(c *Config) *string { return &c.Mode }),
-		get:    func(c *Config) any { return c.Mode },
-	},
-	{
-		key: "conntrack", flag: "conntrack", kind: kindString, def: "auto",
-		usage:  "router mode: how NAT translations are read from conntrack: auto, dump (whole table per export), get (one lookup per flow) or off",
-		values: []string{"auto", "dump", "get", "off"},
-		set:    stringSetter(func(c *Config) *string { return &c.Conntrack }),
-		get:    func(c *Config) any { return c.Conntrack },
-	},
+	enumOption(option{
+		key: "timestamps", flag: "timestamps", restart: true,
+		usage: "flow start/end clock in the kernel: coarse (the last timer tick, 1-4 ms resolution, cheapest) or precise (reads the clock source on every packet)",
+	}, TimestampsCoarse, timestampsNames, func(c *Config) *Timestamps { return &c.Timestamps }),
+	enumOption(option{
+		key: "mode", flag: "mode", restart: true,
+		usage: "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow",
+	}, ModeHost, modeNames, func(c *Config) *Mode { return &c.Mode }),
+	enumOption(option{
+		key: "conntrack", flag: "conntrack", restart: true,
+		usage: "router mode: how NAT translations are read from conntrack: auto, dump (whole table per export), get (one lookup per flow) or off",
+	}, ConntrackAuto, conntrackNames, func(c *Config) *Conntrack { return &c.Conntrack }),
 	{
 		key: "template_refresh", flag: "template-refresh", kind: kindDuration, def: exporter.DefaultTemplateRefresh,
 		usage: "resend templates and options over UDP this often, so a restarted collector decodes again (RFC 7011 section 8.4)",
@@ -285,13 +270,10 @@ var options = []option{
 		set:   durationSetter(func(c *Config) *time.Duration { return &c.TCPEndGrace }),
 		get:   func(c *Config) any { return c.TCPEndGrace.String() },
 	},
-	{
-		key: "capture", flag: "capture", kind: kindString, def: "tc",
-		usage:  "how packets are seen: tc (TC hooks, the default) or socket (an AF_PACKET socket filter per interface, for hosts where TC cannot be used) (restart to change)",
-		values: []string{"tc", "socket"},
-		set:    stringSetter(func(c *Config) *string { return &c.Capture }),
-		get:    func(c *Config) any { return c.Capture },
-	},
+	enumOption(option{
+		key: "capture", flag: "capture", restart: true,
+		usage: "how packets are seen: tc (TC hooks, the default) or socket (an AF_PACKET socket filter per interface, for hosts where TC cannot be used)",
+	}, CaptureTC, captureNames, func(c *Config) *Capture { return &c.Capture }),
 	{
 		key: "collector_queue", flag: "collector-queue", kind: kindInt, def: exporter.DefaultQueueLength,
 		usage: "flow batches (one per poll interval, of at most 4096 records) queued per collector while it is slow or down; beyond, new batches are dropped and counted",
@@ -393,16 +375,13 @@ var options = []option{
 		},
 		get: func(c *Config) any { return strings.ToLower(c.LogLevel.String()) },
 	},
+	enumOption(option{
+		key: "log.format", flag: "log-format", restart: true,
+		usage: "log format: text or json",
+	}, LogText, logFormatNames, func(c *Config) *LogFormat { return &c.LogFormat }),
 	{
-		key: "log.format", flag: "log-format", kind: kindString, def: "text",
-		usage:  "log format: text or json (restart to change)",
-		values: []string{"text", "json"},
-		set:    stringSetter(func(c *Config) *string { return &c.LogFormat }),
-		get:    func(c *Config) any { return c.LogFormat },
-	},
-	{
-		key: "metrics.enabled", flag: "metrics-enabled", kind: kindBool, def: true,
-		usage: "serve Prometheus metrics on metrics.listen (restart to change)",
+		key: "metrics.enabled", flag: "metrics-enabled", kind: kindBool, def: true, restart: true,
+		usage: "serve Prometheus metrics on metrics.listen",
 		set: func(c *Config, v any) error {
 			b, err := toBool(v)
 			c.MetricsEnabled = b
@@ -411,8 +390,8 @@ var options = []option{
 		get: func(c *Config) any { return c.MetricsEnabled },
 	},
 	{
-		key: "metrics.listen", flag: "metrics-listen", kind: kindString, def: "127.0.0.1:9740",
-		usage: "address of the /metrics endpoint, host:port (restart to change)",
+		key: "metrics.listen", flag: "metrics-listen", kind: kindString, def: "127.0.0.1:9740", restart: true,
+		usage: "address of the /metrics endpoint, host:port",
 		set: func(c *Config, v any) error {
 			s, err := toString(v)
 			if err != nil {
@@ -427,8 +406,8 @@ var options = []option{
 		get: func(c *Config) any { return c.MetricsListen },
 	},
 	{
-		key: "metrics.pprof", flag: "metrics-pprof", kind: kindBool, def: false,
-		usage: "also serve Go runtime profiles (heap, CPU, goroutines) under /debug/pprof/ on metrics.listen, for debugging (restart to change)",
+		key: "metrics.pprof", flag: "metrics-pprof", kind: kindBool, def: false, restart: true,
+		usage: "also serve Go runtime profiles (heap, CPU, goroutines) under /debug/pprof/ on metrics.listen, for debugging",
 		set: func(c *Config, v any) error {
 			b, err := toBool(v)
 			c.MetricsPprof = b
@@ -450,69 +429,4 @@ func Keys() []string {
 // EnvName returns the environment variable of a key.
 func EnvName(key string) string {
 	return EnvPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
-}
-
-func durationSetter(field func(*Config) *time.Duration) func(*Config, any) error {
-	return func(c *Config, v any) error {
-		d, err := toDuration(v)
-		if err != nil {
-			return err
-		}
-		if d <= 0 {
-			return fmt.Errorf("must be positive")
-		}
-		*field(c) = d
-		return nil
-	}
-}
-
-func intSetter(lo, hi int, field func(*Config) *int) func(*Config, any) error {
-	return func(c *Config, v any) error {
-		n, err := toInt(v)
-		if err != nil {
-			return err
-		}
-		if n < lo || n > hi {
-			return fmt.Errorf("want %d to %d", lo, hi)
-		}
-		*field(c) = n
-		return nil
-	}
-}
-
-// pathSetter accepts "" or an absolute path.
-func pathSetter(field func(*Config) *string) func(*Config, any) error {
-	return func(c *Config, v any) error {
-		s, err := toString(v)
-		if err != nil {
-			return err
-		}
-		if s != "" && !strings.HasPrefix(s, "/") {
-			return fmt.Errorf("want an absolute path")
-		}
-		*field(c) = s
-		return nil
-	}
-}
-
-func stringSetter(field func(*Config) *string) func(*Config, any) error {
-	return func(c *Config, v any) error {
-		s, err := toString(v)
-		*field(c) = s
-		return err
-	}
-}
-
-// apply checks an enum's value against o.values, then sets it.
-func (o *option) apply(c *Config, v any) error {
-	if o.values != nil {
-		s, err := toString(v)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(o.values, s) {
-			return fmt.Errorf("want %s", strings.Join(o.values, ", "))
-		}
-	}
-	return o.set(c, v)
 }

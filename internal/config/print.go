@@ -9,7 +9,7 @@ import (
 )
 
 // WriteYAML prints the effective configuration in the config file's
-// format, in the order of the shipped file.
+// format, in the order of the option table.
 func (c *Config) WriteYAML(w io.Writer) error {
 	root := &yaml.Node{Kind: yaml.MappingNode}
 	sections := map[string]*yaml.Node{}
