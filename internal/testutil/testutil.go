@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -233,5 +234,40 @@ func NewVethPair(tb testing.TB) *VethPair {
 	b.IP(tb, "addr", "add", fmt.Sprintf("%s/%d", p.AddrB, p.PrefixBits), "dev", p.NameB)
 	a.IP(tb, "link", "set", p.NameA, "up")
 	b.IP(tb, "link", "set", p.NameB, "up")
+	// Static neighbours and a carrier on both ends before anything is sent:
+	// the first packet of a test neither waits for ARP (a loaded machine
+	// may take longer than a test's read deadline to answer) nor meets a
+	// link that is not up yet.
+	macA, macB := linkMAC(tb, a, p.NameA), linkMAC(tb, b, p.NameB)
+	a.IP(tb, "neigh", "replace", p.AddrB, "lladdr", macB, "dev", p.NameA, "nud", "permanent")
+	b.IP(tb, "neigh", "replace", p.AddrA, "lladdr", macA, "dev", p.NameB, "nud", "permanent")
+	waitCarrier(tb, a, p.NameA)
+	waitCarrier(tb, b, p.NameB)
 	return p
+}
+
+// linkMAC returns the hardware address of link name in ns.
+func linkMAC(tb testing.TB, ns *Netns, name string) string {
+	tb.Helper()
+	f := strings.Fields(ns.IP(tb, "-br", "link", "show", "dev", name))
+	if len(f) < 3 {
+		tb.Fatalf("link %s in %s: no hardware address in %q", name, ns.Name, f)
+	}
+	return f[2]
+}
+
+// waitCarrier waits (at most 5 s) until link name in ns is operationally up.
+func waitCarrier(tb testing.TB, ns *Netns, name string) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f := strings.Fields(ns.IP(tb, "-br", "link", "show", "dev", name))
+		if len(f) >= 2 && f[1] == "UP" {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("link %s in %s not up after 5 s: %q", name, ns.Name, f)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
