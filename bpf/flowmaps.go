@@ -54,6 +54,14 @@ type flowMaps struct {
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
+	// switchEpoch is the epoch written with the last switch: a record
+	// diverted with this epoch or a later one was diverted by the map
+	// programs count into now (Diverted).
+	switchEpoch atomic.Uint32
+	// full is set by Diverted when the active map is full: the next
+	// Drain switches maps before reading.
+	full     atomic.Bool
+	switches int // map switches (tests)
 	waits    int // grace periods waited for (tests)
 	values   []NetFlowMetrics
 }
@@ -106,6 +114,7 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 		fm.close()
 		return nil, err
 	}
+	fm.switchEpoch.Store(uint32(fm.epoch))
 	fm.rb, err = ringbuf.NewReader(maps.direct)
 	if err != nil {
 		fm.close()
@@ -169,6 +178,21 @@ func (fm *flowMaps) FlushRingBuf() error {
 	return fm.rb.Flush()
 }
 
+// Diverted tells the maps that the kernel diverted r to the ring buffer
+// (its map was full) and reports whether r was diverted by the map
+// programs count into now, not by one already switched out: then the
+// next Drain switches maps first, and the caller should drain soon
+// rather than at its next poll. It may be called concurrently with Drain.
+func (fm *flowMaps) Diverted(r *Record) bool {
+	// Epochs only grow within the 4096 polls a map is in use, and wrap
+	// at 2^16 skipping 0: r is of this map if it is not older.
+	if d := r.Metrics.Epoch - uint16(fm.switchEpoch.Load()); d >= 1<<15 {
+		return false
+	}
+	fm.full.Store(true)
+	return true
+}
+
 // Drain is LookupAndDeleteMap without the intermediate map: it calls fn
 // for each flow that counted packets since the last call (twice for some
 // flows when it switches maps: add the two up), with what it
@@ -181,7 +205,9 @@ func (fm *flowMaps) FlushRingBuf() error {
 // running. It reads the active map without deleting anything, then, when that map
 // is 7/8 full or old, switches the programs to the other (empty) one, waits
 // until no program can still write to the old one, and empties it. Each
-// flow's last increments reach fn then: none is lost.
+// flow's last increments reach fn then: none is lost. After Diverted
+// reported the active map full, Drain switches first and reads only the
+// old map, once, with deletion: the new map takes the packets meanwhile.
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
@@ -193,6 +219,9 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 			fm.detached.Store(true)
 			return err
 		}
+	}
+	if fm.full.Swap(false) {
+		return fm.switchFirst(fn)
 	}
 	readStart := fm.now()
 	cur := fm.active
@@ -217,7 +246,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		fm.active = cur
 		return err
 	}
-	fm.genStart, fm.genPolls = time.Now(), 0
+	fm.switched()
 	if err := fm.waitForPrograms(); err != nil {
 		// The old map may still be written to: it is drained at the
 		// next switch instead, nothing is lost meanwhile.
@@ -230,6 +259,48 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	clear(fm.seen4[cur])
 	clear(fm.seen[cur])
 	return nil
+}
+
+// switchFirst is Drain when the active map is full: it switches programs
+// to the other map at once, waits until none can still write to the old
+// one, and empties it, handing out what each flow counted since the last
+// read. The packets that arrive meanwhile go to the new map instead of
+// the ring buffer.
+func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
+	readStart := fm.now()
+	cur := fm.active
+	next := fm.epoch + 1
+	if next == 0 {
+		next = 1
+	}
+	st := NetFlowStateT{Active: uint32(1 - cur), Epoch: next}
+	if err := fm.shared.state.Put(uint32(0), &st); err != nil {
+		return fmt.Errorf("write flow state: %w", err)
+	}
+	fm.active = 1 - cur
+	fm.switched()
+	fm.switchEpoch.Store(uint32(next))
+	if err := fm.waitForPrograms(); err != nil {
+		// As in Drain: back to the old map, drained at the next switch.
+		// The new map's packets carry the new epoch, the old map's
+		// unread ones the old: lastRead stays.
+		fm.active, fm.epoch = cur, next
+		return errors.Join(err, fm.writeState())
+	}
+	// The old map's values since the last read carry fm.epoch: read them
+	// with it, then move on to the epoch the new map counts with.
+	_, err := fm.read(cur, true, fn)
+	fm.epoch, fm.lastRead = next, readStart
+	clear(fm.seen4[cur])
+	clear(fm.seen[cur])
+	return err
+}
+
+// switched starts a new generation.
+func (fm *flowMaps) switched() {
+	fm.genStart, fm.genPolls = time.Now(), 0
+	fm.switches++
+	fm.switchEpoch.Store(uint32(fm.epoch))
 }
 
 // read hands fn what each flow of the map pair gen counted since it was

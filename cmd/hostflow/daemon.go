@@ -38,6 +38,11 @@ type daemon struct {
 	cache *exporter.Cache
 	out   []exporter.Flow
 	tick  *time.Ticker
+	// full receives a value (without blocking the ring-buffer reader)
+	// when the kernel map programs count into is full; the loop then
+	// drains early, at most every earlyDrainInterval (lastDrain).
+	full      chan struct{}
+	lastDrain time.Time
 
 	// enricher adds forwarding and NAT information in router mode; nil
 	// in host mode.
@@ -70,6 +75,7 @@ type flowSource interface {
 	PreciseClock() (precise, fallback bool)
 	Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error
 	ReadRingBuf() (ringbuf.Record, error)
+	Diverted(r *bpf.Record) bool
 	FlushRingBuf() error
 	ReadCounters() (bpf.KernelCounters, error)
 	SetSampling(n int) error
@@ -226,9 +232,19 @@ func attachMode(s string) bpf.AttachMode {
 	return bpf.AttachAuto
 }
 
+// earlyDrainInterval is the shortest time between two drains when the
+// kernel map fills up between polls: a flood of new flows is switched to
+// the spare map within this time, instead of waiting for the next poll
+// with every new flow going through the ring buffer.
+const earlyDrainInterval = 100 * time.Millisecond
+
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	direct := make(chan bpf.Record, 4096)
+	d.full = make(chan struct{}, 1)
 	go d.readRingBuf(direct)
+	// early fires when the map filled up and the drain it calls for is
+	// due; nil while none is.
+	var early <-chan time.Time
 
 	d.tick = time.NewTicker(d.cfg.PollInterval)
 	defer d.tick.Stop()
@@ -247,6 +263,13 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 				continue
 			}
 			d.addDirect(r)
+		case <-d.full:
+			if early == nil {
+				early = time.After(max(0, earlyDrainInterval-time.Since(d.lastDrain)))
+			}
+		case <-early:
+			early = nil
+			d.drain()
 		case <-d.tick.C:
 			d.drain()
 			d.expire()
@@ -298,6 +321,7 @@ func (d *daemon) addDirect(r bpf.Record) {
 }
 
 func (d *daemon) drain() {
+	d.lastDrain = time.Now()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++

@@ -88,6 +88,8 @@ func (f *fakeFetcher) ReadRingBuf() (ringbuf.Record, error) {
 	return ringbuf.Record{}, ringbuf.ErrFlushed
 }
 
+func (f *fakeFetcher) Diverted(*bpf.Record) bool { return false }
+
 func (f *fakeFetcher) FlushRingBuf() error {
 	f.call("FlushRingBuf")
 	f.mu.Lock()
