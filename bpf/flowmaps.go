@@ -43,10 +43,12 @@ type flowMaps struct {
 	// (CLOCK_MONOTONIC, or its coarse version unless precise).
 	lastRead uint64
 	precise  bool
-	// seen4[i] and seen[i] hold, per flow of flows4_i and flows_i, the
-	// packets and bytes already handed out (16 bytes and the map's key).
-	seen4 [2]map[NetFlowId4]flowTotals
-	seen  [2]map[NetFlowId]flowTotals
+	// seen4 and seen hold, per flow of the active flows4_* and flows_*,
+	// the packets and bytes already handed out. Only the active map is
+	// read without deleting: they are emptied once the old map is
+	// drained after a switch.
+	seen4 *seenTable[NetFlowId4]
+	seen  *seenTable[NetFlowId]
 
 	keys  []NetFlowId
 	keys4 []NetFlowId4
@@ -100,14 +102,20 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 		maxAge:   maxGenerationAge,
 		precise:  cfg.preciseClock,
 		genStart: time.Now(),
-		seen4:    [2]map[NetFlowId4]flowTotals{{}, {}},
-		seen:     [2]map[NetFlowId]flowTotals{{}, {}},
 		keys:     make([]NetFlowId, drainBatch),
 		keys4:    make([]NetFlowId4, drainBatch),
 		values:   make([]NetFlowMetrics, drainBatch*ncpu),
 	}
+	if fm.seen4, err = newSeenTable[NetFlowId4](); err != nil {
+		return nil, err
+	}
+	if fm.seen, err = newSeenTable[NetFlowId](); err != nil {
+		fm.close()
+		return nil, err
+	}
 	fm.graceMap, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
+		fm.close()
 		return nil, fmt.Errorf("create grace period map: %w", err)
 	}
 	if err := fm.writeState(); err != nil {
@@ -256,8 +264,8 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	if _, err := fm.read(cur, true, fn); err != nil {
 		return err
 	}
-	clear(fm.seen4[cur])
-	clear(fm.seen[cur])
+	fm.seen4.reset()
+	fm.seen.reset()
 	return nil
 }
 
@@ -291,8 +299,8 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	// with it, then move on to the epoch the new map counts with.
 	_, err := fm.read(cur, true, fn)
 	fm.epoch, fm.lastRead = next, readStart
-	clear(fm.seen4[cur])
-	clear(fm.seen[cur])
+	fm.seen4.reset()
+	fm.seen.reset()
 	return err
 }
 
@@ -308,21 +316,22 @@ func (fm *flowMaps) switched() {
 // With del (only for maps no program writes to any more) it empties the
 // maps as it goes.
 func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4[gen], NetFlowId4.id, del, fn)
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4, NetFlowId4.id, del, fn)
 	if err != nil {
 		return 0, err
 	}
-	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen[gen], func(id NetFlowId) NetFlowId { return id }, del, fn)
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen, func(id NetFlowId) NetFlowId { return id }, del, fn)
 	return max(n4, n6), err
 }
 
 // readMap is read for one map whose keys are K, with what was handed out
 // of it in seen.
-func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen map[K]flowTotals, id func(K) NetFlowId,
+func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[K], id func(K) NetFlowId,
 	del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	var out [1]NetFlowMetrics
+	var setErr error
 	for {
 		var n int
 		var err error
@@ -333,23 +342,25 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen map[K]flowT
 		}
 		total += n
 		for i := 0; i < n; i++ {
-			k := keys[i]
-			prev := seen[k]
-			tot, ok := fm.delta(&out[0], prev, fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
-			switch {
-			case del:
-				// Gone from the map: if the flow comes back
-				// to it, it counts from 0 again.
-				delete(seen, k)
-			case ok:
-				seen[k] = tot
+			k := &keys[i]
+			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
+			if !ok {
+				continue
 			}
-			if ok {
-				fn(id(k), out[:])
+			// With del, the flow is gone from the map, read once:
+			// seen is emptied after the whole map. Without, a flow
+			// whose totals cannot be kept is handed out at a later
+			// read instead: nothing is lost, nothing counted twice.
+			if !del {
+				if err := seen.set(k, tot); err != nil {
+					setErr = err
+					continue
+				}
 			}
+			fn(id(*k), out[:])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return total, nil
+			return total, setErr
 		}
 		if err != nil {
 			return total, fmt.Errorf("read aggregation map: %w", err)
@@ -448,6 +459,12 @@ func (fm *flowMaps) close() error {
 	}
 	if fm.graceMap != nil {
 		errs = append(errs, fm.graceMap.Close())
+	}
+	if fm.seen4 != nil {
+		fm.seen4.free()
+	}
+	if fm.seen != nil {
+		fm.seen.free()
 	}
 	return errors.Join(errs...)
 }
