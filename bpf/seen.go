@@ -11,23 +11,31 @@ import (
 // seenTable holds, for each flow of the kernel map programs count into,
 // the packets and bytes Drain already handed out of it. It replaces a Go
 // map, which cost about 62 bytes per IPv4 flow (its groups hold key,
-// value and control bytes, at most 7/8 full and often half, growing by
-// splits that leave garbage): here a flow costs one slot, the key and 16
-// bytes (40 bytes for an IPv4 flow), in one array at most 7/8 full, and
-// nothing is ever deleted but the whole table at once, when its map is
-// drained for good. It holds no pointer: the garbage collector never scans
-// it, and it lives outside the Go heap (an anonymous mapping, unmapped as
-// soon as it is replaced): its pages count once, not in the heap the
-// garbage collector lets grow by GOGC percent above what is live.
+// value and control bytes, at most 7/8 full and often half) on the heap
+// the garbage collector lets grow by GOGC percent above what is live.
 //
-// Open addressing with linear probing; a slot whose packets are 0 is free
-// (a flow is recorded only once it counted a packet). The hash is seeded
-// at random: flow keys are chosen by whoever sends packets.
+// Here a flow costs one slot, its key and 16 bytes (40 bytes for an IPv4
+// flow), at most 7/8 full; nothing is ever deleted but the whole table at
+// once, when its map is drained for good. The slots are split over
+// seenParts parts by the top bits of the hash, each part an anonymous
+// mapping outside the Go heap, doubled on its own (so that growing never
+// holds two copies of the whole table) and unmapped as soon as it is
+// replaced. They hold no pointer: the garbage collector never sees them.
+//
+// Open addressing with linear probing within a part; a slot whose packets
+// are 0 is free (a flow is recorded only once it counted a packet). The
+// hash is seeded at random: flow keys are chosen by whoever sends packets.
 type seenTable[K comparable] struct {
-	slots []seenSlot[K] // in mem
-	mem   []byte
+	parts [seenParts]seenPart[K]
 	n     int // flows recorded
 	seed  maphash.Seed
+}
+
+// seenPart is one part of a seenTable.
+type seenPart[K comparable] struct {
+	slots []seenSlot[K] // in mem
+	mem   []byte
+	n     int
 }
 
 type seenSlot[K comparable] struct {
@@ -35,44 +43,65 @@ type seenSlot[K comparable] struct {
 	tot flowTotals
 }
 
-// minSeenSlots is the smallest table.
-const minSeenSlots = 1 << 10
+const (
+	// seenParts is the number of parts of a seenTable: growing a part
+	// holds 1/64 of the table twice, at most.
+	seenPartsShift = 6
+	seenParts      = 1 << seenPartsShift
+	// minPartSlots is the smallest part: a page of IPv6 slots.
+	minPartSlots = 1 << 6
+)
 
 func newSeenTable[K comparable]() (*seenTable[K], error) {
 	t := &seenTable[K]{seed: maphash.MakeSeed()}
-	if err := t.alloc(minSeenSlots); err != nil {
-		return nil, err
+	for i := range t.parts {
+		if err := t.parts[i].alloc(minPartSlots); err != nil {
+			t.free()
+			return nil, err
+		}
 	}
 	return t, nil
 }
 
 // alloc replaces the slots with n free ones, unmapping the old ones.
-func (t *seenTable[K]) alloc(n int) error {
+func (p *seenPart[K]) alloc(n int) error {
 	mem, err := unix.Mmap(-1, 0, n*int(unsafe.Sizeof(seenSlot[K]{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return fmt.Errorf("map %d slots of flow totals: %w", n, err)
 	}
-	t.free()
-	t.mem = mem
-	t.slots = unsafe.Slice((*seenSlot[K])(unsafe.Pointer(&mem[0])), n)
+	p.free()
+	p.mem = mem
+	p.slots = unsafe.Slice((*seenSlot[K])(unsafe.Pointer(&mem[0])), n)
 	return nil
 }
 
-// free unmaps the slots; the table is unusable until alloc.
-func (t *seenTable[K]) free() {
-	if t.mem != nil {
-		_ = unix.Munmap(t.mem)
+// free unmaps the slots; the part is unusable until alloc.
+func (p *seenPart[K]) free() {
+	if p.mem != nil {
+		_ = unix.Munmap(p.mem)
 	}
-	t.mem, t.slots = nil, nil
+	p.mem, p.slots = nil, nil
 }
 
-// index returns the slot of k, or the free slot where it would go.
-func (t *seenTable[K]) index(k *K) int {
-	b := unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k))
-	mask := len(t.slots) - 1
-	i := int(maphash.Bytes(t.seed, b)) & mask
+// free unmaps every part; the table is unusable afterwards.
+func (t *seenTable[K]) free() {
+	for i := range t.parts {
+		t.parts[i].free()
+	}
+}
+
+// hash returns k's hash.
+func (t *seenTable[K]) hash(k *K) uint64 {
+	return maphash.Bytes(t.seed, unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)))
+}
+
+// index returns the slot of k (of hash h), or the free slot where it would
+// go.
+func (p *seenPart[K]) index(k *K, h uint64) int {
+	mask := len(p.slots) - 1
+	i := int(h) & mask
 	for {
-		s := &t.slots[i]
+		s := &p.slots[i]
 		if s.tot.packets == 0 || s.key == *k {
 			return i
 		}
@@ -82,37 +111,42 @@ func (t *seenTable[K]) index(k *K) int {
 
 // get returns what was handed out of k, zero if nothing.
 func (t *seenTable[K]) get(k *K) flowTotals {
-	return t.slots[t.index(k)].tot
+	h := t.hash(k)
+	p := &t.parts[h>>(64-seenPartsShift)]
+	return p.slots[p.index(k, h)].tot
 }
 
 // set records tot (tot.packets > 0) as what was handed out of k. It fails
 // only when the table cannot grow, and then records nothing.
 func (t *seenTable[K]) set(k *K, tot flowTotals) error {
-	if (t.n+1)*8 > len(t.slots)*7 {
-		if err := t.grow(); err != nil {
+	h := t.hash(k)
+	p := &t.parts[h>>(64-seenPartsShift)]
+	if (p.n+1)*8 > len(p.slots)*7 {
+		if err := t.grow(p); err != nil {
 			return err
 		}
 	}
-	s := &t.slots[t.index(k)]
+	s := &p.slots[p.index(k, h)]
 	if s.tot.packets == 0 {
 		s.key = *k
+		p.n++
 		t.n++
 	}
 	s.tot = tot
 	return nil
 }
 
-// grow doubles the table.
-func (t *seenTable[K]) grow() error {
-	old := *t
-	t.mem = nil // alloc must not unmap it yet
-	if err := t.alloc(2 * len(old.slots)); err != nil {
-		t.mem, t.slots = old.mem, old.slots
+// grow doubles part p.
+func (t *seenTable[K]) grow(p *seenPart[K]) error {
+	old := *p
+	p.mem = nil // alloc must not unmap it yet
+	if err := p.alloc(2 * len(old.slots)); err != nil {
+		*p = old
 		return err
 	}
 	for i := range old.slots {
-		if old.slots[i].tot.packets != 0 {
-			t.slots[t.index(&old.slots[i].key)] = old.slots[i]
+		if s := &old.slots[i]; s.tot.packets != 0 {
+			p.slots[p.index(&s.key, t.hash(&s.key))] = *s
 		}
 	}
 	old.free()
@@ -120,18 +154,31 @@ func (t *seenTable[K]) grow() error {
 }
 
 // reset forgets every flow and gives the table's pages back to the
-// kernel (they read as zeroes again). The table keeps its size, unless
+// kernel (they read as zeroes again). Each part keeps its size, unless
 // the flows it held would fit in a quarter of it.
 func (t *seenTable[K]) reset() {
-	shrink := len(t.slots) > minSeenSlots && t.n*8 < len(t.slots)
+	for i := range t.parts {
+		p := &t.parts[i]
+		shrink := len(p.slots) > minPartSlots && p.n*8 < len(p.slots)
+		p.n = 0
+		if shrink && p.alloc(max(minPartSlots, len(p.slots)/4)) == nil {
+			continue
+		}
+		if unix.Madvise(p.mem, unix.MADV_DONTNEED) != nil {
+			clear(p.slots)
+		}
+	}
 	t.n = 0
-	if shrink && t.alloc(max(minSeenSlots, len(t.slots)/4)) == nil {
-		return
-	}
-	if unix.Madvise(t.mem, unix.MADV_DONTNEED) != nil {
-		clear(t.slots)
-	}
 }
 
 // len returns the flows recorded.
 func (t *seenTable[K]) len() int { return t.n }
+
+// slots returns the slots of every part.
+func (t *seenTable[K]) slots() int {
+	n := 0
+	for i := range t.parts {
+		n += len(t.parts[i].slots)
+	}
+	return n
+}
