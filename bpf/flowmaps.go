@@ -64,8 +64,13 @@ type flowMaps struct {
 	// Drain switches maps before reading.
 	full     atomic.Bool
 	switches int // map switches (tests)
-	waits    int // grace periods waited for (tests)
-	values   []NetFlowMetrics
+	// mapFull is COUNTER_MAP_FULL summed over CPUs once the programs
+	// count into the active map (after the last switch's wait): when it
+	// grew, the active map is full (Full). Read by the drains' goroutine.
+	mapFull uint64
+	perCPU  []uint64
+	waits   int // grace periods waited for (tests)
+	values  []NetFlowMetrics
 }
 
 // flowTotals is what Drain has already handed out of one flow.
@@ -201,6 +206,35 @@ func (fm *flowMaps) Diverted(r *Record) bool {
 	return true
 }
 
+// Full reports whether the map programs count into is full: whether the
+// kernel counted a packet that found it full since the programs switched
+// to it (a record Diverted by it may be stuck behind older ones in a full
+// ring buffer). Then the next Drain switches maps first, and the caller
+// should drain soon. Call it from the goroutine that drains.
+func (fm *flowMaps) Full() (bool, error) {
+	n, err := fm.readMapFull()
+	if err != nil {
+		return false, err
+	}
+	if n == fm.mapFull {
+		return false, nil
+	}
+	fm.full.Store(true)
+	return true, nil
+}
+
+// readMapFull returns COUNTER_MAP_FULL summed over CPUs.
+func (fm *flowMaps) readMapFull() (uint64, error) {
+	if err := fm.shared.counters.Lookup(uint32(NetCounterKeyCOUNTER_MAP_FULL), &fm.perCPU); err != nil {
+		return 0, fmt.Errorf("read map full counter: %w", err)
+	}
+	var n uint64
+	for _, v := range fm.perCPU {
+		n += v
+	}
+	return n, nil
+}
+
 // Drain is LookupAndDeleteMap without the intermediate map: it calls fn
 // for each flow that counted packets since the last call (twice for some
 // flows when it switches maps: add the two up), with what it
@@ -213,9 +247,10 @@ func (fm *flowMaps) Diverted(r *Record) bool {
 // running. It reads the active map without deleting anything, then, when that map
 // is 7/8 full or old, switches the programs to the other (empty) one, waits
 // until no program can still write to the old one, and empties it. Each
-// flow's last increments reach fn then: none is lost. After Diverted
-// reported the active map full, Drain switches first and reads only the
-// old map, once, with deletion: the new map takes the packets meanwhile.
+// flow's last increments reach fn then: none is lost. When the active map
+// is full (Diverted or Full said so, or a packet found it full since),
+// Drain switches first and reads only the old map, once, with deletion:
+// the new map takes the packets meanwhile.
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
@@ -228,7 +263,13 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 			return err
 		}
 	}
+	// A map already full is switched out whatever this read finds:
+	// reading it live first would read it twice.
 	if fm.full.Swap(false) {
+		return fm.switchFirst(fn)
+	}
+	if full, err := fm.Full(); err == nil && full {
+		fm.full.Store(false)
 		return fm.switchFirst(fn)
 	}
 	readStart := fm.now()
@@ -261,6 +302,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		fm.active = cur
 		return errors.Join(err, fm.writeState())
 	}
+	fm.countMapFull()
 	if _, err := fm.read(cur, true, fn); err != nil {
 		return err
 	}
@@ -295,6 +337,7 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 		fm.active, fm.epoch = cur, next
 		return errors.Join(err, fm.writeState())
 	}
+	fm.countMapFull()
 	// The old map's values since the last read carry fm.epoch: read them
 	// with it, then move on to the epoch the new map counts with.
 	_, err := fm.read(cur, true, fn)
@@ -302,6 +345,15 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.seen4.reset()
 	fm.seen.reset()
 	return err
+}
+
+// countMapFull notes COUNTER_MAP_FULL once no program counts into the old
+// map any more: Full compares with it. On error, the next Full reports the
+// map full, one early drain too many.
+func (fm *flowMaps) countMapFull() {
+	if n, err := fm.readMapFull(); err == nil {
+		fm.mapFull = n
+	}
 }
 
 // switched starts a new generation.

@@ -136,6 +136,40 @@ func TestDivertedSwitchesFirst(t *testing.T) {
 	}
 }
 
+// TestFullSwitchesFirst: once a packet found the active map full, Full says
+// so (whether or not its record was read) and the next drain switches;
+// the new map is not full.
+func TestFullSwitchesFirst(t *testing.T) {
+	f := newTestFetcher(t, 8)
+	f.maxAge = time.Hour
+	if full, err := f.Full(); err != nil || full {
+		t.Fatalf("Full of an empty map: %v, %v; want false", full, err)
+	}
+	for i := range 10 { // 8 fit, 2 go to the ring buffer
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
+	}
+	if full, err := f.Full(); err != nil || !full {
+		t.Fatalf("Full after 2 packets found the map full: %v, %v; want true", full, err)
+	}
+	switches := f.switches
+	if agg := drain(t, f); len(agg) != 8 || f.switches != switches+1 {
+		t.Errorf("drain: %d flows, %d switches; want 8 flows and a switch", len(agg), f.switches-switches)
+	}
+	if full, err := f.Full(); err != nil || full {
+		t.Errorf("Full after the switch: %v, %v; want false", full, err)
+	}
+	for i := range 5 {
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
+	}
+	if full, err := f.Full(); err != nil || full {
+		t.Errorf("Full with 5 flows in the new 8-entry map: %v, %v; want false", full, err)
+	}
+	if agg := drain(t, f); len(agg) != 5 || f.switches != switches+1 {
+		t.Errorf("next drain: %d flows, %d switches; want 5 flows, no switch", len(agg), f.switches-switches)
+	}
+	readRecords(t, f, 2)
+}
+
 // TestRingBufFull shrinks direct_flows to one page so that diverted records
 // overflow it: those packets are counted as RingBufFull, the only real loss.
 func TestRingBufFull(t *testing.T) {

@@ -76,6 +76,7 @@ type flowSource interface {
 	Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error
 	ReadRingBuf() (ringbuf.Record, error)
 	Diverted(r *bpf.Record) bool
+	Full() (bool, error)
 	FlushRingBuf() error
 	ReadCounters() (bpf.KernelCounters, error)
 	SetSampling(n int) error
@@ -243,8 +244,12 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	d.full = make(chan struct{}, 1)
 	go d.readRingBuf(direct)
 	// early fires when the map filled up and the drain it calls for is
-	// due; nil while none is.
+	// due; nil while none is. full checks the kernel's count of packets
+	// that found the map full, in case no record of it reaches the
+	// reader (the ring buffer full of older ones).
 	var early <-chan time.Time
+	full := time.NewTicker(earlyDrainInterval)
+	defer full.Stop()
 
 	d.tick = time.NewTicker(d.cfg.PollInterval)
 	defer d.tick.Stop()
@@ -271,6 +276,19 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 		case <-early:
 			early = nil
 			d.drain()
+		case <-full.C:
+			if early == nil && time.Since(d.lastDrain) >= earlyDrainInterval {
+				f, err := d.fetcher.Full()
+				if err != nil {
+					d.mu.Lock()
+					d.counts.drainErrors++
+					d.mu.Unlock()
+					d.log.Debug("read kernel counters", "err", err)
+				}
+				if f {
+					d.drain()
+				}
+			}
 		case <-d.tick.C:
 			d.drain()
 			d.expire()

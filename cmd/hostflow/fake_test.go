@@ -89,6 +89,7 @@ func (f *fakeFetcher) ReadRingBuf() (ringbuf.Record, error) {
 }
 
 func (f *fakeFetcher) Diverted(*bpf.Record) bool { return false }
+func (f *fakeFetcher) Full() (bool, error)       { return false, nil }
 
 func (f *fakeFetcher) FlushRingBuf() error {
 	f.call("FlushRingBuf")
