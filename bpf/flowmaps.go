@@ -210,8 +210,15 @@ func (fm *flowMaps) Diverted(r *Record) bool {
 // kernel counted a packet that found it full since the programs switched
 // to it (a record Diverted by it may be stuck behind older ones in a full
 // ring buffer). Then the next Drain switches maps first, and the caller
-// should drain soon. Call it from the goroutine that drains.
+// should drain soon.
 func (fm *flowMaps) Full() (bool, error) {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	return fm.isFull()
+}
+
+// isFull is Full with fm.mu held.
+func (fm *flowMaps) isFull() (bool, error) {
 	n, err := fm.readMapFull()
 	if err != nil {
 		return false, err
@@ -268,7 +275,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	if fm.full.Swap(false) {
 		return fm.switchFirst(fn)
 	}
-	if full, err := fm.Full(); err == nil && full {
+	if full, err := fm.isFull(); err == nil && full {
 		fm.full.Store(false)
 		return fm.switchFirst(fn)
 	}
