@@ -269,7 +269,6 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			}
 			d.addDirect(r)
 		case <-d.full:
-			d.log.Info("TMPFULL")
 			if early == nil {
 				early = time.After(max(0, earlyDrainInterval-time.Since(d.lastDrain)))
 			}
@@ -341,7 +340,6 @@ func (d *daemon) addDirect(r bpf.Record) {
 
 func (d *daemon) drain() {
 	d.lastDrain = time.Now()
-	defer func() { d.log.Info("TMPDRAIN", "took", time.Since(d.lastDrain), "len", d.cache.Len()) }()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++

@@ -30,6 +30,8 @@ type fakeFetcher struct {
 	setSampling error
 	// drained receives a value at each Drain, if not nil and not full.
 	drained chan struct{}
+	// full and diverted are Full's and Diverted's answers (false if nil).
+	full, diverted func() bool
 
 	mu       sync.Mutex
 	calls    []string
@@ -88,8 +90,8 @@ func (f *fakeFetcher) ReadRingBuf() (ringbuf.Record, error) {
 	return ringbuf.Record{}, ringbuf.ErrFlushed
 }
 
-func (f *fakeFetcher) Diverted(*bpf.Record) bool { return false }
-func (f *fakeFetcher) Full() (bool, error)       { return false, nil }
+func (f *fakeFetcher) Diverted(*bpf.Record) bool { return f.diverted != nil && f.diverted() }
+func (f *fakeFetcher) Full() (bool, error)       { return f.full != nil && f.full(), nil }
 
 func (f *fakeFetcher) FlushRingBuf() error {
 	f.call("FlushRingBuf")
