@@ -25,7 +25,9 @@ import (
 // kernel's map of idle flows, only when the map fills up or has been in use
 // for maxGenerationAge: between switches, a flow that keeps sending is
 // never inserted again, which is most of the programs' cost with many
-// flows. See docs/architecture.md for why no increment is lost.
+// flows. A map that filled up (Diverted, Full) is switched first, at the
+// next Drain, which the caller makes early. See docs/architecture.md for
+// why no increment is lost.
 type flowMaps struct {
 	mu       sync.Mutex // serialises drains
 	shared   sharedMaps // owned by the loaded objects
