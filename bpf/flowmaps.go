@@ -25,7 +25,9 @@ import (
 // kernel's map of idle flows, only when the map fills up or has been in use
 // for maxGenerationAge: between switches, a flow that keeps sending is
 // never inserted again, which is most of the programs' cost with many
-// flows. See docs/architecture.md for why no increment is lost.
+// flows. A map that filled up (Diverted, Full) is switched first, at the
+// next Drain, which the caller makes early. See docs/architecture.md for
+// why no increment is lost.
 type flowMaps struct {
 	mu       sync.Mutex // serialises drains
 	shared   sharedMaps // owned by the loaded objects
@@ -43,10 +45,12 @@ type flowMaps struct {
 	// (CLOCK_MONOTONIC, or its coarse version unless precise).
 	lastRead uint64
 	precise  bool
-	// seen4[i] and seen[i] hold, per flow of flows4_i and flows_i, the
-	// packets and bytes already handed out (16 bytes and the map's key).
-	seen4 [2]map[NetFlowId4]flowTotals
-	seen  [2]map[NetFlowId6]flowTotals
+	// seen4 and seen hold, per flow of the active flows4_* and flows_*,
+	// the packets and bytes already handed out. Only the active map is
+	// read without deleting: they are emptied once the old map is
+	// drained after a switch.
+	seen4 *seenTable[NetFlowId4]
+	seen  *seenTable[NetFlowId6]
 
 	keys  []NetFlowId6
 	keys4 []NetFlowId4
@@ -54,8 +58,21 @@ type flowMaps struct {
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
-	waits    int // grace periods waited for (tests)
-	values   []NetFlowMetrics
+	// switchEpoch is the epoch written with the last switch: a record
+	// diverted with this epoch or a later one was diverted by the map
+	// programs count into now (Diverted).
+	switchEpoch atomic.Uint32
+	// full is set by Diverted when the active map is full: the next
+	// Drain switches maps before reading.
+	full     atomic.Bool
+	switches int // map switches (tests)
+	// mapFull is COUNTER_MAP_FULL summed over CPUs once the programs
+	// count into the active map (after the last switch's wait): when it
+	// grew, the active map is full (Full). Read by the drains' goroutine.
+	mapFull uint64
+	perCPU  []uint64
+	waits   int // grace periods waited for (tests)
+	values  []NetFlowMetrics
 }
 
 // flowTotals is what Drain has already handed out of one flow.
@@ -92,20 +109,27 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 		maxAge:   maxGenerationAge,
 		precise:  cfg.preciseClock,
 		genStart: time.Now(),
-		seen4:    [2]map[NetFlowId4]flowTotals{{}, {}},
-		seen:     [2]map[NetFlowId6]flowTotals{{}, {}},
 		keys:     make([]NetFlowId6, drainBatch),
 		keys4:    make([]NetFlowId4, drainBatch),
 		values:   make([]NetFlowMetrics, drainBatch*ncpu),
 	}
+	if fm.seen4, err = newSeenTable[NetFlowId4](); err != nil {
+		return nil, err
+	}
+	if fm.seen, err = newSeenTable[NetFlowId6](); err != nil {
+		fm.close()
+		return nil, err
+	}
 	fm.graceMap, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
+		fm.close()
 		return nil, fmt.Errorf("create grace period map: %w", err)
 	}
 	if err := fm.writeState(); err != nil {
 		fm.close()
 		return nil, err
 	}
+	fm.switchEpoch.Store(uint32(fm.epoch))
 	fm.rb, err = ringbuf.NewReader(maps.direct)
 	if err != nil {
 		fm.close()
@@ -169,6 +193,57 @@ func (fm *flowMaps) FlushRingBuf() error {
 	return fm.rb.Flush()
 }
 
+// Diverted tells the maps that the kernel diverted r to the ring buffer
+// (its map was full) and reports whether r was diverted by the map
+// programs count into now, not by one already switched out: then the
+// next Drain switches maps first, and the caller should drain soon
+// rather than at its next poll. It may be called concurrently with Drain.
+func (fm *flowMaps) Diverted(r *Record) bool {
+	// Epochs only grow within the 4096 polls a map is in use, and wrap
+	// at 2^16 skipping 0: r is of this map if it is not older.
+	if d := r.Metrics.Epoch - uint16(fm.switchEpoch.Load()); d >= 1<<15 {
+		return false
+	}
+	fm.full.Store(true)
+	return true
+}
+
+// Full reports whether the map programs count into is full: whether the
+// kernel counted a packet that found it full since the programs switched
+// to it (a record Diverted by it may be stuck behind older ones in a full
+// ring buffer). Then the next Drain switches maps first, and the caller
+// should drain soon.
+func (fm *flowMaps) Full() (bool, error) {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	return fm.isFull()
+}
+
+// isFull is Full with fm.mu held.
+func (fm *flowMaps) isFull() (bool, error) {
+	n, err := fm.readMapFull()
+	if err != nil {
+		return false, err
+	}
+	if n == fm.mapFull {
+		return false, nil
+	}
+	fm.full.Store(true)
+	return true, nil
+}
+
+// readMapFull returns COUNTER_MAP_FULL summed over CPUs.
+func (fm *flowMaps) readMapFull() (uint64, error) {
+	if err := fm.shared.counters.Lookup(uint32(NetCounterKeyCOUNTER_MAP_FULL), &fm.perCPU); err != nil {
+		return 0, fmt.Errorf("read map full counter: %w", err)
+	}
+	var n uint64
+	for _, v := range fm.perCPU {
+		n += v
+	}
+	return n, nil
+}
+
 // Drain is LookupAndDeleteMap without the intermediate map: it calls fn
 // for each flow that counted packets since the last call (twice for some
 // flows when it switches maps: add the two up), with what it
@@ -181,7 +256,10 @@ func (fm *flowMaps) FlushRingBuf() error {
 // running. It reads the active map without deleting anything, then, when that map
 // is 7/8 full or old, switches the programs to the other (empty) one, waits
 // until no program can still write to the old one, and empties it. Each
-// flow's last increments reach fn then: none is lost.
+// flow's last increments reach fn then: none is lost. When the active map
+// is full (Diverted or Full said so, or a packet found it full since),
+// Drain switches first and reads only the old map, once, with deletion:
+// the new map takes the packets meanwhile.
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
@@ -193,6 +271,15 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 			fm.detached.Store(true)
 			return err
 		}
+	}
+	// A map already full is switched out whatever this read finds:
+	// reading it live first would read it twice.
+	if fm.full.Swap(false) {
+		return fm.switchFirst(fn)
+	}
+	if full, err := fm.isFull(); err == nil && full {
+		fm.full.Store(false)
+		return fm.switchFirst(fn)
 	}
 	readStart := fm.now()
 	cur := fm.active
@@ -217,19 +304,72 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		fm.active = cur
 		return err
 	}
-	fm.genStart, fm.genPolls = time.Now(), 0
+	fm.switched()
 	if err := fm.waitForPrograms(); err != nil {
 		// The old map may still be written to: it is drained at the
 		// next switch instead, nothing is lost meanwhile.
 		fm.active = cur
 		return errors.Join(err, fm.writeState())
 	}
+	fm.countMapFull()
 	if _, err := fm.read(cur, true, fn); err != nil {
 		return err
 	}
-	clear(fm.seen4[cur])
-	clear(fm.seen[cur])
+	fm.seen4.reset()
+	fm.seen.reset()
 	return nil
+}
+
+// switchFirst is Drain when the active map is full: it switches programs
+// to the other map at once, waits until none can still write to the old
+// one, and empties it, handing out what each flow counted since the last
+// read. The packets that arrive meanwhile go to the new map instead of
+// the ring buffer.
+func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
+	readStart := fm.now()
+	cur := fm.active
+	next := fm.epoch + 1
+	if next == 0 {
+		next = 1
+	}
+	st := NetFlowStateT{Active: uint32(1 - cur), Epoch: next}
+	if err := fm.shared.state.Put(uint32(0), &st); err != nil {
+		return fmt.Errorf("write flow state: %w", err)
+	}
+	fm.active = 1 - cur
+	fm.switched()
+	fm.switchEpoch.Store(uint32(next))
+	if err := fm.waitForPrograms(); err != nil {
+		// As in Drain: back to the old map, drained at the next switch.
+		// The new map's packets carry the new epoch, the old map's
+		// unread ones the old: lastRead stays.
+		fm.active, fm.epoch = cur, next
+		return errors.Join(err, fm.writeState())
+	}
+	fm.countMapFull()
+	// The old map's values since the last read carry fm.epoch: read them
+	// with it, then move on to the epoch the new map counts with.
+	_, err := fm.read(cur, true, fn)
+	fm.epoch, fm.lastRead = next, readStart
+	fm.seen4.reset()
+	fm.seen.reset()
+	return err
+}
+
+// countMapFull notes COUNTER_MAP_FULL once no program counts into the old
+// map any more: Full compares with it. On error, the next Full reports the
+// map full, one early drain too many.
+func (fm *flowMaps) countMapFull() {
+	if n, err := fm.readMapFull(); err == nil {
+		fm.mapFull = n
+	}
+}
+
+// switched starts a new generation.
+func (fm *flowMaps) switched() {
+	fm.genStart, fm.genPolls = time.Now(), 0
+	fm.switches++
+	fm.switchEpoch.Store(uint32(fm.epoch))
 }
 
 // read hands fn what each flow of the map pair gen counted since it was
@@ -237,21 +377,22 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 // With del (only for maps no program writes to any more) it empties the
 // maps as it goes.
 func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4[gen], NetFlowId4.id, del, fn)
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4, NetFlowId4.id, del, fn)
 	if err != nil {
 		return 0, err
 	}
-	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen[gen], NetFlowId6.id, del, fn)
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen, NetFlowId6.id, del, fn)
 	return max(n4, n6), err
 }
 
 // readMap is read for one map whose keys are K, with what was handed out
 // of it in seen.
-func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen map[K]flowTotals, id func(K) NetFlowId,
+func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[K], id func(K) NetFlowId,
 	del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	var out [1]NetFlowMetrics
+	var setErr error
 	for {
 		var n int
 		var err error
@@ -262,23 +403,25 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen map[K]flowT
 		}
 		total += n
 		for i := 0; i < n; i++ {
-			k := keys[i]
-			prev := seen[k]
-			tot, ok := fm.delta(&out[0], prev, fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
-			switch {
-			case del:
-				// Gone from the map: if the flow comes back
-				// to it, it counts from 0 again.
-				delete(seen, k)
-			case ok:
-				seen[k] = tot
+			k := &keys[i]
+			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
+			if !ok {
+				continue
 			}
-			if ok {
-				fn(id(k), out[:])
+			// With del, the flow is gone from the map, read once:
+			// seen is emptied after the whole map. Without, a flow
+			// whose totals cannot be kept is handed out at a later
+			// read instead: nothing is lost, nothing counted twice.
+			if !del {
+				if err := seen.set(k, tot); err != nil {
+					setErr = err
+					continue
+				}
 			}
+			fn(id(*k), out[:])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return total, nil
+			return total, setErr
 		}
 		if err != nil {
 			return total, fmt.Errorf("read aggregation map: %w", err)
@@ -377,6 +520,12 @@ func (fm *flowMaps) close() error {
 	}
 	if fm.graceMap != nil {
 		errs = append(errs, fm.graceMap.Close())
+	}
+	if fm.seen4 != nil {
+		fm.seen4.free()
+	}
+	if fm.seen != nil {
+		fm.seen.free()
 	}
 	return errors.Join(errs...)
 }

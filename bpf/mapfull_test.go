@@ -62,6 +62,9 @@ func TestMapFull(t *testing.T) {
 	recs := readRecords(t, f, flows-4)
 	seen := map[uint16]bool{}
 	for _, r := range recs {
+		if !f.Diverted(&r) {
+			t.Errorf("Diverted(%v): false, want true (diverted by the active map)", r.Id)
+		}
 		if r.Id.SrcPort < 1004 || r.Id.SrcPort >= 1000+flows || seen[r.Id.SrcPort] {
 			t.Errorf("unexpected or repeated diverted flow %v", r.Id)
 		}
@@ -108,6 +111,72 @@ func TestMapFull(t *testing.T) {
 	}
 }
 
+// TestDivertedSwitchesFirst: a record diverted by the active map makes the
+// next drain switch maps, though the map is not 7/8 full (between polls,
+// the reader sees it full before the drain does), and a record diverted
+// before that switch no longer calls for one.
+func TestDivertedSwitchesFirst(t *testing.T) {
+	f := newTestFetcher(t, 64)
+	f.maxAge = time.Hour // never switch for age
+	for i := range 10 {
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
+	}
+	r := Record{Metrics: NetFlowMetrics{Packets: 1, Epoch: f.epoch}}
+	if !f.Diverted(&r) {
+		t.Errorf("Diverted of a record of the active map: false, want true")
+	}
+	active, switches := f.active, f.switches
+	if agg := drain(t, f); len(agg) != 10 {
+		t.Errorf("drain: %d flows, want 10: %v", len(agg), agg)
+	}
+	if f.switches != switches+1 || f.active == active {
+		t.Errorf("drain after Diverted: %d switches, active map %d; want %d and %d", f.switches, f.active, switches+1, 1-active)
+	}
+	if f.Diverted(&r) {
+		t.Errorf("Diverted of a record from before the switch: true, want false")
+	}
+	for i := range 3 {
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
+	}
+	if agg := drain(t, f); len(agg) != 3 || f.switches != switches+1 {
+		t.Errorf("next drain: %d flows, %d switches; want 3 flows, no switch", len(agg), f.switches-switches)
+	}
+}
+
+// TestFullSwitchesFirst: once a packet found the active map full, Full says
+// so (whether or not its record was read) and the next drain switches;
+// the new map is not full.
+func TestFullSwitchesFirst(t *testing.T) {
+	f := newTestFetcher(t, 8)
+	f.maxAge = time.Hour
+	if full, err := f.Full(); err != nil || full {
+		t.Fatalf("Full of an empty map: %v, %v; want false", full, err)
+	}
+	for i := range 10 { // 8 fit, 2 go to the ring buffer
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
+	}
+	if full, err := f.Full(); err != nil || !full {
+		t.Fatalf("Full after 2 packets found the map full: %v, %v; want true", full, err)
+	}
+	switches := f.switches
+	if agg := drain(t, f); len(agg) != 8 || f.switches != switches+1 {
+		t.Errorf("drain: %d flows, %d switches; want 8 flows and a switch", len(agg), f.switches-switches)
+	}
+	if full, err := f.Full(); err != nil || full {
+		t.Errorf("Full after the switch: %v, %v; want false", full, err)
+	}
+	for i := range 5 {
+		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
+	}
+	if full, err := f.Full(); err != nil || full {
+		t.Errorf("Full with 5 flows in the new 8-entry map: %v, %v; want false", full, err)
+	}
+	if agg := drain(t, f); len(agg) != 5 || f.switches != switches+1 {
+		t.Errorf("next drain: %d flows, %d switches; want 5 flows, no switch", len(agg), f.switches-switches)
+	}
+	readRecords(t, f, 2)
+}
+
 // TestRingBufFull shrinks direct_flows to one page so that diverted records
 // overflow it: those packets are counted as RingBufFull, the only real loss.
 func TestRingBufFull(t *testing.T) {
@@ -123,24 +192,37 @@ func TestRingBufFull(t *testing.T) {
 	readRecords(t, f, int(c.MapFull-c.RingBufFull))
 }
 
-// drainModes are the two ways Drain reads: from the live map only (the
-// common case), or switching maps at every drain (a full or old map).
-var drainModes = []struct {
+// drainModes are the three ways Drain reads: from the live map only (the
+// common case), reading it then switching maps at every drain (a full or
+// old map), or switching first at every drain (Diverted saw the map full).
+var drainModes = []drainMode{{"read-live", time.Hour, false}, {"switch-every-drain", 0, false}, {"switch-first", time.Hour, true}}
+
+type drainMode struct {
 	name   string
 	maxAge time.Duration
-}{{"read-live", time.Hour}, {"switch-every-drain", 0}}
+	full   bool
+}
+
+// drain drains f as the mode says.
+func (mode drainMode) drain(t testing.TB, f *FlowFetcher) map[NetFlowId]NetFlowMetrics {
+	t.Helper()
+	if mode.full {
+		f.full.Store(true)
+	}
+	return drain(t, f)
+}
 
 // TestSwap checks that each drain returns exactly the packets since the
 // previous one, over enough cycles to use both maps twice.
 func TestSwap(t *testing.T) {
 	for _, mode := range drainModes {
-		t.Run(mode.name, func(t *testing.T) { testSwap(t, mode.maxAge) })
+		t.Run(mode.name, func(t *testing.T) { testSwap(t, mode) })
 	}
 }
 
-func testSwap(t *testing.T, maxAge time.Duration) {
+func testSwap(t *testing.T, mode drainMode) {
 	f := newTestFetcher(t, 64)
-	f.maxAge = maxAge
+	f.maxAge = mode.maxAge
 	a, b, c := udpFlow(1, 10), udpFlow(2, 20), udpFlow(3, 30)
 	key := func(p pkt) uint16 { return uint16(p.l3[20])<<8 | uint16(p.l3[21]) }
 
@@ -160,7 +242,7 @@ func testSwap(t *testing.T, maxAge time.Duration) {
 			}
 			wantTotals[key(*p)] += uint64(n)
 		}
-		got := drain(t, f)
+		got := mode.drain(t, f)
 		if len(got) != len(cyc) {
 			t.Errorf("cycle %d: %d flows, want %d: %v", i, len(got), len(cyc), got)
 		}
@@ -188,7 +270,7 @@ func testSwap(t *testing.T, maxAge time.Duration) {
 			t.Errorf("port %d: %d packets over all drains, want %d", port, totals[port], n)
 		}
 	}
-	if got := drain(t, f); len(got) != 0 {
+	if got := mode.drain(t, f); len(got) != 0 {
 		t.Errorf("drain after the last one: %v, want nothing", got)
 	}
 }
@@ -197,13 +279,13 @@ func testSwap(t *testing.T, maxAge time.Duration) {
 // of all drains must add up to exactly the runs, none lost, none twice.
 func TestSwapConcurrent(t *testing.T) {
 	for _, mode := range drainModes {
-		t.Run(mode.name, func(t *testing.T) { testSwapConcurrent(t, mode.maxAge) })
+		t.Run(mode.name, func(t *testing.T) { testSwapConcurrent(t, mode) })
 	}
 }
 
-func testSwapConcurrent(t *testing.T, maxAge time.Duration) {
+func testSwapConcurrent(t *testing.T, mode drainMode) {
 	f := newTestFetcher(t, 1024)
-	f.maxAge = maxAge
+	f.maxAge = mode.maxAge
 	workers := max(runtime.NumCPU(), 2)
 	const wantDrains = 50
 	frames := make([][]byte, workers)
@@ -240,7 +322,7 @@ func testSwapConcurrent(t *testing.T, maxAge time.Duration) {
 
 	perFlow := map[uint16]uint64{}
 	collect := func() {
-		for id, m := range drain(t, f) {
+		for id, m := range mode.drain(t, f) {
 			perFlow[id.SrcPort] += m.Packets
 			if m.Bytes != m.Packets*(20+8+50) {
 				t.Errorf("%v: %d bytes for %d packets", id, m.Bytes, m.Packets)
@@ -278,13 +360,13 @@ func TestDrainIntervals(t *testing.T) {
 			ack := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpACK, nil, nil))
 
 			runFrame(t, f.objs.IngressFlowParse, syn.frame(), nil)
-			first := drain(t, f)
+			first := mode.drain(t, f)
 			time.Sleep(20 * time.Millisecond)
 			before := monoNow(t)
 			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
 			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
 			after := monoNow(t)
-			second := drain(t, f)
+			second := mode.drain(t, f)
 			if len(first) != 1 || len(second) != 1 {
 				t.Fatalf("drains: %v then %v, want one flow each", first, second)
 			}

@@ -40,6 +40,11 @@ type daemon struct {
 	cache *exporter.Cache
 	out   []exporter.Flow
 	tick  *time.Ticker
+	// full receives a value (without blocking the ring-buffer reader)
+	// when the kernel map programs count into is full; the loop then
+	// drains early, at most every earlyDrainInterval (lastDrain).
+	full      chan struct{}
+	lastDrain time.Time
 
 	// enricher adds forwarding and NAT information in router mode; nil
 	// in host mode.
@@ -90,6 +95,8 @@ type flowSource interface {
 	PreciseClock() (precise, fallback bool)
 	Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error
 	ReadRingBuf() (ringbuf.Record, error)
+	Diverted(r *bpf.Record) bool
+	Full() (bool, error)
 	FlushRingBuf() error
 	ReadCounters() (bpf.KernelCounters, error)
 	SetSampling(n int) error
@@ -236,9 +243,23 @@ var conntrackModes = [...]router.ConntrackMode{
 	config.ConntrackOff:  router.ConntrackOff,
 }
 
+// earlyDrainInterval is the shortest time between two drains when the
+// kernel map fills up between polls: a flood of new flows is switched to
+// the spare map within this time, instead of waiting for the next poll
+// with every new flow going through the ring buffer.
+const earlyDrainInterval = 100 * time.Millisecond
+
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	d.direct = make(chan bpf.Record, directQueue)
+	d.full = make(chan struct{}, 1)
 	go d.readRingBuf(d.direct)
+	// early fires when the map filled up and the drain it calls for is
+	// due; nil while none is. full checks the kernel's count of packets
+	// that found the map full, in case no record of it reaches the
+	// reader (the ring buffer full of older ones).
+	var early <-chan time.Time
+	full := time.NewTicker(earlyDrainInterval)
+	defer full.Stop()
 
 	d.tick = time.NewTicker(d.cfg.PollInterval)
 	defer d.tick.Stop()
@@ -261,6 +282,26 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 				continue
 			}
 			d.addDirect(r)
+		case <-d.full:
+			if early == nil {
+				early = time.After(max(0, earlyDrainInterval-time.Since(d.lastDrain)))
+			}
+		case <-early:
+			early = nil
+			d.drain()
+		case <-full.C:
+			if early == nil && time.Since(d.lastDrain) >= earlyDrainInterval {
+				f, err := d.fetcher.Full()
+				if err != nil {
+					d.mu.Lock()
+					d.counts.drainErrors++
+					d.mu.Unlock()
+					d.log.Debug("read kernel counters", "err", err)
+				}
+				if f {
+					d.drain()
+				}
+			}
 		case <-d.tick.C:
 			d.drain()
 			d.expire()
@@ -323,6 +364,7 @@ func (d *daemon) addDirect(r bpf.Record) {
 }
 
 func (d *daemon) drain() {
+	d.lastDrain = time.Now()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++

@@ -40,6 +40,8 @@ type fakeFetcher struct {
 	// (for a readRingBuf that answers each flush once, as the real ring
 	// buffer does).
 	flushSignal chan struct{}
+	// full and diverted are Full's and Diverted's answers (false if nil).
+	full, diverted func() bool
 
 	mu       sync.Mutex
 	calls    []string
@@ -107,6 +109,9 @@ func (f *fakeFetcher) ReadRingBuf() (ringbuf.Record, error) {
 	}
 	return ringbuf.Record{}, ringbuf.ErrFlushed
 }
+
+func (f *fakeFetcher) Diverted(*bpf.Record) bool { return f.diverted != nil && f.diverted() }
+func (f *fakeFetcher) Full() (bool, error)       { return f.full != nil && f.full(), nil }
 
 func (f *fakeFetcher) FlushRingBuf() error {
 	f.call("FlushRingBuf")

@@ -112,7 +112,8 @@ func (d *daemon) release() {
 // the ring buffer has no error the next read would recover from. The map
 // is still drained on every tick; what the kernel diverts to the ring
 // buffer afterwards is lost and counted by the kernel as ring buffer full.
-// Restart hostflow to read it again.
+// Restart hostflow to read it again. A record that says the map programs
+// count into is full (bpf's Diverted) calls for an early drain, on d.full.
 func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 	defer close(out)
 	for {
@@ -132,6 +133,12 @@ func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 		if err != nil {
 			d.log.Error("decode ring buffer record", "err", err)
 			continue
+		}
+		if d.fetcher.Diverted(&r) {
+			select {
+			case d.full <- struct{}{}:
+			default: // a drain is already called for
+			}
 		}
 		out <- r
 	}
