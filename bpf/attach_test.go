@@ -269,7 +269,7 @@ func TestAttachTCX(t *testing.T) {
 	if !errors.Is(err, ErrAlreadyAttached) {
 		t.Errorf("second Attach: %v, want ErrAlreadyAttached", err)
 	}
-	inID, egID := progID(t, f.objs.IngressFlowParse), progID(t, f.objs.EgressFlowParse)
+	inID, egID := progID(t, f.progs.IngressFlowParse), progID(t, f.progs.EgressFlowParse)
 	if got := tcxPrograms(t, e.A, e.ifA, ebpf.AttachTCXIngress); !slices.Equal(got, []ebpf.ProgramID{foreignID, inID}) {
 		t.Errorf("tcx ingress programs %v, want foreign %d then hostflow %d", got, foreignID, inID)
 	}

@@ -54,10 +54,10 @@ func TestMapFull(t *testing.T) {
 	const flows = 10
 	const payload = 20
 	for i := range flows {
-		runFrame(t, f.objs.IngressFlowParse, udpFlowTOS(uint16(1000+i), payload).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlowTOS(uint16(1000+i), payload).frame(), nil)
 	}
 	// A flow that made it into the map still aggregates when it is full.
-	runFrame(t, f.objs.IngressFlowParse, udpFlowTOS(1000, payload).frame(), nil)
+	runFrame(t, f.progs.IngressFlowParse, udpFlowTOS(1000, payload).frame(), nil)
 
 	recs := readRecords(t, f, flows-4)
 	seen := map[uint16]bool{}
@@ -98,7 +98,7 @@ func TestMapFull(t *testing.T) {
 
 	// The spare map the drain installed is empty and as large.
 	for i := range 4 {
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), payload).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(uint16(2000+i), payload).frame(), nil)
 	}
 	if c := counters(t, f); c.MapFull != flows-4 {
 		t.Errorf("after the drain MapFull grew to %d: the spare map is not empty or smaller", c.MapFull)
@@ -114,7 +114,7 @@ func TestRingBufFull(t *testing.T) {
 	f := newTestFetcher(t, 1, WithRingBufSize(uint32(os.Getpagesize())))
 	const n = 200 // 200 records of 88+8 bytes cannot fit in 4 KiB
 	for i := range n {
-		runFrame(t, f.objs.EgressFlowParse, udpFlow(uint16(3000+i), 0).frame(), nil)
+		runFrame(t, f.progs.EgressFlowParse, udpFlow(uint16(3000+i), 0).frame(), nil)
 	}
 	c := counters(t, f)
 	if c.MapFull != n-1 || c.RingBufFull == 0 || c.RingBufFull >= n-1 {
@@ -156,7 +156,7 @@ func testSwap(t *testing.T, maxAge time.Duration) {
 	for i, cyc := range cycles {
 		for p, n := range cyc {
 			for range n {
-				runFrame(t, f.objs.IngressFlowParse, p.frame(), nil)
+				runFrame(t, f.progs.IngressFlowParse, p.frame(), nil)
 			}
 			wantTotals[key(*p)] += uint64(n)
 		}
@@ -219,9 +219,9 @@ func testSwapConcurrent(t *testing.T, maxAge time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			prog := f.objs.IngressFlowParse
+			prog := f.progs.IngressFlowParse
 			if w%2 == 1 {
-				prog = f.objs.EgressFlowParse
+				prog = f.progs.EgressFlowParse
 			}
 			for {
 				select {
@@ -277,12 +277,12 @@ func TestDrainIntervals(t *testing.T) {
 			syn := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpSYN, nil, nil))
 			ack := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpACK, nil, nil))
 
-			runFrame(t, f.objs.IngressFlowParse, syn.frame(), nil)
+			runFrame(t, f.progs.IngressFlowParse, syn.frame(), nil)
 			first := drain(t, f)
 			time.Sleep(20 * time.Millisecond)
 			before := monoNow(t)
-			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
-			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
+			runFrame(t, f.progs.IngressFlowParse, ack.frame(), nil)
+			runFrame(t, f.progs.IngressFlowParse, ack.frame(), nil)
 			after := monoNow(t)
 			second := drain(t, f)
 			if len(first) != 1 || len(second) != 1 {

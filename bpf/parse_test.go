@@ -341,9 +341,9 @@ func TestParse(t *testing.T) {
 			}{{"ingress", DirectionIngress}, {"egress", DirectionEgress}} {
 				t.Run(dir.name, func(t *testing.T) {
 					f := newTestFetcher(t, 64)
-					prog := f.objs.IngressFlowParse
+					prog := f.progs.IngressFlowParse
 					if dir.direction == DirectionEgress {
-						prog = f.objs.EgressFlowParse
+						prog = f.progs.EgressFlowParse
 					}
 					repeat := max(tc.repeat, 1)
 					var wantBytes uint64
@@ -407,7 +407,7 @@ func TestParse(t *testing.T) {
 // ten zero bytes, 0xffff, then the address (::ffff:a.b.c.d).
 func TestParseIPv4MappedAddresses(t *testing.T) {
 	f := newTestFetcher(t, 8)
-	runFrame(t, f.objs.IngressFlowParse, ether(etherTypeIPv4, nil,
+	runFrame(t, f.progs.IngressFlowParse, ether(etherTypeIPv4, nil,
 		ipv4{src: netip.MustParseAddr("198.19.1.2"), dst: netip.MustParseAddr("198.18.255.254"), proto: protoUDP}.build(udp(1, 2, nil))), nil)
 	flows := drain(t, f)
 	if len(flows) != 1 {
@@ -459,7 +459,7 @@ func TestParseGSO(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newTestFetcher(t, 8)
-			runFrame(t, f.objs.EgressFlowParse, tc.p.frame(), ctxWithGSOSegs(tc.segs))
+			runFrame(t, f.progs.EgressFlowParse, tc.p.frame(), ctxWithGSOSegs(tc.segs))
 			flows := drain(t, f)
 			if len(flows) != 1 {
 				t.Fatalf("got %d flows, want 1: %v", len(flows), flows)
@@ -491,8 +491,8 @@ func TestParseDistinctKeys(t *testing.T) {
 	u6 := v6pkt(ipv6{src: v6a, dst: v6b, proto: protoUDP}, udp(1, 2, nil))
 	u6cs1 := v6pkt(ipv6{src: v6a, dst: v6b, proto: protoUDP, tclass: 0x20}, udp(1, 2, nil))
 	for _, p := range []pkt{u, rev, tagged, echo, reply, ef, u6, u6cs1} {
-		runFrame(t, f.objs.IngressFlowParse, p.frame(), nil)
-		runFrame(t, f.objs.EgressFlowParse, p.frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, p.frame(), nil)
+		runFrame(t, f.progs.EgressFlowParse, p.frame(), nil)
 	}
 	flows := drain(t, f)
 	if len(flows) != 16 {

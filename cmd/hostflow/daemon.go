@@ -143,13 +143,27 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.SamplingAlgorithm == "count" {
 		algo = bpf.SamplingCount
 	}
-	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == "precise")
-	ring := bpf.WithRingBufSize(uint32(cfg.RingBufferSize))
+	precise := cfg.Timestamps == "precise"
 	if cfg.Capture == "socket" {
-		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise, ring)
+		d.fetcher, err = bpf.NewSockFetcher(bpf.SockFetcherOptions{
+			Sampling:          cfg.Sampling,
+			KernelMapSize:     cfg.KernelMapSize,
+			SamplingAlgorithm: algo,
+			RingBufSize:       uint32(cfg.RingBufferSize),
+			PreciseTimestamps: precise,
+		})
 	} else {
-		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-			bpf.WithAttachMode(attachMode(cfg.Attach)), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise, ring)
+		d.fetcher, err = bpf.NewFetcher(bpf.FetcherOptions{
+			Sampling:          cfg.Sampling,
+			KernelMapSize:     cfg.KernelMapSize,
+			Ingress:           cfg.Ingress(),
+			Egress:            cfg.Egress(),
+			Attach:            attachMode(cfg.Attach),
+			SamplingAlgorithm: algo,
+			RingBufSize:       uint32(cfg.RingBufferSize),
+			PreciseTimestamps: precise,
+			StateDir:          cfg.StateDir,
+		})
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
