@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -73,7 +72,8 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 	return f, nil
 }
 
-// NewFlowFetcher is NewFetcher with the seed API's positional arguments:
+// NewFlowFetcher is NewFetcher with positional arguments, the constructor's
+// first shape, kept for its callers:
 // sampling is FetcherOptions.Sampling, cacheMaxSize KernelMapSize, ingress
 // and egress the hooks; opts set the other fields.
 func NewFlowFetcher(sampling, cacheMaxSize int, ingress, egress bool, opts ...FetcherOption) (*FlowFetcher, error) {
@@ -289,14 +289,4 @@ func (a *ifaceAttachment) close() error {
 		forgetQdisc(a.stateDir, a.ifindex)
 	}
 	return errors.Join(errs...)
-}
-
-// DecodeRecord decodes a direct_flows record.
-func DecodeRecord(raw []byte) (Record, error) {
-	var r NetFlowRecordT
-	if len(raw) < int(unsafe.Sizeof(r)) {
-		return Record{}, fmt.Errorf("decode record: %d bytes, want %d", len(raw), unsafe.Sizeof(r))
-	}
-	r = *(*NetFlowRecordT)(unsafe.Pointer(&raw[0]))
-	return Record{Id: NetFlowId(r.Id), Metrics: NetFlowMetrics(r.Metrics)}, nil
 }

@@ -89,7 +89,7 @@ func TestSockFetcherOptionsValidate(t *testing.T) {
 	}
 }
 
-// TestNewFlowFetcherValidates: the seed-shaped constructors refuse what
+// TestNewFlowFetcherValidates: the positional constructors refuse what
 // the options structs refuse.
 func TestNewFlowFetcherValidates(t *testing.T) {
 	for _, tc := range []struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -132,30 +133,24 @@ func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	fm.Sampling = max(fm.Sampling, src.Sampling)
 }
 
-// Record is one flow's metrics with the attributes user space adds.
-//
-// Unlike the seed API, Record holds the key and metrics directly rather than
-// embedding the generated NetFlowRecordT: the generated struct carries the
-// raw T types, and callers should only ever see NetFlowId and NetFlowMetrics
-// with their methods.
+// Record is one flow's key and metrics as the direct_flows ring buffer
+// delivers them (see DecodeRecord): one packet the kernel could not
+// aggregate. It holds NetFlowId and NetFlowMetrics rather than the
+// generated NetFlowRecordT, whose fields have the raw generated types
+// without their methods.
 type Record struct {
 	Id      NetFlowId
 	Metrics NetFlowMetrics
-	Attrs   RecordAttrs
 }
 
-// RecordAttrs are the attributes of a flow that do not come from the kernel.
-// The seed's Kubernetes and Beyla fields are gone: a host probe has neither.
-type RecordAttrs struct {
-	// Interface is the name of the interface with index Id.IfIndex.
-	Interface string
-	// SamplingInterval is N of 1-in-N packet sampling; 0 or 1 is unsampled.
-	SamplingInterval uint32
-}
-
-// NewRecord returns a record of key and metrics with empty attributes.
-func NewRecord(key NetFlowId, metrics NetFlowMetrics) *Record {
-	return &Record{Id: key, Metrics: metrics}
+// DecodeRecord decodes a direct_flows record.
+func DecodeRecord(raw []byte) (Record, error) {
+	var r NetFlowRecordT
+	if len(raw) < int(unsafe.Sizeof(r)) {
+		return Record{}, fmt.Errorf("decode record: %d bytes, want %d", len(raw), unsafe.Sizeof(r))
+	}
+	r = *(*NetFlowRecordT)(unsafe.Pointer(&raw[0]))
+	return Record{Id: NetFlowId(r.Id), Metrics: NetFlowMetrics(r.Metrics)}, nil
 }
 
 // MonoToTime converts a CLOCK_MONOTONIC timestamp in nanoseconds to wall
