@@ -24,10 +24,12 @@ type FlowFetcher struct {
 	mode    AttachMode // guarded by hooksMu
 }
 
+// ifaceAttachment is what a FlowFetcher put on one interface: a program
+// on each hook chosen, and whether it created the clsact qdisc.
 type ifaceAttachment struct {
 	name     string
 	ifindex  int
-	stateDir string // where a clsact qdiscs we created is recorded
+	stateDir string // where a clsact qdisc we created is recorded
 	l2       bool   // the device has an Ethernet header
 	links    []hookLink
 	ownQdisc bool
