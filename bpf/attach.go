@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -39,6 +40,163 @@ func (m AttachMode) String() string {
 		return "socket"
 	}
 	return fmt.Sprintf("AttachMode(%d)", int(m))
+}
+
+// Attach puts the programs on the TC hooks of interface ifindex (name is for
+// messages and filter names). Devices without an Ethernet header (tun,
+// wireguard, IP tunnels) get the programs that parse from the IP header.
+func (m *FlowFetcher) Attach(ifindex int, name string) error {
+	return m.AttachHooks(ifindex, name, m.ingress, m.egress)
+}
+
+// AttachHooks is Attach on the chosen hooks of this interface only, e.g.
+// ingress alone on a router's uplinks and both hooks on its host-facing
+// side.
+func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool) error {
+	if !ingress && !egress {
+		return fmt.Errorf("%s (ifindex %d): neither ingress nor egress", name, ifindex)
+	}
+	return m.attach(ifindex, name, func() (*ifaceAttachment, error) {
+		lnk, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			return nil, &AttachError{Interface: name, Index: ifindex, Hook: "any", Mode: m.mode, Err: err}
+		}
+		a := &ifaceAttachment{name: name, ifindex: ifindex, stateDir: m.cfg.stateDir, l2: hasEthernetHeader(lnk)}
+		for _, h := range []struct{ on, ingress bool }{{ingress, true}, {egress, false}} {
+			if !h.on {
+				continue
+			}
+			l, err := m.attachOne(a, m.progs.program(h.ingress, a.l2), h.ingress)
+			if err != nil {
+				_ = a.close()
+				return nil, &AttachError{Interface: name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
+			}
+			a.links = append(a.links, hookLink{ingress: h.ingress, link: l})
+		}
+		return a, nil
+	})
+}
+
+func hookName(ingress bool) string {
+	if ingress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// Hooks returns the hooks Attach uses.
+func (m *FlowFetcher) Hooks() (ingress, egress bool) { return m.ingress, m.egress }
+
+// SetHooks changes the hooks of an attached interface to ingress and
+// egress: the hooks added are attached first, then the hooks removed are
+// detached, and a hook kept is not touched, so that no packet through a
+// kept hook goes uncounted while the direction changes. A hook that cannot
+// be attached is an error that changes nothing.
+func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
+	m.hooksMu.Lock()
+	defer m.hooksMu.Unlock()
+	a, ok := m.attached[ifindex]
+	if !ok {
+		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
+	}
+	if !ingress && !egress {
+		return fmt.Errorf("%s (ifindex %d): neither ingress nor egress", a.name, ifindex)
+	}
+	has := func(in bool) bool {
+		return slices.ContainsFunc(a.links, func(h hookLink) bool { return h.ingress == in })
+	}
+	var added []hookLink
+	for _, h := range []struct{ on, ingress bool }{{ingress, true}, {egress, false}} {
+		if !h.on || has(h.ingress) {
+			continue
+		}
+		l, err := m.attachOne(a, m.progs.program(h.ingress, a.l2), h.ingress)
+		if err != nil {
+			for _, h := range added {
+				_ = h.link.Close()
+			}
+			return &AttachError{Interface: a.name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
+		}
+		added = append(added, hookLink{ingress: h.ingress, link: l})
+	}
+	var errs []error
+	kept := added
+	for _, h := range a.links {
+		if (h.ingress && ingress) || (!h.ingress && egress) {
+			kept = append(kept, h)
+			continue
+		}
+		if err := h.link.Close(); err != nil {
+			kept = append(kept, h) // still there: Detach tries again
+			errs = append(errs, err)
+		}
+	}
+	a.links = kept
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach %s: %w", a.name, err)
+	}
+	return nil
+}
+
+// hasEthernetHeader reports whether TC programs on l see an Ethernet
+// header: Ethernet-like devices and loopback do; tun, wireguard and IP
+// tunnels (ARPHRD_NONE, _TUNNEL, _SIT, _IPGRE, ...) start at the IP header.
+func hasEthernetHeader(l netlink.Link) bool {
+	switch l.Attrs().EncapType {
+	case "ether", "loopback":
+		return true
+	}
+	return false
+}
+
+// attachOne attaches one program, probing for tcx on first use: a kernel
+// without tcx answers ErrNotSupported, and clsact is used from then on.
+func (m *FlowFetcher) attachOne(a *ifaceAttachment, prog *ebpf.Program, ingress bool) (updatableLink, error) {
+	ifindex := a.ifindex
+	hook := ebpf.AttachTCXEgress
+	if ingress {
+		hook = ebpf.AttachTCXIngress
+	}
+	if m.mode == AttachAuto || m.mode == AttachTCX {
+		l, err := attachTCX(prog, ifindex, hook)
+		if err == nil {
+			m.mode = AttachTCX
+			return l, nil
+		}
+		if m.mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+			return nil, err
+		}
+		m.mode = AttachClsact
+	}
+	name := "hostflow_egress"
+	if ingress {
+		name = "hostflow_ingress"
+	}
+	c, created, err := attachClsact(prog, ifindex, ingress, name)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		a.ownQdisc = true
+		// NewFetcher checked the state dir is writable; a failure
+		// here only means a crash could leave this qdisc behind.
+		_ = recordQdisc(a.stateDir, ifindex, a.name)
+	}
+	return c, nil
+}
+
+// close removes the programs, and the clsact qdisc if we created it.
+func (a *ifaceAttachment) close() error {
+	var errs []error
+	for _, h := range a.links {
+		errs = append(errs, h.link.Close())
+	}
+	a.links = nil
+	if a.ownQdisc {
+		errs = append(errs, releaseClsact(a.ifindex))
+		forgetQdisc(a.stateDir, a.ifindex)
+	}
+	return errors.Join(errs...)
 }
 
 // filterPriority and filterHandle identify hostflow's cls_bpf filters, so

@@ -16,11 +16,6 @@ func coarseClockProbe(t ebpf.ProgramType) func() error {
 	return func() error { return features.HaveProgramHelper(t, asm.FnKtimeGetCoarseNs) }
 }
 
-// withClockProbe replaces the coarse clock probe (tests).
-func withClockProbe(probe func() error) FetcherOption {
-	return func(c *fetcherConfig) { c.clockProbe = probe }
-}
-
 // chooseClock decides which clock the programs read. The precise one if it
 // was asked for (probe is not called), or if probe reports that the kernel
 // lacks the coarse one: fallback is then true. The programs call only the

@@ -151,7 +151,7 @@ func measureVsMinflow(t *testing.T, trafgen string, sc minflowScenario, packets 
 	if !minflowFirst {
 		attach(mf.HfMinflow)
 	}
-	hf := f.objs.IngressFlowParse
+	hf := f.progs.IngressFlowParse
 	progs := []*ebpf.Program{hf, mf.HfMinflow, nop.Noop}
 
 	conf := filepath.Join(t.TempDir(), "cost.trafgen")

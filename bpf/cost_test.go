@@ -211,7 +211,7 @@ func (e *costEnv) measure(tb testing.TB, sc costScenario, packets int) costResul
 	for i := range frames {
 		frames[i] = costFrame(uint16(1024 + i))
 	}
-	hfProg := e.fetcher.objs.IngressFlowParse
+	hfProg := e.fetcher.progs.IngressFlowParse
 
 	// Start from an empty map, as after a daemon's drain.
 	if err := e.fetcher.Drain(func(NetFlowId, []NetFlowMetrics) {}); err != nil {
@@ -338,7 +338,7 @@ func TestKernelCost(t *testing.T) {
 	// BPF_PROG_TEST_RUN timing one frame repeatedly (one flow, linear
 	// skb, no device). The kernel reports whole nanoseconds per run.
 	var tr [2]time.Duration
-	for i, p := range []*ebpf.Program{e.fetcher.objs.IngressFlowParse, e.noop} {
+	for i, p := range []*ebpf.Program{e.fetcher.progs.IngressFlowParse, e.noop} {
 		_, d, err := p.Benchmark(costFrame(1024), 100_000, nil)
 		if err != nil {
 			t.Fatalf("BPF_PROG_TEST_RUN %v: %v", p, err)

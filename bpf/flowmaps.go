@@ -13,11 +13,12 @@ import (
 )
 
 // flowMaps is the user-space side of the maps every hostflow program
-// writes: the two aggregation maps flows_0 and flows_1 and the flow_state
-// that says which one programs count into, the grace_period map that makes
-// the kernel wait for running programs, the direct_flows ring buffer and
-// global_counters. FlowFetcher and SockFlowFetcher embed it, so both read
-// their maps with the same methods.
+// writes: the aggregation maps, two pairs of per-CPU hashes (flows4_0 and
+// flows_0 for IPv4 and IPv6 flows, flows4_1 and flows_1), and the
+// flow_state that says which pair programs count into, the grace_period
+// map that makes the kernel wait for running programs, the direct_flows
+// ring buffer and global_counters. fetcherCore embeds it, so FlowFetcher
+// and SockFlowFetcher read their maps with the same methods.
 //
 // Each Drain reads the active map without deleting anything and hands out
 // what each flow counted since the previous Drain (its totals minus the
@@ -162,9 +163,8 @@ func (fm *flowMaps) waitForPrograms() error {
 // LookupAndDeleteMap returns every flow the kernel counted since the last
 // call (or Drain), with its metrics as a one-element slice.
 //
-// Unlike the seed's version, no increment can be lost (see Drain), and it
-// returns an error instead of logging it: a failed drain must be counted
-// by the caller.
+// No increment can be lost (see Drain), and a failed drain is returned,
+// not logged: the caller counts it.
 func (fm *flowMaps) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error) {
 	out := make(map[NetFlowId][]NetFlowMetrics)
 	err := fm.Drain(func(id NetFlowId, m []NetFlowMetrics) {

@@ -110,7 +110,7 @@ func FuzzParseDifferential(f *testing.F) {
 		}
 
 		before := counters(t, tcf)
-		_, err := tcf.objs.IngressFlowParse.Run(&ebpf.RunOptions{Data: frame, Repeat: 1})
+		_, err := tcf.progs.IngressFlowParse.Run(&ebpf.RunOptions{Data: frame, Repeat: 1})
 		switch {
 		case rejects && !errors.Is(err, unix.EINVAL):
 			t.Fatalf("test_run of %d-byte frame: %v, want EINVAL", len(frame), err)
@@ -124,7 +124,7 @@ func FuzzParseDifferential(f *testing.F) {
 			return
 		}
 		before = counters(t, skf)
-		ret, err := skf.objs.SockFlowParse.Run(&ebpf.RunOptions{Data: sockTestFrame(dummyHost, frame), Repeat: 1})
+		ret, err := skf.progs.SockFlowParse.Run(&ebpf.RunOptions{Data: sockTestFrame(dummyHost, frame), Repeat: 1})
 		if err != nil || ret != 0 {
 			t.Fatalf("test_run of socket filter: %d, %v", ret, err)
 		}

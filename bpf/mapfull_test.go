@@ -54,10 +54,10 @@ func TestMapFull(t *testing.T) {
 	const flows = 10
 	const payload = 20
 	for i := range flows {
-		runFrame(t, f.objs.IngressFlowParse, udpFlowTOS(uint16(1000+i), payload).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlowTOS(uint16(1000+i), payload).frame(), nil)
 	}
 	// A flow that made it into the map still aggregates when it is full.
-	runFrame(t, f.objs.IngressFlowParse, udpFlowTOS(1000, payload).frame(), nil)
+	runFrame(t, f.progs.IngressFlowParse, udpFlowTOS(1000, payload).frame(), nil)
 
 	recs := readRecords(t, f, flows-4)
 	seen := map[uint16]bool{}
@@ -101,7 +101,7 @@ func TestMapFull(t *testing.T) {
 
 	// The spare map the drain installed is empty and as large.
 	for i := range 4 {
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), payload).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(uint16(2000+i), payload).frame(), nil)
 	}
 	if c := counters(t, f); c.MapFull != flows-4 {
 		t.Errorf("after the drain MapFull grew to %d: the spare map is not empty or smaller", c.MapFull)
@@ -119,7 +119,7 @@ func TestDivertedSwitchesFirst(t *testing.T) {
 	f := newTestFetcher(t, 64)
 	f.maxAge = time.Hour // never switch for age
 	for i := range 10 {
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
 	}
 	r := Record{Metrics: NetFlowMetrics{Packets: 1, Epoch: f.epoch}}
 	if !f.Diverted(&r) {
@@ -136,7 +136,7 @@ func TestDivertedSwitchesFirst(t *testing.T) {
 		t.Errorf("Diverted of a record from before the switch: true, want false")
 	}
 	for i := range 3 {
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
 	}
 	if agg := drain(t, f); len(agg) != 3 || f.switches != switches+1 {
 		t.Errorf("next drain: %d flows, %d switches; want 3 flows, no switch", len(agg), f.switches-switches)
@@ -153,7 +153,7 @@ func TestFullSwitchesFirst(t *testing.T) {
 		t.Fatalf("Full of an empty map: %v, %v; want false", full, err)
 	}
 	for i := range 10 { // 8 fit, 2 go to the ring buffer
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(uint16(1000+i), 20).frame(), nil)
 	}
 	if full, err := f.Full(); err != nil || !full {
 		t.Fatalf("Full after 2 packets found the map full: %v, %v; want true", full, err)
@@ -166,7 +166,7 @@ func TestFullSwitchesFirst(t *testing.T) {
 		t.Errorf("Full after the switch: %v, %v; want false", full, err)
 	}
 	for i := range 5 {
-		runFrame(t, f.objs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(uint16(2000+i), 20).frame(), nil)
 	}
 	if full, err := f.Full(); err != nil || full {
 		t.Errorf("Full with 5 flows in the new 8-entry map: %v, %v; want false", full, err)
@@ -183,7 +183,7 @@ func TestRingBufFull(t *testing.T) {
 	f := newTestFetcher(t, 1, WithRingBufSize(uint32(os.Getpagesize())))
 	const n = 200 // 200 records of 88+8 bytes cannot fit in 4 KiB
 	for i := range n {
-		runFrame(t, f.objs.EgressFlowParse, udpFlow(uint16(3000+i), 0).frame(), nil)
+		runFrame(t, f.progs.EgressFlowParse, udpFlow(uint16(3000+i), 0).frame(), nil)
 	}
 	c := counters(t, f)
 	if c.MapFull != n-1 || c.RingBufFull == 0 || c.RingBufFull >= n-1 {
@@ -238,7 +238,7 @@ func testSwap(t *testing.T, mode drainMode) {
 	for i, cyc := range cycles {
 		for p, n := range cyc {
 			for range n {
-				runFrame(t, f.objs.IngressFlowParse, p.frame(), nil)
+				runFrame(t, f.progs.IngressFlowParse, p.frame(), nil)
 			}
 			wantTotals[key(*p)] += uint64(n)
 		}
@@ -301,9 +301,9 @@ func testSwapConcurrent(t *testing.T, mode drainMode) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			prog := f.objs.IngressFlowParse
+			prog := f.progs.IngressFlowParse
 			if w%2 == 1 {
-				prog = f.objs.EgressFlowParse
+				prog = f.progs.EgressFlowParse
 			}
 			for {
 				select {
@@ -359,12 +359,12 @@ func TestDrainIntervals(t *testing.T) {
 			syn := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpSYN, nil, nil))
 			ack := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpACK, nil, nil))
 
-			runFrame(t, f.objs.IngressFlowParse, syn.frame(), nil)
+			runFrame(t, f.progs.IngressFlowParse, syn.frame(), nil)
 			first := mode.drain(t, f)
 			time.Sleep(20 * time.Millisecond)
 			before := monoNow(t)
-			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
-			runFrame(t, f.objs.IngressFlowParse, ack.frame(), nil)
+			runFrame(t, f.progs.IngressFlowParse, ack.frame(), nil)
+			runFrame(t, f.progs.IngressFlowParse, ack.frame(), nil)
 			after := monoNow(t)
 			second := mode.drain(t, f)
 			if len(first) != 1 || len(second) != 1 {

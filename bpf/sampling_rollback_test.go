@@ -42,8 +42,8 @@ func TestSetSamplingRollsBack(t *testing.T) {
 	}
 	defer f.Close()
 	calls := 0
-	in := &fakeLink{prog: f.objs.IngressFlowParse, calls: &calls, failAt: 2}
-	out := &fakeLink{prog: f.objs.EgressFlowParse, calls: &calls, failAt: 2}
+	in := &fakeLink{prog: f.progs.IngressFlowParse, calls: &calls, failAt: 2}
+	out := &fakeLink{prog: f.progs.EgressFlowParse, calls: &calls, failAt: 2}
 	f.attached[7] = &ifaceAttachment{name: "fake0", l2: true,
 		links: []hookLink{{ingress: true, link: in}, {ingress: false, link: out}}}
 	defer delete(f.attached, 7)
@@ -55,17 +55,17 @@ func TestSetSamplingRollsBack(t *testing.T) {
 	if calls < 2 {
 		t.Fatalf("%d updates, want the second to fail", calls)
 	}
-	if in.prog != f.objs.IngressFlowParse {
+	if in.prog != f.progs.IngressFlowParse {
 		t.Errorf("ingress hook holds %v, want the old program back", in.prog)
 	}
-	if out.prog != f.objs.EgressFlowParse {
+	if out.prog != f.progs.EgressFlowParse {
 		t.Errorf("egress hook holds %v, want the old program", out.prog)
 	}
 	if f.Sampling() != 0 {
 		t.Errorf("sampling %d, want 0 kept", f.Sampling())
 	}
 	for _, p := range append(in.given, out.given...) {
-		if p != f.objs.IngressFlowParse && p != f.objs.EgressFlowParse && p.FD() >= 0 {
+		if p != f.progs.IngressFlowParse && p != f.progs.EgressFlowParse && p.FD() >= 0 {
 			t.Errorf("new program %v left open", p)
 		}
 	}
@@ -84,7 +84,7 @@ func TestSockSetSamplingRollsBack(t *testing.T) {
 	b := &sockAttachment{name: "fake1", l2: false, fd: -1}
 	f.attached[7], f.attached[8] = a, b
 	defer func() { delete(f.attached, 7); delete(f.attached, 8) }()
-	filter := map[*sockAttachment]*ebpf.Program{a: f.objs.NetSkPrograms.program(true), b: f.objs.NetSkPrograms.program(false)}
+	filter := map[*sockAttachment]*ebpf.Program{a: f.progs.program(true), b: f.progs.program(false)}
 	calls := 0
 	defer func(prev func(*sockAttachment, *ebpf.Program) error) { setSockFilter = prev }(setSockFilter)
 	setSockFilter = func(s *sockAttachment, p *ebpf.Program) error {
@@ -102,7 +102,7 @@ func TestSockSetSamplingRollsBack(t *testing.T) {
 	if calls < 2 {
 		t.Fatalf("%d updates, want the second to fail", calls)
 	}
-	for s, want := range map[*sockAttachment]*ebpf.Program{a: f.objs.NetSkPrograms.program(true), b: f.objs.NetSkPrograms.program(false)} {
+	for s, want := range map[*sockAttachment]*ebpf.Program{a: f.progs.program(true), b: f.progs.program(false)} {
 		if filter[s] != want {
 			t.Errorf("socket %s holds %v, want the old filter back", s.name, filter[s])
 		}

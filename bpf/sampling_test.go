@@ -24,11 +24,11 @@ func TestSetSamplingSwapsProgramsInPlace(t *testing.T) {
 			pingFrom(t, e.A, dst, pingCount, pingPayload)
 			// Not drained: these counts must survive the swap.
 
-			oldIn := progID(t, f.objs.IngressFlowParse)
+			oldIn := progID(t, f.progs.IngressFlowParse)
 			if err := e.A.Do(func() error { return f.SetSampling(1 << 30) }); err != nil {
 				t.Fatalf("SetSampling: %v", err)
 			}
-			if f.Sampling() != 1<<30 || progID(t, f.objs.IngressFlowParse) == oldIn {
+			if f.Sampling() != 1<<30 || progID(t, f.progs.IngressFlowParse) == oldIn {
 				t.Fatalf("sampling %d, programs not replaced", f.Sampling())
 			}
 			before := counters(t, f).SampledOut
@@ -81,7 +81,7 @@ func TestSamplingAlgorithms(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range tc.runs {
-			runFrame(t, f.objs.IngressFlowParse, frame, nil)
+			runFrame(t, f.progs.IngressFlowParse, frame, nil)
 		}
 		_ = unix.SchedSetaffinity(0, &old)
 		runtime.UnlockOSThread()
@@ -110,7 +110,7 @@ func TestClocks(t *testing.T) {
 		}
 		t.Cleanup(func() { f.Close() })
 		lo, before := monoCoarse(t), monoNow(t)
-		runFrame(t, f.objs.IngressFlowParse, frame, nil)
+		runFrame(t, f.progs.IngressFlowParse, frame, nil)
 		after := monoNow(t)
 		for _, m := range drain(t, f) {
 			if precise && (m.StartMonoTimeTs < before || m.EndMonoTimeTs > after) {

@@ -28,22 +28,18 @@ const ethPAllBE = uint16(unix.ETH_P_ALL)<<8 | uint16(unix.ETH_P_ALL)>>8
 // filter, and only then is bound to the interface with ETH_P_ALL: there is
 // no moment at which a packet could be queued on it unfiltered.
 func (m *SockFlowFetcher) Attach(ifindex int, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.attached[ifindex]; ok {
-		return fmt.Errorf("%s (ifindex %d): %w", name, ifindex, ErrAlreadyAttached)
-	}
-	lnk, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return fmt.Errorf("attach socket to %s (ifindex %d): %w", name, ifindex, err)
-	}
-	a := &sockAttachment{name: name, l2: hasEthernetHeader(lnk), fd: -1}
-	if err := a.open(m.objs.program(a.l2), ifindex); err != nil {
-		_ = a.close()
-		return fmt.Errorf("attach socket to %s (ifindex %d): %w", name, ifindex, err)
-	}
-	m.attached[ifindex] = a
-	return nil
+	return m.attach(ifindex, name, func() (*sockAttachment, error) {
+		lnk, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			return nil, fmt.Errorf("attach socket to %s (ifindex %d): %w", name, ifindex, err)
+		}
+		a := &sockAttachment{name: name, l2: hasEthernetHeader(lnk), fd: -1}
+		if err := a.open(m.progs.program(a.l2), ifindex); err != nil {
+			_ = a.close()
+			return nil, fmt.Errorf("attach socket to %s (ifindex %d): %w", name, ifindex, err)
+		}
+		return a, nil
+	})
 }
 
 func (a *sockAttachment) open(prog *ebpf.Program, ifindex int) error {
@@ -81,19 +77,16 @@ func (a *sockAttachment) close() error {
 	return nil
 }
 
-// Detach closes the socket on interface ifindex. An interface that has
-// gone away is no error: its socket is closed all the same.
-func (m *SockFlowFetcher) Detach(ifindex int) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	a, ok := m.attached[ifindex]
-	if !ok {
-		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
-	}
-	delete(m.attached, ifindex)
-	m.detached.Store(true)
-	if err := a.close(); err != nil {
-		return fmt.Errorf("detach %s: %w", a.name, err)
-	}
-	return nil
+func (a *sockAttachment) iface() string { return a.name }
+
+// hooks returns the socket: it is the attachment's only hook.
+func (a *sockAttachment) hooks() []hook[*NetSkPrograms] { return []hook[*NetSkPrograms]{a} }
+
+// update puts the filter of progs on the socket.
+func (a *sockAttachment) update(progs *NetSkPrograms) error {
+	return setSockFilter(a, progs.program(a.l2))
 }
+
+// setSockFilter is sockAttachment.setFilter; tests replace it to make a
+// socket refuse a filter.
+var setSockFilter = (*sockAttachment).setFilter

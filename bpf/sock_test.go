@@ -81,7 +81,7 @@ func TestSockParse(t *testing.T) {
 					var wantBytes uint64
 					for _, p := range tc.pkts {
 						for range repeat {
-							runSock(t, f.objs.SockFlowParse, sockTestFrame(pt.dst, p.frame()))
+							runSock(t, f.progs.SockFlowParse, sockTestFrame(pt.dst, p.frame()))
 							wantBytes += uint64(len(p.l3))
 						}
 					}
@@ -108,7 +108,7 @@ func TestSockParseL3(t *testing.T) {
 			var wantBytes uint64
 			for _, p := range tc.pkts {
 				for range repeat {
-					runSock(t, f.objs.SockFlowParseL3, p.frame())
+					runSock(t, f.progs.SockFlowParseL3, p.frame())
 					wantBytes += uint64(len(p.l3))
 				}
 			}
@@ -146,7 +146,7 @@ func checkCase(t *testing.T, tc parseCase, c KernelCounters, flows map[NetFlowId
 func TestSockGSO(t *testing.T) {
 	f := newTestSockFetcher(t, 8)
 	p := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoTCP}, tcp(1, 2, tcpACK, bytesN(12), bytesN(2000)))
-	_, err := f.objs.SockFlowParse.Run(&ebpf.RunOptions{Data: sockTestFrame(dummyHost, p.frame()), Repeat: 1, Context: ctxWithGSOSegs(4)})
+	_, err := f.progs.SockFlowParse.Run(&ebpf.RunOptions{Data: sockTestFrame(dummyHost, p.frame()), Repeat: 1, Context: ctxWithGSOSegs(4)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +180,8 @@ func TestSockMapFull(t *testing.T) {
 	f := newTestSockFetcher(t, 1)
 	first := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(1, 2, nil))
 	second := v4pkt(ipv4{src: v4a, dst: v4b, proto: protoUDP}, udp(3, 4, bytesN(10)))
-	runSock(t, f.objs.SockFlowParse, sockTestFrame(dummyHost, first.frame()))
-	runSock(t, f.objs.SockFlowParse, sockTestFrame(dummyHost, second.frame()))
+	runSock(t, f.progs.SockFlowParse, sockTestFrame(dummyHost, first.frame()))
+	runSock(t, f.progs.SockFlowParse, sockTestFrame(dummyHost, second.frame()))
 	if c := counters(t, f); c.MapFull != 1 || c.RingBufFull != 0 {
 		t.Fatalf("counters %+v, want MapFull 1", c)
 	}

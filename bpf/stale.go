@@ -23,12 +23,6 @@ import (
 // (systemd: RuntimeDirectory=hostflow).
 const DefaultStateDir = "/run/hostflow"
 
-// WithStateDir records created clsact qdiscs under dir, so that a restart
-// after a crash can remove them. Empty: nothing is recorded.
-func WithStateDir(dir string) FetcherOption {
-	return func(c *fetcherConfig) { c.stateDir = dir }
-}
-
 func qdiscRecord(dir string, ifindex int) string {
 	return filepath.Join(dir, "clsact-"+strconv.Itoa(ifindex))
 }

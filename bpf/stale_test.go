@@ -41,6 +41,7 @@ func TestCleanupStale(t *testing.T) {
 		}
 		// "SIGKILL": drop everything without detaching.
 		f.rb.Close()
+		f.progs.Close()
 		f.objs.Close()
 		f.graceMap.Close()
 	}

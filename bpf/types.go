@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -132,12 +133,24 @@ func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	fm.Sampling = max(fm.Sampling, src.Sampling)
 }
 
-// Record is one flow the kernel sent through the ring buffer: its key and
-// its metrics, as the generated NetFlowId and NetFlowMetrics with their
-// methods rather than the raw generated NetFlowRecordT.
+// Record is one flow's key and metrics as the direct_flows ring buffer
+// delivers them (see DecodeRecord): one packet the kernel could not
+// aggregate. It holds NetFlowId and NetFlowMetrics rather than the
+// generated NetFlowRecordT, whose fields have the raw generated types
+// without their methods.
 type Record struct {
 	Id      NetFlowId
 	Metrics NetFlowMetrics
+}
+
+// DecodeRecord decodes a direct_flows record.
+func DecodeRecord(raw []byte) (Record, error) {
+	var r NetFlowRecordT
+	if len(raw) < int(unsafe.Sizeof(r)) {
+		return Record{}, fmt.Errorf("decode record: %d bytes, want %d", len(raw), unsafe.Sizeof(r))
+	}
+	r = *(*NetFlowRecordT)(unsafe.Pointer(&raw[0]))
+	return Record{Id: NetFlowId(r.Id), Metrics: NetFlowMetrics(r.Metrics)}, nil
 }
 
 // MonoToTime converts a CLOCK_MONOTONIC timestamp in nanoseconds to wall

@@ -25,9 +25,9 @@ func TestManagerDirectionChangeCountsEveryPacket(t *testing.T) {
 
 func testDirectionChange(t *testing.T, mode bpf.AttachMode) {
 	p := testutil.NewVethPair(t)
-	f, err := bpf.NewFlowFetcher(0, 1024, true, true, bpf.WithAttachMode(mode), bpf.WithStateDir(t.TempDir()))
+	f, err := bpf.NewFetcher(bpf.FetcherOptions{KernelMapSize: 1024, Ingress: true, Egress: true, Attach: mode, StateDir: t.TempDir()})
 	if err != nil {
-		t.Fatalf("NewFlowFetcher: %v", err)
+		t.Fatalf("NewFetcher: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := p.A.Do(f.Close); err != nil {

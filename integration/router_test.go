@@ -104,9 +104,9 @@ func newRouterLab(t *testing.T) *routerLab {
 
 	// Ingress only: each forwarded packet is counted once, where it
 	// enters the router.
-	f, err := bpf.NewFlowFetcher(0, 4096, true, false)
+	f, err := bpf.NewFetcher(bpf.FetcherOptions{KernelMapSize: 4096, Ingress: true})
 	if err != nil {
-		t.Fatalf("NewFlowFetcher: %v", err)
+		t.Fatalf("NewFetcher: %v", err)
 	}
 	l.fetcher = f
 	t.Cleanup(func() {

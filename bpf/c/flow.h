@@ -134,7 +134,7 @@ typedef struct flow_state_t {
 /* counter_key indexes the per-CPU global_counters array. Every place where
  * the kernel side loses or diverts a packet has one. */
 enum counter_key {
-	/* Packets sent to direct_flows because aggregated_flows was full. */
+	/* Packets sent to direct_flows because the aggregation map was full. */
 	COUNTER_MAP_FULL = 0,
 	/* Packets lost because direct_flows had no room: the only real loss. */
 	COUNTER_RINGBUF_FULL = 1,

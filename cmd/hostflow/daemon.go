@@ -147,13 +147,27 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 	d.unlock = lockState(cfg.StateDir, log)
 	algo := cfg.SamplingAlgorithm.BPF()
-	precise := bpf.WithPreciseTimestamps(cfg.Timestamps == config.TimestampsPrecise)
-	ring := bpf.WithRingBufSize(uint32(cfg.RingBufferSize))
+	precise := cfg.Timestamps == config.TimestampsPrecise
 	if cfg.Capture == config.CaptureSocket {
-		d.fetcher, err = bpf.NewSockFlowFetcher(cfg.Sampling, cfg.KernelMapSize, bpf.WithSamplingAlgorithm(algo), precise, ring)
+		d.fetcher, err = bpf.NewSockFetcher(bpf.SockFetcherOptions{
+			Sampling:          cfg.Sampling,
+			KernelMapSize:     cfg.KernelMapSize,
+			SamplingAlgorithm: algo,
+			RingBufSize:       uint32(cfg.RingBufferSize),
+			PreciseTimestamps: precise,
+		})
 	} else {
-		d.fetcher, err = bpf.NewFlowFetcher(cfg.Sampling, cfg.KernelMapSize, cfg.Ingress(), cfg.Egress(),
-			bpf.WithAttachMode(cfg.Attach.Mode()), bpf.WithSamplingAlgorithm(algo), bpf.WithStateDir(cfg.StateDir), precise, ring)
+		d.fetcher, err = bpf.NewFetcher(bpf.FetcherOptions{
+			Sampling:          cfg.Sampling,
+			KernelMapSize:     cfg.KernelMapSize,
+			Ingress:           cfg.Ingress(),
+			Egress:            cfg.Egress(),
+			Attach:            cfg.Attach.Mode(),
+			SamplingAlgorithm: algo,
+			RingBufSize:       uint32(cfg.RingBufferSize),
+			PreciseTimestamps: precise,
+			StateDir:          cfg.StateDir,
+		})
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
