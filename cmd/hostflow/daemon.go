@@ -42,8 +42,11 @@ type daemon struct {
 	tick  *time.Ticker
 
 	// enricher adds forwarding and NAT information in router mode; nil
-	// in host mode.
-	enricher *router.Enricher
+	// in host mode. Only the enrich stage calls Enrich.
+	enricher flowEnricher
+	// enrich is the stage that runs enricher, started by loop; nil in
+	// host mode, where the loop hands batches to the sinks itself.
+	enrich *enrichStage
 
 	links     *ifaces.Manager
 	stopLinks context.CancelFunc // stops following link updates
@@ -163,10 +166,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.Router() {
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
-		if d.enricher, err = router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log}); err != nil {
-			d.enricher = nil
+		e, err := router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log})
+		if err != nil {
 			return fmt.Errorf("router mode: %w", err)
 		}
+		d.enricher = e
 	}
 
 	d.links = ifaces.NewManager(d.fetcher, cfg.Rules(), log)
@@ -253,9 +257,10 @@ func attachMode(s string) bpf.AttachMode {
 	return bpf.AttachAuto
 }
 
+// loop is the cache owner's goroutine; see pipeline.go for the stages
+// around it.
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
-	d.direct = make(chan bpf.Record, directQueue)
-	go d.readRingBuf(d.direct)
+	d.startStages()
 
 	d.tick = time.NewTicker(d.cfg.PollInterval)
 	defer d.tick.Stop()
@@ -353,36 +358,4 @@ func (d *daemon) updateActive() {
 	d.mu.Lock()
 	d.counts.active = n
 	d.mu.Unlock()
-}
-
-// export sends flows to the current sinks.
-func (d *daemon) export(flows []exporter.Flow) {
-	d.exportTo(d.sinks, flows)
-}
-
-func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
-	d.out = flows
-	if len(flows) == 0 {
-		return
-	}
-	if d.enricher != nil {
-		d.enricher.Enrich(flows)
-	}
-	err := sinks.Export(flows)
-	d.mu.Lock()
-	for i := range flows {
-		f := &flows[i]
-		d.counts.packets += f.Packets
-		d.counts.bytes += f.Bytes
-		if int(f.EndReason) < len(d.counts.byReason) {
-			d.counts.byReason[f.EndReason]++
-		}
-	}
-	if err != nil {
-		d.counts.exportErrors++
-	}
-	d.mu.Unlock()
-	if err != nil {
-		d.log.Warn("export flows", "flows", len(flows), "err", err)
-	}
 }

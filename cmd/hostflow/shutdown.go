@@ -16,15 +16,19 @@ import (
 //  1. detach: stop following links and detach every program, so the
 //     counts stop moving;
 //  2. final drain: the flow map, then the ring buffer up to its flush;
-//  3. flush the cache: every flow left goes to the sinks as forced end;
-//  4. drain the collectors: each sends what it has queued (up to its
+//  3. flush the cache: every flow left goes to the next stage as forced
+//     end;
+//  4. enrich (router mode): the enrich stage enriches every batch it
+//     holds, hands it to its sinks and ends;
+//  5. drain the collectors: each sends what it has queued (up to its
 //     drain timeout, all in parallel) and closes, and those a reload
 //     removed finish closing;
-//  5. close the maps, once nothing reads them: the collectors' options
-//     records and /metrics scrapes read the kernel counters.
+//  6. close the maps, once nothing reads them: the collectors' options
+//     records and /metrics scrapes read the kernel counters; and the
+//     enricher, once its stage has ended.
 //
-// Steps 4 and 5 are release, which also runs (deferred by runDaemon) when
-// the start fails half-way.
+// Steps 4 to 6 are release, which also runs (deferred by runDaemon) when
+// the start fails half-way. The stages are described in pipeline.go.
 func (d *daemon) shutdown(direct chan bpf.Record) error {
 	if err := d.notify.stopping(); err != nil {
 		d.log.Warn("systemd notify", "err", err)
@@ -55,7 +59,7 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	// 4 and 5.
+	// 4, 5 and 6.
 	d.release()
 
 	d.mu.Lock()
@@ -71,9 +75,10 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	return errors.Join(errs...)
 }
 
-// release is steps 4 and 5 of shutdown: it drains and closes the
-// collectors, then closes what reads the kernel maps (/metrics, the router
-// enricher), then the maps, and releases the state directory. It is safe
+// release is steps 4 to 6 of shutdown: it lets the enrich stage finish,
+// drains and closes the collectors, then closes what reads the kernel maps
+// (/metrics), the router enricher, then the maps, and releases the state
+// directory. It is safe
 // on a daemon only half started, and does its work once.
 func (d *daemon) release() {
 	d.released.Do(func() {
@@ -82,18 +87,22 @@ func (d *daemon) release() {
 			d.stopLinks()
 			<-d.linksDone
 		}
-		// 4. Drain the collectors, all at once: a dead one takes its
+		// 4. Enrich what the stage holds; it hands it to the sinks.
+		d.stopEnrich()
+		// 5. Drain the collectors, all at once: a dead one takes its
 		// drain timeout, and the others need not wait behind it.
 		d.closer.close(d.sinks, d.log)
 		d.closer.wait()
-		// 5. Close the maps, after their readers.
+		// 6. Close the maps, after their readers.
 		if d.srv != nil {
 			if err := d.srv.Close(); err != nil {
 				d.log.Warn("stop metrics server", "err", err)
 			}
 		}
 		if d.enricher != nil {
-			d.enricher.Close()
+			if err := d.enricher.Close(); err != nil {
+				d.log.Warn("close router enricher", "err", err)
+			}
 		}
 		if d.fetcher != nil {
 			if err := d.fetcher.Close(); err != nil {

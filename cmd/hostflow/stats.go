@@ -18,6 +18,9 @@ func (d *daemon) Flows() metrics.FlowStats {
 	s := metrics.FlowStats{Packets: c.packets, Bytes: c.bytes, Active: c.active, Exported: map[string]uint64{},
 		DirectRecords: c.direct, DrainErrors: c.drainErrors, ExportErrors: c.exportErrors,
 		ObservedPackets: d.observedPackets.Load(), ObservedBytes: d.observedBytes.Load()}
+	if e := d.enrichStats(); e != nil {
+		s.EnrichDroppedRecords, s.EnrichQueued = e.dropped.Load(), len(e.jobs)
+	}
 	for r := exporter.EndIdleTimeout; r <= exporter.EndLackOfResources; r++ {
 		s.Exported[r.String()] = c.byReason[r]
 	}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hostflow/hostflow/bpf"
+	"github.com/hostflow/hostflow/exporter"
+)
+
+// fakeEnricher is a flowEnricher whose Enrich runs onEnrich, if set, and
+// records its calls in f.
+type fakeEnricher struct {
+	f        *fakeFetcher
+	onEnrich func([]exporter.Flow)
+}
+
+func (e *fakeEnricher) Enrich(flows []exporter.Flow) {
+	e.f.call("Enrich")
+	if e.onEnrich != nil {
+		e.onEnrich(flows)
+	}
+}
+
+func (e *fakeEnricher) Close() error { e.f.call("Enricher.Close"); return nil }
+
+// oldFlows makes each Drain of f read one new flow, whose last packet is
+// so old that the same tick's expiry ends it; it returns how many flows
+// the drains read.
+func oldFlows(f *fakeFetcher) *atomic.Int64 {
+	var n atomic.Int64
+	f.onDrain = func() {
+		id := udpKey(uint16(1000+n.Add(1)), 3)
+		f.mu.Lock()
+		f.kernel = map[bpf.NetFlowId][]bpf.NetFlowMetrics{id: {{Packets: 1, Bytes: 100, StartMonoTimeTs: 1, EndMonoTimeTs: 1}}}
+		f.mu.Unlock()
+	}
+	return &n
+}
+
+// countingSink counts the records exported to it.
+func countingSink(records *atomic.Int64) *collectorSink {
+	return &collectorSink{key: "counting", sink: &fakeSink{onExport: func(flows []exporter.Flow) {
+		records.Add(int64(len(flows)))
+	}}}
+}
+
+// TestEnrichNeverBlocksDrain: router enrichment stuck (a conntrack dump
+// that does not return) stops neither the drains nor the expiry of the
+// loop: batches wait in the enrich queue, and once it is full they are
+// dropped and counted. Released, the stage exports what it holds, and at
+// shutdown every flow is either with the sinks or counted as dropped.
+func TestEnrichNeverBlocksDrain(t *testing.T) {
+	f := newFakeFetcher(t)
+	f.drained = make(chan struct{})
+	read := oldFlows(f)
+	d := testDaemon(t, f, "--poll-interval", "5ms", "--idle-timeout", "1s")
+	var records atomic.Int64
+	d.sinks = sinkSet{countingSink(&records)}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	d.enricher = &fakeEnricher{f: f, onEnrich: func([]exporter.Flow) {
+		once.Do(func() { close(entered) })
+		<-release
+	}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, nil) }()
+	guard := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second): // a guard, not a speed check
+			close(release)
+			cancel()
+			t.Fatalf("%s: the loop stopped while enrichment was blocked", what)
+		}
+	}
+	guard("first batch enriched", entered)
+	// Each drain is followed by an expiry of its flow: more batches than
+	// the stage can hold while its enrichment is stuck.
+	for range enrichQueue + 3 {
+		guard("drain", f.drained)
+	}
+	dropped := d.enrichStats().dropped.Load()
+	if dropped == 0 {
+		t.Errorf("no record dropped with the enrich queue full")
+	}
+	if got := d.Flows().EnrichDroppedRecords; got != dropped {
+		t.Errorf("hostflow_enrich_dropped_records_total %d, want %d", got, dropped)
+	}
+	close(release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	dropped = d.enrichStats().dropped.Load()
+	if got, want := records.Load()+int64(dropped), read.Load(); got != want {
+		t.Errorf("%d records exported + %d dropped, want the %d flows read", records.Load(), dropped, want)
+	}
+	var exported uint64
+	for _, n := range d.counts.byReason {
+		exported += n
+	}
+	if exported != uint64(records.Load()) {
+		t.Errorf("%d flows counted as exported, the sinks have %d", exported, records.Load())
+	}
+}
