@@ -22,12 +22,14 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// daemon moves flows from the kernel through the cache to the sinks. One
-// goroutine (loop) owns the cache, the configuration and every change to
-// attachments and sinks; the ring-buffer reader feeds it through a bounded
-// channel and blocks when it is full (the kernel then counts what the ring
-// buffer cannot hold, so nothing is lost silently). The fields under mu are
-// also read by /metrics scrapes.
+// daemon moves flows from the kernel through the cache to the sinks, in
+// the stages pipeline.go describes. One goroutine (loop) owns the cache,
+// the configuration and every change to attachments and sinks; the
+// ring-buffer reader feeds it through a bounded channel and blocks when it
+// is full (the kernel then counts what the ring buffer cannot hold, so
+// nothing is lost silently); in router mode the enrich stage, which owns
+// the enricher, takes its batches without ever making it wait. The fields
+// under mu are also read by /metrics scrapes.
 type daemon struct {
 	args    []string // the command line, loaded again on SIGHUP
 	stdout  io.Writer
@@ -166,11 +168,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.Router() {
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
-		e, err := router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log})
-		if err != nil {
+		if d.enricher, err = router.New(router.Options{Conntrack: conntrackMode(cfg.Conntrack), Log: log}); err != nil {
+			d.enricher = nil
 			return fmt.Errorf("router mode: %w", err)
 		}
-		d.enricher = e
 	}
 
 	d.links = ifaces.NewManager(d.fetcher, cfg.Rules(), log)

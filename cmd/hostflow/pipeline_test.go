@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,5 +109,43 @@ func TestEnrichNeverBlocksDrain(t *testing.T) {
 	}
 	if exported != uint64(records.Load()) {
 		t.Errorf("%d flows counted as exported, the sinks have %d", exported, records.Load())
+	}
+}
+
+// TestReloadClosesOldSinksAfterEnrich: in router mode a sampling change
+// flushes the cached flows to the old collectors through the enrich
+// stage; the reload closes the old collectors only once the stage has
+// enriched that batch and handed it to them, however long the enrichment
+// takes, so the flows are not refused by a closed collector.
+func TestReloadClosesOldSinksAfterEnrich(t *testing.T) {
+	url := listenUDP(t)
+	f := newFakeFetcher(t)
+	d := testDaemon(t, f, "--collector", url)
+	d.sinks.Close()
+	old := &fakeSink{
+		onExport: func([]exporter.Flow) { f.call("old exported") },
+		onClose:  func() { f.call("old closed") },
+	}
+	d.sinks = sinkSet{{key: "old", url: url, sink: old}}
+	entered, release := make(chan struct{}), make(chan struct{})
+	d.enricher = &fakeEnricher{f: f, onEnrich: func([]exporter.Flow) {
+		close(entered)
+		<-release
+	}}
+	d.enrich = newEnrichStage(d.enricher, d.send)
+	d.cache.Add(udpKey(1000, 3), []bpf.NetFlowMetrics{{Packets: 3, Bytes: 180, Sampling: 1}})
+
+	if err := d.apply(sinkConfig(t, "--collector", url, "--sampling", "10")); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.sinks.Close() }()
+	<-entered
+	close(release)
+	d.stopEnrich()
+	d.closer.wait()
+	calls := f.Calls()
+	exported, closed := slices.Index(calls, "old exported"), slices.Index(calls, "old closed")
+	if exported < 0 || closed < exported {
+		t.Errorf("calls %q: the old collector must get the flushed batch before it closes", calls)
 	}
 }
