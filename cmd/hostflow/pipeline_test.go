@@ -7,7 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 )
@@ -147,5 +149,79 @@ func TestReloadClosesOldSinksAfterEnrich(t *testing.T) {
 	exported, closed := slices.Index(calls, "old exported"), slices.Index(calls, "old closed")
 	if exported < 0 || closed < exported {
 		t.Errorf("calls %q: the old collector must get the flushed batch before it closes", calls)
+	}
+}
+
+// TestEnrichNeverBlocksRingReader: with router enrichment stuck, the loop
+// still takes the ring buffer's records, so the reader never stops on a
+// full channel (the kernel would then lose what the ring cannot hold):
+// more records than the channel holds all go through.
+func TestEnrichNeverBlocksRingReader(t *testing.T) {
+	f := newFakeFetcher(t)
+	ring := make(chan bpf.Record)
+	f.readRingBuf = func() (ringbuf.Record, error) {
+		r, ok := <-ring
+		if !ok {
+			return ringbuf.Record{}, ringbuf.ErrFlushed
+		}
+		raw := bpf.NetFlowRecordT{Id: bpf.NetFlowIdT(r.Id), Metrics: bpf.NetFlowMetrics(r.Metrics)}
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&raw)), unsafe.Sizeof(raw))
+		return ringbuf.Record{RawSample: slices.Clone(b)}, nil
+	}
+	f.drained = make(chan struct{})
+	d := testDaemon(t, f, "--poll-interval", "5ms", "--idle-timeout", "1s")
+	d.sinks = sinkSet{countingSink(new(atomic.Int64))}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	d.enricher = &fakeEnricher{f: f, onEnrich: func([]exporter.Flow) {
+		once.Do(func() { close(entered) })
+		<-release
+	}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, nil) }()
+	defer func() {
+		close(release)
+		cancel()
+		close(ring)
+		if err := <-done; err != nil {
+			t.Errorf("loop: %v", err)
+		}
+	}()
+	guard := time.After(10 * time.Second) // a guard, not a speed check
+	send := func(i int) {
+		// Distinct flows, their last packet long ago: each tick
+		// expires those it took, one batch a tick.
+		r := bpf.Record{Id: udpKey(uint16(i), 3), Metrics: bpf.NetFlowMetrics{Packets: 1, Bytes: 60, StartMonoTimeTs: 1, EndMonoTimeTs: 1}}
+		select {
+		case ring <- r:
+		case <-guard:
+			t.Fatalf("ring buffer record %d not taken: the loop stopped while enrichment was blocked", i)
+		}
+	}
+	wait := func(what string, ch <-chan struct{}) {
+		select {
+		case <-ch:
+		case <-guard:
+			t.Fatalf("%s: the loop stopped while enrichment was blocked", what)
+		}
+	}
+	send(0)
+	wait("first batch enriched", entered)
+	// More batches than the enrich stage holds, one a round: a record,
+	// then two ticks, the second expiring it.
+	i := 1
+	for ; i <= enrichQueue+3; i++ {
+		send(i)
+		wait("drain", f.drained)
+		wait("drain", f.drained)
+	}
+	// And more records than the reader's channel holds.
+	for end := i + directQueue + 1; i < end; i++ {
+		send(i)
+	}
+	if d.enrichStats().dropped.Load() == 0 {
+		t.Error("no record dropped with the enrich queue full")
 	}
 }
