@@ -25,6 +25,8 @@ var (
 		"Failed reads of the kernel flow map or ring buffer.", nil, nil)
 	descExportErrors = prometheus.NewDesc("hostflow_export_errors_total",
 		"Exports that failed on at least one collector.", nil, nil)
+	descReaderWaits = prometheus.NewDesc("hostflow_ringbuf_reader_waits_total",
+		"Times the ring-buffer reader found its queue to the flow cache full and waited (meanwhile the kernel counts what the ring buffer cannot hold).", nil, nil)
 	descEnrichDropped = prometheus.NewDesc("hostflow_enrich_dropped_records_total",
 		"Flow records lost because the router mode's enrich queue was full (enrichment slower than flows end).", nil, nil)
 	descEnrichQueued = prometheus.NewDesc("hostflow_enrich_queued_batches",
@@ -74,7 +76,7 @@ type collector struct {
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descObservedPackets, descObservedBytes, descActive, descExported, descDirect,
-		descDrainErrors, descExportErrors, descEnrichDropped, descEnrichQueued, descMessages, descRecords, descSendErrors, descRecordsLost,
+		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descMessages, descRecords, descSendErrors, descRecordsLost,
 		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
@@ -108,6 +110,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDirect, f.DirectRecords)
 	counter(descDrainErrors, f.DrainErrors)
 	counter(descExportErrors, f.ExportErrors)
+	counter(descReaderWaits, f.RingBufReaderWaits)
 	counter(descEnrichDropped, f.EnrichDroppedRecords)
 	gauge(descEnrichQueued, float64(f.EnrichQueued))
 

@@ -84,6 +84,8 @@ type daemon struct {
 	// the packets and bytes the kernel counted, up to the last poll.
 	// Atomic, so the drain adds without taking mu once per flow.
 	observedPackets, observedBytes atomic.Uint64
+	// readerWaits counts the times readRingBuf found direct full.
+	readerWaits atomic.Uint64
 }
 
 // flowSource is what the daemon needs of a fetcher: bpf.FlowFetcher (TC

@@ -9,7 +9,8 @@ import (
 //
 //	capture   readRingBuf: ring-buffer records ─▶ direct (directQueue
 //	          records; blocks when full: the kernel then counts what the
-//	          ring cannot hold, hostflow_kernel_ringbuf_full_total).
+//	          ring cannot hold, hostflow_kernel_ringbuf_full_total;
+//	          each wait is counted, hostflow_ringbuf_reader_waits_total).
 //	          The flow maps are drained on the loop's own ticks: Drain
 //	          merges each flow straight into the cache.
 //	cache     loop: owns the cache, the configuration, attachments,

@@ -225,3 +225,45 @@ func TestEnrichNeverBlocksRingReader(t *testing.T) {
 		t.Error("no record dropped with the enrich queue full")
 	}
 }
+
+// TestRingBufReaderWaitsCounted: when the loop does not take the ring
+// buffer's records as fast as they come, the reader waits and counts it
+// (hostflow_ringbuf_reader_waits_total): the moments the kernel may lose
+// what the ring cannot hold.
+func TestRingBufReaderWaitsCounted(t *testing.T) {
+	f := newFakeFetcher(t)
+	records := 2
+	f.readRingBuf = func() (ringbuf.Record, error) {
+		if records == 0 {
+			<-f.flushed
+			return ringbuf.Record{}, ringbuf.ErrFlushed
+		}
+		records--
+		raw := bpf.NetFlowRecordT{Metrics: bpf.NetFlowMetrics{Packets: 1}}
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&raw)), unsafe.Sizeof(raw))
+		return ringbuf.Record{RawSample: slices.Clone(b)}, nil
+	}
+	d := testDaemon(t, f)
+	out := make(chan bpf.Record) // no room: a loop that is behind
+	go d.readRingBuf(out)
+	// Each record finds no receiver: the reader counts a wait, then
+	// hands it over.
+	for want := uint64(1); want <= 2; want++ {
+		for deadline := time.Now().Add(10 * time.Second); d.Flows().RingBufReaderWaits < want; { // a guard
+			if time.Now().After(deadline) {
+				t.Fatalf("the reader waited on a full queue without counting it (record %d)", want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		<-out
+	}
+	if err := f.FlushRingBuf(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-out; ok {
+		t.Fatal("reader did not end after the flush")
+	}
+	if n := d.Flows().RingBufReaderWaits; n != 2 {
+		t.Errorf("%d waits counted, want one per record that found the queue full (2)", n)
+	}
+}

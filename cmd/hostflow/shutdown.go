@@ -116,7 +116,8 @@ func (d *daemon) release() {
 }
 
 // readRingBuf sends the records of the ring buffer to out and closes it
-// once the buffer is flushed (at shutdown) or closed. An unexpected read
+// once the buffer is flushed (at shutdown) or closed. A full out makes it
+// wait, counted in readerWaits. An unexpected read
 // error also ends it, counted in the drain errors: it is not retried, as
 // the ring buffer has no error the next read would recover from. The map
 // is still drained on every tick; what the kernel diverts to the ring
@@ -142,7 +143,12 @@ func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 			d.log.Error("decode ring buffer record", "err", err)
 			continue
 		}
-		out <- r
+		select {
+		case out <- r:
+		default: // the loop is behind: wait for it, counted
+			d.readerWaits.Add(1)
+			out <- r
+		}
 	}
 }
 
