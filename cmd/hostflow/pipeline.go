@@ -7,23 +7,26 @@ import (
 
 // The daemon's pipeline, one goroutine owning each stage's state:
 //
-//	capture   readRingBuf: ring-buffer records ─▶ direct (directQueue
-//	          records; blocks when full: the kernel then counts what the
-//	          ring cannot hold, hostflow_kernel_ringbuf_full_total;
-//	          each wait is counted, hostflow_ringbuf_reader_waits_total).
-//	          The flow maps are drained on the loop's own ticks: Drain
-//	          merges each flow straight into the cache.
-//	cache     loop: owns the cache, the configuration, attachments,
-//	          control requests and reloads; cuts ended flows into
-//	          batches of at most exportBatch records.
-//	enrich    enrichStage (router mode only): enrichQueue batches;
-//	          periodic batches are dropped when it is full
-//	          (hostflow_enrich_dropped_records_total), flushes wait.
-//	          In host mode the loop hands batches to the sinks itself.
-//	collector exporter.Collector, one per collector URL: a bounded
-//	          queue that drops the newest batch when full
+//	capture   readRingBuf (capture.go): ring-buffer records go to the
+//	          loop through direct, directQueue records that block when
+//	          full (the kernel then counts what the ring cannot hold,
+//	          hostflow_kernel_ringbuf_full_total; each wait is counted,
+//	          hostflow_ringbuf_reader_waits_total). The flow maps are
+//	          drained on the loop's own ticks: Drain merges each flow
+//	          straight into the cache.
+//	cache     loop (daemon.go): owns the cache, the configuration,
+//	          attachments, control requests, reloads and the watchdog
+//	          ping; cuts ended flows into batches of at most exportBatch
+//	          records.
+//	enrich    enrichStage (enrich.go; router mode only): enrichQueue
+//	          batches; periodic batches are dropped when it is full
+//	          (hostflow_enrich_dropped_records_total), flushes wait. In
+//	          host mode the loop hands batches to the sinks itself.
+//	collector exporter.Collector, one per collector URL: a bounded queue
+//	          that drops the newest batch when full
 //	          (hostflow_collector_dropped_records_total), its own
-//	          goroutine encoding and sending.
+//	          goroutine encoding and sending. The JSON-lines sink (no
+//	          collector) writes on the goroutine that hands it a batch.
 //
 // shutdown (shutdown.go) stops them in that order.
 
