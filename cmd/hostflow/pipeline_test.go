@@ -89,19 +89,18 @@ func TestEnrichNeverBlocksDrain(t *testing.T) {
 	for range enrichQueue + 3 {
 		guard("drain", f.drained)
 	}
-	dropped := d.enrichStats().dropped.Load()
-	if dropped == 0 {
-		t.Errorf("no record dropped with the enrich queue full")
-	}
-	if got := d.Flows().EnrichDroppedRecords; got != dropped {
-		t.Errorf("hostflow_enrich_dropped_records_total %d, want %d", got, dropped)
+	// The loop goes on dropping: the metric read first is at most the
+	// stage's count read after.
+	metric := d.Flows().EnrichDroppedRecords
+	if dropped := d.enrichStats().dropped.Load(); metric == 0 || metric > dropped {
+		t.Errorf("hostflow_enrich_dropped_records_total %d with the enrich queue full, stage count %d", metric, dropped)
 	}
 	close(release)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("loop: %v", err)
 	}
-	dropped = d.enrichStats().dropped.Load()
+	dropped := d.enrichStats().dropped.Load()
 	if got, want := records.Load()+int64(dropped), read.Load(); got != want {
 		t.Errorf("%d records exported + %d dropped, want the %d flows read", records.Load(), dropped, want)
 	}
