@@ -25,6 +25,12 @@ var (
 		"Failed reads of the kernel flow map or ring buffer.", nil, nil)
 	descExportErrors = prometheus.NewDesc("hostflow_export_errors_total",
 		"Exports that failed on at least one collector.", nil, nil)
+	descReaderWaits = prometheus.NewDesc("hostflow_ringbuf_reader_waits_total",
+		"Times the ring-buffer reader found its queue to the flow cache full and waited (meanwhile the kernel counts what the ring buffer cannot hold).", nil, nil)
+	descEnrichDropped = prometheus.NewDesc("hostflow_enrich_dropped_records_total",
+		"Flow records lost because the router mode's enrich queue was full (enrichment slower than flows end).", nil, nil)
+	descEnrichQueued = prometheus.NewDesc("hostflow_enrich_queued_batches",
+		"Batches of flow records waiting for router mode's enrichment.", nil, nil)
 
 	descKernel = map[string]*prometheus.Desc{
 		"map_full":     prometheus.NewDesc("hostflow_kernel_map_full_total", "Packets diverted to the ring buffer because the kernel flow map was full (not lost).", nil, nil),
@@ -70,7 +76,7 @@ type collector struct {
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descObservedPackets, descObservedBytes, descActive, descExported, descDirect,
-		descDrainErrors, descExportErrors, descMessages, descRecords, descSendErrors, descRecordsLost,
+		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descMessages, descRecords, descSendErrors, descRecordsLost,
 		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
@@ -104,6 +110,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDirect, f.DirectRecords)
 	counter(descDrainErrors, f.DrainErrors)
 	counter(descExportErrors, f.ExportErrors)
+	counter(descReaderWaits, f.RingBufReaderWaits)
+	counter(descEnrichDropped, f.EnrichDroppedRecords)
+	gauge(descEnrichQueued, float64(f.EnrichQueued))
 
 	if k, err := c.src.Kernel(); err != nil {
 		for _, name := range kernelOrder {

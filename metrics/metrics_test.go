@@ -18,7 +18,7 @@ type fakeSource struct {
 
 func (fakeSource) Flows() FlowStats {
 	return FlowStats{Packets: 10, Bytes: 1000, ObservedPackets: 12, ObservedBytes: 1300, Active: 3, DirectRecords: 2, DrainErrors: 1, ExportErrors: 4,
-		Exported: map[string]uint64{"idle": 5, "active": 1, "forced": 0}}
+		RingBufReaderWaits: 8, EnrichDroppedRecords: 7, EnrichQueued: 2, Exported: map[string]uint64{"idle": 5, "active": 1, "forced": 0}}
 }
 
 func (f fakeSource) Kernel() (KernelStats, error) {
@@ -69,6 +69,12 @@ hostflow_config_reloads_total{result="success"} 2
 # HELP hostflow_drain_errors_total Failed reads of the kernel flow map or ring buffer.
 # TYPE hostflow_drain_errors_total counter
 hostflow_drain_errors_total 1
+# HELP hostflow_enrich_dropped_records_total Flow records lost because the router mode's enrich queue was full (enrichment slower than flows end).
+# TYPE hostflow_enrich_dropped_records_total counter
+hostflow_enrich_dropped_records_total 7
+# HELP hostflow_enrich_queued_batches Batches of flow records waiting for router mode's enrichment.
+# TYPE hostflow_enrich_queued_batches gauge
+hostflow_enrich_queued_batches 2
 # HELP hostflow_export_errors_total Exports that failed on at least one collector.
 # TYPE hostflow_export_errors_total counter
 hostflow_export_errors_total 4
@@ -111,6 +117,9 @@ hostflow_observed_packets_total 12
 # HELP hostflow_packets_total Packets in exported flow records.
 # TYPE hostflow_packets_total counter
 hostflow_packets_total 10
+# HELP hostflow_ringbuf_reader_waits_total Times the ring-buffer reader found its queue to the flow cache full and waited (meanwhile the kernel counts what the ring buffer cannot hold).
+# TYPE hostflow_ringbuf_reader_waits_total counter
+hostflow_ringbuf_reader_waits_total 8
 # HELP hostflow_ringbuf_records_total Packets read one by one from the ring buffer because the kernel map was full.
 # TYPE hostflow_ringbuf_records_total counter
 hostflow_ringbuf_records_total 2

@@ -32,6 +32,14 @@ type FlowStats struct {
 	// DrainErrors and ExportErrors count failed kernel reads (flow map or
 	// ring buffer) and exports.
 	DrainErrors, ExportErrors uint64
+	// RingBufReaderWaits counts the times the ring-buffer reader found its
+	// queue to the cache full and waited: the kernel then counts what the
+	// ring buffer cannot hold (KernelStats.RingBufFull).
+	RingBufReaderWaits uint64
+	// EnrichDroppedRecords were refused by the router mode's full enrich
+	// queue (lost); EnrichQueued batches wait in it now.
+	EnrichDroppedRecords uint64
+	EnrichQueued         int
 }
 
 // KernelStats are the eBPF programs' counters.

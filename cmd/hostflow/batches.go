@@ -28,12 +28,13 @@ func (d *daemon) expire() {
 }
 
 // flushTo exports every cached flow as forced end to sinks, batch by
-// batch, and returns how many records that was.
+// batch, and returns how many records that was. It waits for room in the
+// enrich stage's queue: a flush loses nothing.
 func (d *daemon) flushTo(sinks sinkSet) int {
 	n := 0
 	d.cache.FlushBatches(d.batchBuf(), func(b []exporter.Flow) {
 		n += len(b)
-		d.exportTo(sinks, b)
+		d.handOff(sinks, b, true)
 	})
 	return n
 }

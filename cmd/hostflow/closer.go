@@ -26,10 +26,20 @@ type sinkCloser struct {
 // close starts closing each of sinks on a goroutine of its own and returns
 // at once. A failure is logged.
 func (c *sinkCloser) close(sinks sinkSet, log *slog.Logger) {
+	c.closeAfter(sinks, log, nil)
+}
+
+// closeAfter is close, each Close waiting first for after to close (the
+// batches the enrich stage still holds for these sinks); nil waits for
+// nothing.
+func (c *sinkCloser) closeAfter(sinks sinkSet, log *slog.Logger, after <-chan struct{}) {
 	for _, s := range sinks {
 		c.pending.Add(1)
 		c.wg.Go(func() {
 			defer c.pending.Add(-1)
+			if after != nil {
+				<-after
+			}
 			if err := s.sink.Close(); err != nil {
 				log.Warn("close collector", "collector", s.name(), "err", err)
 			} else {

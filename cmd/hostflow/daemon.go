@@ -22,12 +22,14 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// daemon moves flows from the kernel through the cache to the sinks. One
-// goroutine (loop) owns the cache, the configuration and every change to
-// attachments and sinks; the ring-buffer reader feeds it through a bounded
-// channel and blocks when it is full (the kernel then counts what the ring
-// buffer cannot hold, so nothing is lost silently). The fields under mu are
-// also read by /metrics scrapes.
+// daemon moves flows from the kernel through the cache to the sinks, in
+// the stages pipeline.go describes. One goroutine (loop) owns the cache,
+// the configuration and every change to attachments and sinks; the
+// ring-buffer reader feeds it through a bounded channel and blocks when it
+// is full (the kernel then counts what the ring buffer cannot hold, so
+// nothing is lost silently); in router mode the enrich stage, which owns
+// the enricher, takes its batches without ever making it wait. The fields
+// under mu are also read by /metrics scrapes.
 type daemon struct {
 	args    []string // the command line, loaded again on SIGHUP
 	stdout  io.Writer
@@ -47,8 +49,11 @@ type daemon struct {
 	lastDrain time.Time
 
 	// enricher adds forwarding and NAT information in router mode; nil
-	// in host mode.
-	enricher *router.Enricher
+	// in host mode. Only the enrich stage calls Enrich.
+	enricher flowEnricher
+	// enrich is the stage that runs enricher, started by loop; nil in
+	// host mode, where the loop hands batches to the sinks itself.
+	enrich *enrichStage
 
 	links     *ifaces.Manager
 	stopLinks context.CancelFunc // stops following link updates
@@ -84,6 +89,8 @@ type daemon struct {
 	// the packets and bytes the kernel counted, up to the last poll.
 	// Atomic, so the drain adds without taking mu once per flow.
 	observedPackets, observedBytes atomic.Uint64
+	// readerWaits counts the times readRingBuf found direct full.
+	readerWaits atomic.Uint64
 }
 
 // flowSource is what the daemon needs of a fetcher: bpf.FlowFetcher (TC
@@ -263,10 +270,11 @@ var conntrackModes = [...]router.ConntrackMode{
 // with every new flow going through the ring buffer.
 const earlyDrainInterval = 100 * time.Millisecond
 
+// loop is the cache owner's goroutine; see pipeline.go for the stages
+// around it.
 func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
-	d.direct = make(chan bpf.Record, directQueue)
 	d.full = make(chan struct{}, 1)
-	go d.readRingBuf(d.direct)
+	d.startStages()
 	// early fires when the map filled up and the drain it calls for is
 	// due; nil while none is. full checks the kernel's count of packets
 	// that found the map full, in case no record of it reaches the
@@ -392,36 +400,4 @@ func (d *daemon) updateActive() {
 	d.mu.Lock()
 	d.counts.active = n
 	d.mu.Unlock()
-}
-
-// export sends flows to the current sinks.
-func (d *daemon) export(flows []exporter.Flow) {
-	d.exportTo(d.sinks, flows)
-}
-
-func (d *daemon) exportTo(sinks sinkSet, flows []exporter.Flow) {
-	d.out = flows
-	if len(flows) == 0 {
-		return
-	}
-	if d.enricher != nil {
-		d.enricher.Enrich(flows)
-	}
-	err := sinks.Export(flows)
-	d.mu.Lock()
-	for i := range flows {
-		f := &flows[i]
-		d.counts.packets += f.Packets
-		d.counts.bytes += f.Bytes
-		if int(f.EndReason) < len(d.counts.byReason) {
-			d.counts.byReason[f.EndReason]++
-		}
-	}
-	if err != nil {
-		d.counts.exportErrors++
-	}
-	d.mu.Unlock()
-	if err != nil {
-		d.log.Warn("export flows", "flows", len(flows), "err", err)
-	}
 }

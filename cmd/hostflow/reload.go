@@ -112,8 +112,9 @@ func (d *daemon) apply(next *config.Config) error {
 	d.sinks = sinks
 	d.mu.Unlock()
 	// The old sinks may hold queued flows for a collector that is down:
-	// they are drained and closed in the background, not here.
-	d.closer.close(unused, d.log)
+	// they are drained and closed in the background, not here, once the
+	// enrich stage has handed them their last batches.
+	d.closer.closeAfter(unused, d.log, d.exportsQueued())
 	for _, s := range created {
 		d.log.Info("exporting", "collector", s.name())
 	}

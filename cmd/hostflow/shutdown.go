@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 )
@@ -16,15 +14,19 @@ import (
 //  1. detach: stop following links and detach every program, so the
 //     counts stop moving;
 //  2. final drain: the flow map, then the ring buffer up to its flush;
-//  3. flush the cache: every flow left goes to the sinks as forced end;
-//  4. drain the collectors: each sends what it has queued (up to its
+//  3. flush the cache: every flow left goes to the next stage as forced
+//     end;
+//  4. enrich (router mode): the enrich stage enriches every batch it
+//     holds, hands it to its sinks and ends;
+//  5. drain the collectors: each sends what it has queued (up to its
 //     drain timeout, all in parallel) and closes, and those a reload
 //     removed finish closing;
-//  5. close the maps, once nothing reads them: the collectors' options
-//     records and /metrics scrapes read the kernel counters.
+//  6. close the maps, once nothing reads them: the collectors' options
+//     records and /metrics scrapes read the kernel counters; and the
+//     enricher, once its stage has ended.
 //
-// Steps 4 and 5 are release, which also runs (deferred by runDaemon) when
-// the start fails half-way.
+// Steps 4 to 6 are release, which also runs (deferred by runDaemon) when
+// the start fails half-way. The stages are described in pipeline.go.
 func (d *daemon) shutdown(direct chan bpf.Record) error {
 	if err := d.notify.stopping(); err != nil {
 		d.log.Warn("systemd notify", "err", err)
@@ -55,7 +57,7 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	// 4 and 5.
+	// 4, 5 and 6.
 	d.release()
 
 	d.mu.Lock()
@@ -71,9 +73,10 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 	return errors.Join(errs...)
 }
 
-// release is steps 4 and 5 of shutdown: it drains and closes the
-// collectors, then closes what reads the kernel maps (/metrics, the router
-// enricher), then the maps, and releases the state directory. It is safe
+// release is steps 4 to 6 of shutdown: it lets the enrich stage finish,
+// drains and closes the collectors, then closes what reads the kernel maps
+// (/metrics), the router enricher, then the maps, and releases the state
+// directory. It is safe
 // on a daemon only half started, and does its work once.
 func (d *daemon) release() {
 	d.released.Do(func() {
@@ -82,18 +85,22 @@ func (d *daemon) release() {
 			d.stopLinks()
 			<-d.linksDone
 		}
-		// 4. Drain the collectors, all at once: a dead one takes its
+		// 4. Enrich what the stage holds; it hands it to the sinks.
+		d.stopEnrich()
+		// 5. Drain the collectors, all at once: a dead one takes its
 		// drain timeout, and the others need not wait behind it.
 		d.closer.close(d.sinks, d.log)
 		d.closer.wait()
-		// 5. Close the maps, after their readers.
+		// 6. Close the maps, after their readers.
 		if d.srv != nil {
 			if err := d.srv.Close(); err != nil {
 				d.log.Warn("stop metrics server", "err", err)
 			}
 		}
 		if d.enricher != nil {
-			d.enricher.Close()
+			if err := d.enricher.Close(); err != nil {
+				d.log.Warn("close router enricher", "err", err)
+			}
 		}
 		if d.fetcher != nil {
 			if err := d.fetcher.Close(); err != nil {
@@ -104,71 +111,4 @@ func (d *daemon) release() {
 			d.unlock()
 		}
 	})
-}
-
-// readRingBuf sends the records of the ring buffer to out and closes it
-// once the buffer is flushed (at shutdown) or closed. An unexpected read
-// error also ends it, counted in the drain errors: it is not retried, as
-// the ring buffer has no error the next read would recover from. The map
-// is still drained on every tick; what the kernel diverts to the ring
-// buffer afterwards is lost and counted by the kernel as ring buffer full.
-// Restart hostflow to read it again. A record that says the map programs
-// count into is full (bpf's Diverted) calls for an early drain, on d.full.
-func (d *daemon) readRingBuf(out chan<- bpf.Record) {
-	defer close(out)
-	for {
-		raw, err := d.fetcher.ReadRingBuf()
-		if err != nil {
-			if !errors.Is(err, ringbuf.ErrFlushed) && !errors.Is(err, os.ErrClosed) {
-				d.mu.Lock()
-				d.counts.drainErrors++
-				d.ringStopped = true
-				d.mu.Unlock()
-				d.log.Error("read ring buffer: stopped reading it; packets the kernel diverts to it are lost "+
-					"(hostflow_kernel_ringbuf_full_total) until hostflow restarts", "err", err)
-			}
-			return
-		}
-		r, err := bpf.DecodeRecord(raw.RawSample)
-		if err != nil {
-			d.log.Error("decode ring buffer record", "err", err)
-			continue
-		}
-		if d.fetcher.Diverted(&r) {
-			select {
-			case d.full <- struct{}{}:
-			default: // a drain is already called for
-			}
-		}
-		out <- r
-	}
-}
-
-// directQueue is how many ring buffer records wait for the loop.
-const directQueue = 4096
-
-// takeDirect adds to the cache every record the kernel diverted to the
-// ring buffer so far: the reader is flushed, its records handled until it
-// ends, and a new reader started. A sampling change calls it once the old
-// programs stopped, so that none of their records reaches the new sinks.
-// Called from the loop goroutine only, which then reads the new d.direct.
-func (d *daemon) takeDirect() {
-	if d.direct == nil {
-		return // no loop
-	}
-	if err := d.fetcher.FlushRingBuf(); err != nil {
-		d.log.Error("flush ring buffer: records it holds may be exported at the new sampling rate", "err", err)
-		return
-	}
-	for r := range d.direct { // closed by readRingBuf after the flush
-		d.addDirect(r)
-	}
-	d.mu.Lock()
-	stopped := d.ringStopped
-	d.mu.Unlock()
-	if stopped {
-		return // it failed before: not read again until a restart
-	}
-	d.direct = make(chan bpf.Record, directQueue)
-	go d.readRingBuf(d.direct)
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/hostflow/hostflow/bpf"
+	"github.com/hostflow/hostflow/exporter"
 )
 
 // TestRingBufReadErrorNoSpin: when the ring buffer reader stops on an
@@ -46,14 +48,17 @@ func TestRingBufReadErrorNoSpin(t *testing.T) {
 }
 
 // TestShutdownOrder: shutdown detaches, drains the map and the ring
-// buffer, flushes the cache, drains the collectors (those of the running
-// configuration and one a reload removed, still closing), and only then
-// closes the kernel maps: a collector's last options records read the
-// kernel counters. The fake fetcher fails the test on any call after its
-// Close.
+// buffer, flushes the cache, lets the enrich stage (router mode) enrich
+// the flushed flows and hand them on, drains the collectors (those of the
+// running configuration and one a reload removed, still closing), and
+// only then closes the enricher and the kernel maps: a collector's last
+// options records read the kernel counters. The fake fetcher fails the
+// test on any call after its Close.
 func TestShutdownOrder(t *testing.T) {
 	f := newFakeFetcher(t)
+	f.kernel = map[bpf.NetFlowId][]bpf.NetFlowMetrics{udpKey(1000, 3): {{Packets: 1, Bytes: 100, StartMonoTimeTs: 1, EndMonoTimeTs: 1}}}
 	d := testDaemon(t, f)
+	d.enricher = &fakeEnricher{f: f}
 	counters := d.sinkEnv().counters
 	removedMayEnd := make(chan struct{})
 	removed := &fakeSink{onClose: func() {
@@ -64,7 +69,7 @@ func TestShutdownOrder(t *testing.T) {
 		counters() // its last options record
 		f.call("removed collector drained")
 	}}
-	running := &fakeSink{onClose: func() {
+	running := &fakeSink{onExport: func([]exporter.Flow) { f.call("exported") }, onClose: func() {
 		close(removedMayEnd)
 		counters()
 		f.call("collector drained")
@@ -79,7 +84,8 @@ func TestShutdownOrder(t *testing.T) {
 	}
 	calls := f.Calls()
 	var at []int
-	for _, step := range []string{"Drain", "FlushRingBuf", "collector drained", "removed collector drained", "Close"} {
+	for _, step := range []string{"Drain", "FlushRingBuf", "Enrich", "exported", "collector drained",
+		"removed collector drained", "Enricher.Close", "Close"} {
 		i := slices.Index(calls, step)
 		if i < 0 {
 			t.Fatalf("shutdown: no %q in %q", step, calls)
@@ -87,6 +93,6 @@ func TestShutdownOrder(t *testing.T) {
 		at = append(at, i)
 	}
 	if !slices.IsSorted(at) || at[len(at)-1] != len(calls)-1 {
-		t.Errorf("shutdown order %q: want drain, ring buffer flush, collectors drained, then the maps closed last", calls)
+		t.Errorf("shutdown order %q: want drain, ring buffer flush, enrich, export, collectors drained, then the enricher and the maps closed last", calls)
 	}
 }

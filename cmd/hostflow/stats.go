@@ -17,7 +17,11 @@ func (d *daemon) Flows() metrics.FlowStats {
 	d.mu.Unlock()
 	s := metrics.FlowStats{Packets: c.packets, Bytes: c.bytes, Active: c.active, Exported: map[string]uint64{},
 		DirectRecords: c.direct, DrainErrors: c.drainErrors, ExportErrors: c.exportErrors,
-		ObservedPackets: d.observedPackets.Load(), ObservedBytes: d.observedBytes.Load()}
+		ObservedPackets: d.observedPackets.Load(), ObservedBytes: d.observedBytes.Load(),
+		RingBufReaderWaits: d.readerWaits.Load()}
+	if e := d.enrichStats(); e != nil {
+		s.EnrichDroppedRecords, s.EnrichQueued = e.dropped.Load(), len(e.jobs)
+	}
 	for r := exporter.EndIdleTimeout; r <= exporter.EndLackOfResources; r++ {
 		s.Exported[r.String()] = c.byReason[r]
 	}
