@@ -374,13 +374,13 @@ func putFor(f templates.Field, ifs *Interfaces) (putFunc, error) {
 	switch f.Value {
 	case templates.SrcIPv4:
 		// The key holds IPv4 as ::ffff:a.b.c.d; the address is the tail.
-		return fixed(4, func(d []byte, fl *Flow, _ int64) { copy(d, fl.Key.SrcIp[12:]) })
+		return fixed(4, func(d []byte, fl *Flow, _ int64) { putAddr4(d, fl.Key.Src) })
 	case templates.DstIPv4:
-		return fixed(4, func(d []byte, fl *Flow, _ int64) { copy(d, fl.Key.DstIp[12:]) })
+		return fixed(4, func(d []byte, fl *Flow, _ int64) { putAddr4(d, fl.Key.Dst) })
 	case templates.SrcIPv6:
-		return fixed(16, func(d []byte, fl *Flow, _ int64) { copy(d, fl.Key.SrcIp[:]) })
+		return fixed(16, func(d []byte, fl *Flow, _ int64) { putKeyAddr16(d, fl.Key.Src) })
 	case templates.DstIPv6:
-		return fixed(16, func(d []byte, fl *Flow, _ int64) { copy(d, fl.Key.DstIp[:]) })
+		return fixed(16, func(d []byte, fl *Flow, _ int64) { putKeyAddr16(d, fl.Key.Dst) })
 	case templates.StartMillis:
 		return fixed(8, func(d []byte, fl *Flow, _ int64) { binary.BigEndian.PutUint64(d, epochMillis(fl.Start)) })
 	case templates.EndMillis:
@@ -426,7 +426,7 @@ type putKey struct {
 var directPuts = map[putKey]putFunc{
 	{templates.SrcPort, 2}:        func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, f.Key.SrcPort) },
 	{templates.DstPort, 2}:        func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, f.Key.DstPort) },
-	{templates.Protocol, 1}:       func(d []byte, f *Flow, _ int64) { d[0] = f.Key.TransportProtocol },
+	{templates.Protocol, 1}:       func(d []byte, f *Flow, _ int64) { d[0] = f.Key.Proto },
 	{templates.TCPFlags, 2}:       func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, f.TCPFlags) },
 	{templates.TCPFlags, 1}:       func(d []byte, f *Flow, _ int64) { d[0] = byte(f.TCPFlags) },
 	{templates.Octets, 8}:         func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint64(d, f.Bytes) },
@@ -434,8 +434,8 @@ var directPuts = map[putKey]putFunc{
 	{templates.Direction, 1}:      func(d []byte, f *Flow, _ int64) { d[0] = f.Key.Direction },
 	{templates.Interface, 4}:      func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint32(d, f.Key.IfIndex) },
 	{templates.EndReason, 1}:      func(d []byte, f *Flow, _ int64) { d[0] = byte(f.EndReason) },
-	{templates.VLAN, 2}:           func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, f.Key.VlanId) },
-	{templates.TOS, 1}:            func(d []byte, f *Flow, _ int64) { d[0] = f.Key.Tos },
+	{templates.VLAN, 2}:           func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, f.Key.VLAN) },
+	{templates.TOS, 1}:            func(d []byte, f *Flow, _ int64) { d[0] = f.Key.TOS },
 	{templates.ICMPv4TypeCode, 2}: func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, icmpTypeCode(&f.Key, protoICMP)) },
 	{templates.ICMPv6TypeCode, 2}: func(d []byte, f *Flow, _ int64) { binary.BigEndian.PutUint16(d, icmpTypeCode(&f.Key, protoICMPv6)) },
 }
@@ -449,7 +449,7 @@ func uintValue(v templates.Value) func(*Flow) uint64 {
 	case templates.DstPort:
 		return func(f *Flow) uint64 { return uint64(f.Key.DstPort) }
 	case templates.Protocol:
-		return func(f *Flow) uint64 { return uint64(f.Key.TransportProtocol) }
+		return func(f *Flow) uint64 { return uint64(f.Key.Proto) }
 	case templates.TCPFlags:
 		return func(f *Flow) uint64 { return uint64(f.TCPFlags) }
 	case templates.Octets:
@@ -467,9 +467,9 @@ func uintValue(v templates.Value) func(*Flow) uint64 {
 	case templates.ICMPv6TypeCode:
 		return func(f *Flow) uint64 { return uint64(icmpTypeCode(&f.Key, protoICMPv6)) }
 	case templates.VLAN:
-		return func(f *Flow) uint64 { return uint64(f.Key.VlanId) }
+		return func(f *Flow) uint64 { return uint64(f.Key.VLAN) }
 	case templates.TOS:
-		return func(f *Flow) uint64 { return uint64(f.Key.Tos) }
+		return func(f *Flow) uint64 { return uint64(f.Key.TOS) }
 	case templates.SrcPrefixLen:
 		return func(f *Flow) uint64 { return uint64(f.SrcPrefixLen) }
 	case templates.DstPrefixLen:
@@ -498,11 +498,11 @@ func uintValue(v templates.Value) func(*Flow) uint64 {
 // icmpTypeCode is the icmpTypeCode* value: type<<8 | code for a flow of
 // the given ICMP protocol, 0 otherwise (the key's type and code fields are
 // only meaningful for ICMP).
-func icmpTypeCode(k *bpf.NetFlowId, proto uint8) uint16 {
-	if k.TransportProtocol != proto {
+func icmpTypeCode(k *FlowKey, proto uint8) uint16 {
+	if k.Proto != proto {
 		return 0
 	}
-	return uint16(k.IcmpType)<<8 | uint16(k.IcmpCode)
+	return uint16(k.ICMPType)<<8 | uint16(k.ICMPCode)
 }
 
 // epochMillis is the dateTimeMilliseconds encoding of t. Times before the
@@ -564,7 +564,7 @@ func (e *encoder) export(flows []Flow) error {
 			f := &flows[i]
 			// One pass per template groups records into few sets
 			// without reordering (or copying) the caller's slice.
-			if variant(&f.Key) != ti {
+			if f.Key.variant() != ti {
 				continue
 			}
 			e.room(ct.t.ID, ct.recLen)
@@ -576,27 +576,6 @@ func (e *encoder) export(flows []Flow) error {
 		return fmt.Errorf("%s export: %d of %d messages not sent: %w", e.wire.name, e.res.failed, e.res.total, e.res.firstErr)
 	}
 	return nil
-}
-
-// variant is the index in a templates.Set of the template for a flow of
-// key k: what Set.Select picks (templates.Variant), as arithmetic. ICMP
-// is ICMP over IPv4 or ICMPv6 over IPv6.
-func variant(k *bpf.NetFlowId) int {
-	v := 0
-	if k.Direction == bpf.DirectionEgress {
-		v |= 1
-	}
-	if k.IsIPv4() {
-		if k.TransportProtocol == protoICMP {
-			v |= 4
-		}
-	} else {
-		v |= 2
-		if k.TransportProtocol == protoICMPv6 {
-			v |= 4
-		}
-	}
-	return v
 }
 
 // setMsgTime sets the time of the messages about to be built: now on the
@@ -937,6 +916,17 @@ func putAddr4(d []byte, a netip.Addr) {
 		return
 	}
 	clear(d[:4])
+}
+
+// putKeyAddr16 writes a key address as 16 bytes: any valid address (an
+// IPv4 one as ::ffff:a.b.c.d), else ::.
+func putKeyAddr16(d []byte, a netip.Addr) {
+	if a.IsValid() {
+		b := a.As16()
+		copy(d, b[:])
+		return
+	}
+	clear(d[:16])
 }
 
 // putAddr16 writes a as 16 bytes: an IPv6 address, else :: (unknown).

@@ -87,19 +87,19 @@ func (g *goIPFIXTemplate) fill(f *Flow) {
 		e := g.elems[i]
 		switch fld.Value {
 		case templates.SrcIPv4:
-			e.SetIPAddressValue(net.IP(k.SrcIp[12:16]))
+			e.SetIPAddressValue(net.IP(bytes4(k.Src)))
 		case templates.DstIPv4:
-			e.SetIPAddressValue(net.IP(k.DstIp[12:16]))
+			e.SetIPAddressValue(net.IP(bytes4(k.Dst)))
 		case templates.SrcIPv6:
-			e.SetIPAddressValue(net.IP(k.SrcIp[:]))
+			e.SetIPAddressValue(net.IP(bytes16(k.Src)))
 		case templates.DstIPv6:
-			e.SetIPAddressValue(net.IP(k.DstIp[:]))
+			e.SetIPAddressValue(net.IP(bytes16(k.Dst)))
 		case templates.SrcPort:
 			e.SetUnsigned16Value(k.SrcPort)
 		case templates.DstPort:
 			e.SetUnsigned16Value(k.DstPort)
 		case templates.Protocol:
-			e.SetUnsigned8Value(k.TransportProtocol)
+			e.SetUnsigned8Value(k.Proto)
 		case templates.TCPFlags:
 			e.SetUnsigned16Value(f.TCPFlags)
 		case templates.Octets:
@@ -121,7 +121,7 @@ func (g *goIPFIXTemplate) fill(f *Flow) {
 		case templates.ICMPv6TypeCode:
 			e.SetUnsigned16Value(icmpTypeCode(k, protoICMPv6))
 		case templates.VLAN:
-			e.SetUnsigned16Value(k.VlanId)
+			e.SetUnsigned16Value(k.VLAN)
 		}
 	}
 }
@@ -254,7 +254,7 @@ func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 			for b.Loop() {
 				for i := range flows {
 					f := &flows[i]
-					g := gts[variant(&f.Key)]
+					g := gts[f.Key.variant()]
 					g.fill(f)
 					if err := be.AddRecord(g.record); err != nil {
 						b.Fatal(err)

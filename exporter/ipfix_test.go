@@ -63,7 +63,7 @@ func newTestIPFIX(t testing.TB, w MessageWriter, clk *ipfixClock, maxSize int) *
 	return e
 }
 
-func flowKey(src, dst string, sport, dport uint16, proto, dir uint8, ifindex uint32) bpf.NetFlowId {
+func flowKey(src, dst string, sport, dport uint16, proto, dir uint8, ifindex uint32) FlowKey {
 	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
 	k := bpf.NetFlowId{
 		SrcIp: s.As16(), DstIp: d.As16(),
@@ -74,10 +74,22 @@ func flowKey(src, dst string, sport, dport uint16, proto, dir uint8, ifindex uin
 	if s.Is4() {
 		k.EthProtocol = 0x0800
 	}
-	return k
+	return KeyOf(k)
 }
 
-func testFlow(k bpf.NetFlowId, packets, bytes uint64, start, dur time.Duration) Flow {
+// bytes4 and bytes16 are a key address as the IPv4 and IPv6 address
+// fields carry it.
+func bytes4(a netip.Addr) []byte {
+	b := a.As16()
+	return b[12:]
+}
+
+func bytes16(a netip.Addr) []byte {
+	b := a.As16()
+	return b[:]
+}
+
+func testFlow(k FlowKey, packets, bytes uint64, start, dur time.Duration) Flow {
 	return Flow{
 		Key: k, Packets: packets, Bytes: bytes,
 		Start: testEpoch.Add(-start), End: testEpoch.Add(-start + dur),
@@ -91,23 +103,23 @@ func sampleFlows() []Flow {
 	tcp4 := testFlow(flowKey("192.0.2.1", "198.51.100.7", 40000, 443, 6, 0, 2), 12, 3456, 30*time.Second, 29*time.Second+123*time.Millisecond)
 	tcp4.TCPFlags = 0x1b
 	tcp4.EndReason = EndOfFlowDetected
-	tcp4.Key.Tos = 0xb8 // DSCP EF
+	tcp4.Key.TOS = 0xb8 // DSCP EF
 	udp4 := testFlow(flowKey("10.0.0.1", "10.0.0.53", 5353, 53, 17, 1, 3), 1, 80, time.Second, 0)
-	udp4.Key.VlanId = 100
+	udp4.Key.VLAN = 100
 	icmp4 := testFlow(flowKey("192.0.2.9", "192.0.2.1", 0, 0, 1, 0, 2), 3, 252, 5*time.Second, 2*time.Second)
-	icmp4.Key.IcmpType, icmp4.Key.IcmpCode = 8, 0
+	icmp4.Key.ICMPType, icmp4.Key.ICMPCode = 8, 0
 	icmp4out := testFlow(flowKey("192.0.2.1", "192.0.2.9", 0, 0, 1, 1, 2), 3, 252, 5*time.Second, 2*time.Second)
-	icmp4out.Key.IcmpType, icmp4out.Key.IcmpCode = 3, 13
+	icmp4out.Key.ICMPType, icmp4out.Key.ICMPCode = 3, 13
 	icmp4out.EndReason = EndActiveTimeout
-	icmp4out.Key.Tos = 0xc0 // DSCP CS6
+	icmp4out.Key.TOS = 0xc0 // DSCP CS6
 	tcp6 := testFlow(flowKey("2001:db8::1", "2001:db8::2", 22, 51000, 6, 0, 4), 1000, 1<<33, time.Minute, time.Minute)
 	tcp6.TCPFlags = 0x18
 	tcp6.EndReason = EndForced
-	tcp6.Key.Tos = 0x29 // DSCP AF11, ECT(1)
+	tcp6.Key.TOS = 0x29 // DSCP AF11, ECT(1)
 	udp6 := testFlow(flowKey("2001:db8::2", "2001:db8::1", 51000, 22, 17, 0, 4), 2, 200, time.Second, time.Millisecond)
 	icmp6 := testFlow(flowKey("fe80::1", "ff02::1", 0, 0, 58, 1, 5), 1, 72, 0, 0)
-	icmp6.Key.IcmpType, icmp6.Key.IcmpCode = 135, 0
-	icmp6.Key.VlanId = 4094
+	icmp6.Key.ICMPType, icmp6.Key.ICMPCode = 135, 0
+	icmp6.Key.VLAN = 4094
 	icmp6.EndReason = EndLackOfResources
 	udp6out := testFlow(flowKey("2001:db8::3", "2001:db8:ffff::9", 1234, 4739, 17, 1, 1), 5, 7000, 2*time.Second, time.Second)
 	// Two flows or more of every template: SCTP (ports, no ICMP) and
@@ -116,15 +128,15 @@ func sampleFlows() []Flow {
 	udp4out := testFlow(flowKey("198.18.0.1", "198.18.0.53", 40000, 53, 17, 1, 3), 1, 60, time.Second, 0)
 	sctp6out := testFlow(flowKey("2001:db8::3", "2001:db8::4", 36412, 38412, 132, 1, 1), 9, 900, time.Second, time.Second)
 	icmp4b := testFlow(flowKey("198.18.0.9", "198.18.0.1", 0, 0, 1, 0, 2), 1, 56, time.Second, 0)
-	icmp4b.Key.IcmpType, icmp4b.Key.IcmpCode = 11, 0
+	icmp4b.Key.ICMPType, icmp4b.Key.ICMPCode = 11, 0
 	icmp4outb := testFlow(flowKey("198.18.0.1", "198.18.0.9", 0, 0, 1, 1, 2), 2, 168, time.Second, time.Second)
-	icmp4outb.Key.IcmpType = 0
+	icmp4outb.Key.ICMPType = 0
 	icmp6in := testFlow(flowKey("2001:db8::2", "2001:db8::1", 0, 0, 58, 0, 4), 2, 208, time.Second, time.Second)
-	icmp6in.Key.IcmpType = 129
+	icmp6in.Key.ICMPType = 129
 	icmp6inb := testFlow(flowKey("fe80::2", "fe80::1", 0, 0, 58, 0, 4), 1, 72, 0, 0)
-	icmp6inb.Key.IcmpType, icmp6inb.Key.IcmpCode = 1, 4
+	icmp6inb.Key.ICMPType, icmp6inb.Key.ICMPCode = 1, 4
 	icmp6outb := testFlow(flowKey("2001:db8::1", "2001:db8::2", 0, 0, 58, 1, 4), 2, 208, time.Second, time.Second)
-	icmp6outb.Key.IcmpType = 128
+	icmp6outb.Key.ICMPType = 128
 	return []Flow{tcp4, udp4, icmp4, icmp4out, tcp6, udp6, icmp6, udp6out,
 		sctp4, udp4out, sctp6out, icmp4b, icmp4outb, icmp6in, icmp6inb, icmp6outb}
 }
@@ -161,7 +173,7 @@ func randomFlows(n int, seed uint64) []Flow {
 		k.Tos = uint8(k.SrcPort) ^ uint8(k.DstPort>>8)
 		start := testEpoch.Add(-time.Duration(r.Int64N(int64(time.Hour))))
 		flows[i] = Flow{
-			Key: k, Packets: r.Uint64(), Bytes: r.Uint64(),
+			Key: KeyOf(k), Packets: r.Uint64(), Bytes: r.Uint64(),
 			Start: start, End: start.Add(time.Duration(r.Int64N(int64(time.Minute)))),
 			TCPFlags: uint16(r.Uint32()), EndReason: EndReason(1 + r.IntN(5)),
 		}
@@ -187,7 +199,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 				f := testFlow(flowKey("192.0.2.1", "198.51.100.7", 40000, 443, 6, 0, 2), 12, 3456, 30*time.Second, 29*time.Second+123*time.Millisecond)
 				f.TCPFlags = 0x1b
 				f.EndReason = EndOfFlowDetected
-				f.Key.Tos = 0xb8
+				f.Key.TOS = 0xb8
 				return f
 			}(),
 			template: 256,
@@ -204,7 +216,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			name: "icmp4 egress with vlan",
 			flow: func() Flow {
 				f := testFlow(flowKey("192.0.2.1", "192.0.2.9", 0, 0, 1, 1, 7), 3, 252, 0, 0)
-				f.Key.IcmpType, f.Key.IcmpCode, f.Key.VlanId = 3, 13, 100
+				f.Key.ICMPType, f.Key.ICMPCode, f.Key.VLAN = 3, 13, 100
 				f.EndReason = EndActiveTimeout
 				return f
 			}(),
@@ -222,8 +234,8 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			name: "icmpv6 ingress",
 			flow: func() Flow {
 				f := testFlow(flowKey("fe80::1", "ff02::1", 0, 0, 58, 0, 5), 1, 72, time.Millisecond, time.Millisecond)
-				f.Key.IcmpType, f.Key.IcmpCode = 135, 0
-				f.Key.Tos = 0xff
+				f.Key.ICMPType, f.Key.ICMPCode = 135, 0
+				f.Key.TOS = 0xff
 				return f
 			}(),
 			template: 262, // ICMP, IPv6, ingress: no ports
@@ -240,7 +252,7 @@ func TestIPFIXEncodeTable(t *testing.T) {
 			name: "udp6 egress, icmp fields ignored, big counters",
 			flow: func() Flow {
 				f := testFlow(flowKey("2001:db8::2", "2001:db8:ffff::9", 1234, 4739, 17, 1, 1), math.MaxUint64, 1<<40, 2*time.Second, time.Second)
-				f.Key.IcmpType, f.Key.IcmpCode = 9, 9 // not ICMP: must read 0
+				f.Key.ICMPType, f.Key.ICMPCode = 9, 9 // not ICMP: must read 0
 				f.EndReason = EndForced
 				return f
 			}(),
@@ -741,7 +753,7 @@ func FuzzIPFIXEncode(f *testing.F) {
 		k.Direction, k.SrcPort, k.DstPort, k.TransportProtocol = dir, sport, dport, proto
 		k.IcmpType, k.IcmpCode, k.IfIndex, k.VlanId = icmpType, icmpCode, ifindex, vlan
 		fl := Flow{
-			Key: k, Packets: packets, Bytes: octets,
+			Key: KeyOf(k), Packets: packets, Bytes: octets,
 			Start: time.UnixMilli(startMs), End: time.UnixMilli(endMs),
 			TCPFlags: flags, EndReason: EndReason(reason),
 		}
@@ -851,9 +863,9 @@ func wantIPFIXRaw(f *Flow) map[uint16][]byte {
 	u64 := func(v uint64) []byte { return be.AppendUint64(nil, v) }
 	ms := func(t time.Time) []byte { return u64(uint64(max(t.UnixMilli(), 0))) }
 	v := map[uint16][]byte{
-		4: {k.TransportProtocol}, 5: {k.Tos}, 6: u16(f.TCPFlags),
+		4: {k.Proto}, 5: {k.TOS}, 6: u16(f.TCPFlags),
 		1: u64(f.Bytes), 2: u64(f.Packets), 152: ms(f.Start), 153: ms(f.End),
-		61: {k.Direction}, 136: {byte(f.EndReason)}, 58: u16(k.VlanId),
+		61: {k.Direction}, 136: {byte(f.EndReason)}, 58: u16(k.VLAN),
 	}
 	iface := be.AppendUint32(nil, k.IfIndex)
 	if k.Direction == 1 {
@@ -862,17 +874,17 @@ func wantIPFIXRaw(f *Flow) map[uint16][]byte {
 		v[10] = iface
 	}
 	// Transport records have the ports, ICMP ones the type and code.
-	icmp := []byte{k.IcmpType, k.IcmpCode}
-	v4 := k.EthProtocol == 0x0800
+	icmp := []byte{k.ICMPType, k.ICMPCode}
+	v4 := k.EtherType() == 0x0800
 	if v4 {
-		v[8], v[12] = k.SrcIp[12:], k.DstIp[12:]
+		v[8], v[12] = bytes4(k.Src), bytes4(k.Dst)
 	} else {
-		v[27], v[28] = k.SrcIp[:], k.DstIp[:]
+		v[27], v[28] = bytes16(k.Src), bytes16(k.Dst)
 	}
 	switch {
-	case v4 && k.TransportProtocol == 1:
+	case v4 && k.Proto == 1:
 		v[32] = icmp
-	case !v4 && k.TransportProtocol == 58:
+	case !v4 && k.Proto == 58:
 		v[139] = icmp
 	default:
 		v[7], v[11] = u16(k.SrcPort), u16(k.DstPort)

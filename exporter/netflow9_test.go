@@ -52,7 +52,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			flow: func() Flow {
 				f := testFlow(flowKey("192.0.2.1", "198.51.100.7", 40000, 443, 6, 0, 2), 12, 3456, 30*time.Second, 29*time.Second+123*time.Millisecond)
 				f.TCPFlags = 0x11b // the ECE bit does not fit v9's byte
-				f.Key.Tos = 0x2e
+				f.Key.TOS = 0x2e
 				return f
 			}(),
 			template: 256,
@@ -66,7 +66,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			name: "icmp4 egress with vlan",
 			flow: func() Flow {
 				f := testFlow(flowKey("192.0.2.1", "192.0.2.9", 0, 0, 1, 1, 7), 3, 252, 0, 0)
-				f.Key.IcmpType, f.Key.IcmpCode, f.Key.VlanId = 3, 13, 100
+				f.Key.ICMPType, f.Key.ICMPCode, f.Key.VLAN = 3, 13, 100
 				return f
 			}(),
 			template: 261, // ICMP, IPv4, egress: no ports
@@ -80,7 +80,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			name: "icmpv6 ingress, started before the exporter",
 			flow: func() Flow {
 				f := testFlow(flowKey("fe80::1", "ff02::1", 0, 0, 58, 0, 5), 1, 72, 3*time.Hour, 3*time.Hour)
-				f.Key.IcmpType = 135
+				f.Key.ICMPType = 135
 				return f
 			}(),
 			template: 262, // ICMP, IPv6, ingress: no ports
@@ -95,7 +95,7 @@ func TestNetFlow9EncodeTable(t *testing.T) {
 			name: "udp6 egress, icmp fields ignored",
 			flow: func() Flow {
 				f := testFlow(flowKey("2001:db8::3", "2001:db8:ffff::9", 1234, 2055, 17, 1, 1), 5, 7000, time.Second, time.Second)
-				f.Key.IcmpType, f.Key.IcmpCode = 1, 2
+				f.Key.ICMPType, f.Key.ICMPCode = 1, 2
 				return f
 			}(),
 			template: 259,
@@ -471,7 +471,7 @@ func FuzzNetFlow9Encode(f *testing.F) {
 		}
 		k.Direction, k.SrcPort, k.DstPort, k.TransportProtocol = dir, sport, dport, proto
 		k.IcmpType, k.IcmpCode, k.IfIndex, k.VlanId = icmpType, icmpCode, ifindex, vlan
-		fl := Flow{Key: k, Packets: packets, Bytes: octets, Start: time.UnixMilli(startMs), End: time.UnixMilli(endMs), TCPFlags: flags}
+		fl := Flow{Key: KeyOf(k), Packets: packets, Bytes: octets, Start: time.UnixMilli(startMs), End: time.UnixMilli(endMs), TCPFlags: flags}
 		w := &captureWriter{}
 		e, _ := newTestNetFlow9(t, w, 0, nil)
 		if err := e.Export([]Flow{fl}); err != nil {

@@ -494,7 +494,7 @@ func (e *Enricher) Enrich(flows []exporter.Flow) {
 	for i := range flows {
 		f := &flows[i]
 		k := &f.Key
-		src, dst := k.SrcAddr(), k.DstAddr()
+		src, dst := k.Src, k.Dst
 		if l, ok := e.table.Lookup(src); ok {
 			f.SrcPrefixLen = uint8(l)
 		}
@@ -506,9 +506,9 @@ func (e *Enricher) Enrich(flows []exporter.Flow) {
 		}
 		route := dst
 		if mode != ConntrackOff {
-			if t, ok := e.postNAT(mode, Tuple{Proto: k.TransportProtocol, Src: src, Dst: dst, SrcPort: k.SrcPort, DstPort: k.DstPort}); ok {
+			if t, ok := e.postNAT(mode, Tuple{Proto: k.Proto, Src: src, Dst: dst, SrcPort: k.SrcPort, DstPort: k.DstPort}); ok {
 				f.PostNATSrc, f.PostNATDst = t.Src, t.Dst
-				if hasPorts(k.TransportProtocol) {
+				if hasPorts(k.Proto) {
 					f.PostNATSrcPort, f.PostNATDstPort = t.SrcPort, t.DstPort
 				}
 				// The kernel routes a packet after destination NAT

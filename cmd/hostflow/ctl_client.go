@@ -162,7 +162,7 @@ func sortFlows(flows []control.Flow, o ctlOptions) []control.Flow {
 }
 
 func flowKey(f *control.Flow) string {
-	return fmt.Sprint(f.Src, f.SrcPort, f.Dst, f.DstPort, f.Proto, f.IfIndex, f.Direction, f.VLAN, f.ICMPType, f.ICMPCode)
+	return fmt.Sprint(f.Src, f.SrcPort, f.Dst, f.DstPort, f.Proto, f.IfIndex, f.Direction, f.VLAN, f.ICMPType, f.ICMPCode, f.TOS)
 }
 
 // writeFlows writes the flows as a table, or as JSON lines.
