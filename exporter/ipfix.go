@@ -92,7 +92,7 @@ var _ Sink = (*IPFIX)(nil)
 func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 	e := &IPFIX{}
 	if err := e.init(encoderConfig{
-		wire:            &ipfixWire,
+		wire:            ipfixWire{},
 		w:               cfg.Writer,
 		domain:          cfg.ObservationDomainID,
 		max:             cfg.MaxMessageSize,

@@ -72,7 +72,7 @@ func NewNetFlow9(cfg NetFlow9Config) (*NetFlow9, error) {
 		cfg.Now, mono = cfg.Clock.Now, cfg.Clock.Monotonic
 	}
 	if err := e.init(encoderConfig{
-		wire:            &v9Wire,
+		wire:            v9Wire{},
 		w:               cfg.Writer,
 		domain:          cfg.SourceID,
 		max:             cfg.MaxMessageSize,
