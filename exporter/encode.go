@@ -75,6 +75,8 @@ type encoder struct {
 	set             *templates.Set
 	ifs             *Interfaces
 	compiled        [templates.NumTemplates]compiledTemplate
+	// variants is the template index of each flow of an export.
+	variants []uint8
 
 	// templateBlock is the encoded template set and options template
 	// sets, built once; templateRecords counts the records in it (v9
@@ -251,17 +253,29 @@ func (e *encoder) export(flows []Flow) error {
 	if optionsDue {
 		e.appendOptions(now)
 	}
+	// The template of each flow, chosen once (templates.Variant); then
+	// one pass per template groups records into few sets without
+	// reordering (or copying) the caller's slice. variants is reused:
+	// it grows to the largest batch, then allocates no more.
+	vs := e.variants[:0]
+	var n [templates.NumTemplates]int
+	for i := range flows {
+		v := flows[i].Key.variant()
+		vs = append(vs, uint8(v))
+		n[v]++
+	}
+	e.variants = vs
 	for ti := range e.compiled {
+		if n[ti] == 0 {
+			continue
+		}
 		ct := &e.compiled[ti]
-		for i := range flows {
-			f := &flows[i]
-			// One pass per template groups records into few sets
-			// without reordering (or copying) the caller's slice.
-			if f.Key.variant() != ti {
+		for i, v := range vs {
+			if int(v) != ti {
 				continue
 			}
 			e.room(ct.t.ID, ct.recLen)
-			e.appendFlow(ct, f)
+			e.appendFlow(ct, &flows[i])
 		}
 	}
 	e.send()
