@@ -132,30 +132,13 @@ func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	fm.Sampling = max(fm.Sampling, src.Sampling)
 }
 
-// Record is one flow's metrics with the attributes user space adds.
-//
-// Unlike the seed API, Record holds the key and metrics directly rather than
-// embedding the generated NetFlowRecordT: the generated struct carries the
-// raw T types, and callers should only ever see NetFlowId and NetFlowMetrics
-// with their methods.
+// Record is one flow's key and metrics, as the ring buffer delivers a flow
+// the maps had no room for. It holds NetFlowId and NetFlowMetrics rather
+// than the generated NetFlowRecordT, so that callers see the types with
+// methods.
 type Record struct {
 	Id      NetFlowId
 	Metrics NetFlowMetrics
-	Attrs   RecordAttrs
-}
-
-// RecordAttrs are the attributes of a flow that do not come from the kernel.
-// The seed's Kubernetes and Beyla fields are gone: a host probe has neither.
-type RecordAttrs struct {
-	// Interface is the name of the interface with index Id.IfIndex.
-	Interface string
-	// SamplingInterval is N of 1-in-N packet sampling; 0 or 1 is unsampled.
-	SamplingInterval uint32
-}
-
-// NewRecord returns a record of key and metrics with empty attributes.
-func NewRecord(key NetFlowId, metrics NetFlowMetrics) *Record {
-	return &Record{Id: key, Metrics: metrics}
 }
 
 // MonoToTime converts a CLOCK_MONOTONIC timestamp in nanoseconds to wall

@@ -56,8 +56,8 @@ type NetFlow9Config struct {
 // (template, options template, options data and flow records), the
 // sequence number counts packets, and each flowset is padded to 4 bytes.
 //
-// Export, SendTemplates and Close are called from one goroutine; Stats and
-// ResendTemplates may be called from any.
+// Export, SendTemplates and Close are called from one goroutine; Stats
+// may be called from any.
 type NetFlow9 struct {
 	encoder
 }
