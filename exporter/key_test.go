@@ -43,7 +43,9 @@ func TestKeyOf(t *testing.T) {
 	if (FlowKey{}).Valid() {
 		t.Error("zero FlowKey is valid")
 	}
-	if KeyOf(v4) != KeyOf(v4) {
-		t.Error("keys of one id differ")
+	// A map key: the keys of one id are equal.
+	m := map[FlowKey]int{KeyOf(v4): 1}
+	if m[KeyOf(v4)] != 1 || m[KeyOf(v6)] != 0 {
+		t.Error("keys of one id differ, or of two ids match")
 	}
 }
