@@ -42,6 +42,9 @@ type goIPFIXTemplate struct {
 	fields []templates.Field
 	elems  []entities.InfoElementWithValue
 	record entities.Record
+	// src and dst hold the addresses the elements point to: the key's
+	// netip.Addr is no byte slice, and a slice of a local would escape.
+	src, dst [16]byte
 }
 
 func newGoIPFIXTemplate(b *testing.B, t *templates.Template) (*goIPFIXTemplate, entities.Record) {
@@ -83,17 +86,18 @@ func newGoIPFIXTemplate(b *testing.B, t *templates.Template) (*goIPFIXTemplate, 
 // fill sets the elements to f's values: what a go-ipfix user writes.
 func (g *goIPFIXTemplate) fill(f *Flow) {
 	k := &f.Key
+	g.src, g.dst = k.Src.As16(), k.Dst.As16()
 	for i, fld := range g.fields {
 		e := g.elems[i]
 		switch fld.Value {
 		case templates.SrcIPv4:
-			e.SetIPAddressValue(net.IP(bytes4(k.Src)))
+			e.SetIPAddressValue(net.IP(g.src[12:16]))
 		case templates.DstIPv4:
-			e.SetIPAddressValue(net.IP(bytes4(k.Dst)))
+			e.SetIPAddressValue(net.IP(g.dst[12:16]))
 		case templates.SrcIPv6:
-			e.SetIPAddressValue(net.IP(bytes16(k.Src)))
+			e.SetIPAddressValue(net.IP(g.src[:]))
 		case templates.DstIPv6:
-			e.SetIPAddressValue(net.IP(bytes16(k.Dst)))
+			e.SetIPAddressValue(net.IP(g.dst[:]))
 		case templates.SrcPort:
 			e.SetUnsigned16Value(k.SrcPort)
 		case templates.DstPort:
