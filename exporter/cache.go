@@ -293,7 +293,7 @@ func (c *Cache) Stats() CacheStats {
 func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Duration) Flow {
 	c.stats.Exported[reason]++
 	return Flow{
-		Key:       e.id,
+		Key:       KeyOf(e.id),
 		Packets:   e.m.Packets,
 		Bytes:     e.m.Bytes,
 		Start:     bpf.MonoToTime(e.m.StartMonoTimeTs, wall, mono),

@@ -89,7 +89,7 @@ func TestCacheTableMatchesMap(t *testing.T) {
 	clk := newFakeClock()
 	c := mustCache(t, CacheConfig{ActiveTimeout: time.Hour, IdleTimeout: 10 * time.Millisecond, MaxFlows: maxFlows}, clk)
 	model := map[bpf.NetFlowId]uint64{} // packets not yet exported
-	exported := map[bpf.NetFlowId]uint64{}
+	exported := map[FlowKey]uint64{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	collect := func(b []Flow) {
 		for _, f := range b {
@@ -114,10 +114,10 @@ func TestCacheTableMatchesMap(t *testing.T) {
 	c.FlushBatches(make([]Flow, 0, 5), collect)
 	var sum uint64
 	for id, n := range model {
-		if exported[id] != n {
-			t.Fatalf("flow %v: exported %d packets, added %d", id, exported[id], n)
+		if exported[KeyOf(id)] != n {
+			t.Fatalf("flow %v: exported %d packets, added %d", id, exported[KeyOf(id)], n)
 		}
-		sum += exported[id]
+		sum += exported[KeyOf(id)]
 	}
 	if sum != added || len(exported) != len(model) || c.Len() != 0 {
 		t.Errorf("exported %d packets of %d flows, added %d of %d; %d left", sum, len(exported), added, len(model), c.Len())

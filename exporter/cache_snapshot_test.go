@@ -18,10 +18,10 @@ func TestCacheSnapshot(t *testing.T) {
 		t.Fatalf("snapshot: %d flows, want 2", len(snap))
 	}
 	// Most recently seen first: key 1 was seen last.
-	if snap[0].Key != key(1) || snap[0].Packets != 4 || snap[0].Bytes != 400 || snap[0].EndReason != 0 {
+	if snap[0].Key != KeyOf(key(1)) || snap[0].Packets != 4 || snap[0].Bytes != 400 || snap[0].EndReason != 0 {
 		t.Errorf("first: %+v", snap[0])
 	}
-	if snap[1].Key != key(2) || snap[1].Packets != 5 || snap[1].Bytes != 300 {
+	if snap[1].Key != KeyOf(key(2)) || snap[1].Packets != 5 || snap[1].Bytes != 300 {
 		t.Errorf("second: %+v", snap[1])
 	}
 	if want := clk.Now().Add(-2 * time.Second); !snap[0].Start.Equal(want) {

@@ -164,12 +164,12 @@ func TestCacheFullExportsLeastRecentlySeen(t *testing.T) {
 	}
 	for i, f := range out {
 		// Each new flow pushed out the oldest: 1, 2, then 3.
-		if f.EndReason != EndLackOfResources || f.Packets != 1 || f.Key != key(uint16(i+1)) {
+		if f.EndReason != EndLackOfResources || f.Packets != 1 || f.Key != KeyOf(key(uint16(i+1))) {
 			t.Errorf("record %d: got %+v", i, f)
 		}
 	}
 	out = c.Flush(nil)
-	if len(out) != 2 || out[0].Key != key(4) || out[1].Key != key(5) {
+	if len(out) != 2 || out[0].Key != KeyOf(key(4)) || out[1].Key != KeyOf(key(5)) {
 		t.Errorf("flush %+v, want flows 4 and 5", out)
 	}
 	if st := c.Stats(); st.Exported[EndLackOfResources] != 3 || st.Exported[EndForced] != 2 || st.Active != 0 {
@@ -187,11 +187,11 @@ func TestCacheFullKeepsRecentlySeen(t *testing.T) {
 		clk.advance(time.Millisecond)
 	}
 	out := c.Expire(nil)
-	if len(out) != 2 || out[0].Key != key(2) || out[1].Key != key(3) {
+	if len(out) != 2 || out[0].Key != KeyOf(key(2)) || out[1].Key != KeyOf(key(3)) {
 		t.Fatalf("pushed out %+v, want flows 2 and 3", out)
 	}
 	out = c.Flush(nil)
-	if len(out) != 3 || out[0].Key != key(1) || out[0].Packets != 2 {
+	if len(out) != 3 || out[0].Key != KeyOf(key(1)) || out[0].Packets != 2 {
 		t.Fatalf("flush %+v, want flow 1 (2 packets) first", out)
 	}
 }

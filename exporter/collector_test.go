@@ -16,7 +16,7 @@ func testFlows(n int) []Flow {
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	out := make([]Flow, n)
 	for i := range out {
-		out[i] = Flow{Key: key(uint16(1000 + i)), Packets: 1, Bytes: 100, Start: now, End: now, EndReason: EndIdleTimeout}
+		out[i] = Flow{Key: KeyOf(key(uint16(1000 + i))), Packets: 1, Bytes: 100, Start: now, End: now, EndReason: EndIdleTimeout}
 	}
 	return out
 }

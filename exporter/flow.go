@@ -3,8 +3,6 @@ package exporter
 import (
 	"net/netip"
 	"time"
-
-	"github.com/hostflow/hostflow/bpf"
 )
 
 // EndReason is IANA IPFIX element 136, flowEndReason.
@@ -37,7 +35,7 @@ func (r EndReason) String() string {
 // Flow is one expired flow record, ready to encode: counts are deltas since
 // the previous record of the same key, times are wall-clock.
 type Flow struct {
-	Key       bpf.NetFlowId
+	Key       FlowKey
 	Packets   uint64
 	Bytes     uint64
 	Start     time.Time

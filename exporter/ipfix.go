@@ -65,7 +65,7 @@ type IPFIXConfig struct {
 	// too. Default DefaultTemplateRefreshMessages; negative turns it off.
 	// Over TCP or TLS, turn both off: templates are sent once per
 	// connection (RFC 7011 section 8), when the transport's OnConnect
-	// hook calls ResendTemplates, and a refresh on a stream is a waste
+	// hook calls WriteTemplates, and a refresh on a stream is a waste
 	// that a strict collector may even reject.
 	TemplateRefreshMessages int
 	// Templates is the record layout, from templates.FromNames. Default
@@ -91,8 +91,8 @@ type IPFIXStats = ExportStats
 // the template tables of package templates. Encoding allocates nothing per
 // record: each message is built in one buffer allocated up front.
 //
-// Export, SendTemplates and Close are called from one goroutine; Stats and
-// ResendTemplates may be called from any.
+// Export, SendTemplates and Close are called from one goroutine; Stats
+// may be called from any.
 type IPFIX struct {
 	encoder
 }
@@ -103,7 +103,7 @@ var _ Sink = (*IPFIX)(nil)
 func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 	e := &IPFIX{}
 	if err := e.init(encoderConfig{
-		wire:            &ipfixWire,
+		wire:            ipfixWire{},
 		w:               cfg.Writer,
 		domain:          cfg.ObservationDomainID,
 		max:             cfg.MaxMessageSize,

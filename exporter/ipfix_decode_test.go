@@ -216,37 +216,37 @@ func wantRecord(f *Flow) decodedRecord {
 		return uint64(tm)
 	}
 	tc := func(proto uint8) uint64 {
-		if k.TransportProtocol != proto {
+		if k.Proto != proto {
 			return 0
 		}
-		return uint64(k.IcmpType)<<8 | uint64(k.IcmpCode)
+		return uint64(k.ICMPType)<<8 | uint64(k.ICMPCode)
 	}
 	// Template: bit 0 egress, bit 1 IPv6, bit 2 ICMP (of the family).
 	id := uint16(256)
-	v4 := k.EthProtocol == 0x0800
+	v4 := k.EtherType() == 0x0800
 	if !v4 {
 		id += 2
 	}
 	if k.Direction == 1 {
 		id++
 	}
-	icmp := (v4 && k.TransportProtocol == 1) || (!v4 && k.TransportProtocol == 58)
+	icmp := (v4 && k.Proto == 1) || (!v4 && k.Proto == 58)
 	if icmp {
 		id += 4
 	}
 	r := decodedRecord{
 		TemplateID: id,
 		Addrs: map[string]netip.Addr{
-			"sourceIPv4Address":      netip.AddrFrom4([4]byte(k.SrcIp[12:])),
-			"destinationIPv4Address": netip.AddrFrom4([4]byte(k.DstIp[12:])),
-			"sourceIPv6Address":      netip.AddrFrom16(k.SrcIp),
-			"destinationIPv6Address": netip.AddrFrom16(k.DstIp),
+			"sourceIPv4Address":      netip.AddrFrom4([4]byte(bytes4(k.Src))),
+			"destinationIPv4Address": netip.AddrFrom4([4]byte(bytes4(k.Dst))),
+			"sourceIPv6Address":      netip.AddrFrom16(k.Src.As16()),
+			"destinationIPv6Address": netip.AddrFrom16(k.Dst.As16()),
 		},
 		Uints: map[string]uint64{
 			"sourceTransportPort":      uint64(k.SrcPort),
 			"destinationTransportPort": uint64(k.DstPort),
-			"protocolIdentifier":       uint64(k.TransportProtocol),
-			"ipClassOfService":         uint64(k.Tos),
+			"protocolIdentifier":       uint64(k.Proto),
+			"ipClassOfService":         uint64(k.TOS),
 			"tcpControlBits":           uint64(f.TCPFlags),
 			"octetDeltaCount":          f.Bytes,
 			"packetDeltaCount":         f.Packets,
@@ -258,7 +258,7 @@ func wantRecord(f *Flow) decodedRecord {
 			"flowEndReason":            uint64(f.EndReason),
 			"icmpTypeCodeIPv4":         tc(1),
 			"icmpTypeCodeIPv6":         tc(58),
-			"vlanId":                   uint64(k.VlanId),
+			"vlanId":                   uint64(k.VLAN),
 		},
 	}
 	// Transport records have the ports, ICMP ones the type and code.

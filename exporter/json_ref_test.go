@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -40,9 +41,9 @@ func refJSON(t *testing.T, f *Flow, ifname string) []byte {
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	err := enc.Encode(refJSONFlow{
-		Src: k.SrcAddr().String(), Dst: k.DstAddr().String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
-		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, IfName: ifname, Direction: directionName(k.Direction),
-		VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, TOS: k.Tos, Packets: f.Packets, Bytes: f.Bytes,
+		Src: k.Src.String(), Dst: k.Dst.String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
+		Proto: k.Proto, EtherType: k.EtherType(), IfIndex: k.IfIndex, IfName: ifname, Direction: directionName(k.Direction),
+		VLAN: k.VLAN, ICMPType: k.ICMPType, ICMPCode: k.ICMPCode, TOS: k.TOS, Packets: f.Packets, Bytes: f.Bytes,
 		Start: f.Start.UTC().Format(jsonTimeLayout), End: f.End.UTC().Format(jsonTimeLayout),
 		TCPFlags: f.TCPFlags, EndReason: f.EndReason.String(), Sampling: samplingOf(f.SamplingInterval),
 	})
@@ -63,13 +64,15 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		f := flows[rng.IntN(len(flows))]
 		k := &f.Key
 		if rng.IntN(2) == 0 {
-			for i := range k.SrcIp {
-				k.SrcIp[i] = uint8(rng.Uint32())
+			var a [16]byte
+			for i := range a {
+				a[i] = uint8(rng.Uint32())
 			}
+			k.Src = netip.AddrFrom16(a)
 		}
-		k.SrcPort, k.DstPort, k.VlanId = uint16(rng.Uint32()), uint16(rng.Uint32()), uint16(rng.Uint32())
-		k.IfIndex, k.TransportProtocol, k.Direction = rng.Uint32(), uint8(rng.Uint32()), uint8(rng.IntN(3))
-		k.IcmpType, k.IcmpCode, k.Tos = uint8(rng.Uint32()), uint8(rng.Uint32()), uint8(rng.Uint32())
+		k.SrcPort, k.DstPort, k.VLAN = uint16(rng.Uint32()), uint16(rng.Uint32()), uint16(rng.Uint32())
+		k.IfIndex, k.Proto, k.Direction = rng.Uint32(), uint8(rng.Uint32()), uint8(rng.IntN(3))
+		k.ICMPType, k.ICMPCode, k.TOS = uint8(rng.Uint32()), uint8(rng.Uint32()), uint8(rng.Uint32())
 		f.Packets, f.Bytes = rng.Uint64(), rng.Uint64()>>uint(rng.IntN(64))
 		f.TCPFlags = uint16(rng.Uint32())
 		f.EndReason = EndReason(rng.IntN(7))

@@ -56,8 +56,8 @@ type NetFlow9Config struct {
 // (template, options template, options data and flow records), the
 // sequence number counts packets, and each flowset is padded to 4 bytes.
 //
-// Export, SendTemplates and Close are called from one goroutine; Stats and
-// ResendTemplates may be called from any.
+// Export, SendTemplates and Close are called from one goroutine; Stats
+// may be called from any.
 type NetFlow9 struct {
 	encoder
 }
@@ -72,7 +72,7 @@ func NewNetFlow9(cfg NetFlow9Config) (*NetFlow9, error) {
 		cfg.Now, mono = cfg.Clock.Now, cfg.Clock.Monotonic
 	}
 	if err := e.init(encoderConfig{
-		wire:            &v9Wire,
+		wire:            v9Wire{},
 		w:               cfg.Writer,
 		domain:          cfg.SourceID,
 		max:             cfg.MaxMessageSize,

@@ -159,24 +159,24 @@ func wantV9(f *Flow, start int64) (template uint16, vals map[uint16][]byte) {
 		return u32(uint32(ms - start))
 	}
 	template = 256
-	v4 := k.EthProtocol == 0x0800
+	v4 := k.EtherType() == 0x0800
 	if !v4 {
 		template += 2
 	}
 	if k.Direction == 1 {
 		template++
 	}
-	icmp := (v4 && k.TransportProtocol == 1) || (!v4 && k.TransportProtocol == 58)
+	icmp := (v4 && k.Proto == 1) || (!v4 && k.Proto == 58)
 	vals = map[uint16][]byte{
-		4: {k.TransportProtocol}, 5: {k.Tos},
+		4: {k.Proto}, 5: {k.TOS},
 		6: {byte(f.TCPFlags)}, 1: u64(f.Bytes), 2: u64(f.Packets),
 		22: up(f.Start.UnixMilli()), 21: up(f.End.UnixMilli()),
-		61: {k.Direction}, 58: u16(k.VlanId),
+		61: {k.Direction}, 58: u16(k.VLAN),
 	}
 	// Transport records have the ports, ICMP ones ICMP_TYPE.
 	if icmp {
 		template += 4
-		vals[32] = []byte{k.IcmpType, k.IcmpCode}
+		vals[32] = []byte{k.ICMPType, k.ICMPCode}
 	} else {
 		vals[7], vals[11] = u16(k.SrcPort), u16(k.DstPort)
 	}
@@ -186,9 +186,9 @@ func wantV9(f *Flow, start int64) (template uint16, vals map[uint16][]byte) {
 		vals[10] = u32(k.IfIndex)
 	}
 	if v4 {
-		vals[8], vals[12] = k.SrcIp[12:], k.DstIp[12:]
+		vals[8], vals[12] = bytes4(k.Src), bytes4(k.Dst)
 	} else {
-		vals[27], vals[28] = k.SrcIp[:], k.DstIp[:]
+		vals[27], vals[28] = bytes16(k.Src), bytes16(k.Dst)
 	}
 	return template, vals
 }

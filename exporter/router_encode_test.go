@@ -71,7 +71,7 @@ func wantRouterRaw(f *Flow, base map[uint16][]byte) map[uint16][]byte {
 	if _, transport := base[7]; transport {
 		v[227], v[228] = u16(f.PostNATSrcPort), u16(f.PostNATDstPort)
 	}
-	if k.EthProtocol == 0x0800 {
+	if k.EtherType() == 0x0800 {
 		v[15] = addr(f.NextHop, 4)
 		v[9], v[13] = []byte{f.SrcPrefixLen}, []byte{f.DstPrefixLen}
 		v[225], v[226] = addr(f.PostNATSrc, 4), addr(f.PostNATDst, 4)

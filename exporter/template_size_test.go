@@ -12,11 +12,11 @@ import (
 func TestTemplateBlockSize(t *testing.T) {
 	for _, tc := range []struct {
 		p                   templates.ExportProtocol
-		w                   *wireFormat
+		w                   wireFormat
 		templates, withOpts int
 	}{
-		{templates.IPFIX, &ipfixWire, 500, 586},
-		{templates.NetFlowV9, &v9Wire, 468, 544},
+		{templates.IPFIX, ipfixWire{}, 500, 586},
+		{templates.NetFlowV9, v9Wire{}, 468, 544},
 	} {
 		set := templates.DefaultSet(tc.p)
 		b, n, err := encodeTemplateBlock(tc.w, set.Templates(), nil)

@@ -68,9 +68,9 @@ type StreamConfig struct {
 // the transport: those messages go first. That is what the encoders'
 // WriteTemplates does, so the templates precede any data on every
 // connection, including one a WriteMessage made for a message built
-// before the connection existed. (A hook that only marks the templates
-// due, such as ResendTemplates, is not enough: the message in flight
-// would go first, data before its templates.) If the hook's write fails,
+// before the connection existed. (A hook that only marked the templates
+// due would not do: the message in flight would go first, data before
+// its templates.) If the hook's write fails,
 // the connection is dropped and the message in flight fails with it.
 // Writers on other goroutines are not held back while the hook runs: use
 // one writer goroutine.

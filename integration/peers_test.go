@@ -130,7 +130,7 @@ func (f peerFlow) exporterFlow() exporter.Flow {
 	if f.egress {
 		k.Direction = bpf.DirectionEgress
 	}
-	return exporter.Flow{Key: k, Packets: f.packets, Bytes: f.bytes, Start: f.start, End: f.end, TCPFlags: f.flags, EndReason: f.reason}
+	return exporter.Flow{Key: exporter.KeyOf(k), Packets: f.packets, Bytes: f.bytes, Start: f.start, End: f.end, TCPFlags: f.flags, EndReason: f.reason}
 }
 
 func (f peerFlow) isICMP() bool { return f.proto == 1 || f.proto == 58 }

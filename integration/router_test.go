@@ -178,9 +178,9 @@ func find(flows []exporter.Flow, proto uint8, src string, sport uint16, dst stri
 	var out []exporter.Flow
 	for _, f := range flows {
 		k := f.Key
-		if k.TransportProtocol != proto || k.SrcAddr() != s || k.DstAddr() != d ||
+		if k.Proto != proto || k.Src != s || k.Dst != d ||
 			(sport != 0 && k.SrcPort != sport) || (dport != 0 && k.DstPort != dport) ||
-			(icmpType >= 0 && int(k.IcmpType) != icmpType) {
+			(icmpType >= 0 && int(k.ICMPType) != icmpType) {
 			continue
 		}
 		out = append(out, f)

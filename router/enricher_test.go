@@ -62,7 +62,7 @@ func ingress(ifindex uint32, proto uint8, src string, sport uint16, dst string, 
 	if s.Is4() {
 		k.EthProtocol = 0x0800
 	}
-	return exporter.Flow{Key: k, Packets: 1, Bytes: 100}
+	return exporter.Flow{Key: exporter.KeyOf(k), Packets: 1, Bytes: 100}
 }
 
 // TestEnricherRouteUpdates: the prefix lengths follow route changes made

@@ -70,11 +70,14 @@ type element struct {
 	family uint8
 	dir    byte
 	twin   string
+	// router marks an element only router mode fills (routerElements).
+	router bool
 }
 
 // elements is every element a flow can fill. A user layout (FromNames) can
-// use any of them; adding a row here (and a Value to the encoder) is all it
-// takes to offer one more.
+// use any of them; adding a row here, and the Value's accessor to the
+// exporter's codec table (exporter/fields.go), is all it takes to offer
+// one more.
 var elements = []element{
 	{ipfix: Field{IESourceIPv4Address, 4, "sourceIPv4Address", SrcIPv4}, v9: Field{8, 4, "IPV4_SRC_ADDR", SrcIPv4}, family: 4, twin: "sourceIPv6Address"},
 	{ipfix: Field{IEDestinationIPv4Address, 4, "destinationIPv4Address", DstIPv4}, v9: Field{12, 4, "IPV4_DST_ADDR", DstIPv4}, family: 4, twin: "destinationIPv6Address"},

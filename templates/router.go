@@ -67,6 +67,7 @@ var routerElements = []element{
 func init() {
 	for i := range routerElements {
 		e := &routerElements[i]
+		e.router = true
 		byName[e.ipfix.Name] = e
 		byID[e.ipfix.ID] = e
 	}
@@ -77,16 +78,6 @@ func init() {
 var routerInterfaceElems = [2]element{
 	{ipfix: Field{IEIngressInterface, 4, "ingressInterface", InInterface}, v9: Field{10, 4, "INPUT_SNMP", InInterface}},
 	{ipfix: Field{IEEgressInterface, 4, "egressInterface", OutInterface}, v9: Field{14, 4, "OUTPUT_SNMP", OutInterface}},
-}
-
-// isRouterElement reports whether e is filled only in router mode.
-func isRouterElement(e *element) bool {
-	switch e.ipfix.Value {
-	case NextHopIPv4, NextHopIPv6, SrcPrefixLen, DstPrefixLen, ForwardingStatus,
-		PostNATSrcIPv4, PostNATDstIPv4, PostNATSrcIPv6, PostNATDstIPv6, PostNATSrcPort, PostNATDstPort:
-		return true
-	}
-	return false
 }
 
 // routerInterfaces returns elems with ingressInterface and egressInterface
@@ -100,7 +91,7 @@ func routerInterfaces(elems []*element) []*element {
 			in = i
 		case e.ipfix.ID == IEEgressInterface && e.ipfix.Value == Interface:
 			out = i
-		case isRouterElement(e):
+		case e.router:
 			router = true
 		}
 	}

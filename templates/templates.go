@@ -210,8 +210,8 @@ func Variant(ipv4, egress, icmp bool) int {
 }
 
 // Select returns the template for a flow of the given address family,
-// direction and kind. It does not allocate: the exporter calls it once per
-// record.
+// direction and kind. It does not allocate. (The exporter compiles every
+// template of a Set once and indexes them by Variant.)
 func (s *Set) Select(ipv4, egress, icmp bool) *Template {
 	return &s.templates[Variant(ipv4, egress, icmp)]
 }
@@ -373,10 +373,8 @@ func FromNames(p ExportProtocol, names []string) (*Set, error) {
 }
 
 // Select returns the default IPFIX template for a flow of the given address
-// family, direction and kind. The result is shared and must not be
-// modified.
-//
-// It does not allocate: the exporter calls it once per record.
+// family, direction and kind: DefaultSet(IPFIX).Select. The result is
+// shared and must not be modified. It does not allocate.
 func Select(ipv4, egress, icmp bool) *Template {
 	return defaultSets[IPFIX].Select(ipv4, egress, icmp)
 }

@@ -139,9 +139,9 @@ func controlFlow(f *exporter.Flow, ifname string) control.Flow {
 		s = 0
 	}
 	return control.Flow{
-		Src: k.SrcAddr().String(), Dst: k.DstAddr().String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
-		Proto: k.TransportProtocol, EtherType: k.EthProtocol, IfIndex: k.IfIndex, IfName: ifname,
-		Direction: exporter.DirectionName(k.Direction), VLAN: k.VlanId, ICMPType: k.IcmpType, ICMPCode: k.IcmpCode, TOS: k.Tos,
+		Src: k.Src.String(), Dst: k.Dst.String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
+		Proto: k.Proto, EtherType: k.EtherType(), IfIndex: k.IfIndex, IfName: ifname,
+		Direction: exporter.DirectionName(k.Direction), VLAN: k.VLAN, ICMPType: k.ICMPType, ICMPCode: k.ICMPCode, TOS: k.TOS,
 		Packets: f.Packets, Bytes: f.Bytes, Start: f.Start.UTC().Format(exporter.JSONTimeLayout), End: f.End.UTC().Format(exporter.JSONTimeLayout), TCPFlags: f.TCPFlags, Sampling: s,
 	}
 }

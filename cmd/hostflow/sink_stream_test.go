@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 )
 
@@ -111,12 +110,8 @@ func streamFlows(n int) []exporter.Flow {
 	now := time.Now()
 	out := make([]exporter.Flow, n)
 	for i := range out {
-		var k bpf.NetFlowId
-		k.EthProtocol = 0x0800
-		k.TransportProtocol = 17
-		k.SrcIp = netip.MustParseAddr("::ffff:198.18.0.1").As16()
-		k.DstIp = netip.MustParseAddr("::ffff:198.18.0.2").As16()
-		k.SrcPort, k.DstPort = uint16(1000+i), 53
+		k := exporter.FlowKey{Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
+			Proto: 17, SrcPort: uint16(1000 + i), DstPort: 53}
 		out[i] = exporter.Flow{Key: k, Packets: 1, Bytes: 100, Start: now, End: now}
 	}
 	return out

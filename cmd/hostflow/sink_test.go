@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
 	"github.com/hostflow/hostflow/internal/config"
 	"github.com/hostflow/hostflow/internal/testutil"
@@ -93,9 +93,8 @@ func TestUDPSinkNothingListening(t *testing.T) {
 	defer sinks.Close()
 	now := time.Now()
 	for i := range 10 {
-		var k bpf.NetFlowId
-		k.SrcIp[10], k.SrcIp[11], k.SrcIp[15] = 0xff, 0xff, byte(i)
-		k.TransportProtocol, k.SrcPort, k.DstPort = 17, uint16(1000+i), 53
+		k := exporter.FlowKey{Src: netip.AddrFrom4([4]byte{0, 0, 0, byte(i)}), Dst: netip.IPv4Unspecified(),
+			Proto: 17, SrcPort: uint16(1000 + i), DstPort: 53}
 		if err := sinks.Export([]exporter.Flow{{Key: k, Packets: 1, Bytes: 100, Start: now, End: now}}); err != nil {
 			t.Fatal(err)
 		}

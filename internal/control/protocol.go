@@ -65,7 +65,7 @@ type Flow struct {
 	VLAN      uint16 `json:"vlan"`
 	ICMPType  uint8  `json:"icmp_type"`
 	ICMPCode  uint8  `json:"icmp_code"`
-	TOS       uint8  `json:"tos"`
+	TOS       uint8  `json:"tos"` // IPv4 ToS or IPv6 Traffic Class, part of the key
 	Packets   uint64 `json:"packets"`
 	Bytes     uint64 `json:"bytes"`
 	Start     string `json:"start"` // as the JSON lines write it
