@@ -89,11 +89,11 @@ fi
 echo "compare: $(git describe --always --dirty 2>/dev/null) ($(bin/hostflow version 2>/dev/null | head -1)), softflowd $(dpkg-query -W -f='${Version}' softflowd 2>/dev/null), kernel $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ)"
 echo "compare: minflow from $minflow_c; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); full output in $log"
 
-COMPARE_RUN=1 COMPARE_HOSTFLOW_BIN="$repo/bin/hostflow" COMPARE_MINFLOW_OBJ="$tmp/minflow.o" COMPARE_TABLE="$tmp/table.txt" \
+COMPARE_HOSTFLOW_BIN="$repo/bin/hostflow" COMPARE_MINFLOW_OBJ="$tmp/minflow.o" COMPARE_TABLE="$tmp/table.txt" \
 	COMPARE_REPEATS="${REPEATS:-3}" COMPARE_PER_FLOW="${PER_FLOW:-30}" COMPARE_LAYOUTS="${LAYOUTS:-ring,sendto}" \
 	COMPARE_TC_PACKETS="${TC_PACKETS:-1000000}" COMPARE_TC_ORDER="${TC_ORDER:-hostflow-first}" \
 	COMPARE_SOFTFLOWD_MAX_FLOWS="${SOFTFLOWD_MAX_FLOWS:-262144}" COMPARE_PHASES="${PHASES:-throughput,tc}" \
-	go test -count=1 -timeout 90m -run '^TestCompare$' -v ./integration/ 2>&1 |
+	go test -tags bench -count=1 -timeout 90m -run '^TestCompare$' -v ./integration/ 2>&1 |
 	tee "$log" | { grep --line-buffered -E 'COMPARE-(SETUP|RUN|TC) ' || true; } | sed -u 's/^ *compare_test.go:[0-9]*: /  /' || true
 echo "compare: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 # It ran when the test passed: every run and scenario completed and the

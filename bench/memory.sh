@@ -26,7 +26,7 @@ run() { # label, binary ("" to build this tree)
 	local out
 	out=$(mktemp)
 	echo "== $1" | tee -a "$log"
-	LOAD_MEMORY=1 LOAD_HOSTFLOW_BIN="$2" go test -count=1 -run '^TestLoadMemory$' -v ./integration/ >"$out" 2>&1 || status=$?
+	LOAD_HOSTFLOW_BIN="$2" go test -tags bench -count=1 -run '^TestLoadMemory$' -v ./integration/ >"$out" 2>&1 || status=$?
 	cat "$out" >>"$log"
 	grep -E 'MEMORY|peak RSS .* bound|^(ok|FAIL)' "$out" | sed 's/^ *load_memory_test.go:[0-9]*: /  /' || true
 	rm -f "$out"

@@ -1,11 +1,14 @@
+//go:build bench
+
 package integration
 
 // Memory of the hostflow daemon under load (issue 11): peak RSS with 100k
 // active flows, and under a flood of 2 million distinct flows that the
-// cache (max_flows) and the kernel map cannot hold. Opt-in, as the other
-// benchmarks: it runs about a minute.
+// cache (max_flows) and the kernel map cannot hold. Built only with -tags
+// bench, as the other benchmarks, so `go test ./...` never runs it: it
+// runs about a minute.
 //
-//	LOAD_MEMORY=1 go test -count=1 -run TestLoadMemory -v ./integration/
+//	go test -tags bench -count=1 -run TestLoadMemory -v ./integration/
 //
 // LOAD_MEMPROFILE_DIR=dir also saves a heap profile of each run there,
 // taken from the daemon's /debug/pprof/heap once the load has passed
@@ -57,9 +60,6 @@ func memoryBound(maxFlows, kernelMap int) uint64 {
 }
 
 func TestLoadMemory(t *testing.T) {
-	if os.Getenv("LOAD_MEMORY") != "1" {
-		t.Skip("set LOAD_MEMORY=1 to measure the daemon's memory under load (about a minute)")
-	}
 	requireRoot(t, "ip", "ethtool", "sysctl", "trafgen")
 	bin := os.Getenv("LOAD_HOSTFLOW_BIN")
 	if bin == "" {
