@@ -181,25 +181,7 @@ func measureVsMinflow(t *testing.T, trafgen string, sc minflowScenario, packets 
 		before[i] = progCost{runs: r, ns: float64(d)}
 	}
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var drainErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if err := drain(); err != nil && drainErr == nil {
-					drainErr = err
-				}
-			}
-		}
-	}()
+	stopDrain := drainEverySecond(drain)
 	args := []string{"netns", "exec", pair.A.Name, trafgen, "--dev", pair.NameA, "--conf", conf,
 		"--cpus", "1", "--num", strconv.Itoa(packets), "--no-sock-mem"}
 	if sc.linear {
@@ -211,8 +193,7 @@ func measureVsMinflow(t *testing.T, trafgen string, sc minflowScenario, packets 
 	out, err := runBounded(cmd, 120*time.Second)
 	elapsed := time.Since(start)
 	if err != nil {
-		close(stop)
-		wg.Wait()
+		stopDrain()
 		t.Fatalf("trafgen: %v\n%s", err, out)
 	}
 	// Every frame counted by hfb0 must have crossed all three programs.
@@ -231,10 +212,8 @@ func measureVsMinflow(t *testing.T, trafgen string, sc minflowScenario, packets 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
-	if drainErr != nil {
-		t.Fatalf("drain: %v", drainErr)
+	if err := stopDrain(); err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 	if err := drain(); err != nil {
 		t.Fatalf("drain: %v", err)

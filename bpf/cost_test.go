@@ -225,25 +225,7 @@ func (e *costEnv) measure(tb testing.TB, sc costScenario, packets int) costResul
 		tb.Fatalf("ReadCounters: %v", err)
 	}
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var drainErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if err := e.fetcher.Drain(func(NetFlowId, []NetFlowMetrics) {}); err != nil && drainErr == nil {
-					drainErr = err
-				}
-			}
-		}
-	}()
+	stopDrain := drainEverySecond(func() error { return e.fetcher.Drain(func(NetFlowId, []NetFlowMetrics) {}) })
 	deadline := time.Now().Add(60 * time.Second)
 	start := time.Now()
 	for i := 0; i < packets; i++ {
@@ -254,13 +236,11 @@ func (e *costEnv) measure(tb testing.TB, sc costScenario, packets int) costResul
 				break
 			}
 			if err != unix.ENOBUFS && err != unix.EAGAIN && err != unix.EINTR {
-				close(stop)
-				wg.Wait()
+				stopDrain()
 				tb.Fatalf("send frame %d: %v", i, err)
 			}
 			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
+				stopDrain()
 				tb.Fatalf("send frame %d: %v for 60s", i, err)
 			}
 		}
@@ -280,10 +260,8 @@ func (e *costEnv) measure(tb testing.TB, sc costScenario, packets int) costResul
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
-	if drainErr != nil {
-		tb.Fatalf("drain: %v", drainErr)
+	if err := stopDrain(); err != nil {
+		tb.Fatalf("drain: %v", err)
 	}
 	c1, err := e.fetcher.ReadCounters()
 	if err != nil {
@@ -366,5 +344,35 @@ func BenchmarkKernelCost(b *testing.B) {
 			b.ReportMetric(r.ratio(), "ratio")
 			b.ReportMetric(0, "ns/op")
 		})
+	}
+}
+
+// drainEverySecond calls drain once a second, as the daemon polls, until
+// the returned stop is called; stop returns the first drain error. Safe to
+// call more than once.
+func drainEverySecond(drain func() error) (stop func() error) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var drainErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if err := drain(); err != nil && drainErr == nil {
+					drainErr = err
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() error {
+		once.Do(func() { close(done); wg.Wait() })
+		return drainErr
 	}
 }
