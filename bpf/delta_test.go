@@ -34,6 +34,22 @@ func TestDelta(t *testing.T) {
 		{name: "packets and bytes grew", prev: flowTotals{5, 500},
 			perCPU: []NetFlowMetrics{{Packets: 6, Bytes: 650, StartMonoTimeTs: 1100, EndMonoTimeTs: 1100, Epoch: epoch, Sampling: 1}},
 			want:   &NetFlowMetrics{Packets: 1, Bytes: 150, StartMonoTimeTs: 1100, EndMonoTimeTs: 1100, Sampling: 1}, wantTot: flowTotals{6, 650}},
+		// CPU 0 counted at 1:10 before the last read (a reload since);
+		// only CPU 1, at 1:1, counted since: the delta is at 1:1.
+		{name: "sampling of the new packets only", prev: flowTotals{10, 1000},
+			perCPU: []NetFlowMetrics{
+				{Packets: 10, Bytes: 1000, StartMonoTimeTs: 100, EndMonoTimeTs: 500, Epoch: epoch - 2, Sampling: 10},
+				{Packets: 3, Bytes: 300, StartMonoTimeTs: 1100, EndMonoTimeTs: 1300, Epoch: epoch, Sampling: 1},
+			},
+			want: &NetFlowMetrics{Packets: 3, Bytes: 300, StartMonoTimeTs: 1100, EndMonoTimeTs: 1300, Sampling: 1}, wantTot: flowTotals{13, 1300}},
+		// A CPU still on the previous epoch whose last packet came after
+		// the last read began counted some of the new packets.
+		{name: "sampling of a CPU after the last read", prev: flowTotals{10, 1000},
+			perCPU: []NetFlowMetrics{
+				{Packets: 12, Bytes: 1200, StartMonoTimeTs: 100, EndMonoTimeTs: 1050, Epoch: epoch - 1, Sampling: 2},
+				{Packets: 1, Bytes: 100, StartMonoTimeTs: 100, EndMonoTimeTs: 200, Epoch: epoch - 3, Sampling: 10},
+			},
+			want: &NetFlowMetrics{Packets: 3, Bytes: 300, StartMonoTimeTs: 1050, EndMonoTimeTs: 1050, Sampling: 2}, wantTot: flowTotals{13, 1300}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fm := &flowMaps{epoch: epoch, lastRead: lastRead}

@@ -455,9 +455,13 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 // an older epoch may have counted a few packets between the last read and
 // the epoch bump that followed it; its last packet's time and flags count
 // when its last packet came after the last read began (on the coarse
-// clock: in the same tick or later).
+// clock: in the same tick or later). The sampling rate is the coarsest of
+// those CPUs, not of every CPU that ever counted the flow: after a
+// sampling change, a CPU that counted only before it does not lend its
+// old rate to the new packets.
 func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics, quiescent bool) (flowTotals, bool) {
 	var tot flowTotals
+	var anySampling uint32 // of every CPU that ever counted the flow
 	*out = NetFlowMetrics{}
 	for i := range perCPU {
 		c := &perCPU[i]
@@ -470,16 +474,20 @@ func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlow
 		switch {
 		case c.Epoch == fm.epoch:
 			start = c.StartMonoTimeTs
-			out.Flags |= c.Flags
 		case c.EndMonoTimeTs >= fm.lastRead:
 			start = c.EndMonoTimeTs
-			out.Flags |= c.Flags
 		}
-		if start != 0 && (out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs) {
-			out.StartMonoTimeTs = start
+		if start != 0 {
+			// This CPU counted some of the new packets: its flags
+			// and rate are theirs.
+			out.Flags |= c.Flags
+			out.Sampling = max(out.Sampling, c.Sampling)
+			if out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs {
+				out.StartMonoTimeTs = start
+			}
 		}
 		out.EndMonoTimeTs = max(out.EndMonoTimeTs, c.EndMonoTimeTs)
-		out.Sampling = max(out.Sampling, c.Sampling)
+		anySampling = max(anySampling, c.Sampling)
 	}
 	switch {
 	case tot.packets > prev.packets:
@@ -489,6 +497,11 @@ func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlow
 	}
 	out.Packets = tot.packets - prev.packets
 	out.Bytes = tot.bytes - prev.bytes
+	if out.Sampling == 0 {
+		// No CPU counted since the last read by its epoch and
+		// clock (bytes only): the rate of the flow's packets.
+		out.Sampling = anySampling
+	}
 	if out.EndMonoTimeTs == 0 { // bytes only, of no CPU with packets
 		out.EndMonoTimeTs = fm.now()
 	}
