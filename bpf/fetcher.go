@@ -217,9 +217,10 @@ func (m *FlowFetcher) Sampling() int {
 //
 // If a hook refuses the new program, the hooks already updated get the old
 // one back and the error is returned: every hook samples at the rate
-// Sampling reports. After a swap, the next Drain first waits for the old
-// programs still running, so that it reads every packet counted at the old
-// rate.
+// Sampling reports. The new programs count into the spare map of each
+// pair, so that a flow's counts at the two rates never mix: the next Drain
+// waits for the old programs still running and hands out only what they
+// counted (at the old rate); the Drain after it, the new programs' counts.
 func (m *FlowFetcher) SetSampling(sampling int) error {
 	if sampling < 0 {
 		return fmt.Errorf("sampling %d: must be 0 or more", sampling)
@@ -233,19 +234,23 @@ func (m *FlowFetcher) SetSampling(sampling int) error {
 	if err != nil {
 		return err
 	}
+	// The new programs count into the spare maps (flowMaps.swapToSpare).
+	maps, err := m.spareReplacements()
+	if err != nil {
+		return err
+	}
 	var progs NetPrograms
-	err = spec.LoadAndAssign(&progs, m.objs.NetMaps.shared().replacements())
+	err = spec.LoadAndAssign(&progs, maps)
 	if err != nil {
 		return fmt.Errorf("load programs for sampling %d: %w", sampling, err)
 	}
-	if err := m.swapPrograms(&progs); err != nil {
+	if err := m.swapToSpare(func() error { return m.swapPrograms(&progs) }); err != nil {
 		_ = progs.Close()
 		return err
 	}
 	old := m.objs.NetPrograms
 	m.objs.NetPrograms = progs
 	m.sampling = sampling
-	m.detached.Store(true) // old programs may still be counting
 	return old.Close()
 }
 

@@ -58,6 +58,11 @@ type flowMaps struct {
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
+	// oldPending is set when a sampling change put new programs,
+	// counting into the other map of each pair, on every hook
+	// (swapToSpare): the next Drain waits for the old programs and
+	// empties their map, and reads nothing else. Guarded by mu.
+	oldPending bool
 	// switchEpoch is the epoch written with the last switch: a record
 	// diverted with this epoch or a later one was diverted by the map
 	// programs count into now (Diverted).
@@ -278,6 +283,9 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		// bytes read ahead of their packets too (delta).
 		quiescent = true
 	}
+	if fm.oldPending {
+		return fm.drainOld(fn)
+	}
 	// A map already full is switched out whatever this read finds:
 	// reading it live first would read it twice.
 	if fm.full.Swap(false) {
@@ -360,6 +368,62 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.seen4.reset()
 	fm.seen.reset()
 	return err
+}
+
+// spareReplacements returns the maps to load a sampling change's new
+// programs with (SetSampling): each pair's two maps named the other way
+// round, so that for the same flow_state the new programs count into the
+// map the running ones do not, and packets counted at two rates never
+// share a map slot. It fails while the previous change's old map is not
+// drained yet: the new programs would count into it.
+func (fm *flowMaps) spareReplacements() (*ebpf.CollectionOptions, error) {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	if fm.oldPending {
+		return nil, errors.New("sampling change: the previous change's flows are not drained yet")
+	}
+	return fm.shared.swapped().replacements(), nil
+}
+
+// swapToSpare runs swap, which puts programs loaded with
+// spareReplacements on every hook (or puts the running ones back and
+// fails), with drains held off: a drain that switched maps meanwhile would
+// empty a map that new programs count into. On success, the maps are
+// named as the new programs name them, so the map they count into is the
+// active one; the next Drain waits for the old programs still running,
+// empties the map they counted into and hands out only that (at the old
+// rate). If swap fails, what the new programs counted meanwhile stays in
+// the spare map, handed out when it next becomes the active one.
+func (fm *flowMaps) swapToSpare(swap func() error) error {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	if err := swap(); err != nil {
+		return err
+	}
+	fm.shared = fm.shared.swapped()
+	fm.oldPending = true
+	return nil
+}
+
+// drainOld is Drain after a sampling change: it waits until the old
+// programs cannot write their map any more, then empties it, handing out
+// what they counted since the last read. The new programs' map starts a
+// generation. On error the map is drained again at the next Drain.
+func (fm *flowMaps) drainOld(fn func(NetFlowId, []NetFlowMetrics)) error {
+	if err := fm.waitForPrograms(); err != nil {
+		return err
+	}
+	fm.countMapFull()
+	if _, err := fm.read(1-fm.active, true, true, fn); err != nil {
+		return err
+	}
+	fm.oldPending = false
+	// A full map noted meanwhile was the old one.
+	fm.full.Store(false)
+	fm.switched()
+	fm.seen4.reset()
+	fm.seen.reset()
+	return nil
 }
 
 // countMapFull notes COUNTER_MAP_FULL once no program counts into the old
@@ -603,6 +667,14 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 	}
 	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize
 	return spec, nil
+}
+
+// swapped returns s with the two maps of each pair named the other way
+// round.
+func (s sharedMaps) swapped() sharedMaps {
+	s.flows[0], s.flows[1] = s.flows[1], s.flows[0]
+	s.flows4[0], s.flows4[1] = s.flows4[1], s.flows4[0]
+	return s
 }
 
 // replacements are the loaded maps new programs must share (SetSampling).

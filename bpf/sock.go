@@ -120,8 +120,9 @@ func (m *SockFlowFetcher) Sampling() int {
 //
 // If a socket refuses the new filter, the sockets already updated get the
 // old one back and the error is returned: every socket samples at the rate
-// Sampling reports. After a swap, the next Drain first waits for the old
-// filters still running.
+// Sampling reports. As with FlowFetcher.SetSampling, the new filters count
+// into the spare maps: the next Drain hands out only what the old filters
+// counted, after waiting for those still running.
 func (m *SockFlowFetcher) SetSampling(sampling int) error {
 	if sampling < 0 {
 		return fmt.Errorf("sampling %d: must be 0 or more", sampling)
@@ -135,29 +136,39 @@ func (m *SockFlowFetcher) SetSampling(sampling int) error {
 	if err != nil {
 		return err
 	}
+	// The new filters count into the spare maps (flowMaps.swapToSpare).
+	maps, err := m.spareReplacements()
+	if err != nil {
+		return err
+	}
 	var progs NetSkPrograms
-	err = spec.LoadAndAssign(&progs, m.objs.NetSkMaps.shared().replacements())
+	err = spec.LoadAndAssign(&progs, maps)
 	if err != nil {
 		return fmt.Errorf("load socket programs for sampling %d: %w", sampling, err)
 	}
-	var updated []*sockAttachment
-	for _, a := range m.attached {
-		if err := setSockFilter(a, progs.program(a.l2)); err != nil {
-			errs := []error{fmt.Errorf("update %s: %w", a.name, err)}
-			for _, u := range updated {
-				if err := setSockFilter(u, m.objs.NetSkPrograms.program(u.l2)); err != nil {
-					errs = append(errs, fmt.Errorf("restore the old filter on %s: %w", u.name, err))
+	err = m.swapToSpare(func() error {
+		var updated []*sockAttachment
+		for _, a := range m.attached {
+			if err := setSockFilter(a, progs.program(a.l2)); err != nil {
+				errs := []error{fmt.Errorf("update %s: %w", a.name, err)}
+				for _, u := range updated {
+					if err := setSockFilter(u, m.objs.NetSkPrograms.program(u.l2)); err != nil {
+						errs = append(errs, fmt.Errorf("restore the old filter on %s: %w", u.name, err))
+					}
 				}
+				return errors.Join(errs...)
 			}
-			_ = progs.Close()
-			return errors.Join(errs...)
+			updated = append(updated, a)
 		}
-		updated = append(updated, a)
+		return nil
+	})
+	if err != nil {
+		_ = progs.Close()
+		return err
 	}
 	old := m.objs.NetSkPrograms
 	m.objs.NetSkPrograms = progs
 	m.sampling = sampling
-	m.detached.Store(true) // old filters may still be counting
 	return old.Close()
 }
 
