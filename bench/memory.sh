@@ -9,6 +9,7 @@
 #
 #   sudo bench/memory.sh                # this tree's daemon
 #   sudo BASE=<rev> bench/memory.sh     # and the daemon of <rev> first, same session
+#   sudo LOAD_MEMORY_ARGS="--ring-buffer-size 4194304" bench/memory.sh   # extra daemon arguments
 #
 # RSS does not depend on the machine's load; CPU-s do. Needs root and
 # trafgen (Debian netsniff-ng). Full go test output in $LOG.

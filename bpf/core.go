@@ -122,9 +122,10 @@ func (c *fetcherCore[P, A]) Sampling() int {
 //
 // If a hook refuses the new program, the hooks already updated get the old
 // one back and the error is returned: every hook samples at the rate
-// Sampling reports. After a swap, the next Drain first waits for the old
-// programs still running, so that it reads every packet counted at the old
-// rate.
+// Sampling reports. The new programs count into the spare map of each
+// pair, so that a flow's counts at the two rates never mix: the next Drain
+// waits for the old programs still running and hands out only what they
+// counted (at the old rate); the Drain after it, the new programs' counts.
 func (c *fetcherCore[P, A]) SetSampling(sampling int) error {
 	if err := checkSampling(sampling); err != nil {
 		return err
@@ -138,17 +139,21 @@ func (c *fetcherCore[P, A]) SetSampling(sampling int) error {
 	if err != nil {
 		return err
 	}
+	// The new programs count into the spare maps (flowMaps.swapToSpare).
+	maps, err := c.spareReplacements()
+	if err != nil {
+		return err
+	}
 	progs := c.kind.newProgs()
-	if err := spec.LoadAndAssign(progs, c.objs.shared().replacements()); err != nil {
+	if err := spec.LoadAndAssign(progs, maps); err != nil {
 		return fmt.Errorf("load %s for sampling %d: %w", c.kind.what, sampling, err)
 	}
-	if err := c.swap(progs); err != nil {
+	if err := c.swapToSpare(func() error { return c.swap(progs) }); err != nil {
 		_ = progs.Close()
 		return err
 	}
 	old := c.progs
 	c.progs, c.sampling = progs, sampling
-	c.detached.Store(true) // old programs may still be counting
 	return old.Close()
 }
 

@@ -59,6 +59,11 @@ type flowMaps struct {
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
+	// oldPending is set when a sampling change put new programs,
+	// counting into the other map of each pair, on every hook
+	// (swapToSpare): the next Drain waits for the old programs and
+	// empties their map, and reads nothing else. Guarded by mu.
+	oldPending bool
 	// switchEpoch is the epoch written with the last switch: a record
 	// diverted with this epoch or a later one was diverted by the map
 	// programs count into now (Diverted).
@@ -248,7 +253,9 @@ func (fm *flowMaps) readMapFull() (uint64, error) {
 // for each flow that counted packets since the last call (twice for some
 // flows when it switches maps: add the two up), with what it
 // counted meanwhile as a one-element slice (valid only during the call):
-// packets and bytes since the last call, exactly; the last packet's time;
+// packets and bytes since the last call, exactly (a drain that empties a
+// map may hand out bytes with 0 packets: bytes of packets handed out
+// before, read ahead of them, see delta); the last packet's time;
 // the first packet's time and the TCP flags since the last call, to within
 // the time a drain takes (see docs/architecture.md).
 //
@@ -266,11 +273,18 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	// After a detach, a program may still be counting (it started
 	// before): let it finish, so that the drain at shutdown has every
 	// packet the hooks saw.
+	quiescent := false
 	if fm.detached.Swap(false) {
 		if err := fm.waitForPrograms(); err != nil {
 			fm.detached.Store(true)
 			return err
 		}
+		// Maybe no program runs any more (the last drain): hand out
+		// bytes read ahead of their packets too (delta).
+		quiescent = true
+	}
+	if fm.oldPending {
+		return fm.drainOld(fn)
 	}
 	// A map already full is switched out whatever this read finds:
 	// reading it live first would read it twice.
@@ -283,7 +297,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	}
 	readStart := fm.now()
 	cur := fm.active
-	n, err := fm.read(cur, false, fn)
+	n, err := fm.read(cur, false, quiescent, fn)
 	if err != nil {
 		return err
 	}
@@ -312,7 +326,7 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		return errors.Join(err, fm.writeState())
 	}
 	fm.countMapFull()
-	if _, err := fm.read(cur, true, fn); err != nil {
+	if _, err := fm.read(cur, true, true, fn); err != nil {
 		return err
 	}
 	fm.seen4.reset()
@@ -349,11 +363,67 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.countMapFull()
 	// The old map's values since the last read carry fm.epoch: read them
 	// with it, then move on to the epoch the new map counts with.
-	_, err := fm.read(cur, true, fn)
+	_, err := fm.read(cur, true, true, fn)
 	fm.epoch, fm.lastRead = next, readStart
 	fm.seen4.reset()
 	fm.seen.reset()
 	return err
+}
+
+// spareReplacements returns the maps to load a sampling change's new
+// programs with (SetSampling): each pair's two maps named the other way
+// round, so that for the same flow_state the new programs count into the
+// map the running ones do not, and packets counted at two rates never
+// share a map slot. It fails while the previous change's old map is not
+// drained yet: the new programs would count into it.
+func (fm *flowMaps) spareReplacements() (*ebpf.CollectionOptions, error) {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	if fm.oldPending {
+		return nil, errors.New("sampling change: the previous change's flows are not drained yet")
+	}
+	return fm.shared.swapped().replacements(), nil
+}
+
+// swapToSpare runs swap, which puts programs loaded with
+// spareReplacements on every hook (or puts the running ones back and
+// fails), with drains held off: a drain that switched maps meanwhile would
+// empty a map that new programs count into. On success, the maps are
+// named as the new programs name them, so the map they count into is the
+// active one; the next Drain waits for the old programs still running,
+// empties the map they counted into and hands out only that (at the old
+// rate). If swap fails, what the new programs counted meanwhile stays in
+// the spare map, handed out when it next becomes the active one.
+func (fm *flowMaps) swapToSpare(swap func() error) error {
+	fm.mu.Lock()
+	defer fm.mu.Unlock()
+	if err := swap(); err != nil {
+		return err
+	}
+	fm.shared = fm.shared.swapped()
+	fm.oldPending = true
+	return nil
+}
+
+// drainOld is Drain after a sampling change: it waits until the old
+// programs cannot write their map any more, then empties it, handing out
+// what they counted since the last read. The new programs' map starts a
+// generation. On error the map is drained again at the next Drain.
+func (fm *flowMaps) drainOld(fn func(NetFlowId, []NetFlowMetrics)) error {
+	if err := fm.waitForPrograms(); err != nil {
+		return err
+	}
+	fm.countMapFull()
+	if _, err := fm.read(1-fm.active, true, true, fn); err != nil {
+		return err
+	}
+	fm.oldPending = false
+	// A full map noted meanwhile was the old one.
+	fm.full.Store(false)
+	fm.switched()
+	fm.seen4.reset()
+	fm.seen.reset()
+	return nil
 }
 
 // countMapFull notes COUNTER_MAP_FULL once no program counts into the old
@@ -375,20 +445,21 @@ func (fm *flowMaps) switched() {
 // read hands fn what each flow of the map pair gen counted since it was
 // last read, and returns how many flows the fuller map of the pair holds.
 // With del (only for maps no program writes to any more) it empties the
-// maps as it goes.
-func (fm *flowMaps) read(gen int, del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4, NetFlowId4.id, del, fn)
+// maps as it goes. quiescent (implied by del) says no program may write
+// the maps any more: see delta.
+func (fm *flowMaps) read(gen int, del, quiescent bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4, NetFlowId4.id, del, quiescent, fn)
 	if err != nil {
 		return 0, err
 	}
-	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen, NetFlowId6.id, del, fn)
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen, NetFlowId6.id, del, quiescent, fn)
 	return max(n4, n6), err
 }
 
 // readMap is read for one map whose keys are K, with what was handed out
 // of it in seen.
 func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[K], id func(K) NetFlowId,
-	del bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
+	del, quiescent bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
 	var cursor ebpf.MapBatchCursor
 	total := 0
 	var out [1]NetFlowMetrics
@@ -404,7 +475,7 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 		total += n
 		for i := 0; i < n; i++ {
 			k := &keys[i]
-			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu])
+			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu], del || quiescent)
 			if !ok {
 				continue
 			}
@@ -430,19 +501,31 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 }
 
 // delta sets out to what a flow counted since prev was handed out of it
-// and returns its new totals; it reports false when the flow counted
-// nothing new.
+// and returns its new totals; it reports false when nothing is to be
+// handed out now (then the caller keeps prev).
 //
 // Packets and bytes are exact: each CPU's counts only grow while the map
-// is in use, and the kernel copies per-CPU values word by word. A CPU
-// whose value carries the current epoch counted packets since the last
-// read: its start and flags are of those packets only. A CPU still on an
-// older epoch may have counted a few packets between the last read and the
-// epoch bump that followed it; its last packet's time and flags count when
-// its last packet came after the last read began (on the coarse clock: in
-// the same tick or later).
-func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics) (flowTotals, bool) {
+// is in use, and whatever grew is handed out, so that the deltas add up to
+// the last totals read. A live read may find a program between its byte
+// and packet increments (it adds bytes first): it sees a packet's bytes
+// before the packet, or on a weakly ordered CPU the packet before its
+// bytes. Bytes that grew without packets are held (prev kept) until the
+// packet count grows, unless quiescent (no program writes the map any
+// more, so no later read of it will come): then they are handed out with
+// 0 packets, and the caller adds them to the flow (Accumulate).
+//
+// A CPU whose value carries the current epoch counted packets since the
+// last read: its start and flags are of those packets only. A CPU still on
+// an older epoch may have counted a few packets between the last read and
+// the epoch bump that followed it; its last packet's time and flags count
+// when its last packet came after the last read began (on the coarse
+// clock: in the same tick or later). The sampling rate is the coarsest of
+// those CPUs, not of every CPU that ever counted the flow: after a
+// sampling change, a CPU that counted only before it does not lend its
+// old rate to the new packets.
+func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics, quiescent bool) (flowTotals, bool) {
 	var tot flowTotals
+	var anySampling uint32 // of every CPU that ever counted the flow
 	*out = NetFlowMetrics{}
 	for i := range perCPU {
 		c := &perCPU[i]
@@ -455,22 +538,37 @@ func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlow
 		switch {
 		case c.Epoch == fm.epoch:
 			start = c.StartMonoTimeTs
-			out.Flags |= c.Flags
 		case c.EndMonoTimeTs >= fm.lastRead:
 			start = c.EndMonoTimeTs
-			out.Flags |= c.Flags
 		}
-		if start != 0 && (out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs) {
-			out.StartMonoTimeTs = start
+		if start != 0 {
+			// This CPU counted some of the new packets: its flags
+			// and rate are theirs.
+			out.Flags |= c.Flags
+			out.Sampling = max(out.Sampling, c.Sampling)
+			if out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs {
+				out.StartMonoTimeTs = start
+			}
 		}
 		out.EndMonoTimeTs = max(out.EndMonoTimeTs, c.EndMonoTimeTs)
-		out.Sampling = max(out.Sampling, c.Sampling)
+		anySampling = max(anySampling, c.Sampling)
 	}
-	if tot.packets <= prev.packets {
+	switch {
+	case tot.packets > prev.packets:
+	case tot.bytes > prev.bytes && quiescent:
+	default:
 		return tot, false
 	}
 	out.Packets = tot.packets - prev.packets
 	out.Bytes = tot.bytes - prev.bytes
+	if out.Sampling == 0 {
+		// No CPU counted since the last read by its epoch and
+		// clock (bytes only): the rate of the flow's packets.
+		out.Sampling = anySampling
+	}
+	if out.EndMonoTimeTs == 0 { // bytes only, of no CPU with packets
+		out.EndMonoTimeTs = fm.now()
+	}
 	if out.StartMonoTimeTs == 0 {
 		out.StartMonoTimeTs = out.EndMonoTimeTs
 	}
@@ -569,6 +667,14 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 	}
 	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize
 	return spec, nil
+}
+
+// swapped returns s with the two maps of each pair named the other way
+// round.
+func (s sharedMaps) swapped() sharedMaps {
+	s.flows[0], s.flows[1] = s.flows[1], s.flows[0]
+	s.flows4[0], s.flows4[1] = s.flows4[1], s.flows4[0]
+	return s
 }
 
 // replacements are the loaded maps new programs must share (SetSampling).

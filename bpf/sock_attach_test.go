@@ -198,6 +198,11 @@ func TestSockSetSampling(t *testing.T) {
 	if f.Sampling() != 2 {
 		t.Fatalf("Sampling() = %d, want 2", f.Sampling())
 	}
+	// The drain after a change hands out what the old filters counted
+	// (nothing here), as the daemon's does.
+	if old := drain(t, f); len(old) != 0 {
+		t.Errorf("drain after the change: %v, want nothing", old)
+	}
 	c0 := counters(t, f)
 	const pings = 4
 	pingFrom(t, e.A, b, pings, 8)

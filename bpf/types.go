@@ -114,9 +114,12 @@ func ProtocolName(p uint8) string {
 
 // Accumulate adds src to fm: counts add up, the time span widens and TCP
 // flags are OR-ed. An empty src (a CPU that never saw the flow) changes
-// nothing.
+// nothing. A src with bytes but no packets (a drain's bytes of packets
+// already handed out, see flowMaps.delta, or a CPU read between its
+// increments) adds only its bytes.
 func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	if src.Packets == 0 {
+		fm.Bytes += src.Bytes
 		return
 	}
 	if fm.Packets == 0 || (src.StartMonoTimeTs != 0 && src.StartMonoTimeTs < fm.StartMonoTimeTs) {

@@ -147,8 +147,15 @@ func (c *Cache) Add(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 // "Recently seen" is the order of AddOne calls: within one drain of the
 // kernel map that order is arbitrary, so flows seen in the same poll
 // interval are equally recent.
+//
+// A value with bytes but no packets (a drain can hand out, at the end of a
+// kernel map's life, bytes of packets it handed out before: see
+// bpf.FlowFetcher.Drain) is merged into its flow; if the flow is no longer
+// cached it starts one, exported with 0 packets (legal in IPFIX and
+// NetFlow v9) rather than losing the bytes. An empty value changes
+// nothing.
 func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
-	if m.Packets == 0 {
+	if m.Packets == 0 && m.Bytes == 0 {
 		return
 	}
 	t := &c.flows

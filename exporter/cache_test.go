@@ -329,3 +329,46 @@ func TestCacheConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheBytesOnly: a drain may hand out bytes with no packets (bytes of
+// packets it handed out before, read ahead of their count): they are added
+// to the cached flow, or start a record of 0 packets when the flow is no
+// longer cached, never dropped.
+func TestCacheBytesOnly(t *testing.T) {
+	bytesOnly := func(n uint64, at time.Duration) *bpf.NetFlowMetrics {
+		return &bpf.NetFlowMetrics{Bytes: n, StartMonoTimeTs: uint64(at), EndMonoTimeTs: uint64(at)}
+	}
+	for _, tc := range []struct {
+		name           string
+		add            func(c *Cache, now time.Duration)
+		packets, bytes uint64
+	}{
+		{name: "merged into its flow", add: func(c *Cache, now time.Duration) {
+			c.AddOne(key(1), ptr(pkt(2, 100, now-time.Second, now)))
+			c.AddOne(key(1), bytesOnly(50, now))
+		}, packets: 2, bytes: 250},
+		{name: "before the flow's packets", add: func(c *Cache, now time.Duration) {
+			c.AddOne(key(1), bytesOnly(50, now-2*time.Second))
+			c.AddOne(key(1), ptr(pkt(2, 100, now-time.Second, now)))
+		}, packets: 2, bytes: 250},
+		{name: "flow no longer cached", add: func(c *Cache, now time.Duration) {
+			c.AddOne(key(1), bytesOnly(50, now))
+		}, packets: 0, bytes: 50},
+		{name: "per-CPU value between its increments", add: func(c *Cache, now time.Duration) {
+			c.Add(key(1), []bpf.NetFlowMetrics{*bytesOnly(78, now), pkt(1, 78, now, now)})
+		}, packets: 1, bytes: 156},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: 15 * time.Second, MaxFlows: 10}, clk)
+			tc.add(c, clk.mono)
+			out := c.Flush(nil)
+			if len(out) != 1 {
+				t.Fatalf("got %d flows, want 1: %+v", len(out), out)
+			}
+			if out[0].Packets != tc.packets || out[0].Bytes != tc.bytes {
+				t.Errorf("packets %d bytes %d, want %d and %d", out[0].Packets, out[0].Bytes, tc.packets, tc.bytes)
+			}
+		})
+	}
+}

@@ -152,6 +152,10 @@ func memoryRun(t *testing.T, a, b *namespace, bin, name, config string, packets 
 		t.Fatal(err)
 	}
 	// The defaults serve /metrics: so does this daemon, on b's loopback.
+	// LOAD_MEMORY_ARGS adds daemon arguments to every run (space
+	// separated), e.g. "--ring-buffer-size 4194304" to measure the flood
+	// with another ring buffer.
+	extra = append(extra, strings.Fields(os.Getenv("LOAD_MEMORY_ARGS"))...)
 	args := daemonArgs(t, append([]string{"--interfaces", "hfl1", "--metrics-enabled=true", "--metrics-listen", "127.0.0.1:9740"}, extra...)...)
 	profile := os.Getenv("LOAD_MEMPROFILE_DIR")
 	if profile != "" {

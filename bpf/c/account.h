@@ -185,9 +185,16 @@ static __always_inline void add_to(void *flows, const void *key, flow_id *id, __
 			return;
 		}
 	}
-	/* Per-CPU value: only this CPU writes it, no atomics needed. */
-	m->packets += packets;
+	/* Per-CPU value: only this CPU writes it, no atomics needed. User
+	 * space may copy it while this runs (word by word, packets before
+	 * bytes): bytes are added first, so that on a strongly ordered CPU
+	 * (x86) a read never sees a packet without its bytes, at most bytes
+	 * ahead of their packet. The barrier keeps the compiler from
+	 * swapping the two stores. User space copes with either tear (see
+	 * flowMaps.delta). */
 	m->bytes += bytes;
+	asm volatile("" ::: "memory");
+	m->packets += packets;
 	/* First packet on this CPU since user space last read the map (or
 	 * ever: a zeroed slot has epoch 0, user space starts at 1). */
 	if (m->epoch != epoch) {
