@@ -331,6 +331,7 @@ func testSwapConcurrent(t *testing.T, mode drainMode, oneFlow bool) {
 					return
 				default:
 				}
+				//lint:ignore SA1019 Reset is how a test learns that the kernel ran a Repeat batch again (EINTR), which the packet bound needs.
 				opts := &ebpf.RunOptions{Data: frames[w], Repeat: uint32(repeat), Reset: func() { retries[w]++ }}
 				if _, err := prog.Run(opts); err != nil {
 					errs[w] = err
