@@ -1,0 +1,141 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// read hands fn what each flow of the map pair gen counted since it was
+// last read, and returns how many flows the fuller map of the pair holds.
+// With del (only for maps no program writes to any more) it empties the
+// maps as it goes. quiescent (implied by del) says no program may write
+// the maps any more: see delta.
+func (fm *flowMaps) read(gen int, del, quiescent bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
+	n4, err := readMap(fm, fm.shared.flows4[gen], fm.keys4, fm.seen4, NetFlowId4.id, del, quiescent, fn)
+	if err != nil {
+		return 0, err
+	}
+	n6, err := readMap(fm, fm.shared.flows[gen], fm.keys, fm.seen, NetFlowId6.id, del, quiescent, fn)
+	return max(n4, n6), err
+}
+
+// readMap is read for one map whose keys are K, with what was handed out
+// of it in seen.
+func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[K], id func(K) NetFlowId,
+	del, quiescent bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
+	var cursor ebpf.MapBatchCursor
+	total := 0
+	var out [1]NetFlowMetrics
+	var setErr error
+	for {
+		var n int
+		var err error
+		if del {
+			n, err = m.BatchLookupAndDelete(&cursor, keys, fm.values, nil)
+		} else {
+			n, err = m.BatchLookup(&cursor, keys, fm.values, nil)
+		}
+		total += n
+		for i := 0; i < n; i++ {
+			k := &keys[i]
+			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu], del || quiescent)
+			if !ok {
+				continue
+			}
+			// With del, the flow is gone from the map, read once:
+			// seen is emptied after the whole map. Without, a flow
+			// whose totals cannot be kept is handed out at a later
+			// read instead: nothing is lost, nothing counted twice.
+			if !del {
+				if err := seen.set(k, tot); err != nil {
+					setErr = err
+					continue
+				}
+			}
+			fn(id(*k), out[:])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, setErr
+		}
+		if err != nil {
+			return total, fmt.Errorf("read aggregation map: %w", err)
+		}
+	}
+}
+
+// delta sets out to what a flow counted since prev was handed out of it
+// and returns its new totals; it reports false when nothing is to be
+// handed out now (then the caller keeps prev).
+//
+// Packets and bytes are exact: each CPU's counts only grow while the map
+// is in use, and whatever grew is handed out, so that the deltas add up to
+// the last totals read. A live read may find a program between its byte
+// and packet increments (it adds bytes first): it sees a packet's bytes
+// before the packet, or on a weakly ordered CPU the packet before its
+// bytes. Bytes that grew without packets are held (prev kept) until the
+// packet count grows, unless quiescent (no program writes the map any
+// more, so no later read of it will come): then they are handed out with
+// 0 packets, and the caller adds them to the flow (Accumulate).
+//
+// A CPU whose value carries the current epoch counted packets since the
+// last read: its start and flags are of those packets only. A CPU still on
+// an older epoch may have counted a few packets between the last read and
+// the epoch bump that followed it; its last packet's time and flags count
+// when its last packet came after the last read began (on the coarse
+// clock: in the same tick or later). The sampling rate is the coarsest of
+// those CPUs, not of every CPU that ever counted the flow: after a
+// sampling change, a CPU that counted only before it does not lend its
+// old rate to the new packets.
+func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics, quiescent bool) (flowTotals, bool) {
+	var tot flowTotals
+	var anySampling uint32 // of every CPU that ever counted the flow
+	*out = NetFlowMetrics{}
+	for i := range perCPU {
+		c := &perCPU[i]
+		tot.packets += c.Packets
+		tot.bytes += c.Bytes
+		if c.Packets == 0 {
+			continue
+		}
+		var start uint64
+		switch {
+		case c.Epoch == fm.epoch:
+			start = c.StartMonoTimeTs
+		case c.EndMonoTimeTs >= fm.lastRead:
+			start = c.EndMonoTimeTs
+		}
+		if start != 0 {
+			// This CPU counted some of the new packets: its flags
+			// and rate are theirs.
+			out.Flags |= c.Flags
+			out.Sampling = max(out.Sampling, c.Sampling)
+			if out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs {
+				out.StartMonoTimeTs = start
+			}
+		}
+		out.EndMonoTimeTs = max(out.EndMonoTimeTs, c.EndMonoTimeTs)
+		anySampling = max(anySampling, c.Sampling)
+	}
+	switch {
+	case tot.packets > prev.packets:
+	case tot.bytes > prev.bytes && quiescent:
+	default:
+		return tot, false
+	}
+	out.Packets = tot.packets - prev.packets
+	out.Bytes = tot.bytes - prev.bytes
+	if out.Sampling == 0 {
+		// No CPU counted since the last read by its epoch and
+		// clock (bytes only): the rate of the flow's packets.
+		out.Sampling = anySampling
+	}
+	if out.EndMonoTimeTs == 0 { // bytes only, of no CPU with packets
+		out.EndMonoTimeTs = fm.now()
+	}
+	if out.StartMonoTimeTs == 0 {
+		out.StartMonoTimeTs = out.EndMonoTimeTs
+	}
+	return tot, true
+}
