@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostflow/hostflow/internal/testutil"
 	"github.com/hostflow/hostflow/templates"
 )
 
@@ -265,7 +266,7 @@ func TestIPFIXUDPRoundTrip(t *testing.T) {
 		t.Run(addr, func(t *testing.T) {
 			l, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
 			if err != nil {
-				t.Skipf("no %s: %v", addr, err)
+				testutil.SkipOrFail(t, "no %s: %v", addr, err)
 			}
 			defer l.Close()
 			u, err := DialUDP(l.LocalAddr().String())

@@ -34,7 +34,12 @@ func (d *daemon) readRingBuf(out chan<- bpf.Record) {
 		}
 		r, err := bpf.DecodeRecord(raw.RawSample)
 		if err != nil {
-			d.log.Error("decode ring buffer record", "err", err)
+			// The packet it stood for is lost: counted with the
+			// drain errors, as every loss is.
+			d.mu.Lock()
+			d.counts.drainErrors++
+			d.mu.Unlock()
+			d.log.Error("decode ring buffer record: its packet is lost", "err", err)
 			continue
 		}
 		if d.fetcher.Diverted(&r) {

@@ -47,6 +47,40 @@ func TestRingBufReadErrorNoSpin(t *testing.T) {
 	}
 }
 
+// TestRingBufDecodeErrorCounted: a ring buffer record too short to decode
+// stands for a packet that is lost; the loss is counted, and the reader goes
+// on with the next record.
+func TestRingBufDecodeErrorCounted(t *testing.T) {
+	f := newFakeFetcher(t)
+	reads := 0
+	twice := make(chan struct{})
+	f.readRingBuf = func() (ringbuf.Record, error) {
+		reads++
+		switch reads {
+		case 1:
+			return ringbuf.Record{RawSample: []byte{1, 2, 3}}, nil
+		case 2:
+			close(twice)
+		}
+		return ringbuf.Record{}, ringbuf.ErrFlushed
+	}
+	d := testDaemon(t, f, "--poll-interval", "5ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.loop(ctx, nil) }()
+	<-twice
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("loop: %v", err)
+	}
+	d.mu.Lock()
+	c := d.counts
+	d.mu.Unlock()
+	if c.drainErrors != 1 || c.direct != 0 {
+		t.Errorf("drain errors %d, direct records %d: want the undecodable record counted once as lost", c.drainErrors, c.direct)
+	}
+}
+
 // TestShutdownOrder: shutdown detaches, drains the map and the ring
 // buffer, flushes the cache, lets the enrich stage (router mode) enrich
 // the flushed flows and hand them on, drains the collectors (those of the
