@@ -170,18 +170,5 @@ func (l *cmpLab) udpRcvbufErrors(t *testing.T) uint64 {
 // B has nothing left to read.
 func (l *cmpLab) waitUDPQueueEmpty(t *testing.T, port int, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		q, err := parseUDPRxQueue(l.b.run(t, "cat", "/proc/net/udp"), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the collector on port %d still has %d bytes to read after %v", port, q, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	l.b.waitUDPQueueEmpty(t, port, limit)
 }

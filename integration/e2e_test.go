@@ -113,7 +113,7 @@ func testEndToEnd(t *testing.T, bin, scheme, capture string) {
 	after := a.waitQuiet(t, "hfp0", 500*time.Millisecond, 10*time.Second)
 	windowEnd := time.Now().Add(time.Second)
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond) // let nfcapd take the last datagrams
+	a.waitUDPQueueEmpty(t, 4739, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
 
 	file := nfdumpFile(t, dir)

@@ -202,3 +202,24 @@ func (b *lockedBuffer) String() string {
 	defer func() { b.ch <- struct{}{} }()
 	return b.buf.String()
 }
+
+// waitUDPQueueEmpty waits (bounded) until the UDP socket bound to port in
+// ns has nothing left to read: a collector stopped before that would lose
+// datagrams that reached it (nfcapd stops reading on SIGTERM).
+func (ns *namespace) waitUDPQueueEmpty(t *testing.T, port int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		q, err := parseUDPRxQueue(ns.run(t, "cat", "/proc/net/udp"), port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the collector on port %d still has %d bytes to read after %v", port, q, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

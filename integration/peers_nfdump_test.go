@@ -59,7 +59,7 @@ func TestPeerNfdump(t *testing.T) {
 			if st.Records != uint64(len(flows)) || st.Messages < 3 {
 				t.Fatalf("exported %+v, want %d records in several messages", st, len(flows))
 			}
-			time.Sleep(300 * time.Millisecond) // let nfcapd take the last datagrams
+			ns.waitUDPQueueEmpty(t, port, 10*time.Second) // nfcapd has read every datagram
 			nfcapd.stop(t, 10*time.Second)
 			log := nfcapd.output.String()
 			checkNfcapdLog(t, proto, log, len(flows))

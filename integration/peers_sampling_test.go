@@ -112,7 +112,7 @@ func TestPeerNfcapdSamplingRate(t *testing.T) {
 				now := peerClock()
 				flows := peerFlows(now)
 				exportUDPOptions(t, ns, proto, "127.0.0.1:"+strconv.Itoa(port), now, flows, sampledOptions(s.alg))
-				time.Sleep(300 * time.Millisecond) // let nfcapd take the last datagrams
+				ns.waitUDPQueueEmpty(t, port, 10*time.Second) // nfcapd has read every datagram
 				nfcapd.stop(t, 10*time.Second)
 				file := nfdumpFile(t, dir)
 
@@ -183,7 +183,7 @@ func TestPeerNfcapdSamplingRateChange(t *testing.T) {
 	exportUDPOptions(t, ns, templates.IPFIX, addr, now, flows[:1], sampledOptions(bpf.SamplingRandom))
 	time.Sleep(100 * time.Millisecond)
 	exportUDP(t, ns, templates.IPFIX, addr, now, flows[1:])
-	time.Sleep(300 * time.Millisecond) // let nfcapd take the last datagrams
+	ns.waitUDPQueueEmpty(t, port, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
 	if log := nfcapd.output.String(); !strings.Contains(log, "Update existing sampler id: 0, algorithm: 4, packet interval: 1, packet space: 0") {
 		t.Errorf("nfcapd did not update its sampler to rate 1:\n%s", log)

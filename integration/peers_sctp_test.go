@@ -43,7 +43,7 @@ func TestPeerNfdumpSCTPPorts(t *testing.T) {
 			nfcapd := start(t, ns.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(port), "-t", "3600", "-I", "peer", "-v"))
 			nfcapd.waitOutput(t, "Startup nfcapd.", 10*time.Second)
 			exportUDP(t, ns, proto, "127.0.0.1:"+strconv.Itoa(port), now, flows)
-			time.Sleep(300 * time.Millisecond)
+			ns.waitUDPQueueEmpty(t, port, 10*time.Second) // nfcapd has read every datagram
 			nfcapd.stop(t, 10*time.Second)
 			out := sh(t, "nfdump", "-r", nfdumpFile(t, dir), "-o", "json")
 			var recs []nfRecord

@@ -49,7 +49,7 @@ func TestRouterModeDaemon(t *testing.T) {
 
 	time.Sleep(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	l.rtr.waitUDPQueueEmpty(t, 2055, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
 
 	out := sh(t, "nfdump", "-r", nfdumpFile(t, dir), "-o", "json")
@@ -148,7 +148,7 @@ func TestHostModeOnRouter(t *testing.T) {
 	l.client.run(t, "ping", "-c", strconv.Itoa(pings), "-i", "0.2", "-W", "2", serverV4)
 	time.Sleep(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	l.rtr.waitUDPQueueEmpty(t, 2055, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
 
 	out := sh(t, "nfdump", "-r", nfdumpFile(t, dir), "-o", "json")

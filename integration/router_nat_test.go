@@ -284,7 +284,8 @@ func exportToNfdump(t *testing.T, l *routerLab, proto templates.ExportProtocol, 
 	if err != nil {
 		t.Fatalf("export: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // let nfcapd take the datagrams
+	pn, _ := strconv.Atoi(port)
+	l.rtr.waitUDPQueueEmpty(t, pn, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
 	out := sh(t, "nfdump", "-r", nfdumpFile(t, dir), "-o", "json")
 	var recs []map[string]any

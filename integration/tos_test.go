@@ -196,8 +196,8 @@ func TestToSSplitsFlows(t *testing.T) {
 	c4, s4 := tosSender(t, a, b, p.v4A, p.v4B, size, bursts)
 	c6, s6 := tosSender(t, a, b, p.v6A, p.v6B, size, bursts)
 	a.waitQuiet(t, "hft0", 500*time.Millisecond, 10*time.Second)
-	hf.stop(t, 20*time.Second) // exports every cached flow
-	time.Sleep(300 * time.Millisecond)
+	hf.stop(t, 20*time.Second)                   // exports every cached flow
+	a.waitUDPQueueEmpty(t, 4739, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
 
 	type want struct {
