@@ -59,6 +59,10 @@ type flowMaps struct {
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
+	// hooks is how many interfaces the programs are attached to (the
+	// fetcher keeps it): a Drain after a detach is quiescent only when
+	// none is left, as other interfaces' programs still count otherwise.
+	hooks atomic.Int32
 	// oldPending is set when a sampling change put new programs,
 	// counting into the other map of each pair, on every hook
 	// (swapToSpare): the next Drain waits for the old programs and

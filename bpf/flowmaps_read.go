@@ -44,6 +44,15 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 			if !ok {
 				continue
 			}
+			// A live read may find a new flow's first bytes before its
+			// first packet (delta hands them out when quiescent). Its
+			// totals cannot be kept (a slot with 0 packets is free), so
+			// it waits: the next read that sees its packet hands out
+			// both. Only a deleting read hands out a flow without
+			// packets.
+			if !del && tot.packets == 0 {
+				continue
+			}
 			// With del, the flow is gone from the map, read once:
 			// seen is emptied after the whole map. Without, a flow
 			// whose totals cannot be kept is handed out at a later

@@ -89,9 +89,11 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 			fm.detached.Store(true)
 			return err
 		}
-		// Maybe no program runs any more (the last drain): hand out
-		// bytes read ahead of their packets too (delta).
-		quiescent = true
+		// With no hook left (the last drain), no program can write
+		// the maps any more: hand out bytes read ahead of their
+		// packets too (delta). With other hooks still attached, this
+		// is a live read like any other.
+		quiescent = fm.hooks.Load() == 0
 	}
 	if fm.oldPending {
 		return fm.drainOld(fn)
