@@ -83,6 +83,19 @@ type flowMaps struct {
 	perCPU  []uint64
 	waits   int // grace periods waited for (tests)
 	values  []NetFlowMetrics
+
+	// switchPending is set when the deleting read of the map a switch
+	// left (1-active) failed: it may still hold flows, and seen4 and seen
+	// still hold what was handed out of them. The next Drain reads it
+	// again, with deletion, before anything else, and forgets the totals
+	// only once it is empty. Guarded by mu.
+	switchPending bool
+
+	// Tests only: testFail, when set, is asked before each map operation
+	// ("batch", "delete batch", "wait") and fails it with its error;
+	// testBatch, when not 0, is the number of flows per batch.
+	testFail  func(op string) error
+	testBatch int
 }
 
 // flowTotals is what Drain has already handed out of one flow.
@@ -163,6 +176,11 @@ func (fm *flowMaps) writeState() error {
 // programs and socket filters run inside RCU read-side critical sections.
 func (fm *flowMaps) waitForPrograms() error {
 	fm.waits++
+	if fm.testFail != nil {
+		if err := fm.testFail("wait"); err != nil {
+			return fmt.Errorf("wait for running programs: %w", err)
+		}
+	}
 	if err := fm.shared.grace.Put(uint32(0), fm.graceMap); err != nil {
 		return fmt.Errorf("wait for running programs: %w", err)
 	}

@@ -29,13 +29,25 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 	total := 0
 	var out [1]NetFlowMetrics
 	var setErr error
+	values := fm.values
+	if fm.testBatch > 0 {
+		keys, values = keys[:fm.testBatch], values[:fm.testBatch*fm.ncpu]
+	}
 	for {
 		var n int
 		var err error
-		if del {
-			n, err = m.BatchLookupAndDelete(&cursor, keys, fm.values, nil)
-		} else {
-			n, err = m.BatchLookup(&cursor, keys, fm.values, nil)
+		switch {
+		case fm.testFail != nil && del:
+			err = fm.testFail("delete batch")
+		case fm.testFail != nil:
+			err = fm.testFail("batch")
+		}
+		switch {
+		case err != nil:
+		case del:
+			n, err = m.BatchLookupAndDelete(&cursor, keys, values, nil)
+		default:
+			n, err = m.BatchLookup(&cursor, keys, values, nil)
 		}
 		total += n
 		for i := 0; i < n; i++ {

@@ -98,6 +98,11 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	if fm.oldPending {
 		return fm.drainOld(fn)
 	}
+	if fm.switchPending {
+		if err := fm.drainSwitched(fn); err != nil {
+			return err
+		}
+	}
 	// A map already full is switched out whatever this read finds:
 	// reading it live first would read it twice.
 	if fm.full.Swap(false) {
@@ -138,9 +143,22 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		return errors.Join(err, fm.writeState())
 	}
 	fm.countMapFull()
-	if _, err := fm.read(cur, true, true, fn); err != nil {
+	fm.switchPending = true
+	return fm.drainSwitched(fn)
+}
+
+// drainSwitched empties the map the last switch left, which no program
+// writes to any more, handing out what each flow counted since the last
+// read, and then forgets what was handed out. If the read fails, the map
+// may still hold flows: switchPending stays set and the totals are kept,
+// so that the next Drain reads it again, before the active map (whose
+// flows the kept totals are not of). A flow is then neither held back nor
+// handed out twice.
+func (fm *flowMaps) drainSwitched(fn func(NetFlowId, []NetFlowMetrics)) error {
+	if _, err := fm.read(1-fm.active, true, true, fn); err != nil {
 		return err
 	}
+	fm.switchPending = false
 	fm.seen4.reset()
 	fm.seen.reset()
 	return nil
@@ -175,10 +193,9 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.countMapFull()
 	// The old map's values since the last read carry fm.epoch: read them
 	// with it, then move on to the epoch the new map counts with.
-	_, err := fm.read(cur, true, true, fn)
+	fm.switchPending = true
+	err := fm.drainSwitched(fn)
 	fm.epoch, fm.lastRead = next, readStart
-	fm.seen4.reset()
-	fm.seen.reset()
 	return err
 }
 
@@ -193,6 +210,9 @@ func (fm *flowMaps) spareReplacements() (*ebpf.CollectionOptions, error) {
 	defer fm.mu.Unlock()
 	if fm.oldPending {
 		return nil, errors.New("sampling change: the previous change's flows are not drained yet")
+	}
+	if fm.switchPending {
+		return nil, errors.New("sampling change: the map switched out last is not drained yet")
 	}
 	return fm.shared.swapped().replacements(), nil
 }
