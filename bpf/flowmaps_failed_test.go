@@ -87,3 +87,51 @@ func TestSwitchReadFails(t *testing.T) {
 		}
 	}
 }
+
+// TestFinalDrainAfterFailedOldDrain: the drain after a sampling change
+// fails (its grace period wait does), so the old programs' map is still
+// to be drained when every hook is detached. The last drain then hands
+// out both what the old programs counted and what the new ones did since
+// the change, exactly: nothing is left in the maps to be lost when they
+// close.
+func TestFinalDrainAfterFailedOldDrain(t *testing.T) {
+	requirePrivileges(t)
+	const payload, size = 20, 20 + 8 + 20
+	f := newTestFetcher(t, 64)
+	fm := f.maps()
+	oldProg, err := f.progs.IngressFlowParse.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldProg.Close()
+	if err := f.SetSampling(1); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		runFrame(t, oldProg, udpFlow(7, payload).frame(), nil)
+	}
+	for range 2 {
+		runFrame(t, f.progs.IngressFlowParse, udpFlow(8, payload).frame(), nil)
+	}
+	fm.testFail = failNth("wait", 1)
+	if _, err := fm.LookupAndDeleteMap(); err == nil {
+		t.Fatal("the drain with a failed wait did not fail")
+	}
+	fm.testFail = nil
+	fm.detached.Store(true) // every hook gone: the last drain
+	got := drain(t, f)
+	for sport, want := range map[uint16]uint64{7: 3, 8: 2} {
+		var m NetFlowMetrics
+		for id, v := range got {
+			if id.SrcPort == sport {
+				m = v
+			}
+		}
+		if m.Packets != want || m.Bytes != want*size {
+			t.Errorf("last drain: flow %d: %d packets, %d bytes; want %d, %d", sport, m.Packets, m.Bytes, want, want*size)
+		}
+	}
+	if rest := drain(t, f); len(rest) != 0 {
+		t.Errorf("after the last drain: %v, want nothing", rest)
+	}
+}

@@ -70,7 +70,9 @@ func (fm *flowMaps) readMapFull() (uint64, error) {
 // the time a drain takes (see docs/architecture.md).
 //
 // A Drain after a detach first waits for the programs that may still be
-// running. It reads the active map without deleting anything, then, when that map
+// running. After a sampling change, the next Drain hands out only what
+// the old programs counted (drainOld), unless no hook is left: then it
+// also reads the new programs' map. It reads the active map without deleting anything, then, when that map
 // is 7/8 full or old, switches the programs to the other (empty) one, waits
 // until no program can still write to the old one, and empties it. Each
 // flow's last increments reach fn then: none is lost. When the active map
@@ -96,7 +98,15 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		quiescent = fm.hooks.Load() == 0
 	}
 	if fm.oldPending {
-		return fm.drainOld(fn)
+		// Only the old programs' map, for the old rate's sinks; but
+		// when no program is left (the last drain), also what the new
+		// programs counted: no later drain will read it.
+		if err := fm.drainOld(fn); err != nil || !quiescent {
+			if err != nil && quiescent {
+				fm.detached.Store(true) // the next Drain is the last
+			}
+			return err
+		}
 	}
 	if fm.switchPending {
 		if err := fm.drainSwitched(fn); err != nil {
