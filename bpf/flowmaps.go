@@ -70,8 +70,13 @@ type flowMaps struct {
 	oldPending bool
 	// switchEpoch is the epoch written with the last switch: a record
 	// diverted with this epoch or a later one was diverted by the map
-	// programs count into now (Diverted).
+	// programs count into now (Diverted). After a sampling change it is
+	// the epoch after the one the old programs counted with.
 	switchEpoch atomic.Uint32
+	// changePending is oldPending for Diverted, which may run
+	// concurrently with Drain: records are not trusted until the old
+	// programs' map is drained.
+	changePending atomic.Bool
 	// full is set by Diverted when the active map is full: the next
 	// Drain switches maps before reading.
 	full     atomic.Bool

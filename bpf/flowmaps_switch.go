@@ -14,6 +14,12 @@ import (
 // next Drain switches maps first, and the caller should drain soon
 // rather than at its next poll. It may be called concurrently with Drain.
 func (fm *flowMaps) Diverted(r *Record) bool {
+	// Until the old programs' map is drained after a sampling change,
+	// records may be theirs (they carry the same epoch as the new
+	// programs'): that map is emptied at the next Drain anyway.
+	if fm.changePending.Load() {
+		return false
+	}
 	// Epochs only grow within the 4096 polls a map is in use, and wrap
 	// at 2^16 skipping 0: r is of this map if it is not older.
 	if d := r.Metrics.Epoch - uint16(fm.switchEpoch.Load()); d >= 1<<15 {
@@ -244,6 +250,7 @@ func (fm *flowMaps) swapToSpare(swap func() error) error {
 	}
 	fm.shared = fm.shared.swapped()
 	fm.oldPending = true
+	fm.changePending.Store(true)
 	return nil
 }
 
@@ -260,9 +267,19 @@ func (fm *flowMaps) drainOld(fn func(NetFlowId, []NetFlowMetrics)) error {
 		return err
 	}
 	fm.oldPending = false
+	fm.switched()
+	// The old programs' records read from now on (the ring buffer may
+	// still hold some) carry this epoch, as do the new programs' until
+	// the next read bumps it: only records of a later epoch show the
+	// new map full. Set before Diverted looks at epochs again.
+	next := fm.epoch + 1
+	if next == 0 {
+		next = 1
+	}
+	fm.switchEpoch.Store(uint32(next))
+	fm.changePending.Store(false)
 	// A full map noted meanwhile was the old one.
 	fm.full.Store(false)
-	fm.switched()
 	fm.seen4.reset()
 	fm.seen.reset()
 	return nil
