@@ -197,6 +197,7 @@ func (c *fetcherCore[P, A]) attach(ifindex int, name string, open func() (A, err
 		return err
 	}
 	c.attached[ifindex] = a
+	c.hooks.Store(int32(len(c.attached)))
 	return nil
 }
 
@@ -210,6 +211,7 @@ func (c *fetcherCore[P, A]) Detach(ifindex int) error {
 		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNotAttached)
 	}
 	delete(c.attached, ifindex)
+	c.hooks.Store(int32(len(c.attached)))
 	c.detached.Store(true)
 	if err := a.close(); err != nil {
 		return fmt.Errorf("detach %s: %w", a.iface(), err)
@@ -239,6 +241,7 @@ func (c *fetcherCore[P, A]) Close() error {
 	}
 	c.attached = map[int]A{}
 	if c.flowMaps != nil {
+		c.hooks.Store(0)
 		errs = append(errs, c.flowMaps.close(), c.progs.Close(), c.objs.Close())
 	}
 	return errors.Join(errs...)

@@ -59,6 +59,10 @@ type flowMaps struct {
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
+	// hooks is how many interfaces the programs are attached to (the
+	// fetcher keeps it): a Drain after a detach is quiescent only when
+	// none is left, as other interfaces' programs still count otherwise.
+	hooks atomic.Int32
 	// oldPending is set when a sampling change put new programs,
 	// counting into the other map of each pair, on every hook
 	// (swapToSpare): the next Drain waits for the old programs and
@@ -66,8 +70,13 @@ type flowMaps struct {
 	oldPending bool
 	// switchEpoch is the epoch written with the last switch: a record
 	// diverted with this epoch or a later one was diverted by the map
-	// programs count into now (Diverted).
+	// programs count into now (Diverted). After a sampling change it is
+	// the epoch after the one the old programs counted with.
 	switchEpoch atomic.Uint32
+	// changePending is oldPending for Diverted, which may run
+	// concurrently with Drain: records are not trusted until the old
+	// programs' map is drained.
+	changePending atomic.Bool
 	// full is set by Diverted when the active map is full: the next
 	// Drain switches maps before reading.
 	full     atomic.Bool
@@ -79,6 +88,19 @@ type flowMaps struct {
 	perCPU  []uint64
 	waits   int // grace periods waited for (tests)
 	values  []NetFlowMetrics
+
+	// switchPending is set when the deleting read of the map a switch
+	// left (1-active) failed: it may still hold flows, and seen4 and seen
+	// still hold what was handed out of them. The next Drain reads it
+	// again, with deletion, before anything else, and forgets the totals
+	// only once it is empty. Guarded by mu.
+	switchPending bool
+
+	// Tests only: testFail, when set, is asked before each map operation
+	// ("batch", "delete batch", "wait") and fails it with its error;
+	// testBatch, when not 0, is the number of flows per batch.
+	testFail  func(op string) error
+	testBatch int
 }
 
 // flowTotals is what Drain has already handed out of one flow.
@@ -159,6 +181,11 @@ func (fm *flowMaps) writeState() error {
 // programs and socket filters run inside RCU read-side critical sections.
 func (fm *flowMaps) waitForPrograms() error {
 	fm.waits++
+	if fm.testFail != nil {
+		if err := fm.testFail("wait"); err != nil {
+			return fmt.Errorf("wait for running programs: %w", err)
+		}
+	}
 	if err := fm.shared.grace.Put(uint32(0), fm.graceMap); err != nil {
 		return fmt.Errorf("wait for running programs: %w", err)
 	}

@@ -29,19 +29,40 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 	total := 0
 	var out [1]NetFlowMetrics
 	var setErr error
+	values := fm.values
+	if fm.testBatch > 0 {
+		keys, values = keys[:fm.testBatch], values[:fm.testBatch*fm.ncpu]
+	}
 	for {
 		var n int
 		var err error
-		if del {
-			n, err = m.BatchLookupAndDelete(&cursor, keys, fm.values, nil)
-		} else {
-			n, err = m.BatchLookup(&cursor, keys, fm.values, nil)
+		switch {
+		case fm.testFail != nil && del:
+			err = fm.testFail("delete batch")
+		case fm.testFail != nil:
+			err = fm.testFail("batch")
+		}
+		switch {
+		case err != nil:
+		case del:
+			n, err = m.BatchLookupAndDelete(&cursor, keys, values, nil)
+		default:
+			n, err = m.BatchLookup(&cursor, keys, values, nil)
 		}
 		total += n
 		for i := 0; i < n; i++ {
 			k := &keys[i]
 			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu], del || quiescent)
 			if !ok {
+				continue
+			}
+			// A live read may find a new flow's first bytes before its
+			// first packet (delta hands them out when quiescent). Its
+			// totals cannot be kept (a slot with 0 packets is free), so
+			// it waits: the next read that sees its packet hands out
+			// both. Only a deleting read hands out a flow without
+			// packets.
+			if !del && tot.packets == 0 {
 				continue
 			}
 			// With del, the flow is gone from the map, read once:

@@ -14,6 +14,12 @@ import (
 // next Drain switches maps first, and the caller should drain soon
 // rather than at its next poll. It may be called concurrently with Drain.
 func (fm *flowMaps) Diverted(r *Record) bool {
+	// Until the old programs' map is drained after a sampling change,
+	// records may be theirs (they carry the same epoch as the new
+	// programs'): that map is emptied at the next Drain anyway.
+	if fm.changePending.Load() {
+		return false
+	}
 	// Epochs only grow within the 4096 polls a map is in use, and wrap
 	// at 2^16 skipping 0: r is of this map if it is not older.
 	if d := r.Metrics.Epoch - uint16(fm.switchEpoch.Load()); d >= 1<<15 {
@@ -70,7 +76,9 @@ func (fm *flowMaps) readMapFull() (uint64, error) {
 // the time a drain takes (see docs/architecture.md).
 //
 // A Drain after a detach first waits for the programs that may still be
-// running. It reads the active map without deleting anything, then, when that map
+// running. After a sampling change, the next Drain hands out only what
+// the old programs counted (drainOld), unless no hook is left: then it
+// also reads the new programs' map. It reads the active map without deleting anything, then, when that map
 // is 7/8 full or old, switches the programs to the other (empty) one, waits
 // until no program can still write to the old one, and empties it. Each
 // flow's last increments reach fn then: none is lost. When the active map
@@ -89,12 +97,27 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 			fm.detached.Store(true)
 			return err
 		}
-		// Maybe no program runs any more (the last drain): hand out
-		// bytes read ahead of their packets too (delta).
-		quiescent = true
+		// With no hook left (the last drain), no program can write
+		// the maps any more: hand out bytes read ahead of their
+		// packets too (delta). With other hooks still attached, this
+		// is a live read like any other.
+		quiescent = fm.hooks.Load() == 0
 	}
 	if fm.oldPending {
-		return fm.drainOld(fn)
+		// Only the old programs' map, for the old rate's sinks; but
+		// when no program is left (the last drain), also what the new
+		// programs counted: no later drain will read it.
+		if err := fm.drainOld(fn); err != nil || !quiescent {
+			if err != nil && quiescent {
+				fm.detached.Store(true) // the next Drain is the last
+			}
+			return err
+		}
+	}
+	if fm.switchPending {
+		if err := fm.drainSwitched(fn); err != nil {
+			return err
+		}
 	}
 	// A map already full is switched out whatever this read finds:
 	// reading it live first would read it twice.
@@ -136,9 +159,22 @@ func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 		return errors.Join(err, fm.writeState())
 	}
 	fm.countMapFull()
-	if _, err := fm.read(cur, true, true, fn); err != nil {
+	fm.switchPending = true
+	return fm.drainSwitched(fn)
+}
+
+// drainSwitched empties the map the last switch left, which no program
+// writes to any more, handing out what each flow counted since the last
+// read, and then forgets what was handed out. If the read fails, the map
+// may still hold flows: switchPending stays set and the totals are kept,
+// so that the next Drain reads it again, before the active map (whose
+// flows the kept totals are not of). A flow is then neither held back nor
+// handed out twice.
+func (fm *flowMaps) drainSwitched(fn func(NetFlowId, []NetFlowMetrics)) error {
+	if _, err := fm.read(1-fm.active, true, true, fn); err != nil {
 		return err
 	}
+	fm.switchPending = false
 	fm.seen4.reset()
 	fm.seen.reset()
 	return nil
@@ -173,10 +209,9 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.countMapFull()
 	// The old map's values since the last read carry fm.epoch: read them
 	// with it, then move on to the epoch the new map counts with.
-	_, err := fm.read(cur, true, true, fn)
+	fm.switchPending = true
+	err := fm.drainSwitched(fn)
 	fm.epoch, fm.lastRead = next, readStart
-	fm.seen4.reset()
-	fm.seen.reset()
 	return err
 }
 
@@ -191,6 +226,9 @@ func (fm *flowMaps) spareReplacements() (*ebpf.CollectionOptions, error) {
 	defer fm.mu.Unlock()
 	if fm.oldPending {
 		return nil, errors.New("sampling change: the previous change's flows are not drained yet")
+	}
+	if fm.switchPending {
+		return nil, errors.New("sampling change: the map switched out last is not drained yet")
 	}
 	return fm.shared.swapped().replacements(), nil
 }
@@ -212,6 +250,7 @@ func (fm *flowMaps) swapToSpare(swap func() error) error {
 	}
 	fm.shared = fm.shared.swapped()
 	fm.oldPending = true
+	fm.changePending.Store(true)
 	return nil
 }
 
@@ -228,9 +267,19 @@ func (fm *flowMaps) drainOld(fn func(NetFlowId, []NetFlowMetrics)) error {
 		return err
 	}
 	fm.oldPending = false
+	fm.switched()
+	// The old programs' records read from now on (the ring buffer may
+	// still hold some) carry this epoch, as do the new programs' until
+	// the next read bumps it: only records of a later epoch show the
+	// new map full. Set before Diverted looks at epochs again.
+	next := fm.epoch + 1
+	if next == 0 {
+		next = 1
+	}
+	fm.switchEpoch.Store(uint32(next))
+	fm.changePending.Store(false)
 	// A full map noted meanwhile was the old one.
 	fm.full.Store(false)
-	fm.switched()
 	fm.seen4.reset()
 	fm.seen.reset()
 	return nil

@@ -116,9 +116,15 @@ func (t *seenTable[K]) get(k *K) flowTotals {
 	return p.slots[p.index(k, h)].tot
 }
 
-// set records tot (tot.packets > 0) as what was handed out of k. It fails
-// only when the table cannot grow, and then records nothing.
+// set records tot as what was handed out of k. Totals without packets
+// are not recorded (a slot with 0 packets is free: recording them would
+// lend them to the next flow that probes to it); the caller never hands
+// them out of a live read (readMap). It fails only when the table cannot
+// grow, and then records nothing.
 func (t *seenTable[K]) set(k *K, tot flowTotals) error {
+	if tot.packets == 0 {
+		return nil
+	}
 	h := t.hash(k)
 	p := &t.parts[h>>(64-seenPartsShift)]
 	if (p.n+1)*8 > len(p.slots)*7 {
