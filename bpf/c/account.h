@@ -264,19 +264,13 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 	__u32 active = st->active;
 	__u16 epoch = st->epoch;
 	if (id.eth_protocol == ETH_P_IP) {
-		flow_id4 k = {
-			.if_index = id.if_index,
-			.src_port = id.src_port,
-			.dst_port = id.dst_port,
-			.vlan_id = id.vlan_id,
-			.transport_protocol = id.transport_protocol,
-			.direction = id.direction,
-			.icmp_type = id.icmp_type,
-			.icmp_code = id.icmp_code,
-			.tos = id.tos,
-		};
+		/* flow_id4 is the IPv4 addresses, then flow_id's 16 bytes
+		 * from if_index to pad in the same layout (asserted in
+		 * flow.h): four word copies, not one per field. */
+		flow_id4 k;
 		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);
 		__builtin_memcpy(k.dst_ip, &id.dst_ip[12], 4);
+		__builtin_memcpy(&k.if_index, &id.if_index, 16);
 		if (active)
 			add_to(&flows4_1, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
 		else
