@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type NetCoarseClockCache struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type NetCounterKey uint32
 
 const (
@@ -119,6 +125,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	NetMapCoarseClock             = "coarse_clock"
 	NetMapDirectFlows             = "direct_flows"
 	NetMapFlowStateMap            = "flow_state_map"
 	NetMapFlows40                 = "flows4_0"
@@ -195,6 +202,7 @@ type NetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetMapSpecs struct {
+	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
 	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
@@ -241,6 +249,7 @@ func (o *NetObjects) Close() error {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetMaps struct {
+	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
 	Flows40        *ebpf.Map `ebpf:"flows4_0"`
@@ -254,6 +263,7 @@ type NetMaps struct {
 
 func (m *NetMaps) Close() error {
 	return _NetClose(
+		m.CoarseClock,
 		m.DirectFlows,
 		m.FlowStateMap,
 		m.Flows40,

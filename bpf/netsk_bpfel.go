@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type NetSkCoarseClockCache struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type NetSkFlowId4 struct {
 	_                 structs.HostLayout
 	SrcIp             [4]uint8
@@ -67,6 +73,7 @@ type NetSkFlowState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	NetSkMapCoarseClock             = "coarse_clock"
 	NetSkMapDirectFlows             = "direct_flows"
 	NetSkMapFlowStateMap            = "flow_state_map"
 	NetSkMapFlows40                 = "flows4_0"
@@ -139,6 +146,7 @@ type NetSkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetSkMapSpecs struct {
+	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
 	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
@@ -185,6 +193,7 @@ func (o *NetSkObjects) Close() error {
 //
 // It can be passed to LoadNetSkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetSkMaps struct {
+	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
 	Flows40        *ebpf.Map `ebpf:"flows4_0"`
@@ -198,6 +207,7 @@ type NetSkMaps struct {
 
 func (m *NetSkMaps) Close() error {
 	return _NetSkClose(
+		m.CoarseClock,
 		m.DirectFlows,
 		m.FlowStateMap,
 		m.Flows40,

@@ -89,6 +89,19 @@ _Static_assert(__builtin_offsetof(flow_id, eth_protocol) == sizeof(flow_id6),
 	       "flow_id starts with flow_id6");
 _Static_assert(sizeof(flow_id) == 52, "flow_id is 52 bytes");
 _Static_assert(sizeof(flow_id4) == 24, "flow_id4 is 24 bytes");
+/* account() copies flow_id's if_index..pad into flow_id4 as one block. */
+_Static_assert(__builtin_offsetof(flow_id4, if_index) == 8 &&
+		       __builtin_offsetof(flow_id4, tos) - __builtin_offsetof(flow_id4, if_index) ==
+			       __builtin_offsetof(flow_id, tos) - __builtin_offsetof(flow_id, if_index) &&
+		       __builtin_offsetof(flow_id4, pad) - __builtin_offsetof(flow_id4, if_index) ==
+			       __builtin_offsetof(flow_id, pad) - __builtin_offsetof(flow_id, if_index) &&
+		       __builtin_offsetof(flow_id4, icmp_code) - __builtin_offsetof(flow_id4, if_index) ==
+			       __builtin_offsetof(flow_id, icmp_code) - __builtin_offsetof(flow_id, if_index) &&
+		       __builtin_offsetof(flow_id4, src_port) - __builtin_offsetof(flow_id4, if_index) ==
+			       __builtin_offsetof(flow_id, src_port) - __builtin_offsetof(flow_id, if_index) &&
+		       __builtin_offsetof(flow_id4, vlan_id) - __builtin_offsetof(flow_id4, if_index) ==
+			       __builtin_offsetof(flow_id, vlan_id) - __builtin_offsetof(flow_id, if_index),
+	       "flow_id4 ends with flow_id's if_index..pad");
 
 /* flow_metrics_t is what the kernel accumulates per flow and per CPU:
  * packets and bytes since the flow entered the map (user space computes
