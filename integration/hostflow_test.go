@@ -14,7 +14,9 @@ import (
 	"time"
 )
 
-// buildHostflow builds the daemon into a temporary directory.
+// buildHostflow builds the daemon into a temporary directory, static
+// (CGO_ENABLED=0) like `make build` and the package, so that the memory
+// and load tests measure the daemon that ships.
 func buildHostflow(t *testing.T) string {
 	t.Helper()
 	// go test puts its own GOROOT/bin first on the PATH.
@@ -23,7 +25,9 @@ func buildHostflow(t *testing.T) string {
 		t.Fatalf("build hostflow: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "hostflow")
-	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/hostflow/hostflow/cmd/hostflow").CombinedOutput()
+	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/hostflow/hostflow/cmd/hostflow")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("build hostflow: %v\n%s", err, out)
 	}
