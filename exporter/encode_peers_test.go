@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostflow/hostflow/internal/testutil"
 	"github.com/hostflow/hostflow/templates"
 )
 
@@ -19,18 +20,6 @@ import (
 // implementations: Wireshark's dissector (tshark) for IPFIX and v9, and
 // libfixbuf's ipfixDump for IPFIX. They skip when the tool is missing,
 // except on CI (CI=true), where a missing tool is a failure.
-
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed; CI requires it", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
 
 // peerMessages exports varied flows with options on, in small messages so
 // there are several, across a template and options refresh.
@@ -119,7 +108,7 @@ func runTool(t *testing.T, name string, args ...string) string {
 // requires every message decoded, with no malformed packet and no expert
 // warning or error.
 func TestTshark(t *testing.T) {
-	tshark := needTool(t, "tshark")
+	tshark := testutil.RequireTool(t, "tshark")
 	for _, tc := range []struct {
 		proto templates.ExportProtocol
 		port  uint16
@@ -157,7 +146,7 @@ func TestTshark(t *testing.T) {
 // TestIPFIXDump reads an IPFIX file (the messages back to back, RFC 5655)
 // with libfixbuf's ipfixDump and requires no warnings and every record.
 func TestIPFIXDump(t *testing.T) {
-	ipfixDump := needTool(t, "ipfixDump")
+	ipfixDump := testutil.RequireTool(t, "ipfixDump")
 	msgs := peerMessages(t, templates.IPFIX)
 	path := filepath.Join(t.TempDir(), "export.ipfix")
 	if err := os.WriteFile(path, bytes.Join(msgs, nil), 0o644); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostflow/hostflow/internal/testutil"
 	"github.com/hostflow/hostflow/templates"
 )
 
@@ -161,7 +162,7 @@ func TestInterfaceNameDecoded(t *testing.T) {
 // of both protocols, with the overridden index, and finds nothing
 // malformed.
 func TestTsharkInterfaceName(t *testing.T) {
-	tshark := needTool(t, "tshark")
+	tshark := testutil.RequireTool(t, "tshark")
 	for _, tc := range []struct {
 		proto templates.ExportProtocol
 		port  uint16
