@@ -204,8 +204,10 @@ func TestPackage(t *testing.T) {
 	if got := sh(t, "fish", "--no-config", "-c", "source "+fishCmp+"; complete -C 'hostflow completion '"); got != "bash\nfish\nzsh\n" {
 		t.Errorf("fish completes hostflow completion with %q", got)
 	}
-	if out := sh(t, "/usr/bin/hostflow", "version"); !strings.Contains(out, version) {
-		t.Errorf("hostflow version: %q, want %s", out, version)
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}, {"--interfaces", "eth0", "--version"}} {
+		if out := sh(t, "/usr/bin/hostflow", args...); !strings.Contains(out, version) {
+			t.Errorf("hostflow %s: %q, want %s", strings.Join(args, " "), out, version)
+		}
 	}
 	if out := sh(t, "/usr/bin/hostflow", "check-config"); !strings.Contains(out, "file: /etc/hostflow/hostflow.yaml") {
 		t.Errorf("check-config of the installed file:\n%s", out)
