@@ -166,7 +166,7 @@ func reportRates(b *testing.B, records int, cpu0 time.Duration) {
 }
 
 // BenchmarkEncodeHostflowVsGoIPFIX encodes the same batches of 256 flows of
-// the four default 15-field templates with hostflow's IPFIX encoder and
+// the default templates (templates.NumTemplates of them) with hostflow's IPFIX encoder and
 // with go-ipfix v0.17.0's BufferedIPFIXExporter, into 1400-byte messages
 // sent either to a UDP socket on 127.0.0.1 that a goroutine drains, or to
 // a writer that discards them: the same sink for both. Over UDP the
