@@ -46,7 +46,7 @@ type NetFlowId4T struct {
 	IcmpType          uint8
 	IcmpCode          uint8
 	Tos               uint8
-	Pad               uint8
+	Fate              uint8
 }
 
 type NetFlowId6 NetFlowId6T
@@ -64,7 +64,7 @@ type NetFlowId6T struct {
 	IcmpType          uint8
 	IcmpCode          uint8
 	Tos               uint8
-	Pad               uint8
+	Fate              uint8
 }
 
 type NetFlowIdT struct {
@@ -80,7 +80,7 @@ type NetFlowIdT struct {
 	IcmpType          uint8
 	IcmpCode          uint8
 	Tos               uint8
-	Pad               uint8
+	Fate              uint8
 	EthProtocol       uint16
 	Pad2              [2]uint8
 }
@@ -96,6 +96,8 @@ type NetFlowMetricsT struct {
 	Flags           uint16
 	Epoch           uint16
 	Sampling        uint32
+	OutIfIndex      uint32
+	Pad             uint32
 }
 
 type NetFlowRecordT struct {

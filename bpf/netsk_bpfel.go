@@ -32,7 +32,7 @@ type NetSkFlowId4 struct {
 	IcmpType          uint8
 	IcmpCode          uint8
 	Tos               uint8
-	Pad               uint8
+	Fate              uint8
 }
 
 type NetSkFlowId6 struct {
@@ -48,7 +48,7 @@ type NetSkFlowId6 struct {
 	IcmpType          uint8
 	IcmpCode          uint8
 	Tos               uint8
-	Pad               uint8
+	Fate              uint8
 }
 
 type NetSkFlowMetrics struct {
@@ -60,6 +60,8 @@ type NetSkFlowMetrics struct {
 	Flags           uint16
 	Epoch           uint16
 	Sampling        uint32
+	OutIfIndex      uint32
+	Pad             uint32
 }
 
 type NetSkFlowState struct {

@@ -310,7 +310,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 	__u16 epoch = st->epoch;
 	if (id.eth_protocol == ETH_P_IP) {
 		/* flow_id4 is the IPv4 addresses, then flow_id's 16 bytes
-		 * from if_index to pad in the same layout (asserted in
+		 * from if_index to fate in the same layout (asserted in
 		 * flow.h): four word copies, not one per field. */
 		flow_id4 k;
 		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);

@@ -23,8 +23,8 @@ typedef struct flow_id6_t {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 tos;
-	/* Always zero. */
-	__u8 pad;
+	/* flow_id's fate. */
+	__u8 fate;
 } flow_id6;
 
 /* flow_id_t is the flow key: one flow per distinct value. What the parser
@@ -53,8 +53,14 @@ typedef struct flow_id_t {
 	 * the packet: IANA ipClassOfService (IE 5). A packet with another
 	 * value starts another flow, as in NetFlow v5/v9. */
 	__u8 tos;
-	/* Always zero. */
-	__u8 pad;
+	/* Router mode: what became of the packet, as IANA forwardingStatus
+	 * (IE 89): 64 forwarded (counted at TC egress), 128-143 dropped with
+	 * a reason (counted where the kernel freed it); 0 for a packet
+	 * counted as it arrived or left, whatever became of it. A packet of
+	 * fate F is keyed as it arrived (if_index the interface it came in
+	 * on, direction ingress, addresses and ports before NAT), so user
+	 * space finds its arrival record by setting fate to 0. */
+	__u8 fate;
 	/* Ethertype of the L3 header (0x0800, 0x86dd), host byte order:
 	 * behind the 48 bytes of flow_id6. */
 	__u16 eth_protocol;
@@ -77,10 +83,10 @@ typedef struct flow_id4_t {
 	__u8 direction;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	/* flow_id's tos, in what was padding: the key stays 24 bytes. */
+	/* flow_id's tos and fate, in what was padding: the key stays 24
+	 * bytes. */
 	__u8 tos;
-	/* Always zero. */
-	__u8 pad;
+	__u8 fate;
 } flow_id4;
 
 /* The layouts the maps and user space rely on. */
@@ -89,19 +95,19 @@ _Static_assert(__builtin_offsetof(flow_id, eth_protocol) == sizeof(flow_id6),
 	       "flow_id starts with flow_id6");
 _Static_assert(sizeof(flow_id) == 52, "flow_id is 52 bytes");
 _Static_assert(sizeof(flow_id4) == 24, "flow_id4 is 24 bytes");
-/* account() copies flow_id's if_index..pad into flow_id4 as one block. */
+/* account() copies flow_id's if_index..fate into flow_id4 as one block. */
 _Static_assert(__builtin_offsetof(flow_id4, if_index) == 8 &&
 		       __builtin_offsetof(flow_id4, tos) - __builtin_offsetof(flow_id4, if_index) ==
 			       __builtin_offsetof(flow_id, tos) - __builtin_offsetof(flow_id, if_index) &&
-		       __builtin_offsetof(flow_id4, pad) - __builtin_offsetof(flow_id4, if_index) ==
-			       __builtin_offsetof(flow_id, pad) - __builtin_offsetof(flow_id, if_index) &&
+		       __builtin_offsetof(flow_id4, fate) - __builtin_offsetof(flow_id4, if_index) ==
+			       __builtin_offsetof(flow_id, fate) - __builtin_offsetof(flow_id, if_index) &&
 		       __builtin_offsetof(flow_id4, icmp_code) - __builtin_offsetof(flow_id4, if_index) ==
 			       __builtin_offsetof(flow_id, icmp_code) - __builtin_offsetof(flow_id, if_index) &&
 		       __builtin_offsetof(flow_id4, src_port) - __builtin_offsetof(flow_id4, if_index) ==
 			       __builtin_offsetof(flow_id, src_port) - __builtin_offsetof(flow_id, if_index) &&
 		       __builtin_offsetof(flow_id4, vlan_id) - __builtin_offsetof(flow_id4, if_index) ==
 			       __builtin_offsetof(flow_id, vlan_id) - __builtin_offsetof(flow_id, if_index),
-	       "flow_id4 ends with flow_id's if_index..pad");
+	       "flow_id4 ends with flow_id's if_index..fate");
 
 /* flow_metrics_t is what the kernel accumulates per flow and per CPU:
  * packets and bytes since the flow entered the map (user space computes
@@ -123,6 +129,12 @@ typedef struct flow_metrics_t {
 	/* N of the 1-in-N sampling these packets were counted with (0 or 1:
 	 * every packet); multiply the counts by it to estimate the total. */
 	__u32 sampling;
+	/* Router mode, fate 64 (forwarded): the interface the packet left
+	 * by (skb->ifindex at TC egress) when this CPU last counted one; 0
+	 * otherwise. */
+	__u32 out_if_index;
+	/* Always zero. */
+	__u32 pad;
 } flow_metrics;
 
 /* flow_record_t travels through the direct_flows ring buffer when a flow
