@@ -253,8 +253,11 @@ func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
 	if err := c.Export(testFlows(3)); err != nil {
 		t.Fatal(err)
 	}
-	if !srv.waitFor(2*time.Second, func() bool { return srv.total() >= 1 }) {
-		t.Fatal("no message on the first connection")
+	// The batch is two messages: the hook's templates, then the data.
+	// Hang up only once both arrived: a hangup between them loses the
+	// data message (TestCollectorTCPHangupBeforeDataCountsLoss).
+	if !srv.waitFor(2*time.Second, func() bool { s := srv.snapshot(); return len(s) == 1 && len(s[0]) >= 2 }) {
+		t.Fatalf("first connection: %d messages, want the templates and the data", srv.total())
 	}
 	srv.kill()
 	if !waitUntil(2*time.Second, func() bool { return !tr.Stats().Connected }) {
@@ -281,6 +284,106 @@ func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
 	if st := c.Stats(); st.Reconnects != 1 || st.DroppedBatches != 0 || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// hangupSink runs hangup before its first Export: a collector that hangs
+// up after the Collector connected (and the hook wrote the templates) but
+// before the batch's data is written.
+type hangupSink struct {
+	Sink
+	hangup func()
+	once   sync.Once
+}
+
+func (s *hangupSink) Export(flows []Flow) error {
+	s.once.Do(s.hangup)
+	return s.Sink.Export(flows)
+}
+
+// The collector hangs up between the templates and the data of a batch,
+// and the transport noticed: the data message is lost, not held for the
+// next connection. A TCP exporter cannot know which of the messages it
+// wrote the collector read (bytes the kernel took are lost silently when
+// the peer dies), so a batch is written once and what fails is counted:
+// the message in the transport's Lost, its records in the encoder's
+// RecordsLost (the transport's RecordsLost is for messages it accepted
+// and lost later, which a stream transport never does). The next batch
+// goes out on the new connection, templates first.
+func TestCollectorTCPHangupBeforeDataCountsLoss(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0", nil)
+	tr := newStream(t, StreamConfig{Address: srv.addr()})
+	enc, err := NewIPFIX(IPFIXConfig{Writer: tr, TemplateRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.SetOnConnect(func() { enc.WriteTemplates() })
+	sink := &hangupSink{Sink: enc, hangup: func() {
+		// The hook's templates arrived, as in
+		// TestCollectorTCPReconnectSendsTemplatesFirst before it waited
+		// for the data too.
+		if !srv.waitFor(2*time.Second, func() bool { return srv.total() == 1 }) {
+			t.Error("no templates on the first connection")
+		}
+		srv.kill()
+		if !waitUntil(2*time.Second, func() bool { return !tr.Stats().Connected }) {
+			t.Error("transport did not notice the collector hang up")
+		}
+	}}
+	c := mustCollector(t, CollectorConfig{Name: "tcp", Sink: sink, Transport: tr, QueueLength: 8, DrainTimeout: time.Second})
+	defer c.Close()
+
+	if err := c.Export(testFlows(3)); err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(2*time.Second, func() bool { return c.Stats().Errors == 1 }) {
+		t.Fatalf("stats %+v, want the first batch failed", c.Stats())
+	}
+	if err := c.Export(testFlows(4)); err != nil {
+		t.Fatal(err)
+	}
+	srv.restart()
+	if !waitUntil(2*time.Second, func() bool { return c.Stats().SentRecords == 4 }) {
+		t.Fatalf("stats %+v, want the second batch sent", c.Stats())
+	}
+
+	conns := srv.snapshot()
+	if len(conns) != 2 || len(conns[0]) != 1 || len(conns[1]) != 2 {
+		t.Fatalf("server got %d connections %v, want the templates alone, then the templates and the data", len(conns), msgCounts(conns))
+	}
+	gf := newGFCollector()
+	for i, tc := range []struct {
+		msg              []byte
+		templates, flows int
+	}{
+		{conns[0][0], templates.NumTemplates, 0},
+		{conns[1][0], templates.NumTemplates, 0},
+		{conns[1][1], 0, 4},
+	} {
+		m, err := gf.decode(tc.msg)
+		if err != nil || len(m.Templates) != tc.templates || len(m.Flows) != tc.flows {
+			t.Errorf("message %d: %d templates, %d flows, %v; want %d and %d", i, len(m.Templates), len(m.Flows), err, tc.templates, tc.flows)
+		}
+	}
+
+	st, es := c.Stats(), enc.Stats()
+	if st.SentBatches != 1 || st.Errors != 1 || st.DroppedBatches != 0 || st.Reconnects != 1 {
+		t.Errorf("collector stats %+v", st)
+	}
+	if ts := st.Transport; ts.Messages != 3 || ts.Lost != 1 || ts.RecordsLost != 0 {
+		t.Errorf("transport stats %+v, want 3 messages, 1 lost", ts)
+	}
+	if es.Records != 4 || es.SendErrors != 1 || es.RecordsLost != 3 {
+		t.Errorf("encoder stats %+v, want 4 records sent, 3 lost in 1 message", es)
+	}
+}
+
+// msgCounts returns the number of messages of each connection.
+func msgCounts(conns [][][]byte) []int {
+	n := make([]int, len(conns))
+	for i, c := range conns {
+		n[i] = len(c)
+	}
+	return n
 }
 
 func TestNewCollectorConfig(t *testing.T) {
