@@ -102,7 +102,11 @@ type CollectorStats struct {
 // minutes for the latest ones, and make every drop a gap in the middle of
 // what the collector already has. While a stream transport is down, the
 // goroutine waits for it to reconnect with the oldest batch in hand, so
-// the queue fills and the newest are dropped.
+// the queue fills and the newest are dropped. A connection lost while a
+// batch is being written is another matter: the batch is written once,
+// since TCP does not tell which messages the collector read, and its
+// messages not sent are lost and counted (Errors here, the messages in the
+// transport's Lost, their records in the sink's RecordsLost).
 type Collector struct {
 	name  string
 	sink  Sink
