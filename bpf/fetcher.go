@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"io"
 
 	"github.com/cilium/ebpf"
@@ -22,6 +23,9 @@ type FlowFetcher struct {
 	ingress bool
 	egress  bool
 	mode    AttachMode // guarded by hooksMu
+	// fate is router mode's drop counter (FetcherOptions.Fate), nil
+	// without.
+	fate *fateCounter
 }
 
 // ifaceAttachment is what a FlowFetcher put on one interface: a program
@@ -39,7 +43,11 @@ type ifaceAttachment struct {
 // place, so no packet passes unseen or is seen twice.
 type hookLink struct {
 	ingress bool
-	link    updatableLink
+	// local: an egress hook that counts what the host sends (egress was
+	// asked for); in router mode an egress hook without it counts
+	// forwarded packets only.
+	local bool
+	link  updatableLink
 }
 
 // updatableLink is a tcx link or a cls_bpf filter.
@@ -63,11 +71,37 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.fate {
+		probe := opts.fateProbe
+		if probe == nil {
+			probe = ProbeFate
+		}
+		if err := probe(); err != nil {
+			return nil, err
+		}
+	}
 	f := &FlowFetcher{ingress: opts.Ingress, egress: opts.Egress, mode: opts.Attach}
 	if err := f.init(tcKind, cfg, &f.objs); err != nil {
 		return nil, err
 	}
+	if cfg.fate {
+		if f.fate, err = loadFateCounter(f.objs.shared(), cfg); err != nil {
+			return nil, errors.Join(err, f.fetcherCore.Close())
+		}
+	}
 	return f, nil
+}
+
+// Fate reports whether the fetcher counts packets' fates
+// (FetcherOptions.Fate).
+func (m *FlowFetcher) Fate() bool { return m.fate != nil }
+
+// Close detaches every interface and the drop counter, and frees the
+// programs and maps.
+func (m *FlowFetcher) Close() error {
+	err := m.fate.close()
+	m.fate = nil
+	return errors.Join(err, m.fetcherCore.Close())
 }
 
 // NewFlowFetcher is NewFetcher with positional arguments, the constructor's
@@ -90,13 +124,18 @@ func (o *NetObjects) takePrograms() *NetPrograms {
 }
 
 // program returns the program for a hook: ingress or egress, for devices
-// with an Ethernet header or without one.
-func (p *NetPrograms) program(ingress, l2 bool) *ebpf.Program {
+// with an Ethernet header or without one; an egress hook without local
+// (router mode, egress not asked for) counts forwarded packets only.
+func (p *NetPrograms) program(ingress, local, l2 bool) *ebpf.Program {
 	switch {
 	case ingress && l2:
 		return p.IngressFlowParse
 	case ingress:
 		return p.IngressFlowParseL3
+	case !local && l2:
+		return p.EgressFateParse
+	case !local:
+		return p.EgressFateParseL3
 	case l2:
 		return p.EgressFlowParse
 	}
@@ -121,7 +160,7 @@ type tcHook struct {
 }
 
 func (h tcHook) update(p *NetPrograms) error {
-	return h.link.Update(p.program(h.ingress, h.l2))
+	return h.link.Update(p.program(h.ingress, h.local, h.l2))
 }
 
 // Mode returns the attach mode in use: AttachAuto until the first attach

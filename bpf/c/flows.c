@@ -9,8 +9,59 @@
 #include "flow.h"
 #include "parse.h"
 #include "account.h"
+#include "fate.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Router mode (fate.h), set by user space before load: the egress
+ * programs count forwarded packets with fate 64. A constant, so that the
+ * verifier prunes the fate code from every program when it is off. */
+volatile const __u32 fate_mode = 0;
+
+/* Linux 6.3+. Weak: without it the programs load as long as fate_mode is
+ * off, which prunes the call (user space probes for it first). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+/* account_egress counts a packet at TC egress. In router mode a packet
+ * that arrived on an interface (ingress_ifindex set: it is being
+ * forwarded) is counted as forwarded, under its arrival key, with the
+ * interface it leaves by; local is whether the user asked for egress
+ * counting on this interface: then a packet the host itself sends is
+ * counted as an egress packet, as without router mode. A forwarded
+ * packet is never also counted as an egress packet: its arrival record
+ * and its forwarded record stand for it. */
+static __always_inline void account_egress(struct __sk_buff *skb, const bool l2, const bool local)
+{
+	if (!fate_mode) {
+		if (local)
+			account(skb, 1, l2, true);
+		return;
+	}
+	__u32 iif = skb->ingress_ifindex;
+	if (iif == 0) {
+		if (local)
+			account(skb, 1, l2, true);
+		return;
+	}
+	if (sampled_out()) {
+		count(COUNTER_SAMPLED_OUT);
+		return;
+	}
+	flow_id id = {};
+	struct packet_info pi = {};
+	int res = parse_packet(skb, &id, &pi, l2, true);
+	/* Not IP (a bridged frame): not a flow, counted as such on
+	 * arrival. */
+	if (res == PARSE_NOT_IP)
+		return;
+	if (res != PARSE_OK) {
+		count(COUNTER_FATE_MALFORMED);
+		return;
+	}
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	fate_key(&id, iif, FATE_FORWARDED, kskb->_nfct);
+	count_packet(skb, &id, &pi, skb->ifindex);
+}
 
 SEC("tc")
 int ingress_flow_parse(struct __sk_buff *skb)
@@ -22,7 +73,16 @@ int ingress_flow_parse(struct __sk_buff *skb)
 SEC("tc")
 int egress_flow_parse(struct __sk_buff *skb)
 {
-	account(skb, 1, true, true);
+	account_egress(skb, true, true);
+	return TC_ACT_UNSPEC;
+}
+
+/* Router mode's egress program on an interface where the user asked for
+ * ingress only: it counts forwarded packets, nothing the host sends. */
+SEC("tc")
+int egress_fate_parse(struct __sk_buff *skb)
+{
+	account_egress(skb, true, false);
 	return TC_ACT_UNSPEC;
 }
 
@@ -38,6 +98,13 @@ int ingress_flow_parse_l3(struct __sk_buff *skb)
 SEC("tc")
 int egress_flow_parse_l3(struct __sk_buff *skb)
 {
-	account(skb, 1, false, true);
+	account_egress(skb, false, true);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int egress_fate_parse_l3(struct __sk_buff *skb)
+{
+	account_egress(skb, false, false);
 	return TC_ACT_UNSPEC;
 }
