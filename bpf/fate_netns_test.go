@@ -183,32 +183,7 @@ func TestFateRouterNetns(t *testing.T) {
 		key(40004, 5003, "198.18.2.2", FateForwarded):      6,
 	}
 	got := map[NetFlowId]NetFlowMetrics{}
-	// Counts, not timing: drain until every expected flow is complete
-	// (bounded), then once more for any excess.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		for id, m := range drain(t, f) {
-			g := got[id]
-			g.Accumulate(&m)
-			got[id] = g
-		}
-		done := true
-		for id, n := range want {
-			if got[id].Packets < n {
-				done = false
-			}
-		}
-		if done || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	for id, m := range drain(t, f) {
-		g := got[id]
-		g.Accumulate(&m)
-		got[id] = g
-	}
+	collect(t, f, got, want)
 	for id, n := range want {
 		if got[id].Packets != n {
 			t.Errorf("%v fate %d: %d packets, want %d", id, id.Fate, got[id].Packets, n)
@@ -234,5 +209,126 @@ func TestFateRouterNetns(t *testing.T) {
 	}
 	if after := counters(t, f); after.FateMalformed != before.FateMalformed {
 		t.Errorf("FateMalformed moved: %d -> %d", before.FateMalformed, after.FateMalformed)
+	}
+
+	// A sampling change reloads the TC programs on the spare maps: the
+	// drop counter, loaded once, follows them (flow_state.swapped), so
+	// that no drop lands in the map the change empties.
+	if err := f.SetSampling(1); err != nil {
+		t.Fatalf("SetSampling: %v", err)
+	}
+	var st NetFlowStateT
+	if err := f.shared.state.Lookup(uint32(0), &st); err != nil || st.Swapped != 1 {
+		t.Fatalf("flow state after a sampling change: %+v (%v), want swapped 1", st, err)
+	}
+	// The drain that empties the old programs' map: what follows is
+	// counted in the new programs' map only.
+	drain(t, f)
+	sendUDP(t, r.client, 40000, netip.AddrPortFrom(server, 5000), 64, 2, 100)
+	sendUDP(t, r.client, 40001, netip.AddrPortFrom(server, 5001), 64, 3, 100)
+	want2 := map[NetFlowId]uint64{
+		key(40000, 5000, "198.18.2.2", 0):               2,
+		key(40000, 5000, "198.18.2.2", FateForwarded):   2,
+		key(40001, 5001, "198.18.2.2", 0):               3,
+		key(40001, 5001, "198.18.2.2", FateDropACLDrop): 3,
+	}
+	got2 := map[NetFlowId]NetFlowMetrics{}
+	collect(t, f, got2, want2)
+	for id, n := range want2 {
+		if got2[id].Packets != n {
+			t.Errorf("after a sampling change: %v fate %d: %d packets, want %d", id, id.Fate, got2[id].Packets, n)
+		}
+	}
+}
+
+// collect adds what f's drains hand out to got until every flow of want
+// has its packets (bounded: counts, not timing), then drains once more
+// for any excess.
+func collect(t *testing.T, f *FlowFetcher, got map[NetFlowId]NetFlowMetrics, want map[NetFlowId]uint64) {
+	t.Helper()
+	add := func() {
+		for id, m := range drain(t, f) {
+			g := got[id]
+			g.Accumulate(&m)
+			got[id] = g
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		add()
+		done := true
+		for id, n := range want {
+			if got[id].Packets < n {
+				done = false
+			}
+		}
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	add()
+}
+
+// TestFateSetHooks: in router mode an interface attached for ingress only
+// has an egress hook too, counting forwarded packets only; asking for
+// egress swaps in the program that also counts what the host sends, on
+// the same hook, and asking for ingress only again swaps it back.
+func TestFateSetHooks(t *testing.T) {
+	r := newFateRouter(t)
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
+		if err == nil {
+			err = f.Attach(r.rs0, "rs0")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	egressLink := func() hookLink {
+		t.Helper()
+		a := f.attached[r.rs0]
+		if len(a.links) != 2 {
+			t.Fatalf("%d hooks on rs0, want ingress and egress", len(a.links))
+		}
+		for _, h := range a.links {
+			if !h.ingress {
+				return h
+			}
+		}
+		t.Fatal("no egress hook")
+		return hookLink{}
+	}
+	first := egressLink()
+	if first.local {
+		t.Fatal("egress hook of an ingress-only interface counts the host's packets")
+	}
+	server := netip.AddrPortFrom(netip.MustParseAddr("198.18.2.2"), 6000)
+	local := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.2.1"), DstIp: ipKey("198.18.2.2"), SrcPort: 41000, DstPort: 6000,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rs0), Direction: DirectionEgress}
+	for _, step := range []struct {
+		ingress, egress bool
+		want            uint64
+	}{{true, false, 0}, {true, true, 3}, {true, false, 0}} {
+		if err := f.SetHooks(r.rs0, step.ingress, step.egress); err != nil {
+			t.Fatalf("SetHooks(%v, %v): %v", step.ingress, step.egress, err)
+		}
+		h := egressLink()
+		if h.link != first.link || h.local != step.egress {
+			t.Fatalf("SetHooks(%v, %v): egress hook %+v, want the same link with local %v", step.ingress, step.egress, h, step.egress)
+		}
+		sendUDP(t, r.router, 41000, server, 64, 3, 10)
+		got := map[NetFlowId]NetFlowMetrics{}
+		collect(t, f, got, map[NetFlowId]uint64{local: step.want})
+		if got[local].Packets != step.want {
+			t.Errorf("egress %v: %d packets the router sent counted, want %d", step.egress, got[local].Packets, step.want)
+		}
 	}
 }
