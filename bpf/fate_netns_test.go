@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,18 +16,22 @@ import (
 	"github.com/hostflow/hostflow/internal/testutil"
 )
 
-// fateRouter is three namespaces: client (198.18.1.2) - router - server
-// (198.18.2.2), the router forwarding between its two veths rc0
-// (198.18.1.1) and rs0 (198.18.2.1).
+// fateRouter is three namespaces: client (198.18.1.2, fd00:1::2) - router
+// - server (198.18.2.2, fd00:2::2), the router forwarding between its two
+// veths rc0 (198.18.1.1, fd00:1::1) and rs0 (198.18.2.1, fd00:2::1). IPv6
+// only with v6.
 type fateRouter struct {
 	client, router, server *testutil.Netns
 	rc0, rs0               int // the router's ifindexes
 }
 
-func newFateRouter(t *testing.T) *fateRouter {
+func newFateRouter(t *testing.T, v6 bool) *fateRouter {
 	t.Helper()
 	r := &fateRouter{client: testutil.NewNetns(t), router: testutil.NewNetns(t), server: testutil.NewNetns(t)}
 	for _, ns := range []*testutil.Netns{r.client, r.router, r.server} {
+		if v6 {
+			break
+		}
 		if err := ns.DisableIPv6(); err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +50,20 @@ func newFateRouter(t *testing.T) *fateRouter {
 	}
 	r.client.IP(t, "route", "add", "default", "via", "198.18.1.1")
 	r.server.IP(t, "route", "add", "198.18.1.0/24", "via", "198.18.2.1")
+	if v6 {
+		r.client.IP(t, "addr", "add", "fd00:1::2/64", "dev", "c0", "nodad")
+		r.router.IP(t, "addr", "add", "fd00:1::1/64", "dev", "rc0", "nodad")
+		r.router.IP(t, "addr", "add", "fd00:2::1/64", "dev", "rs0", "nodad")
+		r.server.IP(t, "addr", "add", "fd00:2::2/64", "dev", "s0", "nodad")
+		r.client.IP(t, "-6", "route", "add", "default", "via", "fd00:1::1")
+		r.server.IP(t, "-6", "route", "add", "fd00:1::/64", "via", "fd00:2::1")
+	}
 	if err := r.router.Do(func() error {
+		if v6 {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	}); err != nil {
 		t.Fatal(err)
@@ -79,22 +97,27 @@ func nft(t *testing.T, ns *testutil.Netns, rules string) {
 }
 
 // sendUDP sends n datagrams of size bytes from ns, port sport, to dst:dport
-// with the given TTL.
+// with the given TTL (hop limit).
 func sendUDP(t *testing.T, ns *testutil.Netns, sport uint16, dst netip.AddrPort, ttl, n, size int) {
 	t.Helper()
 	if err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		family, level, opt := unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS
+		var from, to unix.Sockaddr = &unix.SockaddrInet6{Port: int(sport)}, &unix.SockaddrInet6{Addr: dst.Addr().As16(), Port: int(dst.Port())}
+		if dst.Addr().Is4() {
+			family, level, opt = unix.AF_INET, unix.IPPROTO_IP, unix.IP_TTL
+			from, to = &unix.SockaddrInet4{Port: int(sport)}, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}
+		}
+		fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, ttl); err != nil {
+		if err := unix.SetsockoptInt(fd, level, opt, ttl); err != nil {
 			return err
 		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(sport)}); err != nil {
+		if err := unix.Bind(fd, from); err != nil {
 			return err
 		}
-		to := &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}
 		for range n {
 			if err := unix.Sendto(fd, make([]byte, size), 0, to); err != nil {
 				return fmt.Errorf("send to %s: %w", dst, err)
@@ -115,7 +138,7 @@ func sendUDP(t *testing.T, ns *testutil.Netns, sport uint16, dst netip.AddrPort,
 // router's.
 func TestFateRouterNetns(t *testing.T) {
 	testutil.RequireTool(t, "nft")
-	r := newFateRouter(t)
+	r := newFateRouter(t, false)
 	nft(t, r.router, `table inet hf {
 	chain hf_forward {
 		type filter hook forward priority 0; policy accept;
@@ -276,7 +299,7 @@ func collect(t *testing.T, f *FlowFetcher, got map[NetFlowId]NetFlowMetrics, wan
 // egress swaps in the program that also counts what the host sends, on
 // the same hook, and asking for ingress only again swaps it back.
 func TestFateSetHooks(t *testing.T) {
-	r := newFateRouter(t)
+	r := newFateRouter(t, false)
 	var f *FlowFetcher
 	if err := r.router.Do(func() (err error) {
 		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
@@ -329,6 +352,65 @@ func TestFateSetHooks(t *testing.T) {
 		collect(t, f, got, map[NetFlowId]uint64{local: step.want})
 		if got[local].Packets != step.want {
 			t.Errorf("egress %v: %d packets the router sent counted, want %d", step.egress, got[local].Packets, step.want)
+		}
+	}
+}
+
+// TestFateRouterNetnsIPv6 is TestFateRouterNetns's forwarded, hop limit 1
+// and no route cases over IPv6.
+func TestFateRouterNetnsIPv6(t *testing.T) {
+	r := newFateRouter(t, true)
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
+		if err == nil {
+			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	server := netip.MustParseAddr("fd00:2::2")
+	// Neighbour discovery both ways first.
+	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
+	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("fd00:1::2"), 4999), 64, 1, 10)
+	time.Sleep(200 * time.Millisecond)
+	sendUDP(t, r.client, 39998, netip.AddrPortFrom(server, 4999), 64, 1, 10)
+	time.Sleep(100 * time.Millisecond)
+	drain(t, f)
+
+	sendUDP(t, r.client, 40000, netip.AddrPortFrom(server, 5000), 64, 5, 100)
+	sendUDP(t, r.client, 40002, netip.AddrPortFrom(server, 5002), 1, 2, 100)
+	sendUDP(t, r.client, 40003, netip.AddrPortFrom(netip.MustParseAddr("fd00:9::9"), 5000), 64, 4, 100)
+	key := func(sport uint16, dst string, fate uint8) NetFlowId {
+		return NetFlowId{EthProtocol: 0x86dd, SrcIp: ipKey("fd00:1::2"), DstIp: ipKey(dst), SrcPort: sport, DstPort: map[uint16]uint16{40000: 5000, 40002: 5002, 40003: 5000}[sport],
+			TransportProtocol: protoUDP, IfIndex: uint32(r.rc0), Direction: DirectionIngress, Fate: fate}
+	}
+	want := map[NetFlowId]uint64{
+		key(40000, "fd00:2::2", 0):                  5,
+		key(40000, "fd00:2::2", FateForwarded):      5,
+		key(40002, "fd00:2::2", 0):                  2,
+		key(40002, "fd00:2::2", FateDropBadTTL):     2,
+		key(40003, "fd00:9::9", 0):                  4,
+		key(40003, "fd00:9::9", FateDropUnroutable): 4,
+	}
+	got := map[NetFlowId]NetFlowMetrics{}
+	collect(t, f, got, want)
+	for id, n := range want {
+		if got[id].Packets != n || got[id].Bytes != n*148 {
+			t.Errorf("%v fate %d: %d packets %d bytes, want %d, %d", id, id.Fate, got[id].Packets, got[id].Bytes, n, n*148)
+		}
+	}
+	for id, m := range got {
+		if id.IfIndex == uint32(r.rc0) && id.SrcPort >= 40000 && id.SrcPort <= 40003 {
+			if _, ok := want[id]; !ok {
+				t.Errorf("unexpected flow %v fate %d: %d packets", id, id.Fate, m.Packets)
+			}
 		}
 	}
 }
