@@ -414,3 +414,84 @@ func TestFateRouterNetnsIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestFateRouterNAT: a forwarded packet is keyed as it arrived, before
+// NAT, in both directions of a connection: the router DNATs the client's
+// datagrams to its own address to the server and masquerades them, and
+// de-NATs the server's replies; each forwarded record has the key of its
+// arrival record, from the packet's conntrack entry, and so do the ICMP
+// errors related to the connection.
+func TestFateRouterNAT(t *testing.T) {
+	testutil.RequireTool(t, "nft")
+	r := newFateRouter(t, false)
+	nft(t, r.router, `table ip hf_nat {
+	chain hf_pre {
+		type nat hook prerouting priority -100;
+		udp dport 7000 dnat to 198.18.2.2:5000
+	}
+	chain hf_post {
+		type nat hook postrouting priority 100;
+		oifname "rs0" masquerade
+	}
+}
+`)
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
+		if err == nil {
+			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	sendUDP(t, r.client, 40010, netip.MustParseAddrPort("198.18.1.1:7000"), 64, 3, 100)
+	time.Sleep(50 * time.Millisecond)
+	// Replies, to the masqueraded address (the source port is kept).
+	sendUDP(t, r.server, 5000, netip.MustParseAddrPort("198.18.2.1:40010"), 64, 2, 100)
+
+	orig := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.1.1"), SrcPort: 40010, DstPort: 7000,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rc0)}
+	reply := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.2.2"), DstIp: ipKey("198.18.2.1"), SrcPort: 5000, DstPort: 40010,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rs0)}
+	fwd := func(id NetFlowId) NetFlowId { id.Fate = FateForwarded; return id }
+	want := map[NetFlowId]uint64{orig: 3, fwd(orig): 3, reply: 2, fwd(reply): 2}
+	got := map[NetFlowId]NetFlowMetrics{}
+	collect(t, f, got, want)
+	for id, n := range want {
+		if got[id].Packets != n {
+			t.Errorf("%v fate %d: %d packets, want %d", id, id.Fate, got[id].Packets, n)
+		}
+	}
+	if m := got[fwd(orig)]; m.OutIfIndex != uint32(r.rs0) {
+		t.Errorf("forwarded original: out if %d, want rs0 %d", m.OutIfIndex, r.rs0)
+	}
+	if m := got[fwd(reply)]; m.OutIfIndex != uint32(r.rc0) {
+		t.Errorf("forwarded reply: out if %d, want rc0 %d", m.OutIfIndex, r.rc0)
+	}
+	// Every forwarded flow has the key of an arrival flow, with as many
+	// packets (nothing is dropped here): the ICMP port unreachable
+	// errors each end sends too, NATed as their parent connection.
+	icmp := 0
+	for id, m := range got {
+		if id.Fate != FateForwarded {
+			continue
+		}
+		arrival := id
+		arrival.Fate = 0
+		if a := got[arrival]; a.Packets != m.Packets {
+			t.Errorf("forwarded flow %v (%d packets) not keyed as it arrived: arrival has %d packets", id, m.Packets, a.Packets)
+		}
+		if id.TransportProtocol == 1 {
+			icmp++
+		}
+	}
+	if icmp != 2 {
+		t.Errorf("%d forwarded ICMP error flows, want 2 (one from each end)", icmp)
+	}
+}

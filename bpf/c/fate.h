@@ -54,77 +54,101 @@
 #define IPPROTO_SCTP_F 132
 #define IPPROTO_UDPLITE_F 136
 
-/* ctinfo values of skb->_nfct's low bits (enum ip_conntrack_info). */
-#define CT_ESTABLISHED 0
-#define CT_NEW 2
-#define CT_ESTABLISHED_REPLY 3
+/* ctinfo values of skb->_nfct's low bits (enum ip_conntrack_info): from
+ * IP_CT_IS_REPLY (3) on, the packet goes in the reply direction; above
+ * IP_CT_RELATED_REPLY (4), there is no connection (untracked). */
+#define CT_IS_REPLY 3
+#define CT_RELATED_REPLY 4
 #define NFCT_INFOMASK 7UL
 
-/* The tuple halves as read from the kernel: their inner layout has not
- * changed since conntrack became protocol independent (checked against
- * the kernel's BTF at load in fate_arrival_tuple). */
-struct ct_man_src {
-	__u8 u3[16];
-	__be16 port;
+/* The two tuple hashes of a struct nf_conn as read from the kernel in one
+ * copy: their layout has not changed since conntrack became protocol
+ * independent, and fate_arrival_tuple checks it against the kernel's BTF
+ * (the checks are constants at load: the verifier prunes the ones that
+ * pass). */
+struct ct_tuple_raw {
+	__u32 src[4];
+	__be16 src_port;
+	__u16 l3num;
+	__u32 dst[4];
+	__be16 dst_port;
+	__u8 protonum;
+	__u8 dir;
 };
 
-struct ct_man_dst {
-	__u8 u3[16];
-	__be16 port;
-	__u8 protonum;
+struct ct_hash_raw {
+	__u8 hnnode[16];
+	struct ct_tuple_raw tuple;
 };
+
+_Static_assert(sizeof(struct ct_tuple_raw) == 40, "nf_conntrack_tuple is 40 bytes");
+_Static_assert(sizeof(struct ct_hash_raw) == 56, "nf_conntrack_tuple_hash is 56 bytes");
 
 /* fate_arrival_tuple rewrites id's addresses and ports to what they were
- * when the packet arrived, before NAT: the conntrack entry the packet
- * carries (nfct is skb->_nfct) holds, for each direction, the tuple of
- * the packets of that direction as they came in. Only for packets of the
- * connection itself (new, established or their replies): a related
- * packet (an ICMP error) carries its parent connection's entry, whose
- * tuple is not the packet's. Without conntrack in the kernel's BTF, or
- * without an entry, the headers stand as they are. */
+ * when the packet arrived, before NAT, from the conntrack entry the packet
+ * carries (nfct is skb->_nfct). An entry holds, for each direction, the
+ * tuple of that direction's packets as they come in (in), and NAT makes
+ * a packet leave as the inverse of the other direction's tuple (other):
+ * so a source equal to other's destination was in's source on arrival,
+ * and a destination equal to other's source was in's destination; a field
+ * NAT did not touch (yet: a drop between DNAT and SNAT) stays. The same
+ * rule holds for a related packet, an ICMP error that carries its
+ * parent connection's entry: its outer addresses are NATed as the
+ * parent's (an error from a router on the way keeps that router's
+ * address). Ports only when the entry is the packet's own connection
+ * (same protocol). Without conntrack in the kernel's BTF, or without an
+ * entry, the headers stand as they are. */
 static __always_inline void fate_arrival_tuple(flow_id *id, unsigned long nfct)
 {
 	if (!bpf_core_type_exists(struct nf_conn))
 		return;
 	struct nf_conn *ct = (struct nf_conn *)(nfct & ~NFCT_INFOMASK);
 	__u32 ctinfo = nfct & NFCT_INFOMASK;
-	if (!ct || (ctinfo != CT_ESTABLISHED && ctinfo != CT_NEW && ctinfo != CT_ESTABLISHED_REPLY))
+	if (!ct || ctinfo > CT_RELATED_REPLY)
 		return;
-	/* The inner layout read below, as the kernel has it. */
-	if (bpf_core_field_offset(struct nf_conntrack_man, u) != 16 ||
-	    bpf_core_field_offset(struct nf_conntrack_tuple, dst.u) -
-			    bpf_core_field_offset(struct nf_conntrack_tuple, dst) != 16 ||
-	    bpf_core_field_offset(struct nf_conntrack_tuple, dst.protonum) -
-			    bpf_core_field_offset(struct nf_conntrack_tuple, dst) != 18)
+	if (bpf_core_type_size(struct nf_conntrack_tuple_hash) != sizeof(struct ct_hash_raw) ||
+	    bpf_core_field_offset(struct nf_conntrack_tuple_hash, tuple) != 16 ||
+	    bpf_core_field_size(struct nf_conn, tuplehash) != 2 * sizeof(struct ct_hash_raw) ||
+	    bpf_core_field_offset(struct nf_conntrack_man, u) != 16 ||
+	    bpf_core_field_offset(struct nf_conntrack_tuple, dst) != 20 ||
+	    bpf_core_field_offset(struct nf_conntrack_tuple, dst.u) != 36 ||
+	    bpf_core_field_offset(struct nf_conntrack_tuple, dst.protonum) != 38)
 		return;
-	struct nf_conntrack_tuple *t = &ct->tuplehash[0].tuple;
-	if (ctinfo == CT_ESTABLISHED_REPLY)
-		t = &ct->tuplehash[1].tuple;
-	struct ct_man_src src;
-	struct ct_man_dst dst;
-	if (bpf_probe_read_kernel(&dst, sizeof(dst), &t->dst) < 0 ||
-	    bpf_probe_read_kernel(&src, sizeof(src), &t->src) < 0)
+	struct ct_hash_raw h[2];
+	if (bpf_probe_read_kernel(h, sizeof(h), &ct->tuplehash[0]) < 0)
 		return;
-	if (dst.protonum != id->transport_protocol)
-		return;
-	if (id->eth_protocol == ETH_P_IP) {
-		__builtin_memcpy(&id->src_ip[12], src.u3, 4);
-		__builtin_memcpy(&id->dst_ip[12], dst.u3, 4);
-	} else {
-		__builtin_memcpy(id->src_ip, src.u3, 16);
-		__builtin_memcpy(id->dst_ip, dst.u3, 16);
+	const struct ct_tuple_raw *in = &h[0].tuple, *other = &h[1].tuple;
+	if (ctinfo >= CT_IS_REPLY) {
+		in = &h[1].tuple;
+		other = &h[0].tuple;
 	}
-	switch (dst.protonum) {
+	if (id->eth_protocol == ETH_P_IP) {
+		hf_u32 *s = (hf_u32 *)&id->src_ip[12], *d = (hf_u32 *)&id->dst_ip[12];
+		if (*s == other->dst[0])
+			*s = in->src[0];
+		if (*d == other->src[0])
+			*d = in->dst[0];
+	} else {
+		hf_u32 *s = (hf_u32 *)id->src_ip, *d = (hf_u32 *)id->dst_ip;
+		if (s[0] == other->dst[0] && s[1] == other->dst[1] && s[2] == other->dst[2] &&
+		    s[3] == other->dst[3])
+			__builtin_memcpy(s, in->src, 16);
+		if (d[0] == other->src[0] && d[1] == other->src[1] && d[2] == other->src[2] &&
+		    d[3] == other->src[3])
+			__builtin_memcpy(d, in->dst, 16);
+	}
+	if (in->protonum != id->transport_protocol)
+		return;
+	switch (in->protonum) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
 	case IPPROTO_UDPLITE_F:
 	case IPPROTO_SCTP_F:
 	case IPPROTO_DCCP_:
-		/* A non-first fragment is keyed without ports on arrival. */
-		if (id->src_port == 0 && id->dst_port == 0)
-			break;
-		id->src_port = bpf_ntohs(src.port);
-		id->dst_port = bpf_ntohs(dst.port);
+		if (id->src_port == bpf_ntohs(other->dst_port))
+			id->src_port = bpf_ntohs(in->src_port);
+		if (id->dst_port == bpf_ntohs(other->src_port))
+			id->dst_port = bpf_ntohs(in->dst_port);
 	}
 }
 
