@@ -71,6 +71,10 @@ func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool
 			h.link = l
 			a.links = append(a.links, h)
 		}
+		if err := m.fate.watch(ifindex, true); err != nil {
+			_ = a.close()
+			return nil, &AttachError{Interface: name, Index: ifindex, Hook: "drop counter", Mode: m.mode, Err: err}
+		}
 		return a, nil
 	})
 }

@@ -238,6 +238,24 @@ func loadFateCounter(maps sharedMaps, cfg fetcherConfig) (*fateCounter, error) {
 	return fc, nil
 }
 
+// watch makes the drop counter count drops of packets that arrived on
+// ifindex (the TC programs count its arrivals), or stop.
+func (fc *fateCounter) watch(ifindex int, on bool) error {
+	if fc == nil {
+		return nil
+	}
+	if on {
+		if err := fc.objs.FateIfaces.Put(uint32(ifindex), uint8(1)); err != nil {
+			return fmt.Errorf("drop counter: watch ifindex %d: %w", ifindex, err)
+		}
+		return nil
+	}
+	if err := fc.objs.FateIfaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("drop counter: forget ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
 // close detaches and frees the drop counter.
 func (fc *fateCounter) close() error {
 	if fc == nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/hostflow/hostflow/internal/testutil"
@@ -188,6 +189,9 @@ func TestFateRouterNetns(t *testing.T) {
 	sendUDP(t, r.client, 40002, netip.AddrPortFrom(server, 5002), 1, 2, 100)  // TTL expires
 	sendUDP(t, r.client, 40003, netip.AddrPortFrom(netip.MustParseAddr("198.19.9.9"), 5000), 64, 4, 100)
 	sendUDP(t, r.client, 40004, netip.AddrPortFrom(server, 5003), 64, 6, 100) // dropped in the server
+	// Dropped (no socket) after arriving on the loopback, which hostflow
+	// does not watch: no arrival, so no fate.
+	sendUDP(t, r.router, 40005, netip.MustParseAddrPort("127.0.0.1:5999"), 64, 2, 100)
 
 	key := func(sport, dport uint16, dst string, fate uint8) NetFlowId {
 		return NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey(dst), SrcPort: sport, DstPort: dport,
@@ -228,6 +232,9 @@ func TestFateRouterNetns(t *testing.T) {
 		}
 		if id.Fate >= FateDropUnknown && id.DstPort == 5003 {
 			t.Errorf("the server's drop counted by the router: %v fate %d", id, id.Fate)
+		}
+		if id.Fate != 0 && id.IfIndex != uint32(r.rc0) && id.IfIndex != uint32(r.rs0) {
+			t.Errorf("fate of a packet that arrived on an interface not attached: %v fate %d", id, id.Fate)
 		}
 	}
 	if after := counters(t, f); after.FateMalformed != before.FateMalformed {
@@ -353,6 +360,18 @@ func TestFateSetHooks(t *testing.T) {
 		if got[local].Packets != step.want {
 			t.Errorf("egress %v: %d packets the router sent counted, want %d", step.egress, got[local].Packets, step.want)
 		}
+	}
+
+	// The drop counter watches the attached interfaces only.
+	var v uint8
+	if err := f.fate.objs.FateIfaces.Lookup(uint32(r.rs0), &v); err != nil {
+		t.Errorf("attached rs0 not watched by the drop counter: %v", err)
+	}
+	if err := r.router.Do(func() error { return f.Detach(r.rs0) }); err != nil {
+		t.Fatalf("Detach: %v", err)
+	}
+	if err := f.fate.objs.FateIfaces.Lookup(uint32(r.rs0), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("detached rs0 still watched by the drop counter: %v", err)
 	}
 }
 

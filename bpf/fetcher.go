@@ -96,6 +96,17 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 // (FetcherOptions.Fate).
 func (m *FlowFetcher) Fate() bool { return m.fate != nil }
 
+// Detach removes the programs from interface ifindex; in router mode the
+// drop counter forgets it. An interface that has gone away is no error:
+// the kernel removed its hooks with it.
+func (m *FlowFetcher) Detach(ifindex int) error {
+	err := m.fetcherCore.Detach(ifindex)
+	if errors.Is(err, ErrNotAttached) {
+		return err
+	}
+	return errors.Join(err, m.fate.watch(ifindex, false))
+}
+
 // Close detaches every interface and the drop counter, and frees the
 // programs and maps.
 func (m *FlowFetcher) Close() error {

@@ -77,6 +77,7 @@ type NetFateFlowState struct {
 const (
 	NetFateMapCoarseClock             = "coarse_clock"
 	NetFateMapDirectFlows             = "direct_flows"
+	NetFateMapFateIfaces              = "fate_ifaces"
 	NetFateMapFateReasons             = "fate_reasons"
 	NetFateMapFlowStateMap            = "flow_state_map"
 	NetFateMapFlows40                 = "flows4_0"
@@ -150,6 +151,7 @@ type NetFateProgramSpecs struct {
 type NetFateMapSpecs struct {
 	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FateIfaces     *ebpf.MapSpec `ebpf:"fate_ifaces"`
 	FateReasons    *ebpf.MapSpec `ebpf:"fate_reasons"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
 	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
@@ -199,6 +201,7 @@ func (o *NetFateObjects) Close() error {
 type NetFateMaps struct {
 	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FateIfaces     *ebpf.Map `ebpf:"fate_ifaces"`
 	FateReasons    *ebpf.Map `ebpf:"fate_reasons"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
 	Flows40        *ebpf.Map `ebpf:"flows4_0"`
@@ -214,6 +217,7 @@ func (m *NetFateMaps) Close() error {
 	return _NetFateClose(
 		m.CoarseClock,
 		m.DirectFlows,
+		m.FateIfaces,
 		m.FateReasons,
 		m.FlowStateMap,
 		m.Flows40,

@@ -46,6 +46,18 @@ struct {
 	__uint(max_entries, FATE_REASONS);
 } fate_reasons SEC(".maps");
 
+/* The interfaces the TC programs are attached to (user space keeps it):
+ * a drop is a fate only of a packet counted as it arrived. A packet that
+ * came in on another interface (the loopback, an interface hostflow does
+ * not watch) has no arrival record for its fate to end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+} fate_ifaces SEC(".maps");
+
 #define ETH_P_IPV6_ 0x86DD
 #define ETH_P_IP_ 0x0800
 
@@ -227,6 +239,9 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 	if ((v & 0xff) == 0)
 		return 0;
 	if ((v & FATE_ONLY_ON_ARRIVAL) && dev->ifindex != iif)
+		return 0;
+	__u32 in = iif;
+	if (!bpf_map_lookup_elem(&fate_ifaces, &in))
 		return 0;
 
 	flow_id id = {};
