@@ -14,25 +14,46 @@
  * - consumed (delivered to a local socket): never counted here; user space
  *   derives it as arrived minus the fates counted.
  *
- * Why no packet gets two fates: a packet is freed once, so it meets the
- * kfree_skb tracepoint at most once (consume_skb, the normal end of a
- * delivered or transmitted skb, fires another tracepoint). It passes TC
- * egress at most once per interface it leaves by. The only packets that
- * can meet both are those dropped after TC egress: by the egress qdisc or
- * the device. Those reasons are marked "not a fate" (code 0) in the
- * reason table user space fills (bpf/fate.go), and reasons that can also
- * come from a driver after TC egress (unspecified, no memory) count only
- * while the packet is still on the interface it arrived by (skb->dev is
- * skb_iif): a forwarded packet's device is its output interface from
- * ip_output on. Drops before the packet was counted on arrival (XDP, the
- * CPU backlog, a TC ingress program before hostflow's) are not fates of
- * an arrival either: code 0. A drop is thus never counted beside its
- * packet's forwarded count, and only ever as the end of a packet that
- * arrived: user space subtracts the fates from the arrivals.
+ * Why no packet gets two fates:
  *
- * Drops are counted unsampled (their records say sampling 0): the drop
- * program runs only when the kernel frees a packet, so it costs nothing
- * on the forwarding path. */
+ * - Forwarded vs dropped: a packet is freed once, so it meets the
+ *   kfree_skb tracepoint at most once (consume_skb, the normal end of a
+ *   delivered or transmitted skb, fires another tracepoint). The only
+ *   packets that meet both TC egress and a drop are those dropped after
+ *   TC egress, by the egress qdisc or the device: those reasons are "not a
+ *   fate" (code 0) in the reason table user space fills (bpf/fate.go), and
+ *   the reasons a driver may also give after TC egress (unspecified, no
+ *   memory) count only while the packet is still on the interface it
+ *   arrived by (skb->dev is skb_iif; a forwarded packet's device is its
+ *   output interface from ip_output on, before TC egress). Netfilter's
+ *   forward, postrouting and netdev egress hooks, the neighbour layer and
+ *   the routing all run before TC egress: their drops are fates, and such
+ *   a packet never reaches TC egress.
+ * - Dropped vs arrival: the arrival record is not a fate; a drop is
+ *   counted only for a packet that came in on an interface whose TC
+ *   ingress program counted it (fate_ifaces, kept by user space), in
+ *   hostflow's network namespace. Drops before that program saw the
+ *   packet (XDP, the CPU backlog, a TC ingress program that runs before
+ *   hostflow's: with tcx hostflow's program is the last on the hook) are
+ *   code 0. User space subtracts the fates from the arrivals: what is
+ *   left was consumed.
+ * - Forwarded twice: TC egress sees a packet once per interface it leaves
+ *   by. A packet that leaves through stacked devices (a VLAN device and
+ *   its port, a bridge and its port) is counted forwarded on each that is
+ *   watched, as it is counted on each in host mode: watch one layer.
+ *   Multicast copies are each forwarded.
+ *
+ * Known gaps: with clsact (Linux < 6.6), hostflow's filter runs first on
+ * its hook, so a drop by a later TC ingress filter (code 0) is reported as
+ * consumed by user space, and one by a later TC egress filter is counted
+ * as a drop (138) beside the forwarded count. A packet forwarded from an
+ * interface hostflow does not watch is still counted forwarded where it
+ * leaves (it has no arrival record).
+ *
+ * Drops are counted unsampled (their records say sampling 0) while
+ * arrivals and forwarded packets are sampled as configured: the drop
+ * program runs only when the kernel frees a packet, never on the
+ * forwarding path. */
 #ifndef HOSTFLOW_FATE_H
 #define HOSTFLOW_FATE_H
 
