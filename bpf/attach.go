@@ -63,7 +63,7 @@ func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool
 		}
 		a := &ifaceAttachment{name: name, ifindex: ifindex, stateDir: m.cfg.stateDir, l2: hasEthernetHeader(lnk)}
 		for _, h := range m.wantHooks(ingress, egress) {
-			l, err := m.attachOne(a, m.progs.program(h.ingress, h.local, a.l2), h.ingress)
+			l, err := m.attachOne(a, m.progs.program(h, a.l2), h.ingress)
 			if err != nil {
 				_ = a.close()
 				return nil, &AttachError{Interface: name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
@@ -88,7 +88,7 @@ func (m *FlowFetcher) wantHooks(ingress, egress bool) []hookLink {
 		hs = append(hs, hookLink{ingress: true, local: true})
 	}
 	if egress || m.cfg.fate {
-		hs = append(hs, hookLink{ingress: false, local: egress})
+		hs = append(hs, hookLink{ingress: false, local: egress, fate: m.cfg.fate})
 	}
 	return hs
 }
@@ -129,7 +129,7 @@ func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 		if find(h.ingress) >= 0 {
 			continue
 		}
-		l, err := m.attachOne(a, m.progs.program(h.ingress, h.local, a.l2), h.ingress)
+		l, err := m.attachOne(a, m.progs.program(h, a.l2), h.ingress)
 		if err != nil {
 			for _, h := range added {
 				_ = h.link.Close()
@@ -145,7 +145,7 @@ func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 		if i < 0 || a.links[i].local == h.local {
 			continue
 		}
-		if err := a.links[i].link.Update(m.progs.program(h.ingress, h.local, a.l2)); err != nil {
+		if err := a.links[i].link.Update(m.progs.program(h, a.l2)); err != nil {
 			for _, h := range added {
 				_ = h.link.Close()
 			}

@@ -343,6 +343,10 @@ func TestFateSetHooks(t *testing.T) {
 	server := netip.AddrPortFrom(netip.MustParseAddr("198.18.2.2"), 6000)
 	local := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.2.1"), DstIp: ipKey("198.18.2.2"), SrcPort: 41000, DstPort: 6000,
 		TransportProtocol: protoUDP, IfIndex: uint32(r.rs0), Direction: DirectionEgress}
+	fwd := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41001, DstPort: 6000,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rc0), Direction: DirectionIngress, Fate: FateForwarded}
+	fwdAsEgress := fwd
+	fwdAsEgress.IfIndex, fwdAsEgress.Direction, fwdAsEgress.Fate = uint32(r.rs0), DirectionEgress, 0
 	for _, step := range []struct {
 		ingress, egress bool
 		want            uint64
@@ -355,10 +359,17 @@ func TestFateSetHooks(t *testing.T) {
 			t.Fatalf("SetHooks(%v, %v): egress hook %+v, want the same link with local %v", step.ingress, step.egress, h, step.egress)
 		}
 		sendUDP(t, r.router, 41000, server, 64, 3, 10)
+		// Forwarded from the client: counted forwarded (under rc0,
+		// where it arrived) whatever the egress choice, never as an
+		// egress packet of rs0.
+		sendUDP(t, r.client, 41001, server, 64, 2, 10)
 		got := map[NetFlowId]NetFlowMetrics{}
-		collect(t, f, got, map[NetFlowId]uint64{local: step.want})
+		collect(t, f, got, map[NetFlowId]uint64{local: step.want, fwd: 2})
 		if got[local].Packets != step.want {
 			t.Errorf("egress %v: %d packets the router sent counted, want %d", step.egress, got[local].Packets, step.want)
+		}
+		if got[fwd].Packets != 2 || got[fwdAsEgress].Packets != 0 {
+			t.Errorf("egress %v: forwarded %d packets, as egress %d, want 2 and 0", step.egress, got[fwd].Packets, got[fwdAsEgress].Packets)
 		}
 	}
 

@@ -191,7 +191,7 @@ func TestFateEgressKeying(t *testing.T) {
 	frame := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, tos: 0x10}.build(udp(4000, 53, bytesN(20))))
 	run := func(p string, ingress, out uint32) {
 		t.Helper()
-		prog := map[string]*ebpf.Program{"flow": f.progs.EgressFlowParse, "fate": f.progs.EgressFateParse}[p]
+		prog := map[string]*ebpf.Program{"flow": f.progs.EgressRouterParse, "fate": f.progs.EgressFateParse}[p]
 		if err := ns.Do(func() error { runFrame(t, prog, frame, ctxWithIfindexes(ingress, out)); return nil }); err != nil {
 			t.Fatal(err)
 		}

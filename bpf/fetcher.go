@@ -44,9 +44,10 @@ type ifaceAttachment struct {
 type hookLink struct {
 	ingress bool
 	// local: an egress hook that counts what the host sends (egress was
-	// asked for); in router mode an egress hook without it counts
+	// asked for); in router mode (fate) an egress hook without it counts
 	// forwarded packets only.
 	local bool
+	fate  bool
 	link  updatableLink
 }
 
@@ -134,23 +135,28 @@ func (o *NetObjects) takePrograms() *NetPrograms {
 	return &p
 }
 
-// program returns the program for a hook: ingress or egress, for devices
-// with an Ethernet header or without one; an egress hook without local
-// (router mode, egress not asked for) counts forwarded packets only.
-func (p *NetPrograms) program(ingress, local, l2 bool) *ebpf.Program {
+// program returns the program for a hook h: ingress or egress, for
+// devices with an Ethernet header or without one (l2), in router mode
+// (h.fate) or not; a router-mode egress hook without h.local counts
+// forwarded packets only.
+func (p *NetPrograms) program(h hookLink, l2 bool) *ebpf.Program {
 	switch {
-	case ingress && l2:
+	case h.ingress && l2:
 		return p.IngressFlowParse
-	case ingress:
+	case h.ingress:
 		return p.IngressFlowParseL3
-	case !local && l2:
+	case !h.fate && l2:
+		return p.EgressFlowParse
+	case !h.fate:
+		return p.EgressFlowParseL3
+	case !h.local && l2:
 		return p.EgressFateParse
-	case !local:
+	case !h.local:
 		return p.EgressFateParseL3
 	case l2:
-		return p.EgressFlowParse
+		return p.EgressRouterParse
 	}
-	return p.EgressFlowParseL3
+	return p.EgressRouterParseL3
 }
 
 func (a *ifaceAttachment) iface() string { return a.name }
@@ -171,7 +177,7 @@ type tcHook struct {
 }
 
 func (h tcHook) update(p *NetPrograms) error {
-	return h.link.Update(p.program(h.ingress, h.local, h.l2))
+	return h.link.Update(p.program(h.hookLink, h.l2))
 }
 
 // Mode returns the attach mode in use: AttachAuto until the first attach

@@ -142,6 +142,8 @@ const (
 	NetProgEgressFateParseL3      = "egress_fate_parse_l3"
 	NetProgEgressFlowParse        = "egress_flow_parse"
 	NetProgEgressFlowParseL3      = "egress_flow_parse_l3"
+	NetProgEgressRouterParse      = "egress_router_parse"
+	NetProgEgressRouterParseL3    = "egress_router_parse_l3"
 	NetProgIngressFlowParse       = "ingress_flow_parse"
 	NetProgIngressFlowParseL3     = "ingress_flow_parse_l3"
 	NetVarFateMode                = "fate_mode"
@@ -198,12 +200,14 @@ type NetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetProgramSpecs struct {
-	EgressFateParse    *ebpf.ProgramSpec `ebpf:"egress_fate_parse"`
-	EgressFateParseL3  *ebpf.ProgramSpec `ebpf:"egress_fate_parse_l3"`
-	EgressFlowParse    *ebpf.ProgramSpec `ebpf:"egress_flow_parse"`
-	EgressFlowParseL3  *ebpf.ProgramSpec `ebpf:"egress_flow_parse_l3"`
-	IngressFlowParse   *ebpf.ProgramSpec `ebpf:"ingress_flow_parse"`
-	IngressFlowParseL3 *ebpf.ProgramSpec `ebpf:"ingress_flow_parse_l3"`
+	EgressFateParse     *ebpf.ProgramSpec `ebpf:"egress_fate_parse"`
+	EgressFateParseL3   *ebpf.ProgramSpec `ebpf:"egress_fate_parse_l3"`
+	EgressFlowParse     *ebpf.ProgramSpec `ebpf:"egress_flow_parse"`
+	EgressFlowParseL3   *ebpf.ProgramSpec `ebpf:"egress_flow_parse_l3"`
+	EgressRouterParse   *ebpf.ProgramSpec `ebpf:"egress_router_parse"`
+	EgressRouterParseL3 *ebpf.ProgramSpec `ebpf:"egress_router_parse_l3"`
+	IngressFlowParse    *ebpf.ProgramSpec `ebpf:"ingress_flow_parse"`
+	IngressFlowParseL3  *ebpf.ProgramSpec `ebpf:"ingress_flow_parse_l3"`
 }
 
 // NetMapSpecs contains maps before they are loaded into the kernel.
@@ -305,12 +309,14 @@ type NetVariables struct {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetPrograms struct {
-	EgressFateParse    *ebpf.Program `ebpf:"egress_fate_parse"`
-	EgressFateParseL3  *ebpf.Program `ebpf:"egress_fate_parse_l3"`
-	EgressFlowParse    *ebpf.Program `ebpf:"egress_flow_parse"`
-	EgressFlowParseL3  *ebpf.Program `ebpf:"egress_flow_parse_l3"`
-	IngressFlowParse   *ebpf.Program `ebpf:"ingress_flow_parse"`
-	IngressFlowParseL3 *ebpf.Program `ebpf:"ingress_flow_parse_l3"`
+	EgressFateParse     *ebpf.Program `ebpf:"egress_fate_parse"`
+	EgressFateParseL3   *ebpf.Program `ebpf:"egress_fate_parse_l3"`
+	EgressFlowParse     *ebpf.Program `ebpf:"egress_flow_parse"`
+	EgressFlowParseL3   *ebpf.Program `ebpf:"egress_flow_parse_l3"`
+	EgressRouterParse   *ebpf.Program `ebpf:"egress_router_parse"`
+	EgressRouterParseL3 *ebpf.Program `ebpf:"egress_router_parse_l3"`
+	IngressFlowParse    *ebpf.Program `ebpf:"ingress_flow_parse"`
+	IngressFlowParseL3  *ebpf.Program `ebpf:"ingress_flow_parse_l3"`
 }
 
 func (p *NetPrograms) Close() error {
@@ -319,6 +325,8 @@ func (p *NetPrograms) Close() error {
 		p.EgressFateParseL3,
 		p.EgressFlowParse,
 		p.EgressFlowParseL3,
+		p.EgressRouterParse,
+		p.EgressRouterParseL3,
 		p.IngressFlowParse,
 		p.IngressFlowParseL3,
 	)
