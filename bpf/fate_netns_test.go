@@ -244,7 +244,7 @@ func TestFateRouterNetns(t *testing.T) {
 	// A sampling change reloads the TC programs on the spare maps: the
 	// drop counter, loaded once, follows them (flow_state.swapped), so
 	// that no drop lands in the map the change empties.
-	if err := f.SetSampling(1); err != nil {
+	if err := r.router.Do(func() error { return f.SetSampling(1) }); err != nil {
 		t.Fatalf("SetSampling: %v", err)
 	}
 	var st NetFlowStateT
@@ -306,10 +306,16 @@ func collect(t *testing.T, f *FlowFetcher, got map[NetFlowId]NetFlowMetrics, wan
 // egress swaps in the program that also counts what the host sends, on
 // the same hook, and asking for ingress only again swaps it back.
 func TestFateSetHooks(t *testing.T) {
+	for _, mode := range []AttachMode{AttachTCX, AttachClsact} {
+		t.Run(mode.String(), func(t *testing.T) { testFateSetHooks(t, mode) })
+	}
+}
+
+func testFateSetHooks(t *testing.T, mode AttachMode) {
 	r := newFateRouter(t, false)
 	var f *FlowFetcher
 	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
+		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true), WithAttachMode(mode))
 		if err == nil {
 			err = f.Attach(r.rs0, "rs0")
 		}
@@ -351,7 +357,7 @@ func TestFateSetHooks(t *testing.T) {
 		ingress, egress bool
 		want            uint64
 	}{{true, false, 0}, {true, true, 3}, {true, false, 0}} {
-		if err := f.SetHooks(r.rs0, step.ingress, step.egress); err != nil {
+		if err := r.router.Do(func() error { return f.SetHooks(r.rs0, step.ingress, step.egress) }); err != nil {
 			t.Fatalf("SetHooks(%v, %v): %v", step.ingress, step.egress, err)
 		}
 		h := egressLink()
