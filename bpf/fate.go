@@ -14,8 +14,9 @@ import (
 // ErrFateNotSupported is returned (wrapped) by NewFetcher with
 // FetcherOptions.Fate when the kernel cannot count packets' fates: it
 // lacks the bpf_cast_to_kern_ctx kfunc (Linux 6.3) or a kfree_skb
-// tracepoint with a drop reason (5.17). Router mode then falls back to a
-// fetcher without Fate.
+// tracepoint with a drop reason (5.17), or refuses the router-mode
+// programs. Router mode then falls back to a fetcher without Fate (a
+// fetcher that fails that way too has another problem).
 var ErrFateNotSupported = errors.New("packet fate counting not supported by this kernel")
 
 // IANA forwardingStatus codes (RFC 7270) the kernel programs count with.
@@ -218,7 +219,8 @@ func loadFateCounter(maps sharedMaps, cfg fetcherConfig) (*fateCounter, error) {
 	}
 	fc := new(fateCounter)
 	if err := spec.LoadAndAssign(&fc.objs, maps.replacements()); err != nil {
-		return nil, fmt.Errorf("load drop counter: %w", err)
+		// A kernel the probe let through may still refuse it.
+		return nil, fmt.Errorf("%w: load drop counter: %w", ErrFateNotSupported, err)
 	}
 	keys := make([]uint32, len(table))
 	for i := range keys {
@@ -229,11 +231,7 @@ func loadFateCounter(maps sharedMaps, cfg fetcherConfig) (*fateCounter, error) {
 	}
 	fc.link, err = link.AttachTracing(link.TracingOptions{Program: fc.objs.FateKfreeSkb})
 	if err != nil {
-		err = fmt.Errorf("attach drop counter: %w", err)
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			err = fmt.Errorf("%w: %v", ErrFateNotSupported, err)
-		}
-		return nil, errors.Join(err, fc.objs.Close())
+		return nil, errors.Join(fmt.Errorf("%w: attach drop counter: %w", ErrFateNotSupported, err), fc.objs.Close())
 	}
 	return fc, nil
 }

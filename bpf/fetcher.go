@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/cilium/ebpf"
@@ -83,6 +84,11 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 	}
 	f := &FlowFetcher{ingress: opts.Ingress, egress: opts.Egress, mode: opts.Attach}
 	if err := f.init(tcKind, cfg, &f.objs); err != nil {
+		if cfg.fate {
+			// The router-mode programs are what differs: the
+			// caller may retry without them.
+			return nil, fmt.Errorf("%w: %w", ErrFateNotSupported, err)
+		}
 		return nil, err
 	}
 	if cfg.fate {
@@ -101,11 +107,13 @@ func (m *FlowFetcher) Fate() bool { return m.fate != nil }
 // drop counter forgets it. An interface that has gone away is no error:
 // the kernel removed its hooks with it.
 func (m *FlowFetcher) Detach(ifindex int) error {
+	// First, so that an Attach right after the Detach is watched.
+	werr := m.fate.watch(ifindex, false)
 	err := m.fetcherCore.Detach(ifindex)
 	if errors.Is(err, ErrNotAttached) {
 		return err
 	}
-	return errors.Join(err, m.fate.watch(ifindex, false))
+	return errors.Join(err, werr)
 }
 
 // Close detaches every interface and the drop counter, and frees the
