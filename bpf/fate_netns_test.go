@@ -531,3 +531,76 @@ func TestFateRouterNAT(t *testing.T) {
 		t.Errorf("%d forwarded ICMP error flows, want 2 (one from each end)", icmp)
 	}
 }
+
+// TestFateDropMalformed: a packet the kernel drops for a header the drop
+// counter cannot key (an IPv4 header length below 20 bytes: ip_rcv drops
+// it, IP_INHDR) moves COUNTER_FATE_MALFORMED; its arrival was not counted
+// either (COUNTER_MALFORMED).
+func TestFateDropMalformed(t *testing.T) {
+	r := newFateRouter(t, false)
+	var f *FlowFetcher
+	var mac net.HardwareAddr
+	if err := r.router.Do(func() (err error) {
+		i, err := net.InterfaceByName("rc0")
+		if err != nil {
+			return err
+		}
+		mac = i.HardwareAddr
+		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
+		if err == nil {
+			err = f.Attach(r.rc0, "rc0")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	l3 := ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(1, 2, bytesN(20)))
+	l3[0] = 0x44 // header length 16 bytes
+	frame := ether(0x0800, nil, l3)
+	copy(frame[0:6], mac)
+	before := counters(t, f)
+	const n = 3
+	if err := r.client.Do(func() error {
+		c0, err := net.InterfaceByName("c0")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: c0.Index, Halen: 6}
+		copy(to.Addr[:], mac)
+		for range n {
+			if err := unix.Sendto(fd, frame, 0, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var after KernelCounters
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if after = counters(t, f); after.FateMalformed-before.FateMalformed >= n {
+			break
+		}
+	}
+	if d := after.FateMalformed - before.FateMalformed; d != n {
+		t.Errorf("FateMalformed moved by %d, want %d", d, n)
+	}
+	if d := after.Malformed - before.Malformed; d != n {
+		t.Errorf("Malformed moved by %d, want %d", d, n)
+	}
+	for id := range drain(t, f) {
+		if id.Fate != 0 {
+			t.Errorf("a fate counted for a malformed packet: %v fate %d", id, id.Fate)
+		}
+	}
+}
