@@ -562,30 +562,9 @@ func TestFateDropMalformed(t *testing.T) {
 	l3 := ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(1, 2, bytesN(20)))
 	l3[0] = 0x44 // header length 16 bytes
 	frame := ether(0x0800, nil, l3)
-	copy(frame[0:6], mac)
 	before := counters(t, f)
 	const n = 3
-	if err := r.client.Do(func() error {
-		c0, err := net.InterfaceByName("c0")
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		to := &unix.SockaddrLinklayer{Ifindex: c0.Index, Halen: 6}
-		copy(to.Addr[:], mac)
-		for range n {
-			if err := unix.Sendto(fd, frame, 0, to); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sendFramesTo(t, r.client, "c0", mac, frame, n)
 	var after KernelCounters
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if after = counters(t, f); after.FateMalformed-before.FateMalformed >= n {
@@ -601,6 +580,85 @@ func TestFateDropMalformed(t *testing.T) {
 	for id := range drain(t, f) {
 		if id.Fate != 0 {
 			t.Errorf("a fate counted for a malformed packet: %v fate %d", id, id.Fate)
+		}
+	}
+}
+
+// sendFramesTo sends frame n times from link dev of ns to the Ethernet
+// address mac (written into the frame), with a packet socket: any header,
+// any source address.
+func sendFramesTo(t *testing.T, ns *testutil.Netns, dev string, mac net.HardwareAddr, frame []byte, n int) {
+	t.Helper()
+	copy(frame[0:6], mac)
+	if err := ns.Do(func() error {
+		l, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: l.Index, Halen: 6}
+		copy(to.Addr[:], mac)
+		for range n {
+			if err := unix.Sendto(fd, frame, 0, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFateRPFilter: with strict reverse-path filtering on the router, a
+// packet whose source is routed through another interface than the one
+// it came in on is dropped with fate 140 (RPF).
+func TestFateRPFilter(t *testing.T) {
+	r := newFateRouter(t, false)
+	var f *FlowFetcher
+	var mac net.HardwareAddr
+	if err := r.router.Do(func() (err error) {
+		for _, p := range []string{"all", "rc0"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+p+"/rp_filter", []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
+		i, err := net.InterfaceByName("rc0")
+		if err != nil {
+			return err
+		}
+		mac = i.HardwareAddr
+		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
+		if err == nil {
+			err = f.Attach(r.rc0, "rc0")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	// From the client's side, a source on the server's side.
+	spoofed := ipv4{src: netip.MustParseAddr("198.18.2.50"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(4242, 53, bytesN(20)))
+	sendFramesTo(t, r.client, "c0", mac, ether(0x0800, nil, spoofed), 4)
+	id := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.2.50"), DstIp: ipKey("198.18.2.2"), SrcPort: 4242, DstPort: 53,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rc0)}
+	rpf := id
+	rpf.Fate = FateDropRPF
+	got := map[NetFlowId]NetFlowMetrics{}
+	collect(t, f, got, map[NetFlowId]uint64{id: 4, rpf: 4})
+	if got[id].Packets != 4 || got[rpf].Packets != 4 {
+		t.Errorf("spoofed source: arrival %d, RPF drop %d packets, want 4 and 4", got[id].Packets, got[rpf].Packets)
+	}
+	for k, m := range got {
+		if k.SrcIp == id.SrcIp && k != id && k != rpf {
+			t.Errorf("unexpected fate of the spoofed packets: %v fate %d, %d packets", k, k.Fate, m.Packets)
 		}
 	}
 }
