@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -258,5 +259,38 @@ func TestHostModeEgressUnchanged(t *testing.T) {
 	}
 	if len(flows) != 1 {
 		t.Errorf("%d flows, want 1", len(flows))
+	}
+}
+
+// TestHostModeEgressHasNoFateCode: the host-mode egress programs compile
+// to the same instructions as the ingress ones (only the direction
+// differs): no router-mode code, pruned or not, changes their cost.
+// Router mode's egress programs are others.
+func TestHostModeEgressHasNoFateCode(t *testing.T) {
+	f := newTestFetcher(t, 256)
+	opcodes := func(p *ebpf.Program) []string {
+		t.Helper()
+		info, err := p.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		insns, err := info.Instructions()
+		if err != nil {
+			t.Fatalf("xlated instructions of %v: %v", p, err)
+		}
+		out := make([]string, len(insns))
+		for i, ins := range insns {
+			out[i] = ins.OpCode.String()
+		}
+		return out
+	}
+	for _, pair := range [][2]*ebpf.Program{
+		{f.progs.IngressFlowParse, f.progs.EgressFlowParse},
+		{f.progs.IngressFlowParseL3, f.progs.EgressFlowParseL3},
+	} {
+		in, eg := opcodes(pair[0]), opcodes(pair[1])
+		if !slices.Equal(in, eg) {
+			t.Errorf("%v: %d instructions, %v: %d, not the same opcodes", pair[0], len(in), pair[1], len(eg))
+		}
 	}
 }
