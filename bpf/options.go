@@ -46,13 +46,14 @@ type FetcherOptions struct {
 	// keyed as it arrived (interface, direction ingress, addresses and
 	// ports before NAT), and the interface it left by in OutIfIndex; a
 	// drop program on the kfree_skb tracepoint counts each packet the
-	// kernel drops in the fetcher's network namespace (the calling
-	// thread's at NewFetcher) with the IANA forwardingStatus code of its
-	// drop reason, keyed the same way. Arrivals keep fate 0. Attach puts
-	// the egress program on every interface, even when only ingress is
-	// asked for: then it counts forwarded packets only, not what the host
-	// sends. Needs Linux 6.3: on an older kernel NewFetcher fails with
-	// ErrFateNotSupported. See c/fate.h.
+	// kernel drops that arrived on an attached interface of the fetcher's
+	// network namespace (the calling thread's at NewFetcher), with the
+	// IANA forwardingStatus code of its drop reason, keyed the same way,
+	// unsampled. Arrivals keep fate 0. Attach puts the egress program on
+	// every interface, even when only ingress is asked for: then it
+	// counts forwarded packets only, not what the host sends. Needs Linux
+	// 6.3: on an older kernel NewFetcher fails with ErrFateNotSupported.
+	// See c/fate.h.
 	Fate bool
 	// StateDir records the clsact qdiscs Attach creates, so that
 	// CleanupStale can remove them after a crash. Empty: nothing is
