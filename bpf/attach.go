@@ -62,19 +62,35 @@ func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool
 			return nil, &AttachError{Interface: name, Index: ifindex, Hook: "any", Mode: m.mode, Err: err}
 		}
 		a := &ifaceAttachment{name: name, ifindex: ifindex, stateDir: m.cfg.stateDir, l2: hasEthernetHeader(lnk)}
-		for _, h := range []struct{ on, ingress bool }{{ingress, true}, {egress, false}} {
-			if !h.on {
-				continue
-			}
-			l, err := m.attachOne(a, m.progs.program(h.ingress, a.l2), h.ingress)
+		for _, h := range m.wantHooks(ingress, egress) {
+			l, err := m.attachOne(a, m.progs.program(h, a.l2), h.ingress)
 			if err != nil {
 				_ = a.close()
 				return nil, &AttachError{Interface: name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
 			}
-			a.links = append(a.links, hookLink{ingress: h.ingress, link: l})
+			h.link = l
+			a.links = append(a.links, h)
+		}
+		if err := m.fate.watch(ifindex, true); err != nil {
+			_ = a.close()
+			return nil, &AttachError{Interface: name, Index: ifindex, Hook: "drop counter", Mode: m.mode, Err: err}
 		}
 		return a, nil
 	})
+}
+
+// wantHooks returns the hooks an interface gets for ingress and egress
+// (without links): in router mode (Fate) an egress hook always, which
+// counts what the host sends only when egress is asked for.
+func (m *FlowFetcher) wantHooks(ingress, egress bool) []hookLink {
+	var hs []hookLink
+	if ingress {
+		hs = append(hs, hookLink{ingress: true, local: true})
+	}
+	if egress || m.cfg.fate {
+		hs = append(hs, hookLink{ingress: false, local: egress, fate: m.cfg.fate})
+	}
+	return hs
 }
 
 func hookName(ingress bool) string {
@@ -90,8 +106,10 @@ func (m *FlowFetcher) Hooks() (ingress, egress bool) { return m.ingress, m.egres
 // SetHooks changes the hooks of an attached interface to ingress and
 // egress: the hooks added are attached first, then the hooks removed are
 // detached, and a hook kept is not touched, so that no packet through a
-// kept hook goes uncounted while the direction changes. A hook that cannot
-// be attached is an error that changes nothing.
+// kept hook goes uncounted while the direction changes. In router mode
+// (Fate) the egress hook stays and gets the program that counts, or not,
+// what the host sends, swapped in place. A hook that cannot be attached
+// is an error that changes nothing.
 func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 	m.hooksMu.Lock()
 	defer m.hooksMu.Unlock()
@@ -102,27 +120,43 @@ func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 	if !ingress && !egress {
 		return fmt.Errorf("%s (ifindex %d): neither ingress nor egress", a.name, ifindex)
 	}
-	has := func(in bool) bool {
-		return slices.ContainsFunc(a.links, func(h hookLink) bool { return h.ingress == in })
+	want := m.wantHooks(ingress, egress)
+	find := func(in bool) int {
+		return slices.IndexFunc(a.links, func(h hookLink) bool { return h.ingress == in })
 	}
 	var added []hookLink
-	for _, h := range []struct{ on, ingress bool }{{ingress, true}, {egress, false}} {
-		if !h.on || has(h.ingress) {
+	for _, h := range want {
+		if find(h.ingress) >= 0 {
 			continue
 		}
-		l, err := m.attachOne(a, m.progs.program(h.ingress, a.l2), h.ingress)
+		l, err := m.attachOne(a, m.progs.program(h, a.l2), h.ingress)
 		if err != nil {
 			for _, h := range added {
 				_ = h.link.Close()
 			}
 			return &AttachError{Interface: a.name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
 		}
-		added = append(added, hookLink{ingress: h.ingress, link: l})
+		h.link = l
+		added = append(added, h)
+	}
+	// A kept hook whose program changes (router mode's egress).
+	for _, h := range want {
+		i := find(h.ingress)
+		if i < 0 || a.links[i].local == h.local {
+			continue
+		}
+		if err := a.links[i].link.Update(m.progs.program(h, a.l2)); err != nil {
+			for _, h := range added {
+				_ = h.link.Close()
+			}
+			return &AttachError{Interface: a.name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
+		}
+		a.links[i].local = h.local
 	}
 	var errs []error
 	kept := added
 	for _, h := range a.links {
-		if (h.ingress && ingress) || (!h.ingress && egress) {
+		if slices.ContainsFunc(want, func(w hookLink) bool { return w.ingress == h.ingress }) {
 			kept = append(kept, h)
 			continue
 		}

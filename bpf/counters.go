@@ -16,4 +16,9 @@ type KernelCounters struct {
 	NoMap uint64
 	// SampledOut: packets skipped by sampling.
 	SampledOut uint64
+	// FateMalformed: router mode (FetcherOptions.Fate), forwarded or
+	// dropped packets whose fate was not counted because their headers
+	// could not be read (a malformed packet, or headers outside the
+	// skb's linear area at a drop): only their arrival is counted.
+	FateMalformed uint64
 }

@@ -50,6 +50,15 @@ func TestDelta(t *testing.T) {
 				{Packets: 1, Bytes: 100, StartMonoTimeTs: 100, EndMonoTimeTs: 200, Epoch: epoch - 3, Sampling: 10},
 			},
 			want: &NetFlowMetrics{Packets: 3, Bytes: 300, StartMonoTimeTs: 1050, EndMonoTimeTs: 1050, Sampling: 2}, wantTot: flowTotals{13, 1300}},
+		// Router mode's forwarded flows: the egress interface of the
+		// CPU that counted last, wherever it comes in the slice.
+		{name: "out interface of the latest CPU", prev: flowTotals{1, 100},
+			perCPU: []NetFlowMetrics{
+				{Packets: 2, Bytes: 200, StartMonoTimeTs: 1100, EndMonoTimeTs: 1400, Epoch: epoch, Sampling: 1, OutIfIndex: 5},
+				{Packets: 1, Bytes: 100, StartMonoTimeTs: 1100, EndMonoTimeTs: 1200, Epoch: epoch, Sampling: 1, OutIfIndex: 3},
+				{Packets: 1, Bytes: 100, StartMonoTimeTs: 900, EndMonoTimeTs: 900, Epoch: epoch - 1, Sampling: 1},
+			},
+			want: &NetFlowMetrics{Packets: 3, Bytes: 300, StartMonoTimeTs: 1100, EndMonoTimeTs: 1400, Sampling: 1, OutIfIndex: 5}, wantTot: flowTotals{4, 400}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fm := &flowMaps{epoch: epoch, lastRead: lastRead}
@@ -71,5 +80,24 @@ func TestDelta(t *testing.T) {
 				t.Errorf("totals %+v, want %+v", tot, tc.wantTot)
 			}
 		})
+	}
+}
+
+// TestAccumulateOutIfIndex: adding up a flow's deltas keeps the egress
+// interface of the latest packet; a delta without one (bytes only, or a
+// flow that is not forwarded) keeps what was there.
+func TestAccumulateOutIfIndex(t *testing.T) {
+	var m NetFlowMetrics
+	for _, d := range []NetFlowMetrics{
+		{Packets: 1, Bytes: 100, StartMonoTimeTs: 10, EndMonoTimeTs: 20, OutIfIndex: 4},
+		{Packets: 1, Bytes: 100, StartMonoTimeTs: 5, EndMonoTimeTs: 15, OutIfIndex: 9}, // older
+		{Packets: 2, Bytes: 200, StartMonoTimeTs: 30, EndMonoTimeTs: 40, OutIfIndex: 6},
+		{Bytes: 50},
+		{Packets: 1, Bytes: 100, StartMonoTimeTs: 50, EndMonoTimeTs: 50},
+	} {
+		m.Accumulate(&d)
+	}
+	if m.OutIfIndex != 6 || m.Packets != 5 || m.Bytes != 550 {
+		t.Errorf("accumulated %+v: want out if 6, 5 packets, 550 bytes", m)
 	}
 }

@@ -14,6 +14,14 @@
 // filter instead, for hosts where the TC hooks cannot be used; both share
 // one core for loading, sampling changes, detaching and closing.
 //
+// In router mode (FetcherOptions.Fate) each packet's fate is counted too,
+// under the key it had on arrival with the fate byte set (IANA
+// forwardingStatus): forwarded packets (64) by egress_router_parse or
+// egress_fate_parse on every attached interface's egress hook, drops
+// (128-143, from the kernel's drop reason) by fate_kfree_skb on the
+// kfree_skb tracepoint (c/fate.c). Arrivals keep fate 0; user space
+// derives what was consumed. c/fate.h says why no packet gets two fates.
+//
 // Everything here needs CAP_BPF and CAP_NET_ADMIN (and CAP_PERFMON for the
 // ring buffer on some kernels); the tests that load programs skip without
 // them, except under CI=true where a missing privilege fails the test.

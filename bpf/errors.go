@@ -16,7 +16,7 @@ var ErrAlreadyAttached = errors.New("interface already attached")
 type AttachError struct {
 	Interface string
 	Index     int
-	Hook      string // "ingress" or "egress"
+	Hook      string // "ingress", "egress", or "drop counter" (router mode)
 	Mode      AttachMode
 	Err       error
 }

@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"errors"
+	"fmt"
 	"io"
 
 	"github.com/cilium/ebpf"
@@ -22,6 +24,9 @@ type FlowFetcher struct {
 	ingress bool
 	egress  bool
 	mode    AttachMode // guarded by hooksMu
+	// fate is router mode's drop counter (FetcherOptions.Fate), nil
+	// without.
+	fate *fateCounter
 }
 
 // ifaceAttachment is what a FlowFetcher put on one interface: a program
@@ -39,7 +44,12 @@ type ifaceAttachment struct {
 // place, so no packet passes unseen or is seen twice.
 type hookLink struct {
 	ingress bool
-	link    updatableLink
+	// local: an egress hook that counts what the host sends (egress was
+	// asked for); in router mode (fate) an egress hook without it counts
+	// forwarded packets only.
+	local bool
+	fate  bool
+	link  updatableLink
 }
 
 // updatableLink is a tcx link or a cls_bpf filter.
@@ -63,11 +73,55 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.fate {
+		probe := opts.fateProbe
+		if probe == nil {
+			probe = ProbeFate
+		}
+		if err := probe(); err != nil {
+			return nil, err
+		}
+	}
 	f := &FlowFetcher{ingress: opts.Ingress, egress: opts.Egress, mode: opts.Attach}
 	if err := f.init(tcKind, cfg, &f.objs); err != nil {
+		if cfg.fate {
+			// The router-mode programs are what differs: the
+			// caller may retry without them.
+			return nil, fmt.Errorf("%w: %w", ErrFateNotSupported, err)
+		}
 		return nil, err
 	}
+	if cfg.fate {
+		if f.fate, err = loadFateCounter(f.objs.shared(), cfg); err != nil {
+			return nil, errors.Join(err, f.fetcherCore.Close())
+		}
+	}
 	return f, nil
+}
+
+// Fate reports whether the fetcher counts packets' fates
+// (FetcherOptions.Fate).
+func (m *FlowFetcher) Fate() bool { return m.fate != nil }
+
+// Detach removes the programs from interface ifindex; in router mode the
+// drop counter forgets it. An interface that has gone away is no error:
+// the kernel removed its hooks with it.
+func (m *FlowFetcher) Detach(ifindex int) error {
+	// First, so that an Attach right after the Detach is watched.
+	werr := m.fate.watch(ifindex, false)
+	err := m.fetcherCore.Detach(ifindex)
+	if errors.Is(err, ErrNotAttached) {
+		return err
+	}
+	return errors.Join(err, werr)
+}
+
+// Close detaches every interface and the drop counter, and frees the
+// programs and maps.
+func (m *FlowFetcher) Close() error {
+	err := m.fate.close()
+	m.fate = nil
+	return errors.Join(err, m.fetcherCore.Close())
 }
 
 // NewFlowFetcher is NewFetcher with positional arguments, the constructor's
@@ -89,18 +143,28 @@ func (o *NetObjects) takePrograms() *NetPrograms {
 	return &p
 }
 
-// program returns the program for a hook: ingress or egress, for devices
-// with an Ethernet header or without one.
-func (p *NetPrograms) program(ingress, l2 bool) *ebpf.Program {
+// program returns the program for a hook h: ingress or egress, for
+// devices with an Ethernet header or without one (l2), in router mode
+// (h.fate) or not; a router-mode egress hook without h.local counts
+// forwarded packets only.
+func (p *NetPrograms) program(h hookLink, l2 bool) *ebpf.Program {
 	switch {
-	case ingress && l2:
+	case h.ingress && l2:
 		return p.IngressFlowParse
-	case ingress:
+	case h.ingress:
 		return p.IngressFlowParseL3
-	case l2:
+	case !h.fate && l2:
 		return p.EgressFlowParse
+	case !h.fate:
+		return p.EgressFlowParseL3
+	case !h.local && l2:
+		return p.EgressFateParse
+	case !h.local:
+		return p.EgressFateParseL3
+	case l2:
+		return p.EgressRouterParse
 	}
-	return p.EgressFlowParseL3
+	return p.EgressRouterParseL3
 }
 
 func (a *ifaceAttachment) iface() string { return a.name }
@@ -121,7 +185,7 @@ type tcHook struct {
 }
 
 func (h tcHook) update(p *NetPrograms) error {
-	return h.link.Update(p.program(h.ingress, h.l2))
+	return h.link.Update(p.program(h.hookLink, h.l2))
 }
 
 // Mode returns the attach mode in use: AttachAuto until the first attach

@@ -89,6 +89,12 @@ type flowMaps struct {
 	waits   int // grace periods waited for (tests)
 	values  []NetFlowMetrics
 
+	// swaps counts the sampling changes that swapped the names of each
+	// map pair (swapToSpare): programs loaded once for the fetcher's life
+	// (the drop counter, c/fate.c) name the maps as at load, and
+	// flow_state.swapped tells them the parity. Guarded by mu.
+	swaps int
+
 	// switchPending is set when the deleting read of the map a switch
 	// left (1-active) failed: it may still hold flows, and seen4 and seen
 	// still hold what was handed out of them. The next Drain reads it
@@ -166,9 +172,13 @@ func newFlowMaps(maps sharedMaps, capacity int, cfg fetcherConfig) (*flowMaps, e
 	return fm, nil
 }
 
+// swappedNames is flow_state.swapped: 1 when the maps of each pair are
+// named the other way round than at load.
+func (fm *flowMaps) swappedNames() uint16 { return uint16(fm.swaps & 1) }
+
 // writeState tells the programs which map to count into and the epoch.
 func (fm *flowMaps) writeState() error {
-	st := NetFlowStateT{Active: uint32(fm.active), Epoch: fm.epoch}
+	st := NetFlowStateT{Active: uint32(fm.active), Epoch: fm.epoch, Swapped: fm.swappedNames()}
 	if err := fm.shared.state.Put(uint32(0), &st); err != nil {
 		return fmt.Errorf("write flow state: %w", err)
 	}
@@ -240,12 +250,13 @@ func (fm *flowMaps) now() uint64 {
 func (fm *flowMaps) ReadCounters() (KernelCounters, error) {
 	var c KernelCounters
 	fields := []*uint64{
-		NetCounterKeyCOUNTER_MAP_FULL:     &c.MapFull,
-		NetCounterKeyCOUNTER_RINGBUF_FULL: &c.RingBufFull,
-		NetCounterKeyCOUNTER_NOT_IP:       &c.NotIP,
-		NetCounterKeyCOUNTER_MALFORMED:    &c.Malformed,
-		NetCounterKeyCOUNTER_NO_MAP:       &c.NoMap,
-		NetCounterKeyCOUNTER_SAMPLED_OUT:  &c.SampledOut,
+		NetCounterKeyCOUNTER_MAP_FULL:       &c.MapFull,
+		NetCounterKeyCOUNTER_RINGBUF_FULL:   &c.RingBufFull,
+		NetCounterKeyCOUNTER_NOT_IP:         &c.NotIP,
+		NetCounterKeyCOUNTER_MALFORMED:      &c.Malformed,
+		NetCounterKeyCOUNTER_NO_MAP:         &c.NoMap,
+		NetCounterKeyCOUNTER_SAMPLED_OUT:    &c.SampledOut,
+		NetCounterKeyCOUNTER_FATE_MALFORMED: &c.FateMalformed,
 	}
 	var perCPU []uint64
 	for k, dst := range fields {

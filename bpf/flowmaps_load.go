@@ -44,6 +44,12 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 		spec.Maps[name].MaxEntries = uint32(cacheMaxSize)
 	}
 	spec.Maps[mapDirect].MaxEntries = cfg.ringBufSize
+	// Only the TC programs' object has it.
+	if v, ok := spec.Variables[NetVarFateMode]; ok && cfg.fate {
+		if err := v.Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("set fate mode: %w", err)
+		}
+	}
 	return spec, nil
 }
 

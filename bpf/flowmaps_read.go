@@ -108,10 +108,12 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 // clock: in the same tick or later). The sampling rate is the coarsest of
 // those CPUs, not of every CPU that ever counted the flow: after a
 // sampling change, a CPU that counted only before it does not lend its
-// old rate to the new packets.
+// old rate to the new packets. OutIfIndex is that of the CPU whose last
+// packet is the latest.
 func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlowMetrics, quiescent bool) (flowTotals, bool) {
 	var tot flowTotals
 	var anySampling uint32 // of every CPU that ever counted the flow
+	var outIfTime uint64
 	*out = NetFlowMetrics{}
 	for i := range perCPU {
 		c := &perCPU[i]
@@ -135,6 +137,11 @@ func (fm *flowMaps) delta(out *NetFlowMetrics, prev flowTotals, perCPU []NetFlow
 			if out.StartMonoTimeTs == 0 || start < out.StartMonoTimeTs {
 				out.StartMonoTimeTs = start
 			}
+		}
+		// Router mode's forwarded flows: the interface of the CPU
+		// that counted last (each CPU keeps its last packet's).
+		if c.OutIfIndex != 0 && c.EndMonoTimeTs >= outIfTime {
+			out.OutIfIndex, outIfTime = c.OutIfIndex, c.EndMonoTimeTs
 		}
 		out.EndMonoTimeTs = max(out.EndMonoTimeTs, c.EndMonoTimeTs)
 		anySampling = max(anySampling, c.Sampling)

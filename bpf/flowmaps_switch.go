@@ -192,7 +192,7 @@ func (fm *flowMaps) switchFirst(fn func(NetFlowId, []NetFlowMetrics)) error {
 	if next == 0 {
 		next = 1
 	}
-	st := NetFlowStateT{Active: uint32(1 - cur), Epoch: next}
+	st := NetFlowStateT{Active: uint32(1 - cur), Epoch: next, Swapped: fm.swappedNames()}
 	if err := fm.shared.state.Put(uint32(0), &st); err != nil {
 		return fmt.Errorf("write flow state: %w", err)
 	}
@@ -245,8 +245,17 @@ func (fm *flowMaps) spareReplacements() (*ebpf.CollectionOptions, error) {
 func (fm *flowMaps) swapToSpare(swap func() error) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
-	if err := swap(); err != nil {
+	// The drop counter follows flow_state: it counts into the new
+	// programs' map from now on, so that the old one, emptied at the
+	// next Drain, is written by no program by then.
+	fm.swaps++
+	if err := fm.writeState(); err != nil {
+		fm.swaps--
 		return err
+	}
+	if err := swap(); err != nil {
+		fm.swaps--
+		return errors.Join(err, fm.writeState())
 	}
 	fm.shared = fm.shared.swapped()
 	fm.oldPending = true

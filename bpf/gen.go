@@ -9,3 +9,7 @@ package bpf
 // accounting and the parser with the TC programs; their Go code uses the
 // Net types above, so no -type here.
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel NetSk c/sock.c -- -I/usr/include/x86_64-linux-gnu
+
+// Router mode's drop counter (c/fate.c), loaded only with FetcherOptions.Fate
+// on the TC programs' maps.
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel NetFate c/fate.c -- -I/usr/include/x86_64-linux-gnu

@@ -22,13 +22,14 @@ type NetCoarseClockCache struct {
 type NetCounterKey uint32
 
 const (
-	NetCounterKeyCOUNTER_MAP_FULL     NetCounterKey = 0
-	NetCounterKeyCOUNTER_RINGBUF_FULL NetCounterKey = 1
-	NetCounterKeyCOUNTER_NOT_IP       NetCounterKey = 2
-	NetCounterKeyCOUNTER_MALFORMED    NetCounterKey = 3
-	NetCounterKeyCOUNTER_NO_MAP       NetCounterKey = 4
-	NetCounterKeyCOUNTER_SAMPLED_OUT  NetCounterKey = 5
-	NetCounterKeyCOUNTER_MAX          NetCounterKey = 6
+	NetCounterKeyCOUNTER_MAP_FULL       NetCounterKey = 0
+	NetCounterKeyCOUNTER_RINGBUF_FULL   NetCounterKey = 1
+	NetCounterKeyCOUNTER_NOT_IP         NetCounterKey = 2
+	NetCounterKeyCOUNTER_MALFORMED      NetCounterKey = 3
+	NetCounterKeyCOUNTER_NO_MAP         NetCounterKey = 4
+	NetCounterKeyCOUNTER_SAMPLED_OUT    NetCounterKey = 5
+	NetCounterKeyCOUNTER_FATE_MALFORMED NetCounterKey = 6
+	NetCounterKeyCOUNTER_MAX            NetCounterKey = 7
 )
 
 type NetFlowId4 NetFlowId4T
@@ -110,10 +111,10 @@ type NetFlowRecordT struct {
 type NetFlowState NetFlowStateT
 
 type NetFlowStateT struct {
-	_      structs.HostLayout
-	Active uint32
-	Epoch  uint16
-	Pad    uint16
+	_       structs.HostLayout
+	Active  uint32
+	Epoch   uint16
+	Swapped uint16
 }
 
 type NetSamplingAlgorithm uint32
@@ -137,10 +138,15 @@ const (
 	NetMapGlobalCounters          = "global_counters"
 	NetMapGracePeriod             = "grace_period"
 	NetMapSamplingCount           = "sampling_count"
+	NetProgEgressFateParse        = "egress_fate_parse"
+	NetProgEgressFateParseL3      = "egress_fate_parse_l3"
 	NetProgEgressFlowParse        = "egress_flow_parse"
 	NetProgEgressFlowParseL3      = "egress_flow_parse_l3"
+	NetProgEgressRouterParse      = "egress_router_parse"
+	NetProgEgressRouterParseL3    = "egress_router_parse_l3"
 	NetProgIngressFlowParse       = "ingress_flow_parse"
 	NetProgIngressFlowParseL3     = "ingress_flow_parse_l3"
+	NetVarFateMode                = "fate_mode"
 	NetVarPreciseClock            = "precise_clock"
 	NetVarSampling                = "sampling"
 	NetVarSamplingMode            = "sampling_mode"
@@ -194,10 +200,14 @@ type NetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetProgramSpecs struct {
-	EgressFlowParse    *ebpf.ProgramSpec `ebpf:"egress_flow_parse"`
-	EgressFlowParseL3  *ebpf.ProgramSpec `ebpf:"egress_flow_parse_l3"`
-	IngressFlowParse   *ebpf.ProgramSpec `ebpf:"ingress_flow_parse"`
-	IngressFlowParseL3 *ebpf.ProgramSpec `ebpf:"ingress_flow_parse_l3"`
+	EgressFateParse     *ebpf.ProgramSpec `ebpf:"egress_fate_parse"`
+	EgressFateParseL3   *ebpf.ProgramSpec `ebpf:"egress_fate_parse_l3"`
+	EgressFlowParse     *ebpf.ProgramSpec `ebpf:"egress_flow_parse"`
+	EgressFlowParseL3   *ebpf.ProgramSpec `ebpf:"egress_flow_parse_l3"`
+	EgressRouterParse   *ebpf.ProgramSpec `ebpf:"egress_router_parse"`
+	EgressRouterParseL3 *ebpf.ProgramSpec `ebpf:"egress_router_parse_l3"`
+	IngressFlowParse    *ebpf.ProgramSpec `ebpf:"ingress_flow_parse"`
+	IngressFlowParseL3  *ebpf.ProgramSpec `ebpf:"ingress_flow_parse_l3"`
 }
 
 // NetMapSpecs contains maps before they are loaded into the kernel.
@@ -220,6 +230,7 @@ type NetMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NetVariableSpecs struct {
+	FateMode                *ebpf.VariableSpec `ebpf:"fate_mode"`
 	PreciseClock            *ebpf.VariableSpec `ebpf:"precise_clock"`
 	Sampling                *ebpf.VariableSpec `ebpf:"sampling"`
 	SamplingMode            *ebpf.VariableSpec `ebpf:"sampling_mode"`
@@ -282,6 +293,7 @@ func (m *NetMaps) Close() error {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetVariables struct {
+	FateMode                *ebpf.Variable `ebpf:"fate_mode"`
 	PreciseClock            *ebpf.Variable `ebpf:"precise_clock"`
 	Sampling                *ebpf.Variable `ebpf:"sampling"`
 	SamplingMode            *ebpf.Variable `ebpf:"sampling_mode"`
@@ -297,16 +309,24 @@ type NetVariables struct {
 //
 // It can be passed to LoadNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NetPrograms struct {
-	EgressFlowParse    *ebpf.Program `ebpf:"egress_flow_parse"`
-	EgressFlowParseL3  *ebpf.Program `ebpf:"egress_flow_parse_l3"`
-	IngressFlowParse   *ebpf.Program `ebpf:"ingress_flow_parse"`
-	IngressFlowParseL3 *ebpf.Program `ebpf:"ingress_flow_parse_l3"`
+	EgressFateParse     *ebpf.Program `ebpf:"egress_fate_parse"`
+	EgressFateParseL3   *ebpf.Program `ebpf:"egress_fate_parse_l3"`
+	EgressFlowParse     *ebpf.Program `ebpf:"egress_flow_parse"`
+	EgressFlowParseL3   *ebpf.Program `ebpf:"egress_flow_parse_l3"`
+	EgressRouterParse   *ebpf.Program `ebpf:"egress_router_parse"`
+	EgressRouterParseL3 *ebpf.Program `ebpf:"egress_router_parse_l3"`
+	IngressFlowParse    *ebpf.Program `ebpf:"ingress_flow_parse"`
+	IngressFlowParseL3  *ebpf.Program `ebpf:"ingress_flow_parse_l3"`
 }
 
 func (p *NetPrograms) Close() error {
 	return _NetClose(
+		p.EgressFateParse,
+		p.EgressFateParseL3,
 		p.EgressFlowParse,
 		p.EgressFlowParseL3,
+		p.EgressRouterParse,
+		p.EgressRouterParseL3,
 		p.IngressFlowParse,
 		p.IngressFlowParseL3,
 	)

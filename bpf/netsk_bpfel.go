@@ -65,10 +65,10 @@ type NetSkFlowMetrics struct {
 }
 
 type NetSkFlowState struct {
-	_      structs.HostLayout
-	Active uint32
-	Epoch  uint16
-	Pad    uint16
+	_       structs.HostLayout
+	Active  uint32
+	Epoch   uint16
+	Swapped uint16
 }
 
 // Names of all BPF objects in the ELF.

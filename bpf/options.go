@@ -41,6 +41,20 @@ type FetcherOptions struct {
 	// needs Linux 5.11: on an older kernel the programs use the precise one
 	// even when this is false, and PreciseClock reports that fallback.
 	PreciseTimestamps bool
+	// Fate is router mode's fate counting: the egress programs count each
+	// forwarded packet (one that arrived on an interface) with fate 64,
+	// keyed as it arrived (interface, direction ingress, addresses and
+	// ports before NAT), and the interface it left by in OutIfIndex; a
+	// drop program on the kfree_skb tracepoint counts each packet the
+	// kernel drops that arrived on an attached interface of the fetcher's
+	// network namespace (the calling thread's at NewFetcher), with the
+	// IANA forwardingStatus code of its drop reason, keyed the same way,
+	// unsampled. Arrivals keep fate 0. Attach puts the egress program on
+	// every interface, even when only ingress is asked for: then it
+	// counts forwarded packets only, not what the host sends. Needs Linux
+	// 6.3: on an older kernel NewFetcher fails with ErrFateNotSupported.
+	// See c/fate.h.
+	Fate bool
 	// StateDir records the clsact qdiscs Attach creates, so that
 	// CleanupStale can remove them after a crash. Empty: nothing is
 	// recorded.
@@ -49,6 +63,9 @@ type FetcherOptions struct {
 	// clockProbe reports whether the coarse clock exists (nil: the
 	// kernel's feature probe; tests replace it).
 	clockProbe func() error
+	// fateProbe reports whether the kernel can count fates (nil:
+	// ProbeFate; tests replace it).
+	fateProbe func() error
 }
 
 // SockFetcherOptions say how NewSockFetcher loads the socket filters. A
@@ -78,6 +95,8 @@ type fetcherConfig struct {
 	// kernel's feature probe); clockFallback records that it did not.
 	clockProbe    func() error
 	clockFallback bool
+	// fate: router mode's fate counting (FetcherOptions.Fate).
+	fate bool
 }
 
 // config validates o and returns the load-time configuration.
@@ -93,7 +112,7 @@ func (o FetcherOptions) config() (fetcherConfig, error) {
 	cfg := fetcherConfig{
 		sampling: o.Sampling, mapSize: o.KernelMapSize, algorithm: o.SamplingAlgorithm,
 		ringBufSize: o.RingBufSize, stateDir: o.StateDir, preciseClock: o.PreciseTimestamps,
-		clockProbe: o.clockProbe,
+		clockProbe: o.clockProbe, fate: o.Fate,
 	}
 	return cfg, cfg.validate()
 }
@@ -166,6 +185,16 @@ func WithRingBufSize(n uint32) FetcherOption {
 // WithStateDir sets FetcherOptions.StateDir.
 func WithStateDir(dir string) FetcherOption {
 	return func(o *FetcherOptions) { o.StateDir = dir }
+}
+
+// WithFate sets FetcherOptions.Fate.
+func WithFate(on bool) FetcherOption {
+	return func(o *FetcherOptions) { o.Fate = on }
+}
+
+// withFateProbe replaces the fate probe (tests).
+func withFateProbe(probe func() error) FetcherOption {
+	return func(o *FetcherOptions) { o.fateProbe = probe }
 }
 
 // withClockProbe replaces the coarse clock probe (tests).

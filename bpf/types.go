@@ -125,6 +125,11 @@ func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	if fm.Packets == 0 || (src.StartMonoTimeTs != 0 && src.StartMonoTimeTs < fm.StartMonoTimeTs) {
 		fm.StartMonoTimeTs = src.StartMonoTimeTs
 	}
+	// The egress interface of the packet seen last (router mode's
+	// forwarded records; 0 elsewhere).
+	if src.EndMonoTimeTs >= fm.EndMonoTimeTs && src.OutIfIndex != 0 {
+		fm.OutIfIndex = src.OutIfIndex
+	}
 	if src.EndMonoTimeTs > fm.EndMonoTimeTs {
 		fm.EndMonoTimeTs = src.EndMonoTimeTs
 	}
@@ -176,6 +181,7 @@ func (k NetFlowId4) id() NetFlowId {
 		IcmpType:          k.IcmpType,
 		IcmpCode:          k.IcmpCode,
 		Tos:               k.Tos,
+		Fate:              k.Fate,
 	}
 	id.SrcIp[10], id.SrcIp[11] = 0xff, 0xff
 	id.DstIp[10], id.DstIp[11] = 0xff, 0xff
@@ -200,5 +206,6 @@ func (k NetFlowId6) id() NetFlowId {
 		IcmpType:          k.IcmpType,
 		IcmpCode:          k.IcmpCode,
 		Tos:               k.Tos,
+		Fate:              k.Fate,
 	}
 }

@@ -39,6 +39,8 @@ var (
 		"malformed":    prometheus.NewDesc("hostflow_kernel_malformed_total", "Frames too short or broken to parse.", nil, nil),
 		"no_map":       prometheus.NewDesc("hostflow_kernel_no_map_total", "Packets seen while no aggregation map was installed.", nil, nil),
 		"sampled_out":  prometheus.NewDesc("hostflow_kernel_sampled_out_total", "Packets skipped by sampling.", nil, nil),
+		"fate_malformed": prometheus.NewDesc("hostflow_kernel_fate_malformed_total",
+			"Router mode: forwarded or dropped packets whose fate was not counted because their headers could not be read (their arrival is).", nil, nil),
 	}
 
 	descMessages = prometheus.NewDesc("hostflow_collector_messages_total",
@@ -67,7 +69,7 @@ var (
 )
 
 // kernelOrder fixes the order kernel counters are collected in.
-var kernelOrder = []string{"map_full", "ringbuf_full", "not_ip", "malformed", "no_map", "sampled_out"}
+var kernelOrder = []string{"map_full", "ringbuf_full", "not_ip", "malformed", "no_map", "sampled_out", "fate_malformed"}
 
 // collector reads a Source at scrape time.
 type collector struct {
@@ -120,7 +122,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	} else {
 		vals := map[string]uint64{"map_full": k.MapFull, "ringbuf_full": k.RingBufFull, "not_ip": k.NotIP,
-			"malformed": k.Malformed, "no_map": k.NoMap, "sampled_out": k.SampledOut}
+			"malformed": k.Malformed, "no_map": k.NoMap, "sampled_out": k.SampledOut, "fate_malformed": k.FateMalformed}
 		for _, name := range kernelOrder {
 			counter(descKernel[name], vals[name])
 		}

@@ -22,7 +22,7 @@ func (fakeSource) Flows() FlowStats {
 }
 
 func (f fakeSource) Kernel() (KernelStats, error) {
-	return KernelStats{MapFull: 1, RingBufFull: 2, NotIP: 3, Malformed: 4, NoMap: 5, SampledOut: 6}, f.kernelErr
+	return KernelStats{MapFull: 1, RingBufFull: 2, NotIP: 3, Malformed: 4, NoMap: 5, SampledOut: 6, FateMalformed: 7}, f.kernelErr
 }
 
 func (fakeSource) Collectors() []CollectorStats {
@@ -90,6 +90,9 @@ hostflow_flows_exported_total{reason="idle"} 5
 # TYPE hostflow_interface_attached gauge
 hostflow_interface_attached{interface="eth0",mode="tcx"} 1
 hostflow_interface_attached{interface="eth1",mode="tcx"} 0
+# HELP hostflow_kernel_fate_malformed_total Router mode: forwarded or dropped packets whose fate was not counted because their headers could not be read (their arrival is).
+# TYPE hostflow_kernel_fate_malformed_total counter
+hostflow_kernel_fate_malformed_total 7
 # HELP hostflow_kernel_malformed_total Frames too short or broken to parse.
 # TYPE hostflow_kernel_malformed_total counter
 hostflow_kernel_malformed_total 4

@@ -45,6 +45,9 @@ type FlowStats struct {
 // KernelStats are the eBPF programs' counters.
 type KernelStats struct {
 	MapFull, RingBufFull, NotIP, Malformed, NoMap, SampledOut uint64
+	// FateMalformed: router mode's forwarded or dropped packets whose fate
+	// could not be counted (headers unreadable): only their arrival is.
+	FateMalformed uint64
 }
 
 // CollectorStats are one collector's exporter counters.

@@ -205,7 +205,7 @@ static __always_inline bool sampled_out(void)
  * with id. Each call site names one map, so the verifier inlines the
  * lookup. */
 static __always_inline void add_to(void *flows, const void *key, flow_id *id, __u64 packets,
-				   __u64 bytes, __u64 now, __u16 tcp_flags, __u16 epoch)
+				   __u64 bytes, __u64 now, __u16 tcp_flags, __u16 epoch, __u32 out_if)
 {
 	flow_metrics *m = bpf_map_lookup_elem(flows, key);
 	if (!m) {
@@ -217,6 +217,7 @@ static __always_inline void add_to(void *flows, const void *key, flow_id *id, __
 			.flags = tcp_flags,
 			.epoch = epoch,
 			.sampling = sampling,
+			.out_if_index = out_if,
 		};
 		long err = bpf_map_update_elem(flows, key, &nm, BPF_NOEXIST);
 		if (err == 0)
@@ -250,6 +251,85 @@ static __always_inline void add_to(void *flows, const void *key, flow_id *id, __
 	m->end_mono_time_ts = now;
 	m->flags |= tcp_flags;
 	m->sampling = sampling;
+	/* A constant 0 except for forwarded packets (fate.h): no store
+	 * at all in the other programs. Last writer wins on this CPU; user
+	 * space takes the value of the CPU that counted last. */
+	if (out_if)
+		m->out_if_index = out_if;
+}
+
+/* add_flow counts packets (bytes) of flow id into the map pair flow_state
+ * names. out_if is the interface a forwarded packet left by (0 for every
+ * other count). tracing is for fate.c's drop counter, a tracing program
+ * loaded once for the fetcher's life: it names the maps as they were at
+ * load, and flow_state.swapped says whether a sampling change has since
+ * swapped the names of each pair (the TC programs, reloaded by it, ignore
+ * it); and it may not read the coarse clock (the kernel refuses the helper
+ * to tracing programs), so it reads the precise one: the same
+ * CLOCK_MONOTONIC, at most a tick ahead of the coarse one. */
+static __always_inline void add_flow(flow_id *id, __u64 packets, __u64 bytes, __u16 tcp_flags,
+				     __u32 out_if, const bool tracing)
+{
+	__u64 now = (tracing || precise_clock) ? bpf_ktime_get_ns() : coarse_now();
+
+	__u32 zero = 0;
+	flow_state *st = bpf_map_lookup_elem(&flow_state_map, &zero);
+	if (!st) {
+		count(COUNTER_NO_MAP);
+		return;
+	}
+	/* One read of the state: the whole packet goes to the map it names. */
+	__u32 active = st->active;
+	__u16 epoch = st->epoch;
+	if (tracing)
+		active ^= st->swapped & 1;
+	if (id->eth_protocol == ETH_P_IP) {
+		/* flow_id4 is the IPv4 addresses, then flow_id's 16 bytes
+		 * from if_index to fate in the same layout (asserted in
+		 * flow.h): four word copies, not one per field. */
+		flow_id4 k;
+		__builtin_memcpy(k.src_ip, &id->src_ip[12], 4);
+		__builtin_memcpy(k.dst_ip, &id->dst_ip[12], 4);
+		__builtin_memcpy(&k.if_index, &id->if_index, 16);
+		if (active)
+			add_to(&flows4_1, &k, id, packets, bytes, now, tcp_flags, epoch, out_if);
+		else
+			add_to(&flows4_0, &k, id, packets, bytes, now, tcp_flags, epoch, out_if);
+		return;
+	}
+	/* The map's key is flow_id6, the first 48 bytes of id. */
+	if (active)
+		add_to(&flows_1, id, id, packets, bytes, now, tcp_flags, epoch, out_if);
+	else
+		add_to(&flows_0, id, id, packets, bytes, now, tcp_flags, epoch, out_if);
+}
+
+/* count_packet counts one parsed packet of skb under id (GSO: gso_segs
+ * packets). */
+static __always_inline void count_packet(struct __sk_buff *skb, flow_id *id,
+					 const struct packet_info *pi, __u32 out_if)
+{
+	/* A GSO skb stands for gso_segs packets on the wire, each repeating
+	 * the IP and transport headers. */
+	__u64 packets = 1;
+	__u64 bytes = skb->len - pi->l3_off;
+	/* Ethernet pads short frames to 60 bytes: the padding is not IP.
+	 * The smaller of the two is right for GSO too, whose IP header
+	 * declares either the whole packet or 0 (BIG TCP). */
+	if (pi->ip_len && pi->ip_len < bytes)
+		bytes = pi->ip_len;
+	__u32 segs = skb->gso_segs;
+	/* A vnet header sender (tap, virtio, packet socket) leaves gso_segs 0
+	 * (SKB_GSO_DODGY) until the skb is segmented: derive it as the
+	 * segmentation will, from the payload after the headers. */
+	__u32 gso_size = skb->gso_size;
+	if (segs == 0 && gso_size && bytes > pi->hdr_len)
+		segs = (bytes - pi->hdr_len + gso_size - 1) / gso_size;
+	if (segs > 1) {
+		packets = segs;
+		bytes += (__u64)(segs - 1) * pi->hdr_len;
+	}
+	add_flow(id, packets, bytes, pi->tcp_flags, out_if, false);
 }
 
 /* account counts one packet of skb, seen in direction (0 ingress, 1 egress),
@@ -276,57 +356,7 @@ static __always_inline void account(struct __sk_buff *skb, __u8 direction, const
 	}
 	id.if_index = skb->ifindex;
 	id.direction = direction;
-
-	/* A GSO skb stands for gso_segs packets on the wire, each repeating
-	 * the IP and transport headers. */
-	__u64 packets = 1;
-	__u64 bytes = skb->len - pi.l3_off;
-	/* Ethernet pads short frames to 60 bytes: the padding is not IP.
-	 * The smaller of the two is right for GSO too, whose IP header
-	 * declares either the whole packet or 0 (BIG TCP). */
-	if (pi.ip_len && pi.ip_len < bytes)
-		bytes = pi.ip_len;
-	__u32 segs = skb->gso_segs;
-	/* A vnet header sender (tap, virtio, packet socket) leaves gso_segs 0
-	 * (SKB_GSO_DODGY) until the skb is segmented: derive it as the
-	 * segmentation will, from the payload after the headers. */
-	__u32 gso_size = skb->gso_size;
-	if (segs == 0 && gso_size && bytes > pi.hdr_len)
-		segs = (bytes - pi.hdr_len + gso_size - 1) / gso_size;
-	if (segs > 1) {
-		packets = segs;
-		bytes += (__u64)(segs - 1) * pi.hdr_len;
-	}
-	__u64 now = precise_clock ? bpf_ktime_get_ns() : coarse_now();
-
-	__u32 zero = 0;
-	flow_state *st = bpf_map_lookup_elem(&flow_state_map, &zero);
-	if (!st) {
-		count(COUNTER_NO_MAP);
-		return;
-	}
-	/* One read of the state: the whole packet goes to the map it names. */
-	__u32 active = st->active;
-	__u16 epoch = st->epoch;
-	if (id.eth_protocol == ETH_P_IP) {
-		/* flow_id4 is the IPv4 addresses, then flow_id's 16 bytes
-		 * from if_index to fate in the same layout (asserted in
-		 * flow.h): four word copies, not one per field. */
-		flow_id4 k;
-		__builtin_memcpy(k.src_ip, &id.src_ip[12], 4);
-		__builtin_memcpy(k.dst_ip, &id.dst_ip[12], 4);
-		__builtin_memcpy(&k.if_index, &id.if_index, 16);
-		if (active)
-			add_to(&flows4_1, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
-		else
-			add_to(&flows4_0, &k, &id, packets, bytes, now, pi.tcp_flags, epoch);
-		return;
-	}
-	/* The map's key is flow_id6, the first 48 bytes of id. */
-	if (active)
-		add_to(&flows_1, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
-	else
-		add_to(&flows_0, &id, &id, packets, bytes, now, pi.tcp_flags, epoch);
+	count_packet(skb, &id, &pi, 0);
 }
 
 #endif

@@ -153,7 +153,9 @@ typedef struct flow_state_t {
 	__u32 active;
 	/* Bumped by user space after each read of the active map. */
 	__u16 epoch;
-	__u16 pad;
+	/* Bit 0: a sampling change swapped the names of each map pair since
+	 * load (see add_flow in account.h). */
+	__u16 swapped;
 } flow_state;
 
 /* counter_key indexes the per-CPU global_counters array. Every place where
@@ -171,7 +173,11 @@ enum counter_key {
 	COUNTER_NO_MAP = 4,
 	/* Packets skipped by sampling. */
 	COUNTER_SAMPLED_OUT = 5,
-	COUNTER_MAX = 6,
+	/* Router mode: forwarded or dropped packets whose fate could not be
+	 * counted because their headers could not be read or keyed (fate.h):
+	 * their arrival count stands alone. */
+	COUNTER_FATE_MALFORMED = 6,
+	COUNTER_MAX = 7,
 };
 
 /* sampling_algorithm selects how 1-in-N packets are picked. */

@@ -157,7 +157,7 @@ func (d *daemon) controlStats() control.Stats {
 		st.KernelError = err.Error()
 	}
 	st.Kernel = control.KernelStats{MapFull: k.MapFull, RingBufFull: k.RingBufFull, NotIP: k.NotIP,
-		Malformed: k.Malformed, NoMap: k.NoMap, SampledOut: k.SampledOut}
+		Malformed: k.Malformed, NoMap: k.NoMap, SampledOut: k.SampledOut, FateMalformed: k.FateMalformed}
 	for _, c := range d.Collectors() {
 		state := "disconnected"
 		if c.Connected {

@@ -259,6 +259,7 @@ func writeStats(w io.Writer, st control.Stats) error {
 		p("kernel malformed", k.Malformed)
 		p("kernel no map", k.NoMap)
 		p("kernel sampled out", k.SampledOut)
+		p("kernel fate malformed (router mode)", k.FateMalformed)
 	}
 	if len(st.Collectors) == 0 {
 		p("collectors", "none (JSON lines on stdout)")

@@ -31,7 +31,7 @@ func (d *daemon) Flows() metrics.FlowStats {
 func (d *daemon) Kernel() (metrics.KernelStats, error) {
 	k, err := d.fetcher.ReadCounters()
 	return metrics.KernelStats{MapFull: k.MapFull, RingBufFull: k.RingBufFull, NotIP: k.NotIP,
-		Malformed: k.Malformed, NoMap: k.NoMap, SampledOut: k.SampledOut}, err
+		Malformed: k.Malformed, NoMap: k.NoMap, SampledOut: k.SampledOut, FateMalformed: k.FateMalformed}, err
 }
 
 func (d *daemon) Collectors() []metrics.CollectorStats {

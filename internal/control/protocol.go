@@ -105,6 +105,8 @@ type KernelStats struct {
 	Malformed   uint64 `json:"malformed"`
 	NoMap       uint64 `json:"no_map"`
 	SampledOut  uint64 `json:"sampled_out"`
+	// FateMalformed: router mode's fates not counted (bpf.KernelCounters).
+	FateMalformed uint64 `json:"fate_malformed"`
 }
 
 // CollectorStatus is one collector's state and counters.
