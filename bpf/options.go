@@ -45,6 +45,13 @@ type FetcherOptions struct {
 	// CleanupStale can remove them after a crash. Empty: nothing is
 	// recorded.
 	StateDir string
+	// Fate asks, in router mode, for each arriving packet's fate to be
+	// counted besides its arrival: forwarded (at TC egress) or dropped
+	// with the kernel's reason (the kfree_skb tracepoint), as flows that
+	// differ from the arrival's only by NetFlowId.Fate. The daemon asks
+	// the fetcher whether it does (a Fates() bool method) and falls back
+	// to the export-time FIB status if not.
+	Fate bool
 
 	// clockProbe reports whether the coarse clock exists (nil: the
 	// kernel's feature probe; tests replace it).

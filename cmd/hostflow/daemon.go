@@ -48,6 +48,10 @@ type daemon struct {
 	full      chan struct{}
 	lastDrain time.Time
 
+	// fates is set in router mode when the fetcher counts each packet's
+	// fate: the cache derives consumed packets and the enricher keeps
+	// the kernel's forwarding status (see the router package).
+	fates bool
 	// enricher adds forwarding and NAT information in router mode; nil
 	// in host mode. Only the enrich stage calls Enrich.
 	enricher flowEnricher
@@ -174,6 +178,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			RingBufSize:       uint32(cfg.RingBufferSize),
 			PreciseTimestamps: precise,
 			StateDir:          cfg.StateDir,
+			Fate:              cfg.Router(),
 		})
 	}
 	if err != nil {
@@ -186,9 +191,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 
 	if cfg.Router() {
+		d.fates = sourceFates(d.fetcher)
+		if !d.fates {
+			log.Warn("router mode: the kernel does not report each packet's fate (forwarded, dropped and why): "+
+				"the forwarding status is a route lookup at export time, and packets a firewall drops are reported forwarded",
+				"needs", "Linux 6.3 and the TC capture")
+		}
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
-		if d.enricher, err = router.New(router.Options{Conntrack: conntrackModes[cfg.Conntrack], Log: log}); err != nil {
+		if d.enricher, err = router.New(router.Options{Conntrack: conntrackModes[cfg.Conntrack], Fates: d.fates, Log: log}); err != nil {
 			d.enricher = nil
 			return fmt.Errorf("router mode: %w", err)
 		}
@@ -199,7 +210,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		return err
 	}
 	d.followLinks()
-	if d.cache, err = exporter.NewCache(cfg.Cache(), exporter.SystemClock{}); err != nil {
+	if d.cache, err = exporter.NewCache(d.cacheConfig(cfg), exporter.SystemClock{}); err != nil {
 		return err
 	}
 	tuneGC(os.Getenv)
@@ -215,6 +226,25 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
 	return d.loop(ctx, hup)
+}
+
+// fateSource is a flow source that says whether it counts each packet's
+// fate (bpf.FetcherOptions.Fate): true only if it was asked to and the
+// kernel can.
+type fateSource interface{ Fates() bool }
+
+// sourceFates reports whether s counts each packet's fate; a source that
+// cannot say does not.
+func sourceFates(s flowSource) bool {
+	f, ok := s.(fateSource)
+	return ok && f.Fates()
+}
+
+// cacheConfig is cfg's cache, following fates if the fetcher counts them.
+func (d *daemon) cacheConfig(cfg *config.Config) exporter.CacheConfig {
+	c := cfg.Cache()
+	c.Fates = d.fates
+	return c
 }
 
 // sinkEnv gives the sinks what they need from the daemon. The options
@@ -377,7 +407,9 @@ func (d *daemon) status() string {
 }
 
 func (d *daemon) addDirect(r bpf.Record) {
-	d.observe(r.Metrics.Packets, r.Metrics.Bytes)
+	if r.Id.Fate == exporter.FateArrival {
+		d.observe(r.Metrics.Packets, r.Metrics.Bytes)
+	}
 	d.cache.AddOne(r.Id, &r.Metrics)
 	d.exportPushedOut()
 	d.mu.Lock()
@@ -385,6 +417,9 @@ func (d *daemon) addDirect(r bpf.Record) {
 	d.mu.Unlock()
 }
 
+// drain reads the kernel maps into the cache, and tells the cache a poll
+// ended (in router mode with fates, arrivals settle then: see
+// exporter.Cache.Poll).
 func (d *daemon) drain() {
 	d.lastDrain = time.Now()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
@@ -393,6 +428,8 @@ func (d *daemon) drain() {
 		d.mu.Unlock()
 		d.log.Error("read kernel flows", "err", err)
 	}
+	d.cache.Poll()
+	d.exportPushedOut()
 }
 
 func (d *daemon) updateActive() {
