@@ -204,11 +204,11 @@ func (c *Cache) add(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	t.insert(&id, h, m)
 }
 
-// Poll marks the end of a drain of the kernel maps. With
-// CacheConfig.Fates, it settles the arrivals of the poll interval before
-// and adds their consumed packets, if any, as flows of fate FateConsumed
-// (see fateTable); otherwise it does nothing. The owner calls it after
-// each drain, before Expire.
+// Poll marks the end of a poll interval. With CacheConfig.Fates, it
+// settles the arrivals of the poll interval before and adds their
+// consumed packets, if any, as flows of fate FateConsumed (see
+// fateTable); otherwise it does nothing. The owner calls it once per
+// interval, after that interval's drain and before Expire.
 func (c *Cache) Poll() {
 	if c.fates != nil {
 		c.fates.settle(c.add)

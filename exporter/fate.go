@@ -148,5 +148,17 @@ func (t *fateTable) consume(k bpf.NetFlowId, e *fateEntry, m *bpf.NetFlowMetrics
 	add(k, &c)
 }
 
+// unreported returns the arrivals not yet in a fate's or a consumed flow:
+// those to settle, plus the balances (negative while fates are ahead of
+// the settled arrivals, which then are in both the fates' flows and to
+// settle).
+func (t *fateTable) unreported() (packets, bytes int64) {
+	for _, e := range t.entries {
+		packets += int64(e.young.Packets+e.old.Packets) + e.owedPackets
+		bytes += int64(e.young.Bytes+e.old.Bytes) + e.owedBytes
+	}
+	return packets, bytes
+}
+
 // len returns the number of arrival keys kept.
 func (t *fateTable) len() int { return len(t.entries) }

@@ -207,6 +207,14 @@ func TestFateMixedSumsToArrivals(t *testing.T) {
 		lagFwd = f - f/2
 		arrived, fwd, drop = arrived+n, fwd+f, drop+d
 		s.poll(vs...)
+		// Exported plus cached (Totals) is every arrival so far.
+		var exported uint64
+		for _, f := range s.out {
+			exported += f.Packets
+		}
+		if p, _ := s.c.Totals(); exported+p != arrived {
+			t.Errorf("poll %d: exported %d + cached %d packets, want the %d that arrived", i, exported, p, arrived)
+		}
 	}
 	s.poll(fv{id: fated(a, FateForwarded), packets: lagFwd, out: 3})
 	active := 0

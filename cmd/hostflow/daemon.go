@@ -355,7 +355,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 				}
 			}
 		case <-d.tick.C:
-			d.drain()
+			d.poll()
 			d.expire()
 			d.updateActive()
 		case <-hup:
@@ -417,9 +417,6 @@ func (d *daemon) addDirect(r bpf.Record) {
 	d.mu.Unlock()
 }
 
-// drain reads the kernel maps into the cache, and tells the cache a poll
-// ended (in router mode with fates, arrivals settle then: see
-// exporter.Cache.Poll).
 func (d *daemon) drain() {
 	d.lastDrain = time.Now()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
@@ -428,6 +425,15 @@ func (d *daemon) drain() {
 		d.mu.Unlock()
 		d.log.Error("read kernel flows", "err", err)
 	}
+}
+
+// poll is the drain of each poll interval, which ends the interval for
+// the cache: in router mode with fates, the arrivals of the interval
+// before settle then (exporter.Cache.Poll). The other drains (early ones,
+// control commands) do not end an interval, so every arrival waits at
+// least one whole poll interval for its fate to be read.
+func (d *daemon) poll() {
+	d.drain()
 	d.cache.Poll()
 	d.exportPushedOut()
 }
