@@ -41,17 +41,23 @@ type FetcherOptions struct {
 	// needs Linux 5.11: on an older kernel the programs use the precise one
 	// even when this is false, and PreciseClock reports that fallback.
 	PreciseTimestamps bool
+	// Fate is router mode's fate counting: the egress programs count each
+	// forwarded packet (one that arrived on an interface) with fate 64,
+	// keyed as it arrived (interface, direction ingress, addresses and
+	// ports before NAT), and the interface it left by in OutIfIndex; a
+	// drop program on the kfree_skb tracepoint counts each packet the
+	// kernel drops in the fetcher's network namespace (the calling
+	// thread's at NewFetcher) with the IANA forwardingStatus code of its
+	// drop reason, keyed the same way. Arrivals keep fate 0. Attach puts
+	// the egress program on every interface, even when only ingress is
+	// asked for: then it counts forwarded packets only, not what the host
+	// sends. Needs Linux 6.3: on an older kernel NewFetcher fails with
+	// ErrFateNotSupported. See c/fate.h.
+	Fate bool
 	// StateDir records the clsact qdiscs Attach creates, so that
 	// CleanupStale can remove them after a crash. Empty: nothing is
 	// recorded.
 	StateDir string
-	// Fate asks, in router mode, for each arriving packet's fate to be
-	// counted besides its arrival: forwarded (at TC egress) or dropped
-	// with the kernel's reason (the kfree_skb tracepoint), as flows that
-	// differ from the arrival's only by NetFlowId.Fate. The daemon asks
-	// the fetcher whether it does (a Fates() bool method) and falls back
-	// to the export-time FIB status if not.
-	Fate bool
 
 	// clockProbe reports whether the coarse clock exists (nil: the
 	// kernel's feature probe; tests replace it).

@@ -116,18 +116,19 @@ func ProtocolName(p uint8) string {
 // flags are OR-ed. An empty src (a CPU that never saw the flow) changes
 // nothing. A src with bytes but no packets (a drain's bytes of packets
 // already handed out, see flowMaps.delta, or a CPU read between its
-// increments) adds only its bytes. OutIfIndex is the last seen: src's, if
-// it has one and its last packet is not older than fm's.
+// increments) adds only its bytes.
 func (fm *NetFlowMetrics) Accumulate(src *NetFlowMetrics) {
 	if src.Packets == 0 {
 		fm.Bytes += src.Bytes
 		return
 	}
-	if src.OutIfIndex != 0 && (fm.Packets == 0 || src.EndMonoTimeTs >= fm.EndMonoTimeTs) {
-		fm.OutIfIndex = src.OutIfIndex
-	}
 	if fm.Packets == 0 || (src.StartMonoTimeTs != 0 && src.StartMonoTimeTs < fm.StartMonoTimeTs) {
 		fm.StartMonoTimeTs = src.StartMonoTimeTs
+	}
+	// The egress interface of the packet seen last (router mode's
+	// forwarded records; 0 elsewhere).
+	if src.EndMonoTimeTs >= fm.EndMonoTimeTs && src.OutIfIndex != 0 {
+		fm.OutIfIndex = src.OutIfIndex
 	}
 	if src.EndMonoTimeTs > fm.EndMonoTimeTs {
 		fm.EndMonoTimeTs = src.EndMonoTimeTs

@@ -158,6 +158,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 	d.unlock = lockState(cfg.StateDir, log)
 	algo := cfg.SamplingAlgorithm.BPF()
+	var fateErr error // why router mode counts no fates
 	precise := cfg.Timestamps == config.TimestampsPrecise
 	if cfg.Capture == config.CaptureSocket {
 		d.fetcher, err = bpf.NewSockFetcher(bpf.SockFetcherOptions{
@@ -168,7 +169,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			PreciseTimestamps: precise,
 		})
 	} else {
-		d.fetcher, err = bpf.NewFetcher(bpf.FetcherOptions{
+		d.fetcher, fateErr, err = loadFates(bpf.FetcherOptions{
 			Sampling:          cfg.Sampling,
 			KernelMapSize:     cfg.KernelMapSize,
 			Ingress:           cfg.Ingress(),
@@ -179,7 +180,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			PreciseTimestamps: precise,
 			StateDir:          cfg.StateDir,
 			Fate:              cfg.Router(),
-		})
+		}, func(o bpf.FetcherOptions) (flowSource, error) { return bpf.NewFetcher(o) })
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
@@ -193,9 +194,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	if cfg.Router() {
 		d.fates = sourceFates(d.fetcher)
 		if !d.fates {
-			log.Warn("router mode: the kernel does not report each packet's fate (forwarded, dropped and why): "+
+			if fateErr == nil {
+				fateErr = fmt.Errorf("capture %s counts no fates", cfg.Capture)
+			}
+			log.Warn("router mode: packets' fates (forwarded, dropped and why) are not counted: "+
 				"the forwarding status is a route lookup at export time, and packets a firewall drops are reported forwarded",
-				"needs", "Linux 6.3 and the TC capture")
+				"needs", "Linux 6.3 and the tc capture", "err", fateErr)
 		}
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
@@ -229,15 +233,28 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 }
 
 // fateSource is a flow source that says whether it counts each packet's
-// fate (bpf.FetcherOptions.Fate): true only if it was asked to and the
-// kernel can.
-type fateSource interface{ Fates() bool }
+// fate (bpf.FlowFetcher with bpf.FetcherOptions.Fate).
+type fateSource interface{ Fate() bool }
 
 // sourceFates reports whether s counts each packet's fate; a source that
-// cannot say does not.
+// cannot say (the socket capture) does not.
 func sourceFates(s flowSource) bool {
 	f, ok := s.(fateSource)
-	return ok && f.Fates()
+	return ok && f.Fate()
+}
+
+// loadFates loads a fetcher with load. If opts asks for fates and that
+// load fails (a kernel older than 6.3: bpf.ErrFateNotSupported, or a drop
+// program it refuses), it loads one without them and returns why in
+// fateErr: router mode then falls back to the export-time FIB status.
+func loadFates(opts bpf.FetcherOptions, load func(bpf.FetcherOptions) (flowSource, error)) (src flowSource, fateErr, err error) {
+	src, err = load(opts)
+	if err == nil || !opts.Fate {
+		return src, nil, err
+	}
+	opts.Fate = false
+	src, err2 := load(opts)
+	return src, err, err2
 }
 
 // cacheConfig is cfg's cache, following fates if the fetcher counts them.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,7 +14,7 @@ import (
 // fateFetcher is a fakeFetcher that counts fates.
 type fateFetcher struct{ *fakeFetcher }
 
-func (fateFetcher) Fates() bool { return true }
+func (fateFetcher) Fate() bool { return true }
 
 // recordSink keeps a copy of every exported record.
 type recordSink struct{ flows []exporter.Flow }
@@ -31,7 +33,41 @@ func TestSourceFates(t *testing.T) {
 		t.Error("a fetcher without Fates counts fates")
 	}
 	if !sourceFates(fateFetcher{f}) {
-		t.Error("a fetcher whose Fates says true does not count fates")
+		t.Error("a fetcher whose Fate says true does not count fates")
+	}
+}
+
+// TestLoadFates: router mode asks for fates; a kernel that cannot count
+// them makes it load again without, and say why; other loads fail as
+// they are.
+func TestLoadFates(t *testing.T) {
+	errOld := errors.New("fate: kernel too old")
+	for _, tt := range []struct {
+		name      string
+		fate      bool
+		fails     []error // load's error, call by call
+		wantLoads []bool  // Fate of each load
+		wantFate  error
+		wantErr   error
+	}{
+		{"fates", true, []error{nil}, []bool{true}, nil, nil},
+		{"fallback", true, []error{errOld, nil}, []bool{true, false}, errOld, nil},
+		{"fallback fails too", true, []error{errOld, errInjected}, []bool{true, false}, errOld, errInjected},
+		{"host mode", false, []error{errInjected}, []bool{false}, nil, errInjected},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var loads []bool
+			src, fateErr, err := loadFates(bpf.FetcherOptions{Fate: tt.fate}, func(o bpf.FetcherOptions) (flowSource, error) {
+				loads = append(loads, o.Fate)
+				if e := tt.fails[len(loads)-1]; e != nil {
+					return nil, e
+				}
+				return newFakeFetcher(t), nil
+			})
+			if !slices.Equal(loads, tt.wantLoads) || fateErr != tt.wantFate || err != tt.wantErr || (err == nil) != (src != nil) {
+				t.Errorf("loads %v, fate err %v, err %v, source %v; want %v, %v, %v", loads, fateErr, err, src, tt.wantLoads, tt.wantFate, tt.wantErr)
+			}
+		})
 	}
 }
 
