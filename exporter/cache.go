@@ -171,23 +171,19 @@ func (c *Cache) Add(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 // nothing.
 //
 // With CacheConfig.Fates, an ingress flow's arrivals (fate 0) go to the
-// fate bookkeeping only, and its other fates there too (see fateTable).
+// fate bookkeeping only, and its other fates there too (see fateTable),
+// but for FateConsumed, which the kernel never counts: the cache's own.
 func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	if m.Packets == 0 && m.Bytes == 0 {
 		return
 	}
-	if c.fates != nil && id.Direction == bpf.DirectionIngress {
+	if c.fates != nil && id.Direction == bpf.DirectionIngress && id.Fate != FateConsumed {
 		if id.Fate == FateArrival {
 			c.fates.arrived(id, m)
 			return
 		}
 		c.fates.fated(id, m)
 	}
-	c.add(id, m)
-}
-
-// add merges m into the flow id's entry, or starts one.
-func (c *Cache) add(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	t := &c.flows
 	h := t.hash(&id)
 	if i, _ := t.find(&id, h); i != none {
@@ -211,7 +207,7 @@ func (c *Cache) add(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 // interval, after that interval's drain and before Expire.
 func (c *Cache) Poll() {
 	if c.fates != nil {
-		c.fates.settle(c.add)
+		c.fates.settle(c.AddOne)
 	}
 }
 
@@ -292,7 +288,7 @@ func (c *Cache) Flush(out []Flow) []Flow {
 // FlushBatches is Flush in batches of at most cap(buf), as ExpireBatches.
 func (c *Cache) FlushBatches(buf []Flow, emit func([]Flow)) {
 	if c.fates != nil {
-		c.fates.settleAll(c.add)
+		c.fates.settleAll(c.AddOne)
 	}
 	c.drainPending(&buf, emit)
 	t := &c.flows
