@@ -48,6 +48,10 @@ const (
 // records of one arrival key (forwarded, dropped, consumed) add up to
 // exactly the packets that arrived.
 //
+// The derivation is exact when the fates are keyed exactly as their
+// arrivals and counted at the same rate: with packet sampling, drops
+// counted unsampled against sampled arrivals make it an estimate.
+//
 // An entry lives while it has arrivals to settle, or a fate counted in the
 // current or the previous poll interval (whose arrival the next drain may
 // still bring); then it is forgotten, and a fate counted without any
