@@ -66,6 +66,15 @@ func TestAccumulate(t *testing.T) {
 		{"later source keeps start", NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 5, EndMonoTimeTs: 6},
 			NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 7, EndMonoTimeTs: 8},
 			NetFlowMetrics{Packets: 2, Bytes: 2, StartMonoTimeTs: 5, EndMonoTimeTs: 8}},
+		{"later egress interface wins", NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 5, EndMonoTimeTs: 6, OutIfIndex: 3},
+			NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 7, EndMonoTimeTs: 8, OutIfIndex: 4},
+			NetFlowMetrics{Packets: 2, Bytes: 2, StartMonoTimeTs: 5, EndMonoTimeTs: 8, OutIfIndex: 4}},
+		{"older egress interface loses", NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 7, EndMonoTimeTs: 8, OutIfIndex: 4},
+			NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 5, EndMonoTimeTs: 6, OutIfIndex: 3},
+			NetFlowMetrics{Packets: 2, Bytes: 2, StartMonoTimeTs: 5, EndMonoTimeTs: 8, OutIfIndex: 4}},
+		{"no egress interface keeps the known one", NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 5, EndMonoTimeTs: 6, OutIfIndex: 3},
+			NetFlowMetrics{Packets: 1, Bytes: 1, StartMonoTimeTs: 7, EndMonoTimeTs: 8},
+			NetFlowMetrics{Packets: 2, Bytes: 2, StartMonoTimeTs: 5, EndMonoTimeTs: 8, OutIfIndex: 3}},
 	} {
 		got := tt.dst
 		got.Accumulate(&tt.src)

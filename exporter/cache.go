@@ -52,6 +52,11 @@ type CacheConfig struct {
 	// exceeds IdleTimeout, IdleTimeout applies instead. Zero means
 	// DefaultTCPEndGrace.
 	TCPEndGrace time.Duration
+	// Fates says the kernel counts each packet's fate (router mode):
+	// ingress flows with fate 0 are arrivals, not records; the cache
+	// derives the consumed packets from them and from the other fates
+	// at each Poll (see fateTable).
+	Fates bool
 }
 
 // Validate reports every bad setting.
@@ -80,6 +85,9 @@ type CacheStats struct {
 	Exported [6]uint64
 	// Active is the number of flows in the cache now.
 	Active int
+	// Arrivals is the number of arrival keys whose fates the cache
+	// follows now (CacheConfig.Fates; 0 otherwise).
+	Arrivals int
 }
 
 // Cache aggregates kernel metrics by flow key and decides when a flow ends.
@@ -107,6 +115,9 @@ type Cache struct {
 	flows   flowTable
 	pending []Flow // pushed out while adding (lack of resources)
 	stats   CacheStats
+	// fates is the router mode's arrival bookkeeping; nil unless
+	// CacheConfig.Fates.
+	fates *fateTable
 }
 
 // NewCache returns an empty cache.
@@ -118,7 +129,11 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 		cfg.TCPEndGrace = DefaultTCPEndGrace
 	}
 	cfg.TCPEndGrace = min(cfg.TCPEndGrace, cfg.IdleTimeout)
-	return &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows)}, nil
+	c := &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows)}
+	if cfg.Fates {
+		c.fates = newFateTable()
+	}
+	return c, nil
 }
 
 // Add merges the per-CPU values of one flow into the cache.
@@ -154,9 +169,20 @@ func (c *Cache) Add(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 // cached it starts one, exported with 0 packets (legal in IPFIX and
 // NetFlow v9) rather than losing the bytes. An empty value changes
 // nothing.
+//
+// With CacheConfig.Fates, an ingress flow's arrivals (fate 0) go to the
+// fate bookkeeping only, and its other fates there too (see fateTable),
+// but for FateConsumed, which the kernel never counts: the cache's own.
 func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	if m.Packets == 0 && m.Bytes == 0 {
 		return
+	}
+	if c.fates != nil && id.Direction == bpf.DirectionIngress && id.Fate != FateConsumed {
+		if id.Fate == FateArrival {
+			c.fates.arrived(id, m)
+			return
+		}
+		c.fates.fated(id, m)
 	}
 	t := &c.flows
 	h := t.hash(&id)
@@ -172,6 +198,17 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 		t.remove(old)
 	}
 	t.insert(&id, h, m)
+}
+
+// Poll marks the end of a poll interval. With CacheConfig.Fates, it
+// settles the arrivals of the poll interval before and adds their
+// consumed packets, if any, as flows of fate FateConsumed (see
+// fateTable); otherwise it does nothing. The owner calls it once per
+// interval, after that interval's drain and before Expire.
+func (c *Cache) Poll() {
+	if c.fates != nil {
+		c.fates.settle(c.AddOne)
+	}
 }
 
 // Pending returns how many records of flows pushed out for lack of room
@@ -241,7 +278,8 @@ func (c *Cache) ended(m *bpf.NetFlowMetrics, proto uint8, now uint64) EndReason 
 }
 
 // Flush appends every cached flow to out with flowEndReason forced end, as
-// at shutdown, and empties the cache.
+// at shutdown, and empties the cache. With CacheConfig.Fates it first
+// settles every arrival, so the consumed packets are exported too.
 func (c *Cache) Flush(out []Flow) []Flow {
 	c.FlushBatches(make([]Flow, 0, 64), func(b []Flow) { out = append(out, b...) })
 	return out
@@ -249,6 +287,9 @@ func (c *Cache) Flush(out []Flow) []Flow {
 
 // FlushBatches is Flush in batches of at most cap(buf), as ExpireBatches.
 func (c *Cache) FlushBatches(buf []Flow, emit func([]Flow)) {
+	if c.fates != nil {
+		c.fates.settleAll(c.AddOne)
+	}
 	c.drainPending(&buf, emit)
 	t := &c.flows
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
@@ -294,11 +335,21 @@ func (c *Cache) Len() int { return c.flows.n }
 func (c *Cache) Stats() CacheStats {
 	s := c.stats
 	s.Active = c.flows.n
+	if c.fates != nil {
+		s.Arrivals = c.fates.len()
+	}
 	return s
 }
 
+// record is the Flow of entry e. A flow with a fate is exported with it
+// as its forwarding status, and a forwarded one with the interface the
+// kernel saw it leave on.
 func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Duration) Flow {
 	c.stats.Exported[reason]++
+	var out uint32
+	if e.id.Fate == FateForwarded {
+		out = e.m.OutIfIndex
+	}
 	return Flow{
 		Key:       KeyOf(e.id),
 		Packets:   e.m.Packets,
@@ -309,5 +360,8 @@ func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Dur
 		EndReason: reason,
 
 		SamplingInterval: e.m.Sampling,
+
+		ForwardingStatus: e.id.Fate,
+		EgressIfIndex:    out,
 	}
 }

@@ -17,13 +17,20 @@ func (c *Cache) Snapshot(out []Flow) []Flow {
 
 // Totals returns the packets and bytes of the cached flows (since each
 // flow's previous record), without changing anything. Added to what was
-// exported, they are everything the cache was given.
+// exported, they are everything the cache was given. With
+// CacheConfig.Fates, "given" is the arrivals: Totals adds those not yet
+// exported as a fate or as consumed (fateTable.unreported).
 func (c *Cache) Totals() (packets, bytes uint64) {
 	t := &c.flows
 	for i := t.head; i != none; i = t.at(i).next {
 		e := t.at(i)
 		packets += e.m.Packets
 		bytes += e.m.Bytes
+	}
+	if c.fates != nil {
+		p, b := c.fates.unreported()
+		packets = uint64(max(0, int64(packets)+p))
+		bytes = uint64(max(0, int64(bytes)+b))
 	}
 	return packets, bytes
 }

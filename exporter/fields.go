@@ -82,6 +82,8 @@ var flowValues = [...]accessor{
 	templates.PostNATDstPort:   {uint: func(f *Flow, _ int64) uint64 { return uint64(f.PostNATDstPort) }},
 	templates.InInterface:      {uint: func(f *Flow, _ int64) uint64 { return uint64(inInterface(f)) }, ifIndex: true},
 	templates.OutInterface:     {uint: func(f *Flow, _ int64) uint64 { return uint64(outInterface(f)) }, ifIndex: true},
+	templates.DroppedOctets:    {uint: func(f *Flow, _ int64) uint64 { return ifDropped(f, f.Bytes) }},
+	templates.DroppedPackets:   {uint: func(f *Flow, _ int64) uint64 { return ifDropped(f, f.Packets) }},
 }
 
 func (a *accessor) defined() bool { return a.uint != nil || a.put != nil || a.ifName }
@@ -260,6 +262,15 @@ func outInterface(f *Flow) uint32 {
 		return f.Key.IfIndex
 	}
 	return f.EgressIfIndex
+}
+
+// ifDropped is n if f is a record of dropped packets (forwardingStatus
+// 128 to 191, RFC 7270), else 0.
+func ifDropped(f *Flow, n uint64) uint64 {
+	if f.ForwardingStatus&0xc0 == 0x80 {
+		return n
+	}
+	return 0
 }
 
 // putName writes s NUL-padded to len(d), cut at a UTF-8 boundary if

@@ -47,18 +47,23 @@ type Flow struct {
 	// by it.
 	SamplingInterval uint32
 
-	// Router mode: what the host did with an ingress flow, filled at
-	// export by router.Enricher (from the FIB, the main routing table and
-	// conntrack), zero when unknown or not in router mode.
+	// Router mode: what the host did with an ingress flow's packets,
+	// zero when unknown or not in router mode. With kernel fates
+	// (CacheConfig.Fates) the Cache sets ForwardingStatus to the key's
+	// Fate and EgressIfIndex to the interface the kernel saw forwarded
+	// packets leave on; router.Enricher adds the next hop and the rest
+	// at export. Without them, router.Enricher fills all three from the
+	// FIB at export time (see the router package).
 	//
-	// EgressIfIndex is the interface the FIB forwards the flow to
-	// (egressInterface, 14), 0 if it is not forwarded.
+	// EgressIfIndex is the interface the packets were forwarded to
+	// (egressInterface, 14), 0 if they were not forwarded.
 	EgressIfIndex uint32
 	// NextHop is the route's gateway, or the destination itself for a
 	// connected route (ipNextHopIPv4Address 15 / ipNextHopIPv6Address 62).
 	NextHop netip.Addr
-	// ForwardingStatus is IANA forwardingStatus (89): 64 forwarded, 128
-	// dropped, 192 consumed (delivered locally), 0 unknown.
+	// ForwardingStatus is IANA forwardingStatus (89, RFC 7270): 64
+	// forwarded, 128 to 143 dropped with a reason (128 unknown), 192
+	// consumed, 195 consumed for us (delivered locally), 0 unknown.
 	ForwardingStatus uint8
 	// SrcPrefixLen and DstPrefixLen are the lengths of the longest main
 	// table routes matching the source and destination (source/

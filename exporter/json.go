@@ -26,7 +26,11 @@ const JSONTimeLayout = jsonTimeLayout
 // "egress" or "unknown"), vlan, icmp_type, icmp_code, tos (the IPv4 ToS
 // byte or IPv6 Traffic Class, DSCP and ECN), packets, bytes,
 // start, end (jsonTimeLayout, UTC), tcp_flags, end_reason (EndReason's
-// String) and, only for sampled flows, sampling (N of 1-in-N). Field names
+// String), only for sampled flows, sampling (N of 1-in-N), and only for
+// records with a forwarding status (router mode): forwarding_status (IANA
+// forwardingStatus, RFC 7270: 64, 128 to 143, 192, 195 ...), fate
+// ("forwarded", "dropped" or "consumed", its two high bits), and, when
+// known, egress_ifindex and next_hop. Field names
 // are stable: they are what scripts reading the output match on. Every
 // string value but ifname comes from a fixed alphabet (addresses, times,
 // names) that needs no escaping; an interface name may hold any byte but
@@ -133,7 +137,29 @@ func appendJSON(b []byte, f *Flow, ifname string) []byte {
 		b = append(b, `,"sampling":`...)
 		b = strconv.AppendUint(b, uint64(n), 10)
 	}
+	if f.ForwardingStatus != 0 {
+		b = append(b, `,"forwarding_status":`...)
+		b = strconv.AppendUint(b, uint64(f.ForwardingStatus), 10)
+		b = append(b, `,"fate":"`...)
+		b = append(b, fateName(f.ForwardingStatus)...)
+		b = append(b, '"')
+		if f.EgressIfIndex != 0 {
+			b = append(b, `,"egress_ifindex":`...)
+			b = strconv.AppendUint(b, uint64(f.EgressIfIndex), 10)
+		}
+		if f.NextHop.IsValid() {
+			b = append(b, `,"next_hop":"`...)
+			b = f.NextHop.AppendTo(b)
+			b = append(b, '"')
+		}
+	}
 	return append(b, "}\n"...)
+}
+
+// fateName names the status of an IANA forwardingStatus value (RFC 7270),
+// its two high bits: "unknown", "forwarded", "dropped" or "consumed".
+func fateName(status uint8) string {
+	return [...]string{"unknown", "forwarded", "dropped", "consumed"}[status>>6]
 }
 
 // DirectionName is the direction of a flow key as the JSON lines write it:

@@ -32,6 +32,11 @@ type refJSONFlow struct {
 	TCPFlags  uint16 `json:"tcp_flags"`
 	EndReason string `json:"end_reason"`
 	Sampling  uint32 `json:"sampling,omitempty"`
+	// Router mode, only with a forwarding status.
+	ForwardingStatus uint8  `json:"forwarding_status,omitempty"`
+	Fate             string `json:"fate,omitempty"`
+	EgressIfIndex    uint32 `json:"egress_ifindex,omitempty"`
+	NextHop          string `json:"next_hop,omitempty"`
 }
 
 func refJSON(t *testing.T, f *Flow, ifname string) []byte {
@@ -40,14 +45,22 @@ func refJSON(t *testing.T, f *Flow, ifname string) []byte {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	err := enc.Encode(refJSONFlow{
+	r := refJSONFlow{
 		Src: k.Src.String(), Dst: k.Dst.String(), SrcPort: k.SrcPort, DstPort: k.DstPort,
 		Proto: k.Proto, EtherType: k.EtherType(), IfIndex: k.IfIndex, IfName: ifname, Direction: directionName(k.Direction),
 		VLAN: k.VLAN, ICMPType: k.ICMPType, ICMPCode: k.ICMPCode, TOS: k.TOS, Packets: f.Packets, Bytes: f.Bytes,
 		Start: f.Start.UTC().Format(jsonTimeLayout), End: f.End.UTC().Format(jsonTimeLayout),
 		TCPFlags: f.TCPFlags, EndReason: f.EndReason.String(), Sampling: samplingOf(f.SamplingInterval),
-	})
-	if err != nil {
+	}
+	if f.ForwardingStatus != 0 {
+		r.ForwardingStatus = f.ForwardingStatus
+		r.Fate = map[uint8]string{1: "forwarded", 2: "dropped", 3: "consumed"}[f.ForwardingStatus>>6]
+		r.EgressIfIndex = f.EgressIfIndex
+		if f.NextHop.IsValid() {
+			r.NextHop = f.NextHop.String()
+		}
+	}
+	if err := enc.Encode(r); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -77,6 +90,9 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		f.TCPFlags = uint16(rng.Uint32())
 		f.EndReason = EndReason(rng.IntN(7))
 		f.SamplingInterval = []uint32{0, 1, 2, 1 << 31}[rng.IntN(4)]
+		f.ForwardingStatus = []uint8{0, 0, 64, 131, 192, 195, 255}[rng.IntN(7)]
+		f.EgressIfIndex = []uint32{0, 3, 1<<32 - 1}[rng.IntN(3)]
+		f.NextHop = []netip.Addr{{}, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("fd00::2")}[rng.IntN(3)]
 		f.Start = time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).In(zone)
 		f.End = f.Start.Add(time.Duration(rng.Int64N(int64(time.Hour))))
 		flows = append(flows, f)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -105,6 +106,42 @@ func TestJSONLinesSampling(t *testing.T) {
 		got := b.String()
 		if (tt.want == "" && strings.Contains(got, "sampling")) || !strings.Contains(got, tt.want) {
 			t.Errorf("sampling %d: %s", tt.n, got)
+		}
+	}
+}
+
+// TestJSONLinesFate: router records show their forwarding status and
+// fate, forwarded ones their egress interface and next hop; others show
+// none of it.
+func TestJSONLinesFate(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		status  uint8
+		out     uint32
+		nh      string
+		want    string
+		wantNot string
+	}{
+		{"host mode", 0, 0, "", `"end_reason":"idle"}`, "forwarding_status"},
+		{"forwarded", 64, 4, "198.18.0.9", `"forwarding_status":64,"fate":"forwarded","egress_ifindex":4,"next_hop":"198.18.0.9"}`, ""},
+		{"forwarded, next hop unknown", 64, 4, "", `"forwarding_status":64,"fate":"forwarded","egress_ifindex":4}`, "next_hop"},
+		{"dropped bad TTL", 137, 0, "", `"forwarding_status":137,"fate":"dropped"}`, "egress_ifindex"},
+		{"consumed for us", 195, 0, "", `"forwarding_status":195,"fate":"consumed"}`, "egress_ifindex"},
+	} {
+		var b strings.Builder
+		s := NewJSONLines(&b)
+		f := Flow{Key: flowKey("198.18.0.1", "198.19.0.2", 1, 2, 17, 0, 3), Packets: 1, EndReason: EndIdleTimeout,
+			ForwardingStatus: tt.status, EgressIfIndex: tt.out}
+		f.Key.Fate = tt.status
+		if tt.nh != "" {
+			f.NextHop = netip.MustParseAddr(tt.nh)
+		}
+		if err := s.Export([]Flow{f}); err != nil {
+			t.Fatal(err)
+		}
+		got := b.String()
+		if !strings.Contains(got, tt.want) || (tt.wantNot != "" && strings.Contains(got, tt.wantNot)) {
+			t.Errorf("%s: %s", tt.name, got)
 		}
 	}
 }

@@ -30,6 +30,14 @@ type FlowKey struct {
 	// ICMPType and ICMPCode are set for ICMP (over IPv4) and ICMPv6
 	// flows only.
 	ICMPType, ICMPCode uint8
+	// Fate is what happened to the flow's packets, as an IANA
+	// forwardingStatus (89) value, in router mode when the kernel
+	// reports fates: FateForwarded (64), a dropped code (128 to 143),
+	// or FateConsumed (192) for the records the Cache derives. 0 (an
+	// arrival, or any flow outside router mode) says nothing. The packets
+	// of one flow that met different fates are counted under different
+	// keys, one record per fate.
+	Fate uint8
 }
 
 // KeyOf returns the FlowKey of a kernel flow key.
@@ -44,6 +52,7 @@ func KeyOf(id bpf.NetFlowId) FlowKey {
 		TOS:       id.Tos,
 		ICMPType:  id.IcmpType,
 		ICMPCode:  id.IcmpCode,
+		Fate:      id.Fate,
 	}
 	switch {
 	case id.IsIPv4():
@@ -90,12 +99,18 @@ func (k *FlowKey) variant() int {
 }
 
 // String renders the key for humans, e.g.
-// "udp 198.18.0.1:5000 -> 198.18.0.2:53 if=3 egress".
+// "udp 198.18.0.1:5000 -> 198.18.0.2:53 if=3 egress", followed by
+// " fate=N" when the key has a fate (router mode), e.g.
+// "udp 198.18.0.1:5000 -> 198.18.0.2:53 if=3 ingress fate=131".
 func (k FlowKey) String() string {
 	if !k.Valid() {
 		return "invalid flow key"
 	}
 	src := netip.AddrPortFrom(k.Src, k.SrcPort)
 	dst := netip.AddrPortFrom(k.Dst, k.DstPort)
-	return fmt.Sprintf("%s %s -> %s if=%d %s", bpf.ProtocolName(k.Proto), src, dst, k.IfIndex, directionName(k.Direction))
+	s := fmt.Sprintf("%s %s -> %s if=%d %s", bpf.ProtocolName(k.Proto), src, dst, k.IfIndex, directionName(k.Direction))
+	if k.Fate != 0 {
+		s += fmt.Sprintf(" fate=%d", k.Fate)
+	}
+	return s
 }

@@ -1,36 +1,55 @@
 // Package router adds, at export, what a host that routes did with each
-// flow: hostflow in router mode counts every packet once, at ingress, and
-// Enricher fills the exporter.Flow router fields from the kernel.
+// flow. In router mode hostflow counts every packet once as it arrives (TC
+// ingress) and, when the kernel supports it (Linux 6.3 and later: see the
+// bpf package), once more with its fate: forwarded (seen leaving at TC
+// egress, with the interface it left on) or dropped (the kfree_skb
+// tracepoint, with the kernel's drop reason as an IANA forwardingStatus
+// code). The exporter.Cache exports one record per fate, and derives the
+// consumed packets (arrived, neither forwarded nor dropped). Enricher then
+// fills the exporter.Flow router fields:
 //
-//   - EgressIfIndex, NextHop and ForwardingStatus come from the kernel FIB:
-//     one RTM_GETROUTE per distinct (ingress interface, source,
-//     destination) per Enrich call, with the ingress interface and source
-//     address set, i.e. `ip route get DST from SRC iif IN`: the kernel
-//     answers exactly what it does with such a packet, policy routing,
-//     reverse-path filtering and local delivery included. The answer is
-//     the route at export time: a flow whose route changed while it was
-//     active is reported with the route it has when it is exported. Per
-//     packet forwarding data would cost on the packet path; per flow at
-//     export it costs nothing there and is exact unless the route changes
-//     mid-flow. With an L4 multipath hash policy the path the kernel
-//     picks for the lookup (which has no ports) can differ from the
-//     flow's.
+//   - With kernel fates (Options.Fates), ForwardingStatus and
+//     EgressIfIndex are the kernel's: what happened to the packets. The
+//     kernel FIB is asked only for what the fate leaves open: the next hop
+//     of a forwarded record, kept only if the route's egress interface is
+//     the one the kernel saw the packets leave on (else the route changed,
+//     or policy or multipath routing took another path: the next hop is
+//     left unknown); and whether a consumed record was addressed to the
+//     host (195, consumed "for us") or not (192, consumed, reason
+//     unknown). Dropped records have no egress interface or next hop.
+//   - Without them (an older kernel: the fallback), EgressIfIndex, NextHop
+//     and ForwardingStatus come from the FIB at export time, for every
+//     ingress record: 64 forwarded, 128 dropped (reason unknown) or 192
+//     consumed. The answer is the route at export time, not the packets'
+//     fate: packets a firewall dropped, or whose TTL ran out, are reported
+//     forwarded, and a flow whose route changed while it was active is
+//     reported with the route it has when it is exported.
+//
+// The FIB lookup is one RTM_GETROUTE per distinct (ingress interface,
+// source, destination) per Enrich call, with the ingress interface and
+// source address set, i.e. `ip route get DST from SRC iif IN`: the kernel
+// answers what it does with such a packet, policy routing, reverse-path
+// filtering and local delivery included. With an L4 multipath hash policy
+// the path the kernel picks for the lookup (which has no ports) can differ
+// from the flow's.
+//
 //   - SrcPrefixLen and DstPrefixLen are longest-prefix matches in an
 //     in-memory copy of the main routing table (Table), kept current from
 //     netlink route notifications.
 //   - PostNATSrc/Dst and their ports come from conntrack (ingress flows
-//     only: TC ingress sees packets before NAT), per Enrich call either
-//     from one dump of the table indexed by both tuples of each entry
-//     (NATIndex) or from one IPCTNL_MSG_CT_GET per flow, whichever the
-//     table's size makes cheaper (ConntrackMode). The FIB lookup then uses the post-NAT destination, as the kernel routes
+//     only: records are keyed by the packets as they arrived, before NAT),
+//     per Enrich call either from one dump of the table indexed by both
+//     tuples of each entry (NATIndex) or from one IPCTNL_MSG_CT_GET per
+//     flow, whichever the table's size makes cheaper (ConntrackMode). The
+//     FIB lookup then uses the post-NAT destination, as the kernel routes
 //     after destination NAT (DNAT, de-NAT of a masqueraded reply) and
 //     before source NAT: a reply to a masqueraded connection, addressed
-//     to the router, is reported forwarded to the client, not consumed.
+//     to the router, is forwarded to the client, not consumed.
 //
 // The NextHop of a connected route (no gateway) is the destination
-// itself: the host the packet is handed to on the link. A flow that is
-// not forwarded (dropped, consumed) has no egress interface or next hop.
-// Multicast destinations are not looked up (ForwardingStatus 0).
+// itself: the host the packet is handed to on the link. Multicast
+// destinations are not looked up (no next hop; in the fallback,
+// ForwardingStatus 0).
 //
 // Everything happens in the network namespace of the thread that calls New:
 // the netlink sockets (and the nf_conntrack_count file) are opened there
@@ -53,13 +72,17 @@ import (
 	"github.com/hostflow/hostflow/exporter"
 )
 
-// IANA forwardingStatus (element 89) values Enrich sets: the status in the
-// two high bits, reason code 0 (unknown reason).
+// IANA forwardingStatus (element 89, RFC 7270) values Enrich sets: the
+// status in the two high bits, a reason code in the six low ones (0:
+// unknown reason).
 const (
 	StatusUnknown   uint8 = 0
 	StatusForwarded uint8 = 64
 	StatusDropped   uint8 = 128
 	StatusConsumed  uint8 = 192
+	// StatusConsumedForUs is consumed, reason "terminate for us": a
+	// consumed record whose destination the FIB says is local.
+	StatusConsumedForUs uint8 = 195
 )
 
 // ConntrackMode says how Enrich reads conntrack for the post-NAT fields.
@@ -99,9 +122,16 @@ func (m ConntrackMode) String() string {
 type Options struct {
 	// Conntrack selects how post-NAT fields are looked up.
 	Conntrack ConntrackMode
-	// NoFIB turns the egress interface, next hop and forwarding status
-	// off: no route lookups.
+	// NoFIB turns the route lookups off: no next hop, no 195, and in
+	// the fallback no egress interface or forwarding status.
 	NoFIB bool
+	// Fates says the records carry the kernel's fates
+	// (exporter.FlowKey.Fate, exporter.CacheConfig.Fates): their
+	// forwarding status and egress interface are kept, and the FIB only
+	// adds the next hop and tells consumed for us (195). False is the
+	// fallback: the FIB at export time decides the status of ingress
+	// records.
+	Fates bool
 	// Log receives warnings (a failing conntrack dump, a lost route
 	// subscription); nil discards them.
 	Log *slog.Logger
@@ -252,9 +282,9 @@ func (e *Enricher) Stats() Stats {
 }
 
 // Enrich fills the router fields of flows, in place. Prefix lengths are
-// filled for every flow; the FIB and NAT fields for ingress flows only:
-// an egress flow's key is already past routing and NAT. Fields it cannot
-// determine stay zero. Enrich is meant for one goroutine (the exporter's);
+// filled for every flow; the FIB and NAT fields for ingress flows only
+// (see the package doc): an egress flow's key is already past routing and
+// NAT. Fields it cannot determine stay zero. Enrich is meant for one goroutine (the exporter's);
 // concurrent calls are serialized.
 func (e *Enricher) Enrich(flows []exporter.Flow) {
 	e.mu.Lock()
@@ -293,9 +323,32 @@ func (e *Enricher) Enrich(flows []exporter.Flow) {
 				route = t.Dst
 			}
 		}
-		if !e.opts.NoFIB {
-			r := e.fib(fibKey{iif: k.IfIndex, src: src, dst: route})
+		if e.opts.NoFIB {
+			continue
+		}
+		fk := fibKey{iif: k.IfIndex, src: src, dst: route}
+		if !e.opts.Fates {
+			r := e.fib(fk)
 			f.ForwardingStatus, f.EgressIfIndex, f.NextHop = r.status, r.oif, r.nextHop
+			continue
+		}
+		e.completeFate(f, fk)
+	}
+}
+
+// completeFate adds to a record with a kernel fate what the FIB knows of
+// it: the next hop of forwarded packets if the route leaves by the
+// interface they left on, and whether consumed packets were for us.
+// Dropped records and arrivals are not looked up.
+func (e *Enricher) completeFate(f *exporter.Flow, k fibKey) {
+	switch f.Key.Fate {
+	case exporter.FateForwarded:
+		if r := e.fib(k); r.status == StatusForwarded && r.oif != 0 && r.oif == f.EgressIfIndex {
+			f.NextHop = r.nextHop
+		}
+	case exporter.FateConsumed:
+		if r := e.fib(k); r.status == StatusConsumed {
+			f.ForwardingStatus = StatusConsumedForUs
 		}
 	}
 }

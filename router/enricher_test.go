@@ -174,6 +174,61 @@ func TestEnricherFIB(t *testing.T) {
 	}
 }
 
+// TestEnricherFates: with kernel fates the records keep the kernel's
+// status and egress interface; the FIB adds the next hop only when its
+// egress interface is the kernel's, and tells consumed for us (195) from
+// consumed (192). Dropped records and arrivals get nothing from it.
+func TestEnricherFates(t *testing.T) {
+	l := newLab(t, Options{Conntrack: ConntrackOff, Fates: true})
+	l.ns.IP(t, "route", "add", "203.0.113.0/26", "via", "198.18.0.2")
+	l.ns.IP(t, "-6", "route", "add", "fd00:2::/96", "via", "fd00:1::2")
+	idx := l.ifindex
+	tests := []struct {
+		name     string
+		src, dst string
+		fate     uint8
+		kernOut  uint32 // the egress interface the kernel reported
+		status   uint8
+		out      uint32
+		nh       string
+	}{
+		{"forwarded", "198.18.0.9", "203.0.113.7", exporter.FateForwarded, idx, StatusForwarded, idx, "198.18.0.2"},
+		{"forwarded elsewhere", "198.18.0.10", "203.0.113.7", exporter.FateForwarded, idx + 100, StatusForwarded, idx + 100, ""},
+		{"dropped unroutable", "198.18.0.9", "100.64.0.1", 131, 0, 131, 0, ""},
+		{"dropped routable", "198.18.0.11", "203.0.113.7", 129, 0, 129, 0, ""},
+		{"consumed for us", "198.18.0.9", "198.18.0.1", exporter.FateConsumed, 0, StatusConsumedForUs, 0, ""},
+		{"consumed not for us", "198.18.0.12", "203.0.113.7", exporter.FateConsumed, 0, StatusConsumed, 0, ""},
+		{"arrival", "198.18.0.13", "203.0.113.7", exporter.FateArrival, 0, StatusUnknown, 0, ""},
+		{"v6 forwarded", "fd00:1::9", "fd00:2::7", exporter.FateForwarded, idx, StatusForwarded, idx, "fd00:1::2"},
+		{"v6 consumed for us", "fd00:1::9", "fd00:1::1", exporter.FateConsumed, 0, StatusConsumedForUs, 0, ""},
+	}
+	var flows []exporter.Flow
+	for _, tt := range tests {
+		f := ingress(idx, 17, tt.src, 1000, tt.dst, 53)
+		f.Key.Fate, f.ForwardingStatus, f.EgressIfIndex = tt.fate, tt.fate, tt.kernOut
+		flows = append(flows, f)
+	}
+	// The FIB lookups ask the kernel: no need to wait for the table.
+	if err := l.ns.Do(func() error { l.e.Enrich(flows); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range tests {
+		f := flows[i]
+		var nh netip.Addr
+		if tt.nh != "" {
+			nh = netip.MustParseAddr(tt.nh)
+		}
+		if f.ForwardingStatus != tt.status || f.EgressIfIndex != tt.out || f.NextHop != nh {
+			t.Errorf("%s: status %d out %d nh %v; want %d %d %v", tt.name,
+				f.ForwardingStatus, f.EgressIfIndex, f.NextHop, tt.status, tt.out, nh)
+		}
+	}
+	// Forwarded and consumed records only.
+	if st := l.e.Stats(); st.RouteErrors != 0 || st.RouteLookups != 6 {
+		t.Errorf("stats %+v, want 6 route lookups", st)
+	}
+}
+
 // addConntrack creates n UDP conntrack entries in the lab's namespace,
 // half of them masqueraded.
 func addConntrack(tb testing.TB, l *lab, n int) {

@@ -20,13 +20,15 @@ import "sync"
 
 // IANA elements of router mode.
 const (
-	IESourceIPv4PrefixLength           uint16 = 9  // v9 SRC_MASK
-	IEDestinationIPv4PrefixLength      uint16 = 13 // v9 DST_MASK
-	IEIPNextHopIPv4Address             uint16 = 15 // v9 IPV4_NEXT_HOP
-	IESourceIPv6PrefixLength           uint16 = 29 // v9 IPV6_SRC_MASK
-	IEDestinationIPv6PrefixLength      uint16 = 30 // v9 IPV6_DST_MASK
-	IEIPNextHopIPv6Address             uint16 = 62 // v9 IPV6_NEXT_HOP
-	IEForwardingStatus                 uint16 = 89 // v9 FORWARDING_STATUS
+	IESourceIPv4PrefixLength           uint16 = 9   // v9 SRC_MASK
+	IEDestinationIPv4PrefixLength      uint16 = 13  // v9 DST_MASK
+	IEIPNextHopIPv4Address             uint16 = 15  // v9 IPV4_NEXT_HOP
+	IESourceIPv6PrefixLength           uint16 = 29  // v9 IPV6_SRC_MASK
+	IEDestinationIPv6PrefixLength      uint16 = 30  // v9 IPV6_DST_MASK
+	IEIPNextHopIPv6Address             uint16 = 62  // v9 IPV6_NEXT_HOP
+	IEForwardingStatus                 uint16 = 89  // v9 FORWARDING_STATUS
+	IEDroppedOctetDeltaCount           uint16 = 132 // no v9 type
+	IEDroppedPacketDeltaCount          uint16 = 133 // no v9 type
 	IEPostNATSourceIPv4Address         uint16 = 225
 	IEPostNATDestinationIPv4Address    uint16 = 226
 	IEPostNAPTSourceTransportPort      uint16 = 227
@@ -42,7 +44,7 @@ const (
 // unsigned8, and one byte is in any case its reduced-size encoding, RFC
 // 7011 section 6.2), and the NAT elements have v9 types above 127, the
 // ones Cisco NSEL defined (XLATE_*, the IPFIX IDs), which nfdump decodes
-// in v9. Once registered (init) they are used like any other element.
+// in v9. The dropped counts have no v9 type at all. Once registered (init) they are used like any other element.
 var routerElements = []element{
 	{ipfix: Field{IEIPNextHopIPv4Address, 4, "ipNextHopIPv4Address", NextHopIPv4}, v9: Field{15, 4, "IPV4_NEXT_HOP", NextHopIPv4}, family: 4, twin: "ipNextHopIPv6Address"},
 	{ipfix: Field{IEIPNextHopIPv6Address, 16, "ipNextHopIPv6Address", NextHopIPv6}, v9: Field{62, 16, "IPV6_NEXT_HOP", NextHopIPv6}, family: 6, twin: "ipNextHopIPv4Address"},
@@ -54,6 +56,13 @@ var routerElements = []element{
 	// had unsigned32; one byte is also its valid reduced-size encoding)
 	// and FORWARDING_STATUS is one byte in v9.
 	{ipfix: Field{IEForwardingStatus, 1, "forwardingStatus", ForwardingStatus}, v9: Field{89, 1, "FORWARDING_STATUS", ForwardingStatus}},
+	// The counts of a record of dropped packets (forwardingStatus 128 to
+	// 191), 0 on the others, for collectors that add up drops by these
+	// elements rather than by forwardingStatus. RFC 3954 has no such
+	// field types and 132 and 135 are outside the v9-compatible range
+	// (RFC 7012 section 4): IPFIX only, a v9 layout naming them fails.
+	{ipfix: Field{IEDroppedOctetDeltaCount, 8, "droppedOctetDeltaCount", DroppedOctets}},
+	{ipfix: Field{IEDroppedPacketDeltaCount, 8, "droppedPacketDeltaCount", DroppedPackets}},
 	// v9 has no NAT types of its own: Cisco NSEL uses the IPFIX IDs
 	// (XLATE_*), which nfdump reads in v9 as in IPFIX.
 	{ipfix: Field{IEPostNATSourceIPv4Address, 4, "postNATSourceIPv4Address", PostNATSrcIPv4}, v9: Field{225, 4, "XLATE_SRC_ADDR_IPV4", PostNATSrcIPv4}, family: 4, twin: "postNATSourceIPv6Address"},

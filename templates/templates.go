@@ -92,6 +92,11 @@ const (
 	// v9 IF_NAME), fixed-length and NUL-padded like the options table's:
 	// see InterfaceNameLen.
 	IfName
+	// DroppedOctets and DroppedPackets are the record's counts if its
+	// forwardingStatus says dropped (128 to 191), else 0
+	// (droppedOctetDeltaCount, droppedPacketDeltaCount; IPFIX only).
+	DroppedOctets
+	DroppedPackets
 )
 
 // ExportProtocol is the export protocol a template is laid out for.

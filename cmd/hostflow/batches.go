@@ -47,7 +47,9 @@ func (d *daemon) addFlow(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 		packets += perCPU[i].Packets
 		bytes += perCPU[i].Bytes
 	}
-	d.observe(packets, bytes)
+	if id.Fate == exporter.FateArrival {
+		d.observe(packets, bytes)
+	}
 	d.cache.Add(id, perCPU)
 	d.exportPushedOut()
 }
@@ -56,6 +58,9 @@ func (d *daemon) addFlow(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 // observed totals (hostflow_observed_*_total). Each drain hands out what
 // is new since the previous one, so the sums are exact: they are what the
 // kernel counted up to the last poll, whether or not a flow has ended.
+// Only arrivals (fate 0) are observed: in router mode with fates the
+// kernel counts a forwarded or dropped packet a second time, with its
+// fate, and the records of all fates add up to the arrivals.
 func (d *daemon) observe(packets, bytes uint64) {
 	d.observedPackets.Add(packets)
 	d.observedBytes.Add(bytes)

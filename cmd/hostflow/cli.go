@@ -14,8 +14,9 @@ import (
 // description says what hostflow does, in --help and the man page.
 const description = `hostflow counts every packet's flow on this host's interfaces with eBPF and
 exports IPFIX (UDP, TCP, TLS) and NetFlow v9 flow records, like a router's
-NetFlow cache (--mode router on a Linux router). With no collector, each
-finished flow is printed as one JSON line on stdout.`
+NetFlow cache (--mode router on a Linux router, where each record also says
+what happened to its packets: forwarded, dropped and why, or consumed). With
+no collector, each finished flow is printed as one JSON line on stdout.`
 
 // usage is printed before the flag list on --help and on a bad flag. Its
 // subcommands come from the command table.

@@ -48,6 +48,10 @@ type daemon struct {
 	full      chan struct{}
 	lastDrain time.Time
 
+	// fates is set in router mode when the fetcher counts each packet's
+	// fate: the cache derives consumed packets and the enricher keeps
+	// the kernel's forwarding status (see the router package).
+	fates bool
 	// enricher adds forwarding and NAT information in router mode; nil
 	// in host mode. Only the enrich stage calls Enrich.
 	enricher flowEnricher
@@ -154,6 +158,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 	d.unlock = lockState(cfg.StateDir, log)
 	algo := cfg.SamplingAlgorithm.BPF()
+	var fateErr error // why router mode counts no fates
 	precise := cfg.Timestamps == config.TimestampsPrecise
 	if cfg.Capture == config.CaptureSocket {
 		d.fetcher, err = bpf.NewSockFetcher(bpf.SockFetcherOptions{
@@ -164,7 +169,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			PreciseTimestamps: precise,
 		})
 	} else {
-		d.fetcher, err = bpf.NewFetcher(bpf.FetcherOptions{
+		d.fetcher, fateErr, err = loadFates(bpf.FetcherOptions{
 			Sampling:          cfg.Sampling,
 			KernelMapSize:     cfg.KernelMapSize,
 			Ingress:           cfg.Ingress(),
@@ -174,7 +179,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			RingBufSize:       uint32(cfg.RingBufferSize),
 			PreciseTimestamps: precise,
 			StateDir:          cfg.StateDir,
-		})
+			Fate:              cfg.Router(),
+		}, func(o bpf.FetcherOptions) (flowSource, error) { return bpf.NewFetcher(o) })
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
@@ -186,9 +192,18 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 
 	if cfg.Router() {
+		d.fates = sourceFates(d.fetcher)
+		if !d.fates {
+			if fateErr == nil {
+				fateErr = fmt.Errorf("capture %s counts no fates", cfg.Capture)
+			}
+			log.Warn("router mode: packets' fates (forwarded, dropped and why) are not counted: "+
+				"the forwarding status is a route lookup at export time, and packets a firewall drops are reported forwarded",
+				"needs", "Linux 6.3 and the tc capture", "err", fateErr)
+		}
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
-		if d.enricher, err = router.New(router.Options{Conntrack: conntrackModes[cfg.Conntrack], Log: log}); err != nil {
+		if d.enricher, err = router.New(router.Options{Conntrack: conntrackModes[cfg.Conntrack], Fates: d.fates, Log: log}); err != nil {
 			d.enricher = nil
 			return fmt.Errorf("router mode: %w", err)
 		}
@@ -199,7 +214,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		return err
 	}
 	d.followLinks()
-	if d.cache, err = exporter.NewCache(cfg.Cache(), exporter.SystemClock{}); err != nil {
+	if d.cache, err = exporter.NewCache(d.cacheConfig(cfg), exporter.SystemClock{}); err != nil {
 		return err
 	}
 	tuneGC(os.Getenv)
@@ -215,6 +230,38 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
 	return d.loop(ctx, hup)
+}
+
+// fateSource is a flow source that says whether it counts each packet's
+// fate (bpf.FlowFetcher with bpf.FetcherOptions.Fate).
+type fateSource interface{ Fate() bool }
+
+// sourceFates reports whether s counts each packet's fate; a source that
+// cannot say (the socket capture) does not.
+func sourceFates(s flowSource) bool {
+	f, ok := s.(fateSource)
+	return ok && f.Fate()
+}
+
+// loadFates loads a fetcher with load. If opts asks for fates and that
+// load fails (a kernel older than 6.3: bpf.ErrFateNotSupported, or a drop
+// program it refuses), it loads one without them and returns why in
+// fateErr: router mode then falls back to the export-time FIB status.
+func loadFates(opts bpf.FetcherOptions, load func(bpf.FetcherOptions) (flowSource, error)) (src flowSource, fateErr, err error) {
+	src, err = load(opts)
+	if err == nil || !opts.Fate {
+		return src, nil, err
+	}
+	opts.Fate = false
+	src, err2 := load(opts)
+	return src, err, err2
+}
+
+// cacheConfig is cfg's cache, following fates if the fetcher counts them.
+func (d *daemon) cacheConfig(cfg *config.Config) exporter.CacheConfig {
+	c := cfg.Cache()
+	c.Fates = d.fates
+	return c
 }
 
 // sinkEnv gives the sinks what they need from the daemon. The options
@@ -325,7 +372,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 				}
 			}
 		case <-d.tick.C:
-			d.drain()
+			d.poll()
 			d.expire()
 			d.updateActive()
 		case <-hup:
@@ -377,7 +424,9 @@ func (d *daemon) status() string {
 }
 
 func (d *daemon) addDirect(r bpf.Record) {
-	d.observe(r.Metrics.Packets, r.Metrics.Bytes)
+	if r.Id.Fate == exporter.FateArrival {
+		d.observe(r.Metrics.Packets, r.Metrics.Bytes)
+	}
 	d.cache.AddOne(r.Id, &r.Metrics)
 	d.exportPushedOut()
 	d.mu.Lock()
@@ -393,6 +442,17 @@ func (d *daemon) drain() {
 		d.mu.Unlock()
 		d.log.Error("read kernel flows", "err", err)
 	}
+}
+
+// poll is the drain of each poll interval, which ends the interval for
+// the cache: in router mode with fates, the arrivals of the interval
+// before settle then (exporter.Cache.Poll). The other drains (early ones,
+// control commands) do not end an interval, so every arrival waits at
+// least one whole poll interval for its fate to be read.
+func (d *daemon) poll() {
+	d.drain()
+	d.cache.Poll()
+	d.exportPushedOut()
 }
 
 func (d *daemon) updateActive() {

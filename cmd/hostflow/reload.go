@@ -66,7 +66,7 @@ func (d *daemon) apply(next *config.Config) error {
 	}
 	var cache *exporter.Cache
 	if next.Cache() != cur.Cache() {
-		if cache, err = exporter.NewCache(next.Cache(), exporter.SystemClock{}); err != nil {
+		if cache, err = exporter.NewCache(d.cacheConfig(next), exporter.SystemClock{}); err != nil {
 			created.Close()
 			return fmt.Errorf("flow cache: %w", err)
 		}

@@ -173,6 +173,10 @@ func TestErrors(t *testing.T) {
 		{name: "flag value", args: []string{"--sampling", "x"}, want: []string{`"x"`, "--sampling"}},
 		{name: "unknown flag", args: []string{"--bogus"}, want: []string{"bogus"}},
 		{name: "argument", args: []string{"extra"}, want: []string{`"extra"`}},
+		{name: "fields not in v9", file: "collectors: [netflow9+udp://198.18.0.9:2055]\nfields: [packetDeltaCount, droppedPacketDeltaCount]\n",
+			want: []string{"fields: collector netflow9+udp://198.18.0.9:2055", "droppedPacketDeltaCount (133) has no NetFlow v9 field type"}},
+		{name: "dropped octets not in v9", file: "collectors: [ipfix+udp://198.18.0.9:4739, netflow9+udp://198.18.0.9:2055]\nfields: [droppedOctetDeltaCount]\n",
+			want: []string{"netflow9+udp://198.18.0.9:2055", "droppedOctetDeltaCount (132)"}},
 		{name: "missing file", args: []string{"--config", "/nonexistent/hostflow.yaml"}, want: []string{"/nonexistent/hostflow.yaml"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,5 +308,18 @@ func TestRulesFollowMode(t *testing.T) {
 	cfg.Mode = ModeHost // as reload does when the mode changed: it needs a restart
 	if cfg.Rules().Router() || cfg.Rules().Match(br) {
 		t.Errorf("host mode kept: rules still router mode's")
+	}
+}
+
+// TestFieldsIPFIXOnly: elements v9 cannot carry are fine with IPFIX
+// collectors alone.
+func TestFieldsIPFIXOnly(t *testing.T) {
+	clearEnv(t)
+	cfg, err := load(t, "--config", writeFile(t, "collectors: [ipfix+udp://198.18.0.9:4739]\nfields: [forwardingStatus, droppedPacketDeltaCount, droppedOctetDeltaCount]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Fields) != 3 {
+		t.Errorf("fields %v", cfg.Fields)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hostflow/hostflow/ifaces"
+	"github.com/hostflow/hostflow/templates"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -114,6 +115,7 @@ func Load(args []string, usage string, stderr io.Writer) (*Config, error) {
 		}
 		cfg.rules, _ = ifaces.ParseRules(cfg.Interfaces, cfg.ExcludeInterfaces)
 		errs = append(errs, checkSourceFamily(cfg)...)
+		errs = append(errs, checkFieldsV9(cfg)...)
 	}
 	if len(errs) > 0 {
 		return nil, &Error{errors.Join(errs...)}
@@ -246,6 +248,25 @@ func show(v any) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return fmt.Sprintf("%v", v)
+}
+
+// checkFieldsV9 rejects fields a NetFlow v9 collector cannot be sent
+// (flowEndReason, droppedPacketDeltaCount ...: elements with no v9 field
+// type), naming the element: the fields option itself is checked for
+// IPFIX, which can carry them all.
+func checkFieldsV9(cfg *Config) []error {
+	if len(cfg.Fields) == 0 {
+		return nil
+	}
+	for _, col := range cfg.Collectors {
+		if col.Protocol != ProtocolNetFlow9 {
+			continue
+		}
+		if _, err := templates.FromNames(templates.NetFlowV9, cfg.Fields); err != nil {
+			return []error{fmt.Errorf("fields: collector %s: %w", col, err)}
+		}
+	}
+	return nil
 }
 
 // checkSourceFamily rejects a source_address of another family than a

@@ -228,7 +228,7 @@ var options = []option{
 	}, TimestampsCoarse, timestampsNames, func(c *Config) *Timestamps { return &c.Timestamps }),
 	enumOption(option{
 		key: "mode", flag: "mode", restart: true,
-		usage: "host: count what this host sends and receives; router: count each forwarded packet once, at ingress, and export egress interface, next hop, prefix lengths, forwarding status and NAT translations like a router's NetFlow",
+		usage: "host: count what this host sends and receives; router: count each packet once as it arrives and export, like a router's NetFlow, one record per fate with its forwarding status: forwarded (egress interface, next hop), dropped with the kernel's reason (firewall, no route, TTL, reverse path...), or consumed by the router; with prefix lengths and NAT translations (fates need Linux 6.3; on older kernels the status is a route lookup at export time)",
 	}, ModeHost, modeNames, func(c *Config) *Mode { return &c.Mode }),
 	enumOption(option{
 		key: "conntrack", flag: "conntrack", restart: true,
