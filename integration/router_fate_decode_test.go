@@ -144,11 +144,13 @@ func parseTsharkRecords(out string) ([]fateRecord, error) {
 				}
 			case map[string]any:
 				if strings.HasPrefix(name, "Flow ") {
-					r, err := tsharkRecord(x)
+					r, ok, err := tsharkRecord(x)
 					if err != nil {
 						return fmt.Errorf("%s: %w", name, err)
 					}
-					recs = append(recs, r)
+					if ok {
+						recs = append(recs, r)
+					}
 					return nil
 				}
 				for k, e := range x {
@@ -166,10 +168,11 @@ func parseTsharkRecords(out string) ([]fateRecord, error) {
 	return recs, nil
 }
 
-// tsharkRecord reads one "Flow N" object. Fields may sit in sub-trees
-// (e.g. forwardingStatus's reason under the status); they are collected
-// flat, first occurrence wins.
-func tsharkRecord(obj map[string]any) (fateRecord, error) {
+// tsharkRecord reads one "Flow N" object; ok is false for a record
+// without addresses (an options record, e.g. the interface table). Fields
+// may sit in sub-trees (e.g. forwardingStatus's reason under the status);
+// they are collected flat, first occurrence wins.
+func tsharkRecord(obj map[string]any) (r fateRecord, ok bool, err error) {
 	f := map[string]string{}
 	var flat func(m map[string]any)
 	flat = func(m map[string]any) {
@@ -200,8 +203,6 @@ func tsharkRecord(obj map[string]any) (fateRecord, error) {
 		}
 		return strconv.ParseUint(s, 0, 64)
 	}
-	var r fateRecord
-	var err error
 	get := func(key string) int {
 		v, e := num(key)
 		if e != nil && err == nil {
@@ -215,7 +216,7 @@ func tsharkRecord(obj map[string]any) (fateRecord, error) {
 		r.src, r.dst = f["cflow.srcaddrv6"], f["cflow.dstaddrv6"]
 	}
 	if r.src == "" {
-		return r, fmt.Errorf("no source address in %v", f)
+		return r, false, nil
 	}
 	r.sport, r.dport = get("cflow.srcport"), get("cflow.dstport")
 	r.icmpType = -1
@@ -247,7 +248,7 @@ func tsharkRecord(obj map[string]any) (fateRecord, error) {
 		}
 	}
 	r.status = st<<6 | code
-	return r, err
+	return r, err == nil, err
 }
 
 // nfdumpFateRecords reads `nfdump -o json` of router-mode records.
