@@ -30,11 +30,19 @@ type fateRecord struct {
 	in, out        int
 	nextHop        string // "" when absent or zero
 	status         int    // forwardingStatus, the whole byte
+	// droppedPacketDeltaCount (133) and droppedOctetDeltaCount (132),
+	// IPFIX only, when the layout has them (hasDropped).
+	droppedPackets, droppedBytes uint64
+	hasDropped                   bool
 }
 
 func (r fateRecord) String() string {
-	return fmt.Sprintf("proto %d %s:%d -> %s:%d icmp %d pkts %d bytes %d in %d out %d nh %q fwd %d",
+	s := fmt.Sprintf("proto %d %s:%d -> %s:%d icmp %d pkts %d bytes %d in %d out %d nh %q fwd %d",
 		r.proto, r.src, r.sport, r.dst, r.dport, r.icmpType, r.packets, r.bytes, r.in, r.out, r.nextHop, r.status)
+	if r.hasDropped {
+		s += fmt.Sprintf(" dropped pkts %d bytes %d", r.droppedPackets, r.droppedBytes)
+	}
+	return s
 }
 
 // writeUDPPcap writes msgs as the UDP payloads of IPv4 packets from
@@ -248,6 +256,13 @@ func tsharkRecord(obj map[string]any) (r fateRecord, ok bool, err error) {
 		}
 	}
 	r.status = st<<6 | code
+	// Wireshark names 133 and 132 "Dropped Packets" and "Dropped Octets"
+	// (134/135, the total counts, are drop_total_*).
+	_, p := f["cflow.drop_packets"]
+	_, o := f["cflow.drop_octets"]
+	if r.hasDropped = p || o; r.hasDropped {
+		r.droppedPackets, r.droppedBytes = uint64(get("cflow.drop_packets")), uint64(get("cflow.drop_octets"))
+	}
 	return r, err == nil, err
 }
 

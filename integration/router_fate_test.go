@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"maps"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hostflow/hostflow/templates"
 )
 
 // TestRouterFate runs the daemon with --mode router on the fate lab's
@@ -190,6 +194,79 @@ func TestRouterFate(t *testing.T) {
 			for _, r := range c.recs {
 				t.Logf("%s: %v", c.name, r)
 			}
+		}
+	}
+}
+
+// TestRouterFateDroppedCounts runs the daemon in router mode with a layout
+// that adds droppedPacketDeltaCount (133) and droppedOctetDeltaCount (132)
+// to the IPFIX router layout, and requires tshark to show them equal to
+// the record's counts on dropped records and 0 on forwarded ones: a flow
+// forwarded, one dropped by nftables, one forwarded then dropped.
+func TestRouterFateDroppedCounts(t *testing.T) {
+	requireRoot(t, "tshark", "nft")
+	bin := buildHostflow(t)
+	l := newFateNet(t)
+	const ipfixPort = 4739
+	ipfix := newCollectorSocket(t, l.rtr, "127.0.0.1")
+	fields := append(templates.RouterNames(templates.IPFIX), "droppedPacketDeltaCount", "droppedOctetDeltaCount")
+	hf := start(t, l.rtr.command(bin, daemonArgs(t, "--mode", "router", "--interfaces", "rc0,rs0",
+		"--collector", "ipfix+udp://127.0.0.1:"+strconv.Itoa(ipfixPort), "--fields", strings.Join(fields, ","),
+		"--poll-interval", "200ms")...))
+	hf.waitOutput(t, "msg=ready", 15*time.Second)
+
+	const nFwd, nDrop, nMidFwd, nMidDrop = 3, 4, 5, 6
+	fwd := newFateSink(t, l.server, serverV4)
+	fwdPort := sendUDP(t, udpSocket(t, l.client, clientV4, 0), serverV4, fwd.port, nFwd)
+	fwd.wait(t, "forwarded", nFwd)
+
+	drop := newFateSink(t, l.server, serverV4)
+	l.nftDrop(t, serverV4, drop.port, "drop")
+	dropPort := sendUDP(t, udpSocket(t, l.client, clientV4, 0), serverV4, drop.port, nDrop)
+	if n := waitCounter(func() uint64 { return l.nftDropped(t, "drop") }, nDrop); n != nDrop {
+		t.Fatalf("the nft rule dropped %d packets, sent %d", n, nDrop)
+	}
+
+	mid := newFateSink(t, l.server, serverV4)
+	c := udpSocket(t, l.client, clientV4, 0)
+	sendUDP(t, c, serverV4, mid.port, nMidFwd)
+	mid.wait(t, "mid-flow, before the rule", nMidFwd)
+	l.nftDrop(t, serverV4, mid.port, "mid")
+	midPort := sendUDP(t, c, serverV4, mid.port, nMidDrop)
+	if n := waitCounter(func() uint64 { return l.nftDropped(t, "mid") }, nMidDrop); n != nMidDrop {
+		t.Fatalf("the mid-flow nft rule dropped %d packets, sent %d", n, nMidDrop)
+	}
+
+	time.Sleep(500 * time.Millisecond)
+	hf.stop(t, 20*time.Second)
+	l.rtr.waitUDPQueueEmpty(t, ipfixPort, 10*time.Second)
+	_, msgs := ipfix.snapshot()
+	recs := tsharkRecords(t, msgs, ipfixPort)
+
+	for _, w := range []struct {
+		what         string
+		sport, dport int
+		dropped      map[int][2]uint64 // forwardingStatus -> dropped packets, their bytes
+	}{
+		{"forwarded", fwdPort, fwd.port, map[int][2]uint64{64: {0, 0}}},
+		{"nft drop", dropPort, drop.port, map[int][2]uint64{130: {nDrop, nDrop * fateV4UDP}}},
+		{"mid-flow drop", midPort, mid.port, map[int][2]uint64{64: {0, 0}, 130: {nMidDrop, nMidDrop * fateV4UDP}}},
+	} {
+		got := map[int][2]uint64{}
+		var mine []fateRecord
+		for _, r := range recs {
+			if r.proto != 17 || r.src != clientV4 || r.dst != serverV4 || r.sport != w.sport || r.dport != w.dport {
+				continue
+			}
+			mine = append(mine, r)
+			if !r.hasDropped {
+				t.Errorf("%s: tshark shows no droppedPacketDeltaCount/droppedOctetDeltaCount: %v", w.what, r)
+			}
+			g := got[r.status]
+			got[r.status] = [2]uint64{g[0] + r.droppedPackets, g[1] + r.droppedBytes}
+		}
+		if !maps.Equal(got, w.dropped) {
+			t.Errorf("%s: dropped packets and bytes per forwardingStatus %v, want %v; records %v", w.what, got, w.dropped, mine)
 		}
 	}
 }
