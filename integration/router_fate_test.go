@@ -42,11 +42,26 @@ func TestRouterFate(t *testing.T) {
 	ipfix := newCollectorSocket(t, l.rtr, "127.0.0.1") // UDP and TCP 4739
 	dir := t.TempDir()
 	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(v9Port), "-t", "3600"))
+	// Every packet the router's interfaces receive while the daemon runs
+	// must be in exactly one record: forwarded, dropped or consumed. The
+	// links' own chatter (IPv6 MLD reports after link-up) is over first.
+	ifaces := []struct {
+		name  string
+		index int
+	}{{"rc0", l.rc}, {"rs0", l.rs}, {"rp0", l.rp}}
+	quiet := func(d time.Duration) (s []linkStats) {
+		for _, i := range ifaces {
+			s = append(s, l.rtr.waitQuiet(t, i.name, d, 20*time.Second))
+		}
+		return s
+	}
+	quiet(1500 * time.Millisecond)
 	hf := start(t, l.rtr.command(bin, daemonArgs(t, "--mode", "router", "--interfaces", "rc0,rs0,rp0",
 		"--collector", "ipfix+udp://127.0.0.1:"+strconv.Itoa(ipfixPort),
 		"--collector", "netflow9+udp://127.0.0.1:"+strconv.Itoa(v9Port),
 		"--poll-interval", "200ms")...))
 	hf.waitOutput(t, "msg=ready", 15*time.Second)
+	ifBefore := quiet(500 * time.Millisecond)
 
 	// Each scenario's count differs from the others', so a record
 	// that lands on the wrong flow shows.
@@ -169,7 +184,7 @@ func TestRouterFate(t *testing.T) {
 		wants = append(wants, udp("mid-flow drop", fam.c, sport, fam.s, sink.port, map[int]uint64{64: nMidFwd, 130: nMidDrop}))
 	}
 
-	time.Sleep(500 * time.Millisecond)
+	ifAfter := quiet(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second) // the final export has every flow
 	l.rtr.waitUDPQueueEmpty(t, v9Port, 10*time.Second)
 	l.rtr.waitUDPQueueEmpty(t, ipfixPort, 10*time.Second)
@@ -189,6 +204,23 @@ func TestRouterFate(t *testing.T) {
 		}
 		for _, w := range wants {
 			checkFate(t, c.name, c.recs, w)
+		}
+		for i, ifc := range ifaces {
+			var pk, by uint64
+			for _, r := range c.recs {
+				if r.in == ifc.index {
+					pk += r.packets
+					by += r.bytes
+				}
+			}
+			// Records count IP bytes; the veth counters include the
+			// 14-byte Ethernet header.
+			rxPk := ifAfter[i].RxPackets - ifBefore[i].RxPackets
+			rxBy := ifAfter[i].RxBytes - ifBefore[i].RxBytes - 14*rxPk
+			if pk != rxPk || by != rxBy {
+				t.Errorf("%s: the records of %s have %d packets %d bytes, it received %d packets %d IP bytes",
+					c.name, ifc.name, pk, by, rxPk, rxBy)
+			}
 		}
 		if t.Failed() {
 			for _, r := range c.recs {
