@@ -171,7 +171,7 @@ func TestControlSocket(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
 		t.Fatalf("stats --json: exit %d, %v: %s%s", code, err, out, errOut)
 	}
-	if st.FlowsActive < 4 || st.PacketsSeen < 26 || st.FlowsExported["idle"] != 0 || st.Kernel["ringbuf_full"] != 0 || len(st.Kernel) != 6 {
+	if st.FlowsActive < 4 || st.PacketsSeen < 26 || st.FlowsExported["idle"] != 0 || st.Kernel["ringbuf_full"] != 0 || len(st.Kernel) != 7 || st.Kernel["fate_malformed"] != 0 {
 		t.Errorf("stats --json: %s", out)
 	}
 	out, _, code = hostflowCmd(t, bin, "stats", "--control-socket", sock)

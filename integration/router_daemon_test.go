@@ -102,12 +102,12 @@ func TestRouterModeDaemon(t *testing.T) {
 		{"tcp4 server", 6, serverV4, clientV4, t4s, t4c, 0, 0, l.rs, l.rc, clientV4, 25, 24, 64},
 		{"tcp6 client", 6, clientV6, serverV6, t6c, t6s, 0, 0, l.rc, l.rs, serverV6, 64, 80, 64},
 		{"tcp6 server", 6, serverV6, clientV6, t6s, t6c, 0, 0, l.rs, l.rc, clientV6, 80, 64, 64},
-		{"ping to the router, consumed", 1, clientV4, routerCV4, -1, 8, 2, 2 * 84, l.rc, 0, "", 24, 24, 192},
+		{"ping to the router, consumed (for us)", 1, clientV4, routerCV4, -1, 8, 2, 2 * 84, l.rc, 0, "", 24, 24, 195},
 		{"ping into a blackhole, dropped", 1, clientV4, "198.19.98.7", -1, 8, 2, 2 * 84, l.rc, 0, "", 24, 24, 128},
 	} {
 		got := find(w.proto, w.src, w.dst, w.sport, w.dport)
 		if len(got) != 1 {
-			t.Errorf("%s: %d records, want exactly 1 (counted once, at ingress): %v", w.what, len(got), got)
+			t.Errorf("%s: %d records, want exactly 1 (each packet has one fate): %v", w.what, len(got), got)
 			continue
 		}
 		r := got[0]
