@@ -71,9 +71,9 @@ const fateBuckets = 4
 //
 // Arrivals are kept in at most fateBuckets groups per key, by the polls
 // that read them (packets, bytes, times and flags; not a whole flow's
-// metrics): a poll's arrivals join the previous group if that one is less
-// than half a hold old, so a key needs a few groups whatever the poll
-// interval.
+// metrics): the arrivals of the polls in one half hold of time make one
+// group, so a key needs a few groups whatever the poll interval (about
+// 230 bytes per arrival key in all).
 //
 // A fate counted after its arrival settled (later than the hold) makes
 // the balance negative with nothing left to settle: the packets were
@@ -104,10 +104,10 @@ type fateBucket struct {
 	packets, bytes uint64
 	// start and end are the kernel's times of the first and last packet.
 	start, end uint64
-	// first and last are the (monotonic) times of the first and last
-	// poll whose arrivals are in the bucket; unset while it is open.
-	first, last time.Duration
-	flags       uint16
+	// last is the (monotonic) time of the last poll whose arrivals are
+	// in the bucket; unset while it is open.
+	last  time.Duration
+	flags uint16
 }
 
 // fateEntry is one arrival key's bookkeeping.
@@ -196,17 +196,14 @@ func (t *fateTable) settle(now time.Duration, add func(bpf.NetFlowId, *bpf.NetFl
 		if e.open {
 			e.open = false
 			b := &e.b[e.n-1]
-			if e.n > 1 && b.first == 0 && now-e.b[e.n-2].first < t.hold/2 {
-				// Young enough to take this interval's arrivals.
+			if e.n > 1 && b.last == 0 && t.slot(e.b[e.n-2].last) == t.slot(now) {
+				// Read in the same half hold: one group.
 				p := &e.b[e.n-2]
 				mergeBucket(p, b)
 				p.last = now
 				*b = fateBucket{}
 				e.n--
 			} else {
-				if b.first == 0 {
-					b.first = now
-				}
 				b.last = now
 			}
 		}
@@ -219,6 +216,13 @@ func (t *fateTable) settle(now time.Duration, add func(bpf.NetFlowId, *bpf.NetFl
 		}
 		t.entries[k] = e
 	}
+}
+
+// slot numbers the half holds of monotonic time: the arrivals read in
+// one make one bucket. A bucket settles at most a hold after its slot
+// ends, so at most three are waiting at a time.
+func (t *fateTable) slot(at time.Duration) int64 {
+	return int64(at / max(1, t.hold/2))
 }
 
 // mergeBucket adds b's arrivals to p's.

@@ -65,9 +65,11 @@ func TestFateHoldSettlesByAge(t *testing.T) {
 				for int64(len(consumed)) < int64(len(arrived))-p {
 					consumed = append(consumed, clk.mono)
 				}
-				e := c.fates.entries[a]
-				if e.n > fateBuckets {
-					t.Fatalf("%d buckets", e.n)
+				// After a poll, none is open: at most three wait,
+				// and the next poll's arrivals never find all four
+				// taken.
+				if e := c.fates.entries[a]; e.open || e.n > fateBuckets-1 {
+					t.Fatalf("%d groups of arrivals waiting (open %v), want at most %d", e.n, e.open, fateBuckets-1)
 				}
 				clk.advance(poll)
 			}
@@ -230,4 +232,38 @@ func TestFatePassThrough(t *testing.T) {
 			t.Errorf("%d sampled arrivals exported as fate 0, want %d", fate0, arrivals)
 		}
 	})
+}
+
+// TestFateBucketsFull: arrivals that find every group of their key taken
+// (the hold grew at a reload) join the newest group, which then waits a
+// hold from the next poll: they never settle early.
+func TestFateBucketsFull(t *testing.T) {
+	const hold = 10 * time.Second
+	tb := newFateTable(hold)
+	id := key(14)
+	base := time.Hour
+	var e fateEntry
+	for i := range fateBuckets {
+		e.b[i] = fateBucket{packets: 1, bytes: 100, last: base + time.Duration(i)*time.Second}
+	}
+	e.n = fateBuckets
+	tb.entries[id] = e
+	m := pkt(5, 100, base, base)
+	tb.arrived(id, &m)
+	var consumed []uint64
+	add := func(_ bpf.NetFlowId, m *bpf.NetFlowMetrics) { consumed = append(consumed, m.Packets) }
+	// At base+13 s the newest group (last read at base+3 s) would be
+	// due, but it took arrivals since: it waits until base+23 s.
+	tb.settle(base+13*time.Second, add)
+	if len(consumed) != 3 {
+		t.Fatalf("consumed %v at +13 s, want the three older groups", consumed)
+	}
+	tb.settle(base+22*time.Second, add)
+	if len(consumed) != 3 {
+		t.Fatalf("consumed %v at +22 s: arrivals settled before the hold", consumed)
+	}
+	tb.settle(base+23*time.Second, add)
+	if len(consumed) != 4 || consumed[3] != 6 {
+		t.Errorf("consumed %v at +23 s, want the newest group's 1 + 5 packets last", consumed)
+	}
 }
