@@ -485,10 +485,12 @@ func (d *daemon) drain() {
 }
 
 // poll is the drain of each poll interval, which ends the interval for
-// the cache: in router mode with fates, the arrivals of the interval
-// before settle then (exporter.Cache.Poll). The other drains (early ones,
-// control commands) do not end an interval, so every arrival waits at
-// least one whole poll interval for its fate to be read.
+// the cache: in router mode with fates, the arrivals read at least the
+// fate hold (cacheConfig) before settle then, and the arrivals read
+// since the last poll start their hold (exporter.Cache.Poll). The other
+// drains (early ones, control commands) do not end an interval: their
+// arrivals start their hold at the next poll, later than they were read,
+// never earlier.
 func (d *daemon) poll() {
 	d.drain()
 	d.cache.Poll()
