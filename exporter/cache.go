@@ -55,8 +55,17 @@ type CacheConfig struct {
 	// Fates says the kernel counts each packet's fate (router mode):
 	// ingress flows with fate 0 are arrivals, not records; the cache
 	// derives the consumed packets from them and from the other fates
-	// at each Poll (see fateTable).
+	// at each Poll (see fateTable). Arrivals tagged with a VLAN (their
+	// fates are keyed by the VLAN subinterface, never by the tag) and
+	// sampled ones (their fates are not counted at the same rate) are
+	// not: they go into the cache as ordinary flows with fate 0.
 	Fates bool
+	// FateHold is how long after the poll that read them arrivals wait
+	// for their fates before the packets without one are taken as
+	// consumed (see fateTable); it must cover the longest time the
+	// kernel takes to count a fate plus a poll interval. Zero means
+	// DefaultFateHold.
+	FateHold time.Duration
 }
 
 // Validate reports every bad setting.
@@ -74,6 +83,9 @@ func (c CacheConfig) Validate() error {
 	if c.TCPEndGrace < 0 {
 		errs = append(errs, fmt.Errorf("tcp end grace %v: must not be negative", c.TCPEndGrace))
 	}
+	if c.FateHold < 0 {
+		errs = append(errs, fmt.Errorf("fate hold %v: must not be negative", c.FateHold))
+	}
 	return errors.Join(errs...)
 }
 
@@ -88,6 +100,12 @@ type CacheStats struct {
 	// Arrivals is the number of arrival keys whose fates the cache
 	// follows now (CacheConfig.Fates; 0 otherwise).
 	Arrivals int
+	// UnmatchedFatePackets counts packets whose fate the kernel counted
+	// but that no arrival was left to match: read after their arrival
+	// had settled as consumed (later than CacheConfig.FateHold), so
+	// exported twice, or whose arrival was never counted. It follows
+	// the fate bookkeeping across TakeFates.
+	UnmatchedFatePackets uint64
 }
 
 // Cache aggregates kernel metrics by flow key and decides when a flow ends.
@@ -129,9 +147,12 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 		cfg.TCPEndGrace = DefaultTCPEndGrace
 	}
 	cfg.TCPEndGrace = min(cfg.TCPEndGrace, cfg.IdleTimeout)
+	if cfg.FateHold == 0 {
+		cfg.FateHold = DefaultFateHold
+	}
 	c := &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows)}
 	if cfg.Fates {
-		c.fates = newFateTable()
+		c.fates = newFateTable(cfg.FateHold)
 	}
 	return c, nil
 }
@@ -173,16 +194,20 @@ func (c *Cache) Add(id bpf.NetFlowId, perCPU []bpf.NetFlowMetrics) {
 // With CacheConfig.Fates, an ingress flow's arrivals (fate 0) go to the
 // fate bookkeeping only, and its other fates there too (see fateTable),
 // but for FateConsumed, which the kernel never counts: the cache's own.
+// Arrivals tagged with a VLAN or sampled stay ordinary flows of fate 0
+// (see CacheConfig.Fates).
 func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	if m.Packets == 0 && m.Bytes == 0 {
 		return
 	}
 	if c.fates != nil && id.Direction == bpf.DirectionIngress && id.Fate != FateConsumed {
-		if id.Fate == FateArrival {
+		switch {
+		case id.Fate != FateArrival:
+			c.fates.fated(id, m)
+		case id.VlanId == 0 && m.Sampling <= 1:
 			c.fates.arrived(id, m)
 			return
 		}
-		c.fates.fated(id, m)
 	}
 	t := &c.flows
 	h := t.hash(&id)
@@ -201,14 +226,28 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 }
 
 // Poll marks the end of a poll interval. With CacheConfig.Fates, it
-// settles the arrivals of the poll interval before and adds their
-// consumed packets, if any, as flows of fate FateConsumed (see
+// settles the arrivals read at least CacheConfig.FateHold ago and adds
+// their consumed packets, if any, as flows of fate FateConsumed (see
 // fateTable); otherwise it does nothing. The owner calls it once per
 // interval, after that interval's drain and before Expire.
 func (c *Cache) Poll() {
 	if c.fates != nil {
-		c.fates.settle(c.AddOne)
+		c.fates.settle(c.clock.Monotonic(), c.AddOne)
 	}
+}
+
+// TakeFates moves old's fate bookkeeping (CacheConfig.Fates) into c, a
+// cache that replaces old while the kernel keeps counting (a reload):
+// the arrivals old has not settled yet settle in c, at c's FateHold,
+// against fates c is given. c's own bookkeeping, which must be empty,
+// is dropped; old follows no arrival after. Nothing happens unless both
+// caches follow fates.
+func (c *Cache) TakeFates(old *Cache) {
+	if c.fates == nil || old.fates == nil {
+		return
+	}
+	c.fates, old.fates = old.fates, c.fates
+	c.fates.hold, old.fates.hold = c.cfg.FateHold, old.cfg.FateHold
 }
 
 // Pending returns how many records of flows pushed out for lack of room
@@ -279,7 +318,10 @@ func (c *Cache) ended(m *bpf.NetFlowMetrics, proto uint8, now uint64) EndReason 
 
 // Flush appends every cached flow to out with flowEndReason forced end, as
 // at shutdown, and empties the cache. With CacheConfig.Fates it first
-// settles every arrival, so the consumed packets are exported too.
+// settles every arrival, so the consumed packets are exported too: a
+// flush for when the kernel counts no more (a fate read after it would
+// be exported as well as its arrival's consumed packets). While it still
+// counts, ForceBatches exports the flows and keeps the arrivals.
 func (c *Cache) Flush(out []Flow) []Flow {
 	c.FlushBatches(make([]Flow, 0, 64), func(b []Flow) { out = append(out, b...) })
 	return out
@@ -290,6 +332,16 @@ func (c *Cache) FlushBatches(buf []Flow, emit func([]Flow)) {
 	if c.fates != nil {
 		c.fates.settleAll(c.AddOne)
 	}
+	c.ForceBatches(buf, emit)
+}
+
+// ForceBatches is FlushBatches while the kernel still counts (a reload, a
+// request to export everything now): every cached flow is exported as
+// forced end, in batches of at most cap(buf), but with CacheConfig.Fates
+// the arrivals not settled yet stay in the fate bookkeeping, to settle at
+// a later Poll (of this cache, or of the one TakeFates moves them to)
+// against the fates read meanwhile.
+func (c *Cache) ForceBatches(buf []Flow, emit func([]Flow)) {
 	c.drainPending(&buf, emit)
 	t := &c.flows
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
@@ -337,6 +389,7 @@ func (c *Cache) Stats() CacheStats {
 	s.Active = c.flows.n
 	if c.fates != nil {
 		s.Arrivals = c.fates.len()
+		s.UnmatchedFatePackets = c.fates.unmatched
 	}
 	return s
 }

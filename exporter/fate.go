@@ -1,6 +1,10 @@
 package exporter
 
-import "github.com/hostflow/hostflow/bpf"
+import (
+	"time"
+
+	"github.com/hostflow/hostflow/bpf"
+)
 
 // Fates, the IANA forwardingStatus (element 89, RFC 7270) values a flow
 // key's Fate takes in router mode. The status is in the two high bits, a
@@ -21,6 +25,23 @@ const (
 	FateConsumed uint8 = 192
 )
 
+// DefaultFateHold is how long an arrival waits for its fate by default
+// (CacheConfig.FateHold). The kernel counts most fates within
+// microseconds of the arrival, but a packet forwarded to a neighbour
+// whose address is not resolved yet waits in the neighbour queue until
+// resolution fails, about 3 s with the default neigh settings
+// (mcast_solicit 3 x retrans_time 1 s), and is only then dropped
+// (NEIGH_FAILED): 5 s covers that, plus the poll interval after it in
+// which the fate is read. The daemon uses the longer of this and two
+// poll intervals.
+const DefaultFateHold = 5 * time.Second
+
+// fateBuckets is how many groups of arrivals, by the poll that read them,
+// an arrival key keeps apart: with groups of half a hold at most, three
+// are waiting at a time, and the fourth takes the arrivals of the current
+// poll interval.
+const fateBuckets = 4
+
 // fateTable is the router mode's bookkeeping of a Cache whose kernel
 // reports fates (CacheConfig.Fates): per arrival key (an ingress flow key
 // with fate 0), the packets that arrived and those whose fate was counted,
@@ -32,50 +53,82 @@ const (
 // fate of their own. A drain reads the arrival and fate entries one after
 // the other, so it can read a packet's fate without its arrival (the
 // arrival entry read before the increment, the fate entry after) or its
-// arrival without its fate (the packet still in flight). So arrivals
-// settle late: what was added between two polls settles at the end of the
-// poll after, when every arrival has waited at least one whole poll
-// interval for its fate to be read. Then, per arrival key,
+// arrival without its fate (the packet still in flight, or waiting
+// seconds in a neighbour queue before it is dropped). So arrivals settle
+// by age: the arrivals read up to a poll settle at the first poll at
+// least hold (CacheConfig.FateHold) later, when their fates have been
+// read. Then, per arrival key,
 //
 //	consumed = max(0, settled arrivals - fated - consumed already reported)
 //
 // kept as one running balance (owed): a fate read before its arrival only
 // makes the balance negative until the arrival settles, never a negative
-// or double count. A flush settles everything at once. Consumed packets
-// go into the cache as a flow with fate FateConsumed (its times, TCP
-// flags and sampling those of the arrivals that settled), exported by the
-// ordinary expiry rules; arrivals themselves are never exported, so the
-// records of one arrival key (forwarded, dropped, consumed) add up to
-// exactly the packets that arrived.
+// or double count. Consumed packets go into the cache as a flow with fate
+// FateConsumed (its times and TCP flags those of the arrivals that
+// settled), exported by the ordinary expiry rules; arrivals themselves
+// are never exported, so the records of one arrival key (forwarded,
+// dropped, consumed) add up to exactly the packets that arrived.
+//
+// Arrivals are kept in at most fateBuckets groups per key, by the polls
+// that read them (packets, bytes, times and flags; not a whole flow's
+// metrics): the arrivals of the polls in one half hold of time make one
+// group, so a key needs a few groups whatever the poll interval (about
+// 230 bytes per arrival key in all).
+//
+// A fate counted after its arrival settled (later than the hold) makes
+// the balance negative with nothing left to settle: the packets were
+// reported consumed already, and now with their fate too. If more
+// arrivals of the key settle later, their consumed packets make up for it
+// (the records then add up to the arrivals again); if the key falls
+// quiet, the packets still owed when it is forgotten are counted as
+// unmatched (CacheStats.UnmatchedFatePackets), as is a fate whose arrival
+// never came (counted at another sampling rate, or lost).
 //
 // The derivation is exact when the fates are keyed exactly as their
-// arrivals and counted at the same rate: with packet sampling, drops
-// counted unsampled against sampled arrivals make it an estimate.
+// arrivals and every packet is counted (no sampling): the daemon counts
+// fates only then, and the Cache passes sampled arrivals through as
+// ordinary flows.
 //
-// An entry lives while it has arrivals to settle, or a fate counted in the
-// current or the previous poll interval (whose arrival the next drain may
-// still bring); then it is forgotten, and a fate counted without any
-// arrival (its arrival lost, or counted at a different sampling) with it.
+// An entry lives while it has arrivals to settle, or a fate read less
+// than a hold ago (whose arrival a later drain may still bring).
 type fateTable struct {
 	entries map[bpf.NetFlowId]fateEntry
-	// poll numbers the poll intervals: incremented by each settle.
-	poll uint64
+	// hold is how long after the poll that read them arrivals settle.
+	hold time.Duration
+	// unmatched counts fate packets no arrival was left to match.
+	unmatched uint64
+}
+
+// fateBucket is a group of arrivals read by one or more consecutive polls.
+type fateBucket struct {
+	packets, bytes uint64
+	// start and end are the kernel's times of the first and last packet.
+	start, end uint64
+	// last is the (monotonic) time of the last poll whose arrivals are
+	// in the bucket; unset while it is open.
+	last  time.Duration
+	flags uint16
 }
 
 // fateEntry is one arrival key's bookkeeping.
 type fateEntry struct {
-	// young: arrivals since the last poll; old: those of the poll
-	// interval before, which settle at the next poll.
-	young, old bpf.NetFlowMetrics
+	// b holds the arrivals not settled yet, oldest first: n of them,
+	// the last one open (taking this poll interval's arrivals) if open.
+	b    [fateBuckets]fateBucket
+	n    uint8
+	open bool
+	// fatePending: a fate was counted since the last poll; fateRead is
+	// the time of the poll after the last fate counted (0: none).
+	fatePending bool
+	fateRead    time.Duration
+	sampling    uint32
 	// owedPackets and owedBytes are the settled arrivals minus the fated
 	// packets minus the consumed ones already reported.
 	owedPackets, owedBytes int64
-	// touched is the poll interval of the last fate counted.
-	touched uint64
 }
 
-func newFateTable() *fateTable {
-	return &fateTable{entries: map[bpf.NetFlowId]fateEntry{}}
+func newFateTable(hold time.Duration) *fateTable {
+	return &fateTable{entries: map[bpf.NetFlowId]fateEntry{}, hold: hold}
 }
 
 // arrivalKey returns the arrival key of a fate's key: the same flow, as it
@@ -85,10 +138,30 @@ func arrivalKey(id bpf.NetFlowId) bpf.NetFlowId {
 	return id
 }
 
-// arrived adds the arrivals m of key id (fate 0, ingress).
+// arrived adds the arrivals m of key id (fate 0, ingress) to its open
+// bucket. If every bucket is taken (the hold grew, at a reload), the
+// newest opens again: its arrivals then wait for the next poll's, never
+// less than the hold.
 func (t *fateTable) arrived(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	e := t.entries[id]
-	e.young.Accumulate(m)
+	if !e.open {
+		if int(e.n) < fateBuckets {
+			e.b[e.n] = fateBucket{}
+			e.n++
+		}
+		e.open = true
+	}
+	b := &e.b[e.n-1]
+	if m.Packets != 0 {
+		if b.packets == 0 || (m.StartMonoTimeTs != 0 && m.StartMonoTimeTs < b.start) {
+			b.start = m.StartMonoTimeTs
+		}
+		b.end = max(b.end, m.EndMonoTimeTs)
+	}
+	b.packets += m.Packets
+	b.bytes += m.Bytes
+	b.flags |= m.Flags
+	e.sampling = max(e.sampling, m.Sampling)
 	t.entries[id] = e
 }
 
@@ -99,53 +172,111 @@ func (t *fateTable) fated(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	e := t.entries[k]
 	e.owedPackets -= int64(m.Packets)
 	e.owedBytes -= int64(m.Bytes)
-	e.touched = t.poll
+	e.fatePending = true
 	t.entries[k] = e
 }
 
-// settle ends a poll interval: the arrivals of the interval before settle,
-// and add calls with the consumed packets of each arrival key that has
-// some, keyed with fate FateConsumed. Entries with nothing left to settle
-// or wait for are forgotten.
-func (t *fateTable) settle(add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
+// settle ends a poll interval at monotonic time now: the arrivals read at
+// least a hold ago settle, and add is called with the consumed packets of
+// each arrival key that has some, keyed with fate FateConsumed; this
+// interval's arrivals close their bucket. Entries with nothing left to
+// settle or wait for are forgotten.
+func (t *fateTable) settle(now time.Duration, add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
 	for k, e := range t.entries {
-		t.consume(k, &e, &e.old, add)
-		e.old, e.young = e.young, bpf.NetFlowMetrics{}
-		if e.old.Packets == 0 && e.old.Bytes == 0 && e.owedPackets <= 0 && e.touched < t.poll {
-			delete(t.entries, k)
+		due := 0
+		for due < int(e.n) && !(e.open && due == int(e.n)-1) && now-e.b[due].last >= t.hold {
+			t.consume(k, &e, &e.b[due], add)
+			due++
+		}
+		if due > 0 {
+			copy(e.b[:], e.b[due:e.n])
+			e.n -= uint8(due)
+			clear(e.b[e.n:])
+		}
+		if e.open {
+			e.open = false
+			b := &e.b[e.n-1]
+			if e.n > 1 && b.last == 0 && t.slot(e.b[e.n-2].last) == t.slot(now) {
+				// Read in the same half hold: one group.
+				p := &e.b[e.n-2]
+				mergeBucket(p, b)
+				p.last = now
+				*b = fateBucket{}
+				e.n--
+			} else {
+				b.last = now
+			}
+		}
+		if e.fatePending {
+			e.fatePending, e.fateRead = false, now
+		}
+		if e.n == 0 && (e.fateRead == 0 || now-e.fateRead >= t.hold) {
+			t.forget(k, &e)
 			continue
 		}
 		t.entries[k] = e
 	}
-	t.poll++
 }
 
-// settleAll settles every arrival at once, as a flush does, calls add with
-// the consumed packets and forgets every entry.
+// slot numbers the half holds of monotonic time: the arrivals read in
+// one make one bucket. A bucket settles at most a hold after its slot
+// ends, so at most three are waiting at a time.
+func (t *fateTable) slot(at time.Duration) int64 {
+	return int64(at / max(1, t.hold/2))
+}
+
+// mergeBucket adds b's arrivals to p's.
+func mergeBucket(p, b *fateBucket) {
+	if b.packets != 0 {
+		if p.packets == 0 || b.start < p.start {
+			p.start = b.start
+		}
+		p.end = max(p.end, b.end)
+	}
+	p.packets += b.packets
+	p.bytes += b.bytes
+	p.flags |= b.flags
+}
+
+// settleAll settles every arrival at once, as the final flush does, once
+// the kernel counts no more: it calls add with the consumed packets and
+// forgets every entry.
 func (t *fateTable) settleAll(add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
 	for k, e := range t.entries {
-		m := e.old
-		m.Accumulate(&e.young)
-		t.consume(k, &e, &m, add)
+		for i := range e.n {
+			t.consume(k, &e, &e.b[i], add)
+		}
+		t.forget(k, &e)
 	}
-	clear(t.entries)
-	t.poll++
 }
 
-// consume settles the arrivals m of k into e's balance and reports what it
+// forget drops k's entry, counting the fate packets still owed (no
+// arrival left to match them) as unmatched.
+func (t *fateTable) forget(k bpf.NetFlowId, e *fateEntry) {
+	if e.owedPackets < 0 {
+		t.unmatched += uint64(-e.owedPackets)
+	}
+	delete(t.entries, k)
+}
+
+// consume settles the arrivals b of k into e's balance and reports what it
 // owes, if packets, as consumed. The bytes reported are at most those
 // owed; a byte deficit (the fates' packets counted longer than at
 // arrival) stays in the balance.
-func (t *fateTable) consume(k bpf.NetFlowId, e *fateEntry, m *bpf.NetFlowMetrics, add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
-	e.owedPackets += int64(m.Packets)
-	e.owedBytes += int64(m.Bytes)
+func (t *fateTable) consume(k bpf.NetFlowId, e *fateEntry, b *fateBucket, add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
+	e.owedPackets += int64(b.packets)
+	e.owedBytes += int64(b.bytes)
 	if e.owedPackets <= 0 {
 		return
 	}
-	c := *m
-	c.Packets = uint64(e.owedPackets)
-	c.Bytes = uint64(max(0, e.owedBytes))
-	c.OutIfIndex = 0
+	c := bpf.NetFlowMetrics{
+		Packets:         uint64(e.owedPackets),
+		Bytes:           uint64(max(0, e.owedBytes)),
+		StartMonoTimeTs: b.start,
+		EndMonoTimeTs:   b.end,
+		Flags:           b.flags,
+		Sampling:        e.sampling,
+	}
 	e.owedPackets = 0
 	e.owedBytes -= int64(c.Bytes)
 	k.Fate = FateConsumed
@@ -158,8 +289,12 @@ func (t *fateTable) consume(k bpf.NetFlowId, e *fateEntry, m *bpf.NetFlowMetrics
 // settle).
 func (t *fateTable) unreported() (packets, bytes int64) {
 	for _, e := range t.entries {
-		packets += int64(e.young.Packets+e.old.Packets) + e.owedPackets
-		bytes += int64(e.young.Bytes+e.old.Bytes) + e.owedBytes
+		for i := range e.n {
+			packets += int64(e.b[i].packets)
+			bytes += int64(e.b[i].bytes)
+		}
+		packets += e.owedPackets
+		bytes += e.owedBytes
 	}
 	return packets, bytes
 }

@@ -16,9 +16,11 @@ type fateSim struct {
 	out []Flow
 }
 
-func newFateSim(t *testing.T, active time.Duration) *fateSim {
+// newFateSim polls every second; arrivals settle hold after the poll that
+// read them.
+func newFateSim(t *testing.T, active, hold time.Duration) *fateSim {
 	clk := newFakeClock()
-	c := mustCache(t, CacheConfig{ActiveTimeout: active, IdleTimeout: 15 * time.Second, MaxFlows: 100, Fates: true}, clk)
+	c := mustCache(t, CacheConfig{ActiveTimeout: active, IdleTimeout: 15 * time.Second, MaxFlows: 100, Fates: true, FateHold: hold}, clk)
 	return &fateSim{t: t, c: c, clk: clk}
 }
 
@@ -73,7 +75,7 @@ func (s *fateSim) byFate() map[uint8][2]uint64 {
 }
 
 func TestFateAllForwardedHasNoConsumed(t *testing.T) {
-	s := newFateSim(t, time.Minute)
+	s := newFateSim(t, time.Minute, time.Second)
 	a := key(1000)
 	a.IfIndex = 2
 	s.poll(fv{id: a, packets: 10}, fv{id: fated(a, FateForwarded), packets: 10, out: 3})
@@ -96,11 +98,11 @@ func TestFateAllForwardedHasNoConsumed(t *testing.T) {
 }
 
 func TestFateAllConsumed(t *testing.T) {
-	s := newFateSim(t, time.Minute)
+	s := newFateSim(t, time.Minute, time.Second)
 	a := key(1000)
 	s.poll(fv{id: a, packets: 5})
 	if s.c.Len() != 0 {
-		t.Fatalf("%d flows cached after the first poll: arrivals settle one poll later", s.c.Len())
+		t.Fatalf("%d flows cached after the first poll: arrivals settle a hold (one poll) later", s.c.Len())
 	}
 	s.poll(fv{id: a, packets: 3})
 	if s.c.Len() != 1 {
@@ -146,7 +148,7 @@ func TestFateBeforeArrival(t *testing.T) {
 		}, map[uint8][2]uint64{FateForwarded: {4, 400}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newFateSim(t, time.Minute)
+			s := newFateSim(t, time.Minute, time.Second)
 			for _, p := range tt.polls {
 				s.poll(p...)
 			}
@@ -170,7 +172,7 @@ func TestFateBeforeArrival(t *testing.T) {
 // TestFateFlushSettlesEverything: a flush right after the arrivals were
 // drained exports them as consumed, without waiting for a poll.
 func TestFateFlushSettlesEverything(t *testing.T) {
-	s := newFateSim(t, time.Minute)
+	s := newFateSim(t, time.Minute, time.Second)
 	s.poll(fv{id: key(1), packets: 2}, fv{id: fated(key(1), FateForwarded), packets: 1, out: 3})
 	s.poll(fv{id: key(1), packets: 6})
 	s.flush()
@@ -188,7 +190,7 @@ func TestFateFlushSettlesEverything(t *testing.T) {
 // next, exported across several active timeouts: the records of each fate
 // add up to its packets, and all of them to exactly the arrivals.
 func TestFateMixedSumsToArrivals(t *testing.T) {
-	s := newFateSim(t, 3*time.Second)
+	s := newFateSim(t, 3*time.Second, time.Second)
 	a := key(1000)
 	var arrived, fwd, drop uint64
 	var lagFwd uint64 // forwarded packets whose fate the next poll reads
@@ -245,7 +247,7 @@ func TestFateMixedSumsToArrivals(t *testing.T) {
 // TestFateEgressAndHostMode: egress flows are not arrivals, and without
 // Fates the cache exports arrivals as before.
 func TestFateEgressAndHostMode(t *testing.T) {
-	s := newFateSim(t, time.Minute)
+	s := newFateSim(t, time.Minute, time.Second)
 	e := key(1)
 	e.Direction = bpf.DirectionEgress
 	s.poll(fv{id: e, packets: 2})

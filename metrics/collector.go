@@ -31,6 +31,8 @@ var (
 		"Flow records lost because the router mode's enrich queue was full (enrichment slower than flows end).", nil, nil)
 	descEnrichQueued = prometheus.NewDesc("hostflow_enrich_queued_batches",
 		"Batches of flow records waiting for router mode's enrichment.", nil, nil)
+	descUnmatchedFates = prometheus.NewDesc("hostflow_fate_unmatched_packets_total",
+		"Router mode: packets whose fate (forwarded, dropped) was counted with no arrival left to match it: read too long after their arrival, exported as consumed as well, or whose arrival was not counted.", nil, nil)
 
 	descKernel = map[string]*prometheus.Desc{
 		"map_full":     prometheus.NewDesc("hostflow_kernel_map_full_total", "Packets diverted to the ring buffer because the kernel flow map was full (not lost).", nil, nil),
@@ -78,7 +80,7 @@ type collector struct {
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descObservedPackets, descObservedBytes, descActive, descExported, descDirect,
-		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descMessages, descRecords, descSendErrors, descRecordsLost,
+		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descUnmatchedFates, descMessages, descRecords, descSendErrors, descRecordsLost,
 		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
@@ -115,6 +117,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descReaderWaits, f.RingBufReaderWaits)
 	counter(descEnrichDropped, f.EnrichDroppedRecords)
 	gauge(descEnrichQueued, float64(f.EnrichQueued))
+	counter(descUnmatchedFates, f.UnmatchedFatePackets)
 
 	if k, err := c.src.Kernel(); err != nil {
 		for _, name := range kernelOrder {

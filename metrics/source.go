@@ -40,6 +40,11 @@ type FlowStats struct {
 	// queue (lost); EnrichQueued batches wait in it now.
 	EnrichDroppedRecords uint64
 	EnrichQueued         int
+	// UnmatchedFatePackets are router mode's packets whose fate was
+	// counted with no arrival left to match it: read later than the
+	// cache's hold after their arrival, which was then exported as
+	// consumed too, or whose arrival was not counted.
+	UnmatchedFatePackets uint64
 }
 
 // KernelStats are the eBPF programs' counters.

@@ -14,12 +14,17 @@
 //     of a forwarded record, kept only if the route's egress interface is
 //     the one the kernel saw the packets leave on (else the route changed,
 //     or policy or multipath routing took another path: the next hop is
-//     left unknown); and whether a consumed record was addressed to the
-//     host (195, consumed "for us") or not (192, consumed, reason
-//     unknown). Dropped records have no egress interface or next hop.
-//   - Without them (an older kernel: the fallback), EgressIfIndex, NextHop
-//     and ForwardingStatus come from the FIB at export time, for every
-//     ingress record: 64 forwarded, 128 dropped (reason unknown) or 192
+//     left unknown); and what a consumed record (packets without a fate)
+//     was: addressed to the host (195, consumed "for us"), forwarded out
+//     of an interface hostflow does not watch, which no program sees them
+//     leave (reported 64 with the route's egress interface and next hop),
+//     or neither (192, consumed, reason unknown). Dropped records have no
+//     egress interface or next hop. Records of fate 0 (arrivals the cache
+//     could not match with fates: VLAN-tagged ones, see
+//     exporter.CacheConfig.Fates) get the fallback's status below.
+//   - Without them (an older kernel, packet sampling: the fallback),
+//     EgressIfIndex, NextHop and ForwardingStatus come from the FIB at
+//     export time, for every ingress record: 64 forwarded, 128 dropped (reason unknown) or 192
 //     consumed. The answer is the route at export time, not the packets'
 //     fate: packets a firewall dropped, or whose TTL ran out, are reported
 //     forwarded, and a flow whose route changed while it was active is
@@ -128,9 +133,10 @@ type Options struct {
 	// Fates says the records carry the kernel's fates
 	// (exporter.FlowKey.Fate, exporter.CacheConfig.Fates): their
 	// forwarding status and egress interface are kept, and the FIB only
-	// adds the next hop and tells consumed for us (195). False is the
+	// adds the next hop and tells what consumed records were (195 for
+	// us, 64 forwarded out of an unwatched interface). False is the
 	// fallback: the FIB at export time decides the status of ingress
-	// records.
+	// records; with fates it still does for records of fate 0.
 	Fates bool
 	// Log receives warnings (a failing conntrack dump, a lost route
 	// subscription); nil discards them.
@@ -327,7 +333,7 @@ func (e *Enricher) Enrich(flows []exporter.Flow) {
 			continue
 		}
 		fk := fibKey{iif: k.IfIndex, src: src, dst: route}
-		if !e.opts.Fates {
+		if !e.opts.Fates || k.Fate == exporter.FateArrival {
 			r := e.fib(fk)
 			f.ForwardingStatus, f.EgressIfIndex, f.NextHop = r.status, r.oif, r.nextHop
 			continue
@@ -338,8 +344,14 @@ func (e *Enricher) Enrich(flows []exporter.Flow) {
 
 // completeFate adds to a record with a kernel fate what the FIB knows of
 // it: the next hop of forwarded packets if the route leaves by the
-// interface they left on, and whether consumed packets were for us.
-// Dropped records and arrivals are not looked up.
+// interface they left on, and what derived consumed packets were. Those
+// are the packets no fate was counted for: delivered locally (195 when
+// the FIB says the destination is local), or forwarded out of an
+// interface hostflow does not watch, where no program counts them
+// leaving: when the FIB says the destination is forwarded, the record is
+// reported forwarded (64) with the route's egress interface and next
+// hop, the best knowledge there is. Otherwise it stays consumed (192).
+// Dropped records are not looked up.
 func (e *Enricher) completeFate(f *exporter.Flow, k fibKey) {
 	switch f.Key.Fate {
 	case exporter.FateForwarded:
@@ -347,8 +359,11 @@ func (e *Enricher) completeFate(f *exporter.Flow, k fibKey) {
 			f.NextHop = r.nextHop
 		}
 	case exporter.FateConsumed:
-		if r := e.fib(k); r.status == StatusConsumed {
+		switch r := e.fib(k); r.status {
+		case StatusConsumed:
 			f.ForwardingStatus = StatusConsumedForUs
+		case StatusForwarded:
+			f.ForwardingStatus, f.EgressIfIndex, f.NextHop = StatusForwarded, r.oif, r.nextHop
 		}
 	}
 }

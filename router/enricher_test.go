@@ -176,8 +176,11 @@ func TestEnricherFIB(t *testing.T) {
 
 // TestEnricherFates: with kernel fates the records keep the kernel's
 // status and egress interface; the FIB adds the next hop only when its
-// egress interface is the kernel's, and tells consumed for us (195) from
-// consumed (192). Dropped records and arrivals get nothing from it.
+// egress interface is the kernel's, and tells what consumed packets (no
+// fate counted) were: for us (195), forwarded out of an interface no
+// program watches (64, with the route's egress and next hop), or neither
+// (192). Dropped records get nothing from it; arrivals (fate 0: the cache
+// could not match them with fates) get the fallback's status.
 func TestEnricherFates(t *testing.T) {
 	l := newLab(t, Options{Conntrack: ConntrackOff, Fates: true})
 	l.ns.IP(t, "route", "add", "203.0.113.0/26", "via", "198.18.0.2")
@@ -197,8 +200,11 @@ func TestEnricherFates(t *testing.T) {
 		{"dropped unroutable", "198.18.0.9", "100.64.0.1", 131, 0, 131, 0, ""},
 		{"dropped routable", "198.18.0.11", "203.0.113.7", 129, 0, 129, 0, ""},
 		{"consumed for us", "198.18.0.9", "198.18.0.1", exporter.FateConsumed, 0, StatusConsumedForUs, 0, ""},
-		{"consumed not for us", "198.18.0.12", "203.0.113.7", exporter.FateConsumed, 0, StatusConsumed, 0, ""},
-		{"arrival", "198.18.0.13", "203.0.113.7", exporter.FateArrival, 0, StatusUnknown, 0, ""},
+		{"consumed, forwarded unwatched", "198.18.0.12", "203.0.113.7", exporter.FateConsumed, 0, StatusForwarded, idx, "198.18.0.2"},
+		{"consumed unroutable", "198.18.0.14", "100.64.0.1", exporter.FateConsumed, 0, StatusConsumed, 0, ""},
+		{"arrival", "198.18.0.13", "203.0.113.7", exporter.FateArrival, 0, StatusForwarded, idx, "198.18.0.2"},
+		{"arrival for us", "198.18.0.13", "198.18.0.1", exporter.FateArrival, 0, StatusConsumed, 0, ""},
+		{"arrival unroutable", "198.18.0.13", "100.64.0.1", exporter.FateArrival, 0, StatusDropped, 0, ""},
 		{"v6 forwarded", "fd00:1::9", "fd00:2::7", exporter.FateForwarded, idx, StatusForwarded, idx, "fd00:1::2"},
 		{"v6 consumed for us", "fd00:1::9", "fd00:1::1", exporter.FateConsumed, 0, StatusConsumedForUs, 0, ""},
 	}
@@ -223,9 +229,9 @@ func TestEnricherFates(t *testing.T) {
 				f.ForwardingStatus, f.EgressIfIndex, f.NextHop, tt.status, tt.out, nh)
 		}
 	}
-	// Forwarded and consumed records only.
-	if st := l.e.Stats(); st.RouteErrors != 0 || st.RouteLookups != 6 {
-		t.Errorf("stats %+v, want 6 route lookups", st)
+	// Forwarded, consumed and arrival records only.
+	if st := l.e.Stats(); st.RouteErrors != 0 || st.RouteLookups != 10 {
+		t.Errorf("stats %+v, want 10 route lookups", st)
 	}
 }
 

@@ -28,11 +28,24 @@ func (d *daemon) expire() {
 }
 
 // flushTo exports every cached flow as forced end to sinks, batch by
-// batch, and returns how many records that was. It waits for room in the
-// enrich stage's queue: a flush loses nothing.
+// batch, and returns how many records that was, while the kernel keeps
+// counting (a reload, the expire command): in router mode with fates, the
+// arrivals whose fates may still come stay in the cache's bookkeeping
+// (exporter.Cache.ForceBatches). It waits for room in the enrich stage's
+// queue: a flush loses nothing.
 func (d *daemon) flushTo(sinks sinkSet) int {
+	return d.flushWith(d.cache.ForceBatches, sinks)
+}
+
+// flushLast is flushTo for the final flush, once the programs are
+// detached: every arrival settles (exporter.Cache.FlushBatches).
+func (d *daemon) flushLast(sinks sinkSet) int {
+	return d.flushWith(d.cache.FlushBatches, sinks)
+}
+
+func (d *daemon) flushWith(flush func([]exporter.Flow, func([]exporter.Flow)), sinks sinkSet) int {
 	n := 0
-	d.cache.FlushBatches(d.batchBuf(), func(b []exporter.Flow) {
+	flush(d.batchBuf(), func(b []exporter.Flow) {
 		n += len(b)
 		d.handOff(sinks, b, true)
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -52,6 +53,10 @@ type daemon struct {
 	// fate: the cache derives consumed packets and the enricher keeps
 	// the kernel's forwarding status (see the router package).
 	fates bool
+	// sampledNoFates is set in router mode when fates are not counted
+	// because packets are sampled (see routerFates): a reload may not
+	// stop the sampling, nor start it while fates are counted.
+	sampledNoFates bool
 	// enricher adds forwarding and NAT information in router mode; nil
 	// in host mode. Only the enrich stage calls Enrich.
 	enricher flowEnricher
@@ -122,6 +127,9 @@ type flowCounts struct {
 	direct         uint64
 	drainErrors    uint64
 	exportErrors   uint64
+	// unmatchedFates is the cache's UnmatchedFatePackets (it follows
+	// the fate bookkeeping across cache replacements).
+	unmatchedFates uint64
 }
 
 // runDaemon starts everything cfg asks for, runs until ctx is cancelled,
@@ -158,7 +166,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	}
 	d.unlock = lockState(cfg.StateDir, log)
 	algo := cfg.SamplingAlgorithm.BPF()
-	var fateErr error // why router mode counts no fates
+	// Why router mode counts no fates, if it does not.
+	wantFates, fateErr := routerFates(cfg)
 	precise := cfg.Timestamps == config.TimestampsPrecise
 	if cfg.Capture == config.CaptureSocket {
 		d.fetcher, err = bpf.NewSockFetcher(bpf.SockFetcherOptions{
@@ -169,7 +178,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			PreciseTimestamps: precise,
 		})
 	} else {
-		d.fetcher, fateErr, err = loadFates(bpf.FetcherOptions{
+		var loadErr error
+		d.fetcher, loadErr, err = loadFates(bpf.FetcherOptions{
 			Sampling:          cfg.Sampling,
 			KernelMapSize:     cfg.KernelMapSize,
 			Ingress:           cfg.Ingress(),
@@ -179,8 +189,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 			RingBufSize:       uint32(cfg.RingBufferSize),
 			PreciseTimestamps: precise,
 			StateDir:          cfg.StateDir,
-			Fate:              cfg.Router(),
+			Fate:              wantFates,
 		}, func(o bpf.FetcherOptions) (flowSource, error) { return bpf.NewFetcher(o) })
+		if loadErr != nil {
+			fateErr = loadErr
+		}
 	}
 	if err != nil {
 		d.fetcher = nil // a typed nil: nothing to close
@@ -193,13 +206,14 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 
 	if cfg.Router() {
 		d.fates = sourceFates(d.fetcher)
+		d.sampledNoFates = errors.Is(fateErr, errFatesSampled)
 		if !d.fates {
 			if fateErr == nil {
 				fateErr = fmt.Errorf("capture %s counts no fates", cfg.Capture)
 			}
 			log.Warn("router mode: packets' fates (forwarded, dropped and why) are not counted: "+
 				"the forwarding status is a route lookup at export time, and packets a firewall drops are reported forwarded",
-				"needs", "Linux 6.3 and the tc capture", "err", fateErr)
+				"needs", "Linux 6.3, the tc capture and no sampling", "err", fateErr)
 		}
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
@@ -232,6 +246,26 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 	return d.loop(ctx, hup)
 }
 
+// errFatesSampled is why router mode counts no fates with sampling.
+var errFatesSampled = errors.New("fates are counted only without sampling (sampling 0 or 1): " +
+	"a sampled arrival and its sampled fate are not the same packets, and drops are counted unsampled")
+
+// routerFates says whether cfg asks the fetcher to count packets' fates:
+// in router mode with the tc capture, unless packets are sampled
+// (errFatesSampled says why not); else why not. The cache derives consumed packets from arrivals minus fates,
+// which holds only if both count every packet.
+func routerFates(cfg *config.Config) (bool, error) {
+	switch {
+	case !cfg.Router():
+		return false, nil
+	case cfg.Capture == config.CaptureSocket:
+		return false, fmt.Errorf("capture %s counts no fates", cfg.Capture)
+	case cfg.Sampling > 1:
+		return false, fmt.Errorf("sampling 1 in %d: %w", cfg.Sampling, errFatesSampled)
+	}
+	return true, nil
+}
+
 // fateSource is a flow source that says whether it counts each packet's
 // fate (bpf.FlowFetcher with bpf.FetcherOptions.Fate).
 type fateSource interface{ Fate() bool }
@@ -258,9 +292,15 @@ func loadFates(opts bpf.FetcherOptions, load func(bpf.FetcherOptions) (flowSourc
 }
 
 // cacheConfig is cfg's cache, following fates if the fetcher counts them.
+// Arrivals then wait the longer of exporter.DefaultFateHold and two poll
+// intervals for their fates: a fate counted just after a drain is read by
+// the next one.
 func (d *daemon) cacheConfig(cfg *config.Config) exporter.CacheConfig {
 	c := cfg.Cache()
 	c.Fates = d.fates
+	if d.fates {
+		c.FateHold = max(exporter.DefaultFateHold, 2*cfg.PollInterval)
+	}
 	return c
 }
 
@@ -445,19 +485,23 @@ func (d *daemon) drain() {
 }
 
 // poll is the drain of each poll interval, which ends the interval for
-// the cache: in router mode with fates, the arrivals of the interval
-// before settle then (exporter.Cache.Poll). The other drains (early ones,
-// control commands) do not end an interval, so every arrival waits at
-// least one whole poll interval for its fate to be read.
+// the cache: in router mode with fates, the arrivals read at least the
+// fate hold (cacheConfig) before settle then, and the arrivals read
+// since the last poll start their hold (exporter.Cache.Poll). The other
+// drains (early ones, control commands) do not end an interval: their
+// arrivals start their hold at the next poll, later than they were read,
+// never earlier.
 func (d *daemon) poll() {
 	d.drain()
 	d.cache.Poll()
 	d.exportPushedOut()
 }
 
+// updateActive publishes the cache's gauges and counters for /metrics.
 func (d *daemon) updateActive() {
-	n := d.cache.Len()
+	st := d.cache.Stats()
 	d.mu.Lock()
-	d.counts.active = n
+	d.counts.active = st.Active
+	d.counts.unmatchedFates = st.UnmatchedFatePackets
 	d.mu.Unlock()
 }

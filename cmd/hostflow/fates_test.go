@@ -82,8 +82,13 @@ func TestDaemonRouterFates(t *testing.T) {
 	sink := &recordSink{}
 	d.sinks = sinkSet{{sink: sink}}
 	cfg := sinkConfig(t, "--mode", "router", "--active-timeout", "1h", "--idle-timeout", "1h")
+	cc := d.cacheConfig(cfg)
+	if cc.FateHold != exporter.DefaultFateHold {
+		t.Errorf("fate hold %v at a 1 s poll interval, want %v", cc.FateHold, exporter.DefaultFateHold)
+	}
+	cc.FateHold = time.Nanosecond // arrivals settle at the next poll
 	var err error
-	if d.cache, err = exporter.NewCache(d.cacheConfig(cfg), exporter.SystemClock{}); err != nil {
+	if d.cache, err = exporter.NewCache(cc, exporter.SystemClock{}); err != nil {
 		t.Fatal(err)
 	}
 	arrival := bpf.NetFlowId{EthProtocol: 0x0800, TransportProtocol: 17, SrcPort: 1, DstPort: 2, IfIndex: 2,
@@ -106,7 +111,7 @@ func TestDaemonRouterFates(t *testing.T) {
 		t.Errorf("%d flows cached after two polls, want 3: forwarded, dropped, consumed", n)
 	}
 	d.expire()
-	d.flushTo(d.sinks)
+	d.flushLast(d.sinks)
 
 	got := map[uint8]uint64{}
 	for _, r := range sink.flows {

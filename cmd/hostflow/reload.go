@@ -40,6 +40,24 @@ func (d *daemon) reload() {
 	}
 }
 
+// fateSampling refuses a sampling change from cur to next that router
+// mode cannot apply without a restart: fates are counted only when every
+// packet is (routerFates), and whether they are is chosen at start, with
+// the programs loaded and the cache's bookkeeping. Sampling while fates
+// are counted would match sampled arrivals with fates sampled apart and
+// unsampled drops; stopping it would leave the fallback running.
+func (d *daemon) fateSampling(cur, next int) error {
+	switch {
+	case d.fates && next > 1:
+		return fmt.Errorf("change sampling from %d to %d: router mode counts packets' fates only without sampling: "+
+			"restart hostflow to sample (it then reports the forwarding status from route lookups)", cur, next)
+	case d.sampledNoFates && next <= 1:
+		return fmt.Errorf("change sampling from %d to %d: router mode started sampled, without packets' fates: "+
+			"restart hostflow to count every packet and their fates", cur, next)
+	}
+	return nil
+}
+
 // apply switches to next. What can fail (collector sockets, the cache, the
 // kernel's sampling rate) is done first and undone on error, which rejects
 // the whole reload; a named link that does not exist yet is only warned of
@@ -47,7 +65,12 @@ func (d *daemon) reload() {
 // lose a flow: the kernel map is drained before the cache is replaced, and
 // the old cache's flows go to the old sinks before those close. A sampling
 // change flushes the cache to the old sinks too: flows counted at the old
-// rate are never exported under the new one.
+// rate are never exported under the new one. In router mode with fates,
+// the flush leaves the arrivals whose fates may still come unsettled and
+// the new cache takes them over (exporter.Cache.TakeFates): the kernel
+// keeps counting, and settling them now would export them consumed, then
+// again with their fates. A sampling change between unsampled (0 or 1)
+// and sampled is refused in router mode (fateSampling).
 func (d *daemon) apply(next *config.Config) error {
 	cur := d.cfg
 	// The option table says which keys need a restart: they keep their
@@ -59,13 +82,16 @@ func (d *daemon) apply(next *config.Config) error {
 	for _, key := range kept {
 		d.log.Warn("setting changed: restart hostflow to apply it", "key", key)
 	}
+	if err := d.fateSampling(cur.Sampling, next.Sampling); err != nil {
+		return err
+	}
 
 	sinks, unused, created, err := buildSinks(next, d.sinks, d.sinkEnv())
 	if err != nil {
 		return err
 	}
 	var cache *exporter.Cache
-	if next.Cache() != cur.Cache() {
+	if d.cacheConfig(next) != d.cacheConfig(cur) {
 		if cache, err = exporter.NewCache(d.cacheConfig(next), exporter.SystemClock{}); err != nil {
 			created.Close()
 			return fmt.Errorf("flow cache: %w", err)
@@ -102,6 +128,9 @@ func (d *daemon) apply(next *config.Config) error {
 		}
 		n := d.flushTo(d.sinks)
 		if cache != nil {
+			// The arrivals whose fates are still to come (router
+			// mode) settle in the new cache.
+			cache.TakeFates(d.cache)
 			d.cache = cache
 		}
 		d.log.Info("flow cache or sampling changed: exported cached flows", "flows", n,

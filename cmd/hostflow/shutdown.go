@@ -49,8 +49,8 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 			d.addDirect(r)
 		}
 	}
-	// 3. Flush the cache, in batches.
-	d.flushTo(d.sinks)
+	// 3. Flush the cache, in batches; every arrival settles.
+	d.flushLast(d.sinks)
 	d.updateActive()
 	// Detached: the kernel counters are final.
 	k, err := d.fetcher.ReadCounters()
