@@ -102,8 +102,12 @@ func fateReasonValue(name string) uint32 {
 		return FateDropFragDF
 	case "TC_EGRESS":
 		return FateDropPolicer
-	case "NO_SOCKET", "IP_NOPROTO", "PROTO_MEM", "TCP_MINTTL", "OTHERHOST":
+	case "NO_SOCKET", "IP_NOPROTO", "PROTO_MEM", "TCP_MINTTL":
 		return FateDropForUs
+	// A frame addressed to another host's link-layer address: an arrival
+	// the router dropped, neither for it nor to be forwarded.
+	case "OTHERHOST":
+		return FateDropUnknown
 	}
 	switch {
 	case strings.HasPrefix(name, "NEIGH_"):

@@ -41,6 +41,9 @@ func TestFateReasonValue(t *testing.T) {
 		{"SOCKET_RCVBUFF", FateDropForUs},
 		{"TCP_INVALID_SEQUENCE", FateDropForUs},
 		{"IP_NOPROTO", FateDropForUs},
+		// A frame not addressed to the router (another host's MAC): an
+		// arrival dropped, but not one "for us".
+		{"OTHERHOST", FateDropUnknown},
 		{"NEIGH_FAILED", FateDropAdjacency},
 		{"NEIGH_QUEUEFULL", FateDropAdjacency},
 		{"NOT_SPECIFIED", FateDropUnknown | fateOnlyOnArrival},
