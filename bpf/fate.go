@@ -240,20 +240,22 @@ func loadFateCounter(maps sharedMaps, cfg fetcherConfig) (*fateCounter, error) {
 	return fc, nil
 }
 
-// watch makes the drop counter count drops of packets that arrived on
-// ifindex (the TC programs count its arrivals), or stop.
-func (fc *fateCounter) watch(ifindex int, on bool) error {
-	if fc == nil {
+// watchArrivals puts ifindex in fate_ifaces (on) or takes it out (c/fate.h):
+// in router mode, the fates (forwarded, dropped) of the packets that
+// arrived on an interface are counted only while its arrivals are, that
+// is while it has hostflow's ingress hook. Without Fate it does nothing.
+func (m *FlowFetcher) watchArrivals(ifindex int, on bool) error {
+	if m.fate == nil {
 		return nil
 	}
 	if on {
-		if err := fc.objs.FateIfaces.Put(uint32(ifindex), uint8(1)); err != nil {
-			return fmt.Errorf("drop counter: watch ifindex %d: %w", ifindex, err)
+		if err := m.objs.FateIfaces.Put(uint32(ifindex), uint8(1)); err != nil {
+			return fmt.Errorf("fates: watch arrivals of ifindex %d: %w", ifindex, err)
 		}
 		return nil
 	}
-	if err := fc.objs.FateIfaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("drop counter: forget ifindex %d: %w", ifindex, err)
+	if err := m.objs.FateIfaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("fates: forget arrivals of ifindex %d: %w", ifindex, err)
 	}
 	return nil
 }

@@ -317,7 +317,9 @@ func testFateSetHooks(t *testing.T, mode AttachMode) {
 	if err := r.router.Do(func() (err error) {
 		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true), WithAttachMode(mode))
 		if err == nil {
-			err = f.Attach(r.rs0, "rs0")
+			// The client's side for the arrivals (their fates
+			// are counted only with them).
+			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
 		}
 		return err
 	}); err != nil {
@@ -381,13 +383,13 @@ func testFateSetHooks(t *testing.T, mode AttachMode) {
 
 	// The drop counter watches the attached interfaces only.
 	var v uint8
-	if err := f.fate.objs.FateIfaces.Lookup(uint32(r.rs0), &v); err != nil {
+	if err := f.objs.FateIfaces.Lookup(uint32(r.rs0), &v); err != nil {
 		t.Errorf("attached rs0 not watched by the drop counter: %v", err)
 	}
 	if err := r.router.Do(func() error { return f.Detach(r.rs0) }); err != nil {
 		t.Fatalf("Detach: %v", err)
 	}
-	if err := f.fate.objs.FateIfaces.Lookup(uint32(r.rs0), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := f.objs.FateIfaces.Lookup(uint32(r.rs0), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("detached rs0 still watched by the drop counter: %v", err)
 	}
 }
@@ -659,6 +661,73 @@ func TestFateRPFilter(t *testing.T) {
 	for k, m := range got {
 		if k.SrcIp == id.SrcIp && k != id && k != rpf {
 			t.Errorf("unexpected fate of the spoofed packets: %v fate %d, %d packets", k, k.Fate, m.Packets)
+		}
+	}
+}
+
+// TestFateArrivalsFollowIngressHook: the fates of an interface's arrivals
+// are counted only while it has hostflow's ingress hook (fate_ifaces):
+// attached for egress only, packets forwarded from it have no arrival
+// record and get no forwarded one either; SetHooks adding ingress starts
+// them, removing it stops them.
+func TestFateArrivalsFollowIngressHook(t *testing.T) {
+	r := newFateRouter(t, false)
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
+		if err == nil {
+			err = errors.Join(f.AttachHooks(r.rc0, "rc0", false, true), f.Attach(r.rs0, "rs0"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	// Every port unreachable error the server sends is needed.
+	if err := r.server.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/icmp_ratelimit", []byte("0"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	server := netip.AddrPortFrom(netip.MustParseAddr("198.18.2.2"), 6000)
+	arrival := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41002, DstPort: 6000,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rc0), Direction: DirectionIngress}
+	fwd := arrival
+	fwd.Fate = FateForwarded
+	for _, step := range []struct {
+		ingress bool
+		want    uint64
+	}{{false, 0}, {true, 2}, {false, 0}} {
+		if step.ingress != (len(f.attached[r.rc0].links) == 2) {
+			if err := r.router.Do(func() error { return f.SetHooks(r.rc0, step.ingress, true) }); err != nil {
+				t.Fatalf("SetHooks(%v, true): %v", step.ingress, err)
+			}
+		}
+		var v uint8
+		err := f.objs.FateIfaces.Lookup(uint32(r.rc0), &v)
+		if step.ingress && err != nil {
+			t.Errorf("ingress %v: rc0 not in fate_ifaces: %v", step.ingress, err)
+		}
+		if !step.ingress && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Errorf("ingress %v: rc0 in fate_ifaces (%v)", step.ingress, err)
+		}
+		sendUDP(t, r.client, 41002, server, 64, 2, 10)
+		got := map[NetFlowId]NetFlowMetrics{}
+		// The server's port unreachable errors come back through
+		// rs0, watched: their forwarded records show the packets
+		// went through.
+		back := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.2.2"), DstIp: ipKey("198.18.1.2"), TransportProtocol: protoICMP,
+			IcmpType: 3, IcmpCode: 3, Tos: 0xc0, IfIndex: uint32(r.rs0), Direction: DirectionIngress, Fate: FateForwarded}
+		collect(t, f, got, map[NetFlowId]uint64{back: 2, fwd: step.want})
+		if got[back].Packets != 2 {
+			t.Errorf("ingress %v: %d port unreachable errors forwarded, want 2: %v", step.ingress, got[back].Packets, got)
+		}
+		if got[arrival].Packets != step.want || got[fwd].Packets != step.want {
+			t.Errorf("ingress %v: %d arrived on rc0, %d forwarded, want %d and %d", step.ingress, got[arrival].Packets, got[fwd].Packets, step.want, step.want)
 		}
 	}
 }

@@ -191,6 +191,7 @@ func fateFetcher(t *testing.T, ingress, egress bool) (*FlowFetcher, *testutil.Ne
 // hook that counts forwarded packets only.
 func TestFateEgressKeying(t *testing.T) {
 	f, ns := fateFetcher(t, true, true)
+	watch(t, f, 7)
 	src, dst := netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.2.2")
 	frame := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, tos: 0x10}.build(udp(4000, 53, bytesN(20))))
 	run := func(p string, ingress, out uint32) {
@@ -229,6 +230,7 @@ func TestFateEgressKeying(t *testing.T) {
 // moves COUNTER_FATE_MALFORMED, not the arrival's COUNTER_MALFORMED.
 func TestFateEgressMalformed(t *testing.T) {
 	f, ns := fateFetcher(t, true, false)
+	watch(t, f, 7)
 	// A TCP header cut short.
 	l3 := ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoTCP}.build(bytesN(8))
 	frame := ether(0x0800, nil, l3)
@@ -295,5 +297,50 @@ func TestHostModeEgressHasNoFateCode(t *testing.T) {
 		if !slices.Equal(in, eg) {
 			t.Errorf("%v: %d instructions, %v: %d, not the same opcodes", pair[0], len(in), pair[1], len(eg))
 		}
+	}
+}
+
+// TestFateEgressUnwatchedArrival: a packet that arrived on an interface
+// without hostflow's ingress hook (not in fate_ifaces: unwatched, or a
+// VLAN or VRF device whose lower link is the one watched) has no arrival
+// record, so it is not counted forwarded; where egress counting was asked
+// for it is an egress packet like one the host sends.
+func TestFateEgressUnwatchedArrival(t *testing.T) {
+	f, ns := fateFetcher(t, true, true)
+	watch(t, f, 7)
+	frame := ether(0x0800, nil, ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(4000, 53, bytesN(20))))
+	if err := ns.Do(func() error {
+		runFrame(t, f.progs.EgressFateParse, frame, ctxWithIfindexes(9, 1))
+		runFrame(t, f.progs.EgressRouterParse, frame, ctxWithIfindexes(9, 1))
+		runFrame(t, f.progs.EgressFateParse, frame, ctxWithIfindexes(7, 1))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	base := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"),
+		SrcPort: 4000, DstPort: 53, TransportProtocol: protoUDP}
+	fwd := base
+	fwd.IfIndex, fwd.Direction, fwd.Fate = 7, DirectionIngress, FateForwarded
+	egress := base
+	egress.IfIndex, egress.Direction = 1, DirectionEgress
+	want := map[NetFlowId]uint64{fwd: 1, egress: 1}
+	flows := drain(t, f)
+	for id, m := range flows {
+		if m.Packets != want[id] {
+			t.Errorf("flow %+v: %d packets, want %d", id, m.Packets, want[id])
+		}
+	}
+	for id, n := range want {
+		if _, ok := flows[id]; !ok {
+			t.Errorf("flow %+v missing, want %d packets", id, n)
+		}
+	}
+}
+
+// watch puts ifindex in fate_ifaces, as an interface with an ingress hook.
+func watch(t *testing.T, f *FlowFetcher, ifindex uint32) {
+	t.Helper()
+	if err := f.watchArrivals(int(ifindex), true); err != nil {
+		t.Fatal(err)
 	}
 }

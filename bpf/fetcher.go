@@ -104,11 +104,11 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 func (m *FlowFetcher) Fate() bool { return m.fate != nil }
 
 // Detach removes the programs from interface ifindex; in router mode the
-// drop counter forgets it. An interface that has gone away is no error:
+// fates of its arrivals are no longer counted. An interface that has gone away is no error:
 // the kernel removed its hooks with it.
 func (m *FlowFetcher) Detach(ifindex int) error {
 	// First, so that an Attach right after the Detach is watched.
-	werr := m.fate.watch(ifindex, false)
+	werr := m.watchArrivals(ifindex, false)
 	err := m.fetcherCore.Detach(ifindex)
 	if errors.Is(err, ErrNotAttached) {
 		return err

@@ -21,6 +21,7 @@ const (
 	mapDirect       = NetMapDirectFlows
 	mapCounters     = NetMapGlobalCounters
 	mapSampleCount  = NetMapSamplingCount
+	mapFateIfaces   = NetMapFateIfaces
 )
 
 // configure applies the load-time settings to a spec loaded by LoadNet or
@@ -63,7 +64,7 @@ func (s sharedMaps) swapped() sharedMaps {
 
 // replacements are the loaded maps new programs must share (SetSampling).
 func (s sharedMaps) replacements() *ebpf.CollectionOptions {
-	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		mapFlows0:      s.flows[0],
 		mapFlows1:      s.flows[1],
 		mapFlows40:     s.flows4[0],
@@ -74,12 +75,16 @@ func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 		mapCounters:    s.counters,
 		mapSampleCount: s.sampleCount,
 	}}
+	if s.fateIfaces != nil {
+		opts.MapReplacements[mapFateIfaces] = s.fateIfaces
+	}
+	return opts
 }
 
 // shared returns the maps of the TC programs' objects.
 func (m *NetMaps) shared() sharedMaps {
 	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
-		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount}
+		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount, fateIfaces: m.FateIfaces}
 }
 
 // shared returns the maps of the socket filters' objects.

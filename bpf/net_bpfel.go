@@ -130,6 +130,7 @@ const (
 const (
 	NetMapCoarseClock             = "coarse_clock"
 	NetMapDirectFlows             = "direct_flows"
+	NetMapFateIfaces              = "fate_ifaces"
 	NetMapFlowStateMap            = "flow_state_map"
 	NetMapFlows40                 = "flows4_0"
 	NetMapFlows41                 = "flows4_1"
@@ -216,6 +217,7 @@ type NetProgramSpecs struct {
 type NetMapSpecs struct {
 	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FateIfaces     *ebpf.MapSpec `ebpf:"fate_ifaces"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
 	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
 	Flows41        *ebpf.MapSpec `ebpf:"flows4_1"`
@@ -264,6 +266,7 @@ func (o *NetObjects) Close() error {
 type NetMaps struct {
 	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FateIfaces     *ebpf.Map `ebpf:"fate_ifaces"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
 	Flows40        *ebpf.Map `ebpf:"flows4_0"`
 	Flows41        *ebpf.Map `ebpf:"flows4_1"`
@@ -278,6 +281,7 @@ func (m *NetMaps) Close() error {
 	return _NetClose(
 		m.CoarseClock,
 		m.DirectFlows,
+		m.FateIfaces,
 		m.FlowStateMap,
 		m.Flows40,
 		m.Flows41,

@@ -46,18 +46,6 @@ struct {
 	__uint(max_entries, FATE_REASONS);
 } fate_reasons SEC(".maps");
 
-/* The interfaces the TC programs are attached to (user space keeps it):
- * a drop is a fate only of a packet counted as it arrived. A packet that
- * came in on another interface (the loopback, an interface hostflow does
- * not watch) has no arrival record for its fate to end. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, __u8);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 16);
-} fate_ifaces SEC(".maps");
-
 #define ETH_P_IPV6_ 0x86DD
 #define ETH_P_IP_ 0x0800
 

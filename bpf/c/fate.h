@@ -43,12 +43,18 @@
  *   watched, as it is counted on each in host mode: watch one layer.
  *   Multicast copies are each forwarded.
  *
+ * - Fate without arrival: both the forwarded and the drop count require
+ *   the arrival interface (skb_iif) in fate_ifaces. A packet forwarded
+ *   from another interface is counted at TC egress only where egress
+ *   counting was asked for, as an egress packet (fate 0), as in host
+ *   mode. The arrival interface is the one skb_iif names: for a VLAN
+ *   subinterface or a VRF slave's VRF device, that device, not the lower
+ *   link; watch that device for ingress to get the fates.
+ *
  * Known gaps: with clsact (Linux < 6.6), hostflow's filter runs first on
  * its hook, so a drop by a later TC ingress filter (code 0) is reported as
  * consumed by user space, and one by a later TC egress filter is counted
- * as a drop (138) beside the forwarded count. A packet forwarded from an
- * interface hostflow does not watch is still counted forwarded where it
- * leaves (it has no arrival record).
+ * as a drop (138) beside the forwarded count.
  *
  * Drops are counted unsampled (their records say sampling 0) while
  * arrivals and forwarded packets are sampled as configured: the drop
@@ -65,6 +71,22 @@
 
 #include "flow.h"
 #include "kern.h"
+
+/* The interfaces whose arrivals hostflow counts: those with its TC
+ * ingress program (user space keeps it, in router mode only). A fate is
+ * counted, forwarded or dropped, only for a packet that arrived
+ * (skb->skb_iif, the __sk_buff's ingress_ifindex) on one of them: one
+ * that came in on another interface (the loopback, an interface hostflow
+ * does not watch or watches for egress only, a VLAN or VRF device whose
+ * lower link is the one watched) has no arrival record for its fate to
+ * end. Shared by the TC programs and the drop counter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+} fate_ifaces SEC(".maps");
 
 /* IANA forwardingStatus (RFC 7270). */
 #define FATE_FORWARDED 64

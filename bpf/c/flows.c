@@ -48,13 +48,15 @@ static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, 
 }
 
 /* account_router counts a packet at TC egress in router mode: a packet
- * that arrived on an interface (ingress_ifindex set: it is being
- * forwarded) is counted as forwarded, under its arrival key, with the
- * interface it leaves by; local is whether the user asked for egress
- * counting on this interface: then a packet the host itself sends is
- * counted as an egress packet, as without router mode. A forwarded
- * packet is never also counted as an egress packet: its arrival record
- * and its forwarded record stand for it.
+ * that arrived on an interface whose arrivals hostflow counts
+ * (ingress_ifindex in fate_ifaces: it is being forwarded) is counted as
+ * forwarded, under its arrival key, with the interface it leaves by;
+ * local is whether the user asked for egress counting on this interface:
+ * then a packet the host itself sends, or one forwarded from an interface
+ * without an arrival record, is counted as an egress packet, as without
+ * router mode. A forwarded packet with an arrival record is never also
+ * counted as an egress packet: its arrival record and its forwarded
+ * record stand for it.
  *
  * Only the router-mode programs call it; without router mode they do
  * nothing (fate_mode prunes them, bpf_cast_to_kern_ctx with them, so
@@ -65,7 +67,7 @@ static __always_inline void account_router(struct __sk_buff *skb, const bool l2,
 	if (!fate_mode)
 		return;
 	__u32 iif = skb->ingress_ifindex;
-	if (iif != 0)
+	if (iif != 0 && bpf_map_lookup_elem(&fate_ifaces, &iif))
 		account_forwarded(skb, iif, l2);
 	else if (local)
 		account(skb, 1, l2, true);
