@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -175,6 +176,67 @@ func probeFate(spec *btf.Spec) error {
 		return fmt.Errorf("%w: kfree_skb tracepoint has no drop reason", ErrFateNotSupported)
 	}
 	return nil
+}
+
+// probeFateNAT reports whether the fate programs about to be loaded can
+// recover the tuples packets had before NAT (c/fate.h): cilium/ebpf
+// relocates them against vmlinux's BTF and that of the modules loaded
+// now, so conntrack (nf_conntrack) must be built in or loaded.
+func probeFateNAT() bool {
+	c := btf.NewCache()
+	kernel, err := c.Kernel()
+	if err != nil {
+		return false
+	}
+	var modules []*btf.Spec
+	if !hasType(kernel, "nf_conn") {
+		names, _ := c.Modules()
+		for _, name := range names {
+			if spec, err := c.Module(name); err == nil {
+				modules = append(modules, spec)
+			}
+		}
+	}
+	return fateNATTypes(kernel, modules)
+}
+
+// fateNATTypes reports whether kernel (vmlinux's BTF) and modules (loaded
+// modules' BTF) have what the fate programs read a packet's conntrack
+// entry with: sk_buff's _nfct, only there with conntrack configured, and
+// struct nf_conn, in vmlinux or in the nf_conntrack module's BTF.
+func fateNATTypes(kernel *btf.Spec, modules []*btf.Spec) bool {
+	var skb *btf.Struct
+	if err := kernel.TypeByName("sk_buff", &skb); err != nil || !hasMember(skb, "_nfct") {
+		return false
+	}
+	if hasType(kernel, "nf_conn") {
+		return true
+	}
+	return slices.ContainsFunc(modules, func(s *btf.Spec) bool { return hasType(s, "nf_conn") })
+}
+
+// hasType reports whether spec has a struct named name.
+func hasType(spec *btf.Spec, name string) bool {
+	var s *btf.Struct
+	return spec.TypeByName(name, &s) == nil
+}
+
+// hasMember reports whether s has a member named name, also inside an
+// anonymous struct or union member.
+func hasMember(t btf.Type, name string) bool {
+	var members []btf.Member
+	switch c := t.(type) {
+	case *btf.Struct:
+		members = c.Members
+	case *btf.Union:
+		members = c.Members
+	}
+	for _, m := range members {
+		if m.Name == name || m.Name == "" && hasMember(m.Type, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // fateCounter is router mode's drop counter: c/fate.c loaded on the TC

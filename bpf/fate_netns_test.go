@@ -488,6 +488,10 @@ func TestFateRouterNAT(t *testing.T) {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	// nft loaded conntrack before the fetcher.
+	if !f.FateNAT() {
+		t.Error("FateNAT() = false with conntrack in the kernel")
+	}
 	sendUDP(t, r.client, 40010, netip.MustParseAddrPort("198.18.1.1:7000"), 64, 3, 100)
 	time.Sleep(50 * time.Millisecond)
 	// Replies, to the masqueraded address (the source port is kept).

@@ -27,6 +27,8 @@ type FlowFetcher struct {
 	// fate is router mode's drop counter (FetcherOptions.Fate), nil
 	// without.
 	fate *fateCounter
+	// fateNAT: the fate programs recover pre-NAT tuples (FateNAT).
+	fateNAT bool
 }
 
 // ifaceAttachment is what a FlowFetcher put on one interface: a program
@@ -83,6 +85,11 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 		}
 	}
 	f := &FlowFetcher{ingress: opts.Ingress, egress: opts.Egress, mode: opts.Attach}
+	if cfg.fate {
+		// Before the load: a module loaded meanwhile can only make the
+		// programs do better than this says.
+		f.fateNAT = probeFateNAT()
+	}
 	if err := f.init(tcKind, cfg, &f.objs); err != nil {
 		if cfg.fate {
 			// The router-mode programs are what differs: the
@@ -102,6 +109,16 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 // Fate reports whether the fetcher counts packets' fates
 // (FetcherOptions.Fate).
 func (m *FlowFetcher) Fate() bool { return m.fate != nil }
+
+// FateNAT reports whether, counting fates, the fetcher keys forwarded and
+// dropped packets by the addresses and ports they had on arrival when NAT
+// rewrote them (from their conntrack entries). That needs conntrack's
+// types in the kernel's BTF when the programs were loaded: built in, or
+// the nf_conntrack module loaded then. Without, a NATed packet's fate is
+// counted under its translated tuple, which matches no arrival (user
+// space then reports the arrival consumed): load nf_conntrack before
+// hostflow. False without Fate.
+func (m *FlowFetcher) FateNAT() bool { return m.fate != nil && m.fateNAT }
 
 // Detach removes the programs from interface ifindex; in router mode the
 // fates of its arrivals are no longer counted. An interface that has gone away is no error:

@@ -264,7 +264,7 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 	__u8 code = v & 0xff;
 	if ((v & FATE_TTL_CHECK) && ttl <= 1)
 		code = FATE_DROP_BAD_TTL;
-	fate_key(&id, iif, code, skb->_nfct);
+	fate_key(&id, iif, code, skb_nfct(skb));
 
 	/* GSO as in count_packet (account.h). */
 	__u64 packets = 1;

@@ -43,7 +43,7 @@ static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, 
 		return;
 	}
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	fate_key(&id, iif, FATE_FORWARDED, kskb->_nfct);
+	fate_key(&id, iif, FATE_FORWARDED, skb_nfct(kskb));
 	count_packet(skb, &id, &pi, skb->ifindex);
 }
 

@@ -85,4 +85,15 @@ struct nf_conn {
 
 #pragma clang attribute pop
 
+/* skb_nfct returns skb->_nfct, the packet's conntrack entry and ctinfo,
+ * or 0 (no entry) on a kernel built without conntrack, whose sk_buff has
+ * no such field: the check is a constant at load, so the read is pruned
+ * there and the programs still load. */
+static __always_inline unsigned long skb_nfct(const struct sk_buff *skb)
+{
+	if (!bpf_core_field_exists(skb->_nfct))
+		return 0;
+	return skb->_nfct;
+}
+
 #endif
