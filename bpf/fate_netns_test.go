@@ -735,3 +735,73 @@ func TestFateArrivalsFollowIngressHook(t *testing.T) {
 		}
 	}
 }
+
+// TestFateRouterFragmentsForwardedOnce: a forwarded IPv4 packet that the
+// router must fragment (egress MTU smaller, DF clear) arrived once and is
+// counted forwarded once, under its arrival key, not once per fragment
+// (the later ones under a key with ports 0 that no arrival has).
+func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
+	r := newFateRouter(t, false)
+	r.router.IP(t, "link", "set", "rs0", "mtu", "1280")
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
+		if err == nil {
+			err = f.Attach(r.rc0, "rc0")
+		}
+		if err == nil {
+			err = f.Attach(r.rs0, "rs0")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	server := netip.MustParseAddr("198.18.2.2")
+	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
+	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), 4999), 64, 1, 10)
+	time.Sleep(100 * time.Millisecond)
+	drain(t, f)
+	const n = 3
+	if err := r.client.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41000}); err != nil {
+			return err
+		}
+		for range n {
+			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: 5000}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var arrived, fated uint64
+	for id, m := range drain(t, f) {
+		if id.IfIndex != uint32(r.rc0) || id.TransportProtocol != protoUDP {
+			continue
+		}
+		t.Logf("%v sport %d dport %d fate %d: %d packets %d bytes", id.DstIp[12:], id.SrcPort, id.DstPort, id.Fate, m.Packets, m.Bytes)
+		if id.Fate == FateArrival {
+			arrived += m.Packets
+		} else {
+			fated += m.Packets
+		}
+	}
+	if arrived != n || fated != n {
+		t.Errorf("arrived %d packets, fates counted %d, want %d and %d", arrived, fated, n, n)
+	}
+}

@@ -344,3 +344,58 @@ func watch(t *testing.T, f *FlowFetcher, ifindex uint32) {
 		t.Fatal(err)
 	}
 }
+
+// skbCbOff is where struct __sk_buff's cb[5] starts: BPF_PROG_TEST_RUN
+// copies it into the data part of the kernel skb's cb (after struct
+// qdisc_skb_cb's first 8 bytes), where IPCB(skb)->flags lies: cb[3]'s
+// low 16 bits.
+const skbCbOff = 48
+
+// ctxRouterFragment is the context of a packet forwarded from ingress
+// that the router cut into fragments: IPSKB_FRAG_COMPLETE in its IPCB.
+func ctxRouterFragment(ingress, out uint32) *skbCtx {
+	c := ctxWithIfindexes(ingress, out)
+	binary.NativeEndian.PutUint32(c[skbCbOff+3*4:], 8)
+	return c
+}
+
+// TestFateEgressRouterFragments: a packet the router fragments on output
+// (IPSKB_FRAG_COMPLETE) is one forwarded packet under its arrival key, its
+// first fragment's; the later fragments (ports 0, a key no arrival has) are
+// not counted. Fragments that arrived as such and leave as they came are
+// each forwarded, as each arrived.
+func TestFateEgressRouterFragments(t *testing.T) {
+	f, ns := fateFetcher(t, true, false)
+	watch(t, f, 7)
+	src, dst := netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.2.2")
+	first := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, mf: true}.build(udp(4000, 53, bytesN(32))))
+	later := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, fragOff: 5, mf: true}.build(bytesN(40)))
+	last := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, fragOff: 10}.build(bytesN(16)))
+	if err := ns.Do(func() error {
+		for _, fr := range [][]byte{first, later, last} {
+			runFrame(t, f.progs.EgressFateParse, fr, ctxRouterFragment(7, 1))
+		}
+		for _, fr := range [][]byte{first, later, last} {
+			runFrame(t, f.progs.EgressFateParse, fr, ctxWithIfindexes(7, 1))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ported := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"),
+		SrcPort: 4000, DstPort: 53, TransportProtocol: protoUDP, IfIndex: 7, Fate: FateForwarded}
+	unported := ported
+	unported.SrcPort, unported.DstPort = 0, 0
+	// The router's: 1 under the ported key; as they came: 1 there, 2
+	// under ports 0.
+	want := map[NetFlowId]uint64{ported: 2, unported: 2}
+	flows := drain(t, f)
+	for id, m := range flows {
+		if m.Packets != want[id] {
+			t.Errorf("flow %+v: %d packets, want %d", id, m.Packets, want[id])
+		}
+	}
+	if len(flows) != len(want) {
+		t.Errorf("%d flows, want %d: %v", len(flows), len(want), flows)
+	}
+}

@@ -51,6 +51,19 @@
  *   subinterface or a VRF slave's VRF device, that device, not the lower
  *   link; watch that device for ingress to get the fates.
  *
+ * - Fragments (IPv4): a packet the router fragments on output is one
+ *   forwarded packet, counted by its first fragment (with that fragment's
+ *   length, less than the arrival's); the later ones, which carry
+ *   IPSKB_FRAG_COMPLETE in their IPCB (fate_router_fragment), are not
+ *   counted. A forwarded fragment that arrived as such is counted, as
+ *   it arrived. A datagram conntrack reassembled (defrag at prerouting)
+ *   meets its fate as one skb: forwarded, dropped or refragmented, it is
+ *   counted as one packet under its first fragment's key; its later
+ *   fragments' arrivals (ports 0) get no fate, and user space reports
+ *   them consumed. Weighing it by its fragments would need their number,
+ *   which the reassembled skb does not keep (they may be coalesced into
+ *   its pages).
+ *
  * Known gaps: with clsact (Linux < 6.6), hostflow's filter runs first on
  * its hook, so a drop by a later TC ingress filter (code 0) is reported as
  * consumed by user space, and one by a later TC egress filter is counted
@@ -193,6 +206,26 @@ static __always_inline void fate_arrival_tuple(flow_id *id, unsigned long nfct)
 		if (id->dst_port == bpf_ntohs(other->src_port))
 			id->dst_port = bpf_ntohs(in->dst_port);
 	}
+}
+
+/* IPSKB_FRAG_COMPLETE (include/net/ip.h, a #define: not in the BTF, the
+ * same bit since Linux 4.x): ip_do_fragment sets it in the IPCB of the
+ * packet it cuts, and copies it into each fragment. */
+#define IPSKB_FRAG_COMPLETE_ 8
+
+/* fate_router_fragment reports whether the IPv4 packet is a fragment the
+ * router itself cut on output (kskb is the kernel's skb): its IPCB says
+ * so. At TC egress the IPCB is still there (IP output hands the skb to
+ * the device with it; struct qdisc_skb_cb overlays only its first bytes,
+ * and a TC program that writes skb->cb[3] before hostflow's would mislead
+ * this). Called for fragments only: the read is off the fast path. */
+static __always_inline bool fate_router_fragment(struct sk_buff *kskb)
+{
+	struct inet_skb_parm *parm = (struct inet_skb_parm *)kskb->cb;
+	__u16 flags = 0;
+	if (bpf_core_read(&flags, sizeof(flags), &parm->flags) < 0)
+		return false;
+	return flags & IPSKB_FRAG_COMPLETE_;
 }
 
 /* fate_key turns a parsed packet's key into its arrival key with fate:

@@ -24,7 +24,10 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 /* account_forwarded counts a forwarded packet (it arrived on iif) at TC
  * egress with fate 64, under its arrival key (fate.h), with the interface
- * it leaves by. */
+ * it leaves by. A packet the router fragments on output arrived once: it
+ * is counted once, by its first fragment (the one with the ports of its
+ * arrival key, and that fragment's length); the later ones are not
+ * counted (fate.h). */
 static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, const bool l2)
 {
 	if (sampled_out()) {
@@ -43,6 +46,13 @@ static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, 
 		return;
 	}
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	if (id.eth_protocol == ETH_P_IP) {
+		__be16 frag = 0;
+		/* A later fragment (offset > 0) the router cut. */
+		if (bpf_skb_load_bytes(skb, pi.l3_off + 6, &frag, sizeof(frag)) == 0 &&
+		    (frag & bpf_htons(0x1fff)) && fate_router_fragment(kskb))
+			return;
+	}
 	fate_key(&id, iif, FATE_FORWARDED, skb_nfct(kskb));
 	count_packet(skb, &id, &pi, skb->ifindex);
 }

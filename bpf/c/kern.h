@@ -33,6 +33,9 @@ struct net_device {
 
 struct sk_buff {
 	struct net_device *dev;
+	/* The layer's control buffer: IPCB(skb), a struct inet_skb_parm,
+	 * from IP receive to the driver. */
+	char cb[48];
 	unsigned long _nfct;
 	unsigned int len;
 	int skb_iif;
@@ -43,6 +46,10 @@ struct sk_buff {
 	unsigned int end;
 	unsigned char *head;
 	unsigned char *data;
+};
+
+struct inet_skb_parm {
+	__u16 flags;
 };
 
 struct skb_shared_info {
