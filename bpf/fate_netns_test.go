@@ -805,3 +805,86 @@ func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
 		t.Errorf("arrived %d packets, fates counted %d, want %d and %d", arrived, fated, n, n)
 	}
 }
+
+// TestFateDefragAsFragments: with conntrack on the router, a fragmented
+// datagram arrives as k fragments (k arrivals, the later ones under a key
+// with ports 0) but meets its fate reassembled, as one skb: dropped (an
+// nftables forward drop) or forwarded whole, its fate is counted as the
+// fragments it arrived in, under their arrival keys, packets and octets.
+func TestFateDefragAsFragments(t *testing.T) {
+	testutil.RequireTool(t, "nft")
+	r := newFateRouter(t, false)
+	nft(t, r.router, `table inet hf {
+	chain hf_forward {
+		type filter hook forward priority 0; policy accept;
+		ct state new udp dport 5001 drop
+	}
+}
+`)
+	r.client.IP(t, "link", "set", "c0", "mtu", "1000")
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
+		if err == nil {
+			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	server := netip.MustParseAddr("198.18.2.2")
+	if err := r.client.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41003}); err != nil {
+			return err
+		}
+		// 5001 dropped, 5002 forwarded (1428 bytes fit rs0's MTU).
+		for _, port := range []int{5001, 5001, 5002, 5002, 5002} {
+			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: port}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Each 1428-byte datagram left the client as 996 + 452 bytes.
+	key := func(dport uint16, fate uint8) NetFlowId {
+		return NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41003, DstPort: dport,
+			TransportProtocol: protoUDP, IfIndex: uint32(r.rc0), Fate: fate}
+	}
+	rest := func(fate uint8) NetFlowId { id := key(0, fate); id.SrcPort = 0; return id }
+	want := map[NetFlowId][2]uint64{
+		key(5001, 0): {2, 2 * 996}, key(5001, FateDropACLDrop): {2, 2 * 996},
+		key(5002, 0): {3, 3 * 996}, key(5002, FateForwarded): {3, 3 * 996},
+		rest(0): {5, 5 * 452}, rest(FateDropACLDrop): {2, 2 * 452}, rest(FateForwarded): {3, 3 * 452},
+	}
+	wantPackets := map[NetFlowId]uint64{}
+	for id, w := range want {
+		wantPackets[id] = w[0]
+	}
+	got := map[NetFlowId]NetFlowMetrics{}
+	collect(t, f, got, wantPackets)
+	for id, w := range want {
+		if m := got[id]; m.Packets != w[0] || m.Bytes != w[1] {
+			t.Errorf("%v: %d packets %d bytes, want %d and %d", id, m.Packets, m.Bytes, w[0], w[1])
+		}
+	}
+	for id, m := range got {
+		if _, ok := want[id]; !ok && id.IfIndex == uint32(r.rc0) && id.TransportProtocol == protoUDP {
+			t.Errorf("unexpected %v: %d packets", id, m.Packets)
+		}
+	}
+}

@@ -51,18 +51,23 @@
  *   subinterface or a VRF slave's VRF device, that device, not the lower
  *   link; watch that device for ingress to get the fates.
  *
- * - Fragments (IPv4): a packet the router fragments on output is one
- *   forwarded packet, counted by its first fragment (with that fragment's
- *   length, less than the arrival's); the later ones, which carry
- *   IPSKB_FRAG_COMPLETE in their IPCB (fate_router_fragment), are not
- *   counted. A forwarded fragment that arrived as such is counted, as
- *   it arrived. A datagram conntrack reassembled (defrag at prerouting)
- *   meets its fate as one skb: forwarded, dropped or refragmented, it is
- *   counted as one packet under its first fragment's key; its later
- *   fragments' arrivals (ports 0) get no fate, and user space reports
- *   them consumed. Weighing it by its fragments would need their number,
- *   which the reassembled skb does not keep (they may be coalesced into
- *   its pages).
+ * - Fragments (IPv4), counted as they arrived:
+ *   - without conntrack, fragments are forwarded as they came, each
+ *     counted. A packet that arrived whole and that the router fragments
+ *     on output is one forwarded packet, counted by its first fragment
+ *     (with that fragment's length, less than the arrival's); the later
+ *     ones, which carry IPSKB_FRAG_COMPLETE in their IPCB
+ *     (fate_router_fragment), are not counted;
+ *   - with conntrack, its defrag reassembles the fragments at prerouting,
+ *     and the datagram meets its fate as one skb. Dropped, it is counted
+ *     as the fragments it arrived in (fate_count_defrag, from the size of
+ *     the largest, which reassembly keeps). Forwarded, the router always
+ *     cuts it again at that size, so the fragments leave as they arrived:
+ *     each is counted (a packet with a conntrack entry is not checked for
+ *     IPSKB_FRAG_COMPLETE). The gap: a packet that arrived whole on a
+ *     router with conntrack and that the router fragments is counted once
+ *     per fragment, the later ones under a key without ports that no
+ *     arrival has.
  *
  * Known gaps: with clsact (Linux < 6.6), hostflow's filter runs first on
  * its hook, so a drop by a later TC ingress filter (code 0) is reported as
@@ -221,11 +226,8 @@ static __always_inline void fate_arrival_tuple(flow_id *id, unsigned long nfct)
  * this). Called for fragments only: the read is off the fast path. */
 static __always_inline bool fate_router_fragment(struct sk_buff *kskb)
 {
-	struct inet_skb_parm *parm = (struct inet_skb_parm *)kskb->cb;
-	__u16 flags = 0;
-	if (bpf_core_read(&flags, sizeof(flags), &parm->flags) < 0)
-		return false;
-	return flags & IPSKB_FRAG_COMPLETE_;
+	const struct inet_skb_parm *parm = (const struct inet_skb_parm *)kskb->cb;
+	return parm->flags & IPSKB_FRAG_COMPLETE_;
 }
 
 /* fate_key turns a parsed packet's key into its arrival key with fate:

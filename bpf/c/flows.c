@@ -24,10 +24,10 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 /* account_forwarded counts a forwarded packet (it arrived on iif) at TC
  * egress with fate 64, under its arrival key (fate.h), with the interface
- * it leaves by. A packet the router fragments on output arrived once: it
- * is counted once, by its first fragment (the one with the ports of its
- * arrival key, and that fragment's length); the later ones are not
- * counted (fate.h). */
+ * it leaves by. A packet that arrived whole and that the router fragments
+ * on output is counted once, by its first fragment (the one with the
+ * ports of its arrival key, and that fragment's length); the later ones
+ * are not counted (fate.h). */
 static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, const bool l2)
 {
 	if (sampled_out()) {
@@ -46,14 +46,18 @@ static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, 
 		return;
 	}
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	if (id.eth_protocol == ETH_P_IP) {
+	unsigned long nfct = skb_nfct(kskb);
+	/* A later fragment (offset > 0) the router cut from a packet that
+	 * arrived whole. With a conntrack entry the packet went through
+	 * conntrack's defrag: it arrived in fragments, which the router cuts
+	 * again as they were (fate.h), each counted. */
+	if (!nfct && id.eth_protocol == ETH_P_IP) {
 		__be16 frag = 0;
-		/* A later fragment (offset > 0) the router cut. */
 		if (bpf_skb_load_bytes(skb, pi.l3_off + 6, &frag, sizeof(frag)) == 0 &&
 		    (frag & bpf_htons(0x1fff)) && fate_router_fragment(kskb))
 			return;
 	}
-	fate_key(&id, iif, FATE_FORWARDED, skb_nfct(kskb));
+	fate_key(&id, iif, FATE_FORWARDED, nfct);
 	count_packet(skb, &id, &pi, skb->ifindex);
 }
 

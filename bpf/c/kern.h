@@ -50,6 +50,7 @@ struct sk_buff {
 
 struct inet_skb_parm {
 	__u16 flags;
+	__u16 frag_max_size;
 };
 
 struct skb_shared_info {
