@@ -310,16 +310,65 @@ func (m *FlowFetcher) watchArrivals(ifindex int, on bool) error {
 	if m.fate == nil {
 		return nil
 	}
-	if on {
-		if err := m.objs.FateIfaces.Put(uint32(ifindex), uint8(1)); err != nil {
-			return fmt.Errorf("fates: watch arrivals of ifindex %d: %w", ifindex, err)
+	what := "watch"
+	if !on {
+		what = "forget"
+	}
+	if err := m.setWatched(uint32(ifindex), on); err != nil {
+		return fmt.Errorf("fates: %s arrivals of ifindex %d: %w", what, ifindex, err)
+	}
+	return nil
+}
+
+// fateIfaceBits is FATE_IFACE_BITS (c/fate.h): the ifindexes below it are
+// bits of fate_iface_bits, the others keys of fate_ifaces.
+const fateIfaceBits = 4096 * 64
+
+// setWatched sets or clears ifindex in fate_iface_bits or fate_ifaces.
+// A bit changes in a read-modify-write of its word: watchMu keeps two
+// changes from losing one; the programs read a word in one load and see
+// each bit as it was or as it becomes.
+func (m *FlowFetcher) setWatched(ifindex uint32, on bool) error {
+	if ifindex >= fateIfaceBits {
+		if on {
+			return m.objs.FateIfaces.Put(ifindex, uint8(1))
+		}
+		if err := m.objs.FateIfaces.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
 		}
 		return nil
 	}
-	if err := m.objs.FateIfaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("fates: forget arrivals of ifindex %d: %w", ifindex, err)
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	w, bit := ifindex/64, uint64(1)<<(ifindex%64)
+	var bits uint64
+	if err := m.objs.FateIfaceBits.Lookup(w, &bits); err != nil {
+		return err
 	}
-	return nil
+	if on {
+		bits |= bit
+	} else {
+		bits &^= bit
+	}
+	return m.objs.FateIfaceBits.Put(w, bits)
+}
+
+// watched reports whether the arrivals of ifindex have their fates
+// counted.
+func (m *FlowFetcher) watched(ifindex uint32) (bool, error) {
+	if ifindex >= fateIfaceBits {
+		var v uint8
+		err := m.objs.FateIfaces.Lookup(ifindex, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	var bits uint64
+	if err := m.objs.FateIfaceBits.Lookup(ifindex/64, &bits); err != nil {
+		return false, err
+	}
+	return bits&(1<<(ifindex%64)) != 0, nil
 }
 
 // close detaches and frees the drop counter.

@@ -399,3 +399,39 @@ func TestFateEgressRouterFragments(t *testing.T) {
 		t.Errorf("%d flows, want %d: %v", len(flows), len(want), flows)
 	}
 }
+
+// TestFateWatchedLargeIfindex: the egress programs find the watched
+// interfaces in the bitmap below FATE_IFACE_BITS and in the hash above
+// it, and forget them in both.
+func TestFateWatchedLargeIfindex(t *testing.T) {
+	f, ns := fateFetcher(t, true, false)
+	frame := ether(0x0800, nil, ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(4000, 53, bytesN(20))))
+	for _, ifindex := range []uint32{7, 63, 64, fateIfaceBits - 1, fateIfaceBits, 1 << 30} {
+		run := func() uint64 {
+			t.Helper()
+			if err := ns.Do(func() error { runFrame(t, f.progs.EgressFateParse, frame, ctxWithIfindexes(ifindex, 1)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var n uint64
+			for id, m := range drain(t, f) {
+				if id.IfIndex == ifindex && id.Fate == FateForwarded {
+					n += m.Packets
+				}
+			}
+			return n
+		}
+		if n := run(); n != 0 {
+			t.Errorf("ifindex %d not watched: %d forwarded", ifindex, n)
+		}
+		watch(t, f, ifindex)
+		if n := run(); n != 1 {
+			t.Errorf("ifindex %d watched: %d forwarded, want 1", ifindex, n)
+		}
+		if err := f.watchArrivals(int(ifindex), false); err != nil {
+			t.Fatal(err)
+		}
+		if n := run(); n != 0 {
+			t.Errorf("ifindex %d forgotten: %d forwarded", ifindex, n)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/cilium/ebpf"
 )
@@ -29,6 +30,8 @@ type FlowFetcher struct {
 	fate *fateCounter
 	// fateNAT: the fate programs recover pre-NAT tuples (FateNAT).
 	fateNAT bool
+	// watchMu serializes the changes of fate_iface_bits (setWatched).
+	watchMu sync.Mutex
 }
 
 // ifaceAttachment is what a FlowFetcher put on one interface: a program

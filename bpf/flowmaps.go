@@ -116,10 +116,10 @@ type flowTotals struct{ packets, bytes uint64 }
 type sharedMaps struct {
 	flows, flows4                               [2]*ebpf.Map // IPv6, IPv4
 	state, grace, direct, counters, sampleCount *ebpf.Map
-	// fateIfaces is router mode's fate_ifaces (c/fate.h): the TC
-	// programs' objects and the drop counter's have it, the socket
-	// filters' not (nil).
-	fateIfaces *ebpf.Map
+	// fateIfaceBits and fateIfaces are router mode's interfaces whose
+	// arrivals are counted (c/fate.h): the TC programs' objects and the
+	// drop counter's have them, the socket filters' not (nil).
+	fateIfaceBits, fateIfaces *ebpf.Map
 }
 
 const (

@@ -22,6 +22,7 @@ const (
 	mapCounters     = NetMapGlobalCounters
 	mapSampleCount  = NetMapSamplingCount
 	mapFateIfaces   = NetMapFateIfaces
+	mapFateBits     = NetMapFateIfaceBits
 )
 
 // configure applies the load-time settings to a spec loaded by LoadNet or
@@ -51,6 +52,11 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 			return nil, fmt.Errorf("set fate mode: %w", err)
 		}
 	}
+	// Without router mode nothing reads the bitmap of watched
+	// interfaces: one word, not 32 KiB.
+	if m, ok := spec.Maps[mapFateBits]; ok && !cfg.fate {
+		m.MaxEntries = 1
+	}
 	return spec, nil
 }
 
@@ -77,6 +83,7 @@ func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 	}}
 	if s.fateIfaces != nil {
 		opts.MapReplacements[mapFateIfaces] = s.fateIfaces
+		opts.MapReplacements[mapFateBits] = s.fateIfaceBits
 	}
 	return opts
 }
@@ -84,7 +91,7 @@ func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 // shared returns the maps of the TC programs' objects.
 func (m *NetMaps) shared() sharedMaps {
 	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
-		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount, fateIfaces: m.FateIfaces}
+		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount, fateIfaceBits: m.FateIfaceBits, fateIfaces: m.FateIfaces}
 }
 
 // shared returns the maps of the socket filters' objects.

@@ -130,6 +130,7 @@ const (
 const (
 	NetMapCoarseClock             = "coarse_clock"
 	NetMapDirectFlows             = "direct_flows"
+	NetMapFateIfaceBits           = "fate_iface_bits"
 	NetMapFateIfaces              = "fate_ifaces"
 	NetMapFlowStateMap            = "flow_state_map"
 	NetMapFlows40                 = "flows4_0"
@@ -217,6 +218,7 @@ type NetProgramSpecs struct {
 type NetMapSpecs struct {
 	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FateIfaceBits  *ebpf.MapSpec `ebpf:"fate_iface_bits"`
 	FateIfaces     *ebpf.MapSpec `ebpf:"fate_ifaces"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
 	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
@@ -266,6 +268,7 @@ func (o *NetObjects) Close() error {
 type NetMaps struct {
 	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FateIfaceBits  *ebpf.Map `ebpf:"fate_iface_bits"`
 	FateIfaces     *ebpf.Map `ebpf:"fate_ifaces"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
 	Flows40        *ebpf.Map `ebpf:"flows4_0"`
@@ -281,6 +284,7 @@ func (m *NetMaps) Close() error {
 	return _NetClose(
 		m.CoarseClock,
 		m.DirectFlows,
+		m.FateIfaceBits,
 		m.FateIfaces,
 		m.FlowStateMap,
 		m.Flows40,

@@ -265,8 +265,7 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 		return 0;
 	if ((v & FATE_ONLY_ON_ARRIVAL) && dev->ifindex != iif)
 		return 0;
-	__u32 in = iif;
-	if (!bpf_map_lookup_elem(&fate_ifaces, &in))
+	if (!fate_watched(iif))
 		return 0;
 
 	flow_id id = {};

@@ -91,13 +91,29 @@
 #include "kern.h"
 
 /* The interfaces whose arrivals hostflow counts: those with its TC
- * ingress program (user space keeps it, in router mode only). A fate is
+ * ingress program (user space keeps them, in router mode only). A fate is
  * counted, forwarded or dropped, only for a packet that arrived
  * (skb->skb_iif, the __sk_buff's ingress_ifindex) on one of them: one
  * that came in on another interface (the loopback, an interface hostflow
  * does not watch or watches for egress only, a VLAN or VRF device whose
  * lower link is the one watched) has no arrival record for its fate to
- * end. Shared by the TC programs and the drop counter. */
+ * end. Shared by the TC programs and the drop counter.
+ *
+ * An ifindex below FATE_IFACE_BITS is a bit of fate_iface_bits (bit i % 64
+ * of word i / 64): an array lookup the verifier inlines, on the path of
+ * every forwarded packet. Larger ones (a namespace that has created a
+ * quarter million devices) are keys of fate_ifaces. User space shrinks
+ * both to one entry without router mode. Mirrored in bpf/fate.go. */
+#define FATE_IFACE_WORDS 4096
+#define FATE_IFACE_BITS (FATE_IFACE_WORDS * 64)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FATE_IFACE_WORDS);
+} fate_iface_bits SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
@@ -105,6 +121,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 16);
 } fate_ifaces SEC(".maps");
+
+/* fate_watched reports whether hostflow counts the arrivals of ifindex
+ * iif. */
+static __always_inline bool fate_watched(__u32 iif)
+{
+	if (iif < FATE_IFACE_BITS) {
+		__u32 w = iif / 64;
+		__u64 *bits = bpf_map_lookup_elem(&fate_iface_bits, &w);
+		return bits && ((*bits >> (iif % 64)) & 1);
+	}
+	return bpf_map_lookup_elem(&fate_ifaces, &iif) != 0;
+}
 
 /* IANA forwardingStatus (RFC 7270). */
 #define FATE_FORWARDED 64

@@ -51,12 +51,8 @@ static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, 
 	 * arrived whole. With a conntrack entry the packet went through
 	 * conntrack's defrag: it arrived in fragments, which the router cuts
 	 * again as they were (fate.h), each counted. */
-	if (!nfct && id.eth_protocol == ETH_P_IP) {
-		__be16 frag = 0;
-		if (bpf_skb_load_bytes(skb, pi.l3_off + 6, &frag, sizeof(frag)) == 0 &&
-		    (frag & bpf_htons(0x1fff)) && fate_router_fragment(kskb))
-			return;
-	}
+	if (pi.later_fragment && !nfct && fate_router_fragment(kskb))
+		return;
 	fate_key(&id, iif, FATE_FORWARDED, nfct);
 	count_packet(skb, &id, &pi, skb->ifindex);
 }
@@ -81,7 +77,7 @@ static __always_inline void account_router(struct __sk_buff *skb, const bool l2,
 	if (!fate_mode)
 		return;
 	__u32 iif = skb->ingress_ifindex;
-	if (iif != 0 && bpf_map_lookup_elem(&fate_ifaces, &iif))
+	if (iif != 0 && fate_watched(iif))
 		account_forwarded(skb, iif, l2);
 	else if (local)
 		account(skb, 1, l2, true);
