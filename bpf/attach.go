@@ -71,9 +71,13 @@ func (m *FlowFetcher) AttachHooks(ifindex int, name string, ingress, egress bool
 			h.link = l
 			a.links = append(a.links, h)
 		}
-		if err := m.fate.watch(ifindex, true); err != nil {
-			_ = a.close()
-			return nil, &AttachError{Interface: name, Index: ifindex, Hook: "drop counter", Mode: m.mode, Err: err}
+		// In router mode, the fates of its arrivals are counted once
+		// its arrivals are.
+		if ingress {
+			if err := m.watchArrivals(ifindex, true); err != nil {
+				_ = a.close()
+				return nil, &AttachError{Interface: name, Index: ifindex, Hook: "ingress", Mode: m.mode, Err: err}
+			}
 		}
 		return a, nil
 	})
@@ -108,8 +112,10 @@ func (m *FlowFetcher) Hooks() (ingress, egress bool) { return m.ingress, m.egres
 // detached, and a hook kept is not touched, so that no packet through a
 // kept hook goes uncounted while the direction changes. In router mode
 // (Fate) the egress hook stays and gets the program that counts, or not,
-// what the host sends, swapped in place. A hook that cannot be attached
-// is an error that changes nothing.
+// what the host sends, swapped in place; the fates of the interface's
+// arrivals are counted from when its ingress hook is attached until just
+// before it is detached. A hook that cannot be attached is an error that
+// changes nothing.
 func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 	m.hooksMu.Lock()
 	defer m.hooksMu.Unlock()
@@ -124,20 +130,33 @@ func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 	find := func(in bool) int {
 		return slices.IndexFunc(a.links, func(h hookLink) bool { return h.ingress == in })
 	}
+	hadIngress := find(true) >= 0
 	var added []hookLink
+	undo := func() {
+		for _, h := range added {
+			_ = h.link.Close()
+		}
+		if ingress && !hadIngress {
+			_ = m.watchArrivals(ifindex, false)
+		}
+	}
 	for _, h := range want {
 		if find(h.ingress) >= 0 {
 			continue
 		}
 		l, err := m.attachOne(a, m.progs.program(h, a.l2), h.ingress)
 		if err != nil {
-			for _, h := range added {
-				_ = h.link.Close()
-			}
+			undo()
 			return &AttachError{Interface: a.name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
 		}
 		h.link = l
 		added = append(added, h)
+	}
+	if ingress && !hadIngress {
+		if err := m.watchArrivals(ifindex, true); err != nil {
+			undo()
+			return &AttachError{Interface: a.name, Index: ifindex, Hook: "ingress", Mode: m.mode, Err: err}
+		}
 	}
 	// A kept hook whose program changes (router mode's egress).
 	for _, h := range want {
@@ -146,14 +165,18 @@ func (m *FlowFetcher) SetHooks(ifindex int, ingress, egress bool) error {
 			continue
 		}
 		if err := a.links[i].link.Update(m.progs.program(h, a.l2)); err != nil {
-			for _, h := range added {
-				_ = h.link.Close()
-			}
+			undo()
 			return &AttachError{Interface: a.name, Index: ifindex, Hook: hookName(h.ingress), Mode: m.mode, Err: err}
 		}
 		a.links[i].local = h.local
 	}
 	var errs []error
+	if hadIngress && !ingress {
+		// Before the hook goes: no fate without its arrival.
+		if err := m.watchArrivals(ifindex, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	kept := added
 	for _, h := range a.links {
 		if slices.ContainsFunc(want, func(w hookLink) bool { return w.ingress == h.ingress }) {

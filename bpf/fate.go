@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -102,8 +103,12 @@ func fateReasonValue(name string) uint32 {
 		return FateDropFragDF
 	case "TC_EGRESS":
 		return FateDropPolicer
-	case "NO_SOCKET", "IP_NOPROTO", "PROTO_MEM", "TCP_MINTTL", "OTHERHOST":
+	case "NO_SOCKET", "IP_NOPROTO", "PROTO_MEM", "TCP_MINTTL":
 		return FateDropForUs
+	// A frame addressed to another host's link-layer address: an arrival
+	// the router dropped, neither for it nor to be forwarded.
+	case "OTHERHOST":
+		return FateDropUnknown
 	}
 	switch {
 	case strings.HasPrefix(name, "NEIGH_"):
@@ -173,6 +178,67 @@ func probeFate(spec *btf.Spec) error {
 	return nil
 }
 
+// probeFateNAT reports whether the fate programs about to be loaded can
+// recover the tuples packets had before NAT (c/fate.h): cilium/ebpf
+// relocates them against vmlinux's BTF and that of the modules loaded
+// now, so conntrack (nf_conntrack) must be built in or loaded.
+func probeFateNAT() bool {
+	c := btf.NewCache()
+	kernel, err := c.Kernel()
+	if err != nil {
+		return false
+	}
+	var modules []*btf.Spec
+	if !hasType(kernel, "nf_conn") {
+		names, _ := c.Modules()
+		for _, name := range names {
+			if spec, err := c.Module(name); err == nil {
+				modules = append(modules, spec)
+			}
+		}
+	}
+	return fateNATTypes(kernel, modules)
+}
+
+// fateNATTypes reports whether kernel (vmlinux's BTF) and modules (loaded
+// modules' BTF) have what the fate programs read a packet's conntrack
+// entry with: sk_buff's _nfct, only there with conntrack configured, and
+// struct nf_conn, in vmlinux or in the nf_conntrack module's BTF.
+func fateNATTypes(kernel *btf.Spec, modules []*btf.Spec) bool {
+	var skb *btf.Struct
+	if err := kernel.TypeByName("sk_buff", &skb); err != nil || !hasMember(skb, "_nfct") {
+		return false
+	}
+	if hasType(kernel, "nf_conn") {
+		return true
+	}
+	return slices.ContainsFunc(modules, func(s *btf.Spec) bool { return hasType(s, "nf_conn") })
+}
+
+// hasType reports whether spec has a struct named name.
+func hasType(spec *btf.Spec, name string) bool {
+	var s *btf.Struct
+	return spec.TypeByName(name, &s) == nil
+}
+
+// hasMember reports whether s has a member named name, also inside an
+// anonymous struct or union member.
+func hasMember(t btf.Type, name string) bool {
+	var members []btf.Member
+	switch c := t.(type) {
+	case *btf.Struct:
+		members = c.Members
+	case *btf.Union:
+		members = c.Members
+	}
+	for _, m := range members {
+		if m.Name == name || m.Name == "" && hasMember(m.Type, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // fateCounter is router mode's drop counter: c/fate.c loaded on the TC
 // programs' maps and attached to the kfree_skb tracepoint.
 type fateCounter struct {
@@ -236,22 +302,73 @@ func loadFateCounter(maps sharedMaps, cfg fetcherConfig) (*fateCounter, error) {
 	return fc, nil
 }
 
-// watch makes the drop counter count drops of packets that arrived on
-// ifindex (the TC programs count its arrivals), or stop.
-func (fc *fateCounter) watch(ifindex int, on bool) error {
-	if fc == nil {
+// watchArrivals puts ifindex in fate_ifaces (on) or takes it out (c/fate.h):
+// in router mode, the fates (forwarded, dropped) of the packets that
+// arrived on an interface are counted only while its arrivals are, that
+// is while it has hostflow's ingress hook. Without Fate it does nothing.
+func (m *FlowFetcher) watchArrivals(ifindex int, on bool) error {
+	if m.fate == nil {
 		return nil
 	}
-	if on {
-		if err := fc.objs.FateIfaces.Put(uint32(ifindex), uint8(1)); err != nil {
-			return fmt.Errorf("drop counter: watch ifindex %d: %w", ifindex, err)
+	what := "watch"
+	if !on {
+		what = "forget"
+	}
+	if err := m.setWatched(uint32(ifindex), on); err != nil {
+		return fmt.Errorf("fates: %s arrivals of ifindex %d: %w", what, ifindex, err)
+	}
+	return nil
+}
+
+// fateIfaceBits is FATE_IFACE_BITS (c/fate.h): the ifindexes below it are
+// bits of fate_iface_bits, the others keys of fate_ifaces.
+const fateIfaceBits = 4096 * 64
+
+// setWatched sets or clears ifindex in fate_iface_bits or fate_ifaces.
+// A bit changes in a read-modify-write of its word: watchMu keeps two
+// changes from losing one; the programs read a word in one load and see
+// each bit as it was or as it becomes.
+func (m *FlowFetcher) setWatched(ifindex uint32, on bool) error {
+	if ifindex >= fateIfaceBits {
+		if on {
+			return m.objs.FateIfaces.Put(ifindex, uint8(1))
+		}
+		if err := m.objs.FateIfaces.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
 		}
 		return nil
 	}
-	if err := fc.objs.FateIfaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("drop counter: forget ifindex %d: %w", ifindex, err)
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	w, bit := ifindex/64, uint64(1)<<(ifindex%64)
+	var bits uint64
+	if err := m.objs.FateIfaceBits.Lookup(w, &bits); err != nil {
+		return err
 	}
-	return nil
+	if on {
+		bits |= bit
+	} else {
+		bits &^= bit
+	}
+	return m.objs.FateIfaceBits.Put(w, bits)
+}
+
+// watched reports whether the arrivals of ifindex have their fates
+// counted.
+func (m *FlowFetcher) watched(ifindex uint32) (bool, error) {
+	if ifindex >= fateIfaceBits {
+		var v uint8
+		err := m.objs.FateIfaces.Lookup(ifindex, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	var bits uint64
+	if err := m.objs.FateIfaceBits.Lookup(ifindex/64, &bits); err != nil {
+		return false, err
+	}
+	return bits&(1<<(ifindex%64)) != 0, nil
 }
 
 // close detaches and frees the drop counter.

@@ -30,6 +30,10 @@ func BenchmarkFateEgress(b *testing.B) {
 		b.Fatalf("NewFlowFetcher with fate: %v", err)
 	}
 	b.Cleanup(func() { _ = router.Close() })
+	// Arrivals on ifindex 7 are counted: their fates are.
+	if err := router.watchArrivals(7, true); err != nil {
+		b.Fatal(err)
+	}
 	frame := costFrame(1024)
 	ctx := ctxWithIfindexes(7, 1)
 	for _, c := range []struct {

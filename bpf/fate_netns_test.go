@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/hostflow/hostflow/internal/testutil"
@@ -317,7 +316,9 @@ func testFateSetHooks(t *testing.T, mode AttachMode) {
 	if err := r.router.Do(func() (err error) {
 		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true), WithAttachMode(mode))
 		if err == nil {
-			err = f.Attach(r.rs0, "rs0")
+			// The client's side for the arrivals (their fates
+			// are counted only with them).
+			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
 		}
 		return err
 	}); err != nil {
@@ -379,16 +380,16 @@ func testFateSetHooks(t *testing.T, mode AttachMode) {
 		}
 	}
 
-	// The drop counter watches the attached interfaces only.
-	var v uint8
-	if err := f.fate.objs.FateIfaces.Lookup(uint32(r.rs0), &v); err != nil {
-		t.Errorf("attached rs0 not watched by the drop counter: %v", err)
+	// The fates of the attached interfaces' arrivals are counted, no
+	// others.
+	if w, err := f.watched(uint32(r.rs0)); !w || err != nil {
+		t.Errorf("attached rs0 not watched: %v %v", w, err)
 	}
 	if err := r.router.Do(func() error { return f.Detach(r.rs0) }); err != nil {
 		t.Fatalf("Detach: %v", err)
 	}
-	if err := f.fate.objs.FateIfaces.Lookup(uint32(r.rs0), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
-		t.Errorf("detached rs0 still watched by the drop counter: %v", err)
+	if w, err := f.watched(uint32(r.rs0)); w || err != nil {
+		t.Errorf("detached rs0 still watched: %v %v", w, err)
 	}
 }
 
@@ -486,6 +487,10 @@ func TestFateRouterNAT(t *testing.T) {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	// nft loaded conntrack before the fetcher.
+	if !f.FateNAT() {
+		t.Error("FateNAT() = false with conntrack in the kernel")
+	}
 	sendUDP(t, r.client, 40010, netip.MustParseAddrPort("198.18.1.1:7000"), 64, 3, 100)
 	time.Sleep(50 * time.Millisecond)
 	// Replies, to the masqueraded address (the source port is kept).
@@ -659,6 +664,221 @@ func TestFateRPFilter(t *testing.T) {
 	for k, m := range got {
 		if k.SrcIp == id.SrcIp && k != id && k != rpf {
 			t.Errorf("unexpected fate of the spoofed packets: %v fate %d, %d packets", k, k.Fate, m.Packets)
+		}
+	}
+}
+
+// TestFateArrivalsFollowIngressHook: the fates of an interface's arrivals
+// are counted only while it has hostflow's ingress hook (fate_ifaces):
+// attached for egress only, packets forwarded from it have no arrival
+// record and get no forwarded one either; SetHooks adding ingress starts
+// them, removing it stops them.
+func TestFateArrivalsFollowIngressHook(t *testing.T) {
+	r := newFateRouter(t, false)
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
+		if err == nil {
+			err = errors.Join(f.AttachHooks(r.rc0, "rc0", false, true), f.Attach(r.rs0, "rs0"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	// Every port unreachable error the server sends is needed.
+	if err := r.server.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/icmp_ratelimit", []byte("0"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	server := netip.AddrPortFrom(netip.MustParseAddr("198.18.2.2"), 6000)
+	arrival := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41002, DstPort: 6000,
+		TransportProtocol: protoUDP, IfIndex: uint32(r.rc0), Direction: DirectionIngress}
+	fwd := arrival
+	fwd.Fate = FateForwarded
+	for _, step := range []struct {
+		ingress bool
+		want    uint64
+	}{{false, 0}, {true, 2}, {false, 0}} {
+		if step.ingress != (len(f.attached[r.rc0].links) == 2) {
+			if err := r.router.Do(func() error { return f.SetHooks(r.rc0, step.ingress, true) }); err != nil {
+				t.Fatalf("SetHooks(%v, true): %v", step.ingress, err)
+			}
+		}
+		if w, err := f.watched(uint32(r.rc0)); w != step.ingress || err != nil {
+			t.Errorf("ingress %v: rc0 watched %v (%v)", step.ingress, w, err)
+		}
+		sendUDP(t, r.client, 41002, server, 64, 2, 10)
+		got := map[NetFlowId]NetFlowMetrics{}
+		// The server's port unreachable errors come back through
+		// rs0, watched: their forwarded records show the packets
+		// went through.
+		back := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.2.2"), DstIp: ipKey("198.18.1.2"), TransportProtocol: protoICMP,
+			IcmpType: 3, IcmpCode: 3, Tos: 0xc0, IfIndex: uint32(r.rs0), Direction: DirectionIngress, Fate: FateForwarded}
+		collect(t, f, got, map[NetFlowId]uint64{back: 2, fwd: step.want})
+		if got[back].Packets != 2 {
+			t.Errorf("ingress %v: %d port unreachable errors forwarded, want 2: %v", step.ingress, got[back].Packets, got)
+		}
+		if got[arrival].Packets != step.want || got[fwd].Packets != step.want {
+			t.Errorf("ingress %v: %d arrived on rc0, %d forwarded, want %d and %d", step.ingress, got[arrival].Packets, got[fwd].Packets, step.want, step.want)
+		}
+	}
+}
+
+// TestFateRouterFragmentsForwardedOnce: a forwarded IPv4 packet that the
+// router must fragment (egress MTU smaller, DF clear) arrived once and is
+// counted forwarded once, under its arrival key, not once per fragment
+// (the later ones under a key with ports 0 that no arrival has).
+func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
+	r := newFateRouter(t, false)
+	r.router.IP(t, "link", "set", "rs0", "mtu", "1280")
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
+		if err == nil {
+			err = f.Attach(r.rc0, "rc0")
+		}
+		if err == nil {
+			err = f.Attach(r.rs0, "rs0")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	server := netip.MustParseAddr("198.18.2.2")
+	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
+	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), 4999), 64, 1, 10)
+	time.Sleep(100 * time.Millisecond)
+	drain(t, f)
+	const n = 3
+	if err := r.client.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41000}); err != nil {
+			return err
+		}
+		for range n {
+			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: 5000}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var arrived, fated uint64
+	for id, m := range drain(t, f) {
+		if id.IfIndex != uint32(r.rc0) || id.TransportProtocol != protoUDP {
+			continue
+		}
+		t.Logf("%v sport %d dport %d fate %d: %d packets %d bytes", id.DstIp[12:], id.SrcPort, id.DstPort, id.Fate, m.Packets, m.Bytes)
+		if id.Fate == FateArrival {
+			arrived += m.Packets
+		} else {
+			fated += m.Packets
+		}
+	}
+	if arrived != n || fated != n {
+		t.Errorf("arrived %d packets, fates counted %d, want %d and %d", arrived, fated, n, n)
+	}
+}
+
+// TestFateDefragAsFragments: with conntrack on the router, a fragmented
+// datagram arrives as k fragments (k arrivals, the later ones under a key
+// with ports 0) but meets its fate reassembled, as one skb: dropped (an
+// nftables forward drop) or forwarded whole, its fate is counted as the
+// fragments it arrived in, under their arrival keys, packets and octets.
+func TestFateDefragAsFragments(t *testing.T) {
+	testutil.RequireTool(t, "nft")
+	r := newFateRouter(t, false)
+	nft(t, r.router, `table inet hf {
+	chain hf_forward {
+		type filter hook forward priority 0; policy accept;
+		ct state new udp dport 5001 drop
+	}
+}
+`)
+	r.client.IP(t, "link", "set", "c0", "mtu", "1000")
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
+		if err == nil {
+			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	server := netip.MustParseAddr("198.18.2.2")
+	if err := r.client.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41003}); err != nil {
+			return err
+		}
+		// 5001 dropped, 5002 forwarded (1428 bytes fit rs0's MTU).
+		for _, port := range []int{5001, 5001, 5002, 5002, 5002} {
+			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: port}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Each 1428-byte datagram left the client as 996 + 452 bytes.
+	key := func(dport uint16, fate uint8) NetFlowId {
+		return NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41003, DstPort: dport,
+			TransportProtocol: protoUDP, IfIndex: uint32(r.rc0), Fate: fate}
+	}
+	rest := func(fate uint8) NetFlowId { id := key(0, fate); id.SrcPort = 0; return id }
+	want := map[NetFlowId][2]uint64{
+		key(5001, 0): {2, 2 * 996}, key(5001, FateDropACLDrop): {2, 2 * 996},
+		key(5002, 0): {3, 3 * 996}, key(5002, FateForwarded): {3, 3 * 996},
+		rest(0): {5, 5 * 452}, rest(FateDropACLDrop): {2, 2 * 452}, rest(FateForwarded): {3, 3 * 452},
+	}
+	wantPackets := map[NetFlowId]uint64{}
+	for id, w := range want {
+		wantPackets[id] = w[0]
+	}
+	got := map[NetFlowId]NetFlowMetrics{}
+	collect(t, f, got, wantPackets)
+	for id, w := range want {
+		if m := got[id]; m.Packets != w[0] || m.Bytes != w[1] {
+			t.Errorf("%v: %d packets %d bytes, want %d and %d", id, m.Packets, m.Bytes, w[0], w[1])
+		}
+	}
+	for id, m := range got {
+		if _, ok := want[id]; !ok && id.IfIndex == uint32(r.rc0) && id.TransportProtocol == protoUDP {
+			t.Errorf("unexpected %v: %d packets", id, m.Packets)
 		}
 	}
 }

@@ -41,6 +41,9 @@ func TestFateReasonValue(t *testing.T) {
 		{"SOCKET_RCVBUFF", FateDropForUs},
 		{"TCP_INVALID_SEQUENCE", FateDropForUs},
 		{"IP_NOPROTO", FateDropForUs},
+		// A frame not addressed to the router (another host's MAC): an
+		// arrival dropped, but not one "for us".
+		{"OTHERHOST", FateDropUnknown},
 		{"NEIGH_FAILED", FateDropAdjacency},
 		{"NEIGH_QUEUEFULL", FateDropAdjacency},
 		{"NOT_SPECIFIED", FateDropUnknown | fateOnlyOnArrival},
@@ -188,6 +191,7 @@ func fateFetcher(t *testing.T, ingress, egress bool) (*FlowFetcher, *testutil.Ne
 // hook that counts forwarded packets only.
 func TestFateEgressKeying(t *testing.T) {
 	f, ns := fateFetcher(t, true, true)
+	watch(t, f, 7)
 	src, dst := netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.2.2")
 	frame := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, tos: 0x10}.build(udp(4000, 53, bytesN(20))))
 	run := func(p string, ingress, out uint32) {
@@ -226,6 +230,7 @@ func TestFateEgressKeying(t *testing.T) {
 // moves COUNTER_FATE_MALFORMED, not the arrival's COUNTER_MALFORMED.
 func TestFateEgressMalformed(t *testing.T) {
 	f, ns := fateFetcher(t, true, false)
+	watch(t, f, 7)
 	// A TCP header cut short.
 	l3 := ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoTCP}.build(bytesN(8))
 	frame := ether(0x0800, nil, l3)
@@ -291,6 +296,142 @@ func TestHostModeEgressHasNoFateCode(t *testing.T) {
 		in, eg := opcodes(pair[0]), opcodes(pair[1])
 		if !slices.Equal(in, eg) {
 			t.Errorf("%v: %d instructions, %v: %d, not the same opcodes", pair[0], len(in), pair[1], len(eg))
+		}
+	}
+}
+
+// TestFateEgressUnwatchedArrival: a packet that arrived on an interface
+// without hostflow's ingress hook (not in fate_ifaces: unwatched, or a
+// VLAN or VRF device whose lower link is the one watched) has no arrival
+// record, so it is not counted forwarded; where egress counting was asked
+// for it is an egress packet like one the host sends.
+func TestFateEgressUnwatchedArrival(t *testing.T) {
+	f, ns := fateFetcher(t, true, true)
+	watch(t, f, 7)
+	frame := ether(0x0800, nil, ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(4000, 53, bytesN(20))))
+	if err := ns.Do(func() error {
+		runFrame(t, f.progs.EgressFateParse, frame, ctxWithIfindexes(9, 1))
+		runFrame(t, f.progs.EgressRouterParse, frame, ctxWithIfindexes(9, 1))
+		runFrame(t, f.progs.EgressFateParse, frame, ctxWithIfindexes(7, 1))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	base := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"),
+		SrcPort: 4000, DstPort: 53, TransportProtocol: protoUDP}
+	fwd := base
+	fwd.IfIndex, fwd.Direction, fwd.Fate = 7, DirectionIngress, FateForwarded
+	egress := base
+	egress.IfIndex, egress.Direction = 1, DirectionEgress
+	want := map[NetFlowId]uint64{fwd: 1, egress: 1}
+	flows := drain(t, f)
+	for id, m := range flows {
+		if m.Packets != want[id] {
+			t.Errorf("flow %+v: %d packets, want %d", id, m.Packets, want[id])
+		}
+	}
+	for id, n := range want {
+		if _, ok := flows[id]; !ok {
+			t.Errorf("flow %+v missing, want %d packets", id, n)
+		}
+	}
+}
+
+// watch puts ifindex in fate_ifaces, as an interface with an ingress hook.
+func watch(t *testing.T, f *FlowFetcher, ifindex uint32) {
+	t.Helper()
+	if err := f.watchArrivals(int(ifindex), true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// skbCbOff is where struct __sk_buff's cb[5] starts: BPF_PROG_TEST_RUN
+// copies it into the data part of the kernel skb's cb (after struct
+// qdisc_skb_cb's first 8 bytes), where IPCB(skb)->flags lies: cb[3]'s
+// low 16 bits.
+const skbCbOff = 48
+
+// ctxRouterFragment is the context of a packet forwarded from ingress
+// that the router cut into fragments: IPSKB_FRAG_COMPLETE in its IPCB.
+func ctxRouterFragment(ingress, out uint32) *skbCtx {
+	c := ctxWithIfindexes(ingress, out)
+	binary.NativeEndian.PutUint32(c[skbCbOff+3*4:], 8)
+	return c
+}
+
+// TestFateEgressRouterFragments: a packet the router fragments on output
+// (IPSKB_FRAG_COMPLETE) is one forwarded packet under its arrival key, its
+// first fragment's; the later fragments (ports 0, a key no arrival has) are
+// not counted. Fragments that arrived as such and leave as they came are
+// each forwarded, as each arrived.
+func TestFateEgressRouterFragments(t *testing.T) {
+	f, ns := fateFetcher(t, true, false)
+	watch(t, f, 7)
+	src, dst := netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.2.2")
+	first := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, mf: true}.build(udp(4000, 53, bytesN(32))))
+	later := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, fragOff: 5, mf: true}.build(bytesN(40)))
+	last := ether(0x0800, nil, ipv4{src: src, dst: dst, proto: protoUDP, fragOff: 10}.build(bytesN(16)))
+	if err := ns.Do(func() error {
+		for _, fr := range [][]byte{first, later, last} {
+			runFrame(t, f.progs.EgressFateParse, fr, ctxRouterFragment(7, 1))
+		}
+		for _, fr := range [][]byte{first, later, last} {
+			runFrame(t, f.progs.EgressFateParse, fr, ctxWithIfindexes(7, 1))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ported := NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"),
+		SrcPort: 4000, DstPort: 53, TransportProtocol: protoUDP, IfIndex: 7, Fate: FateForwarded}
+	unported := ported
+	unported.SrcPort, unported.DstPort = 0, 0
+	// The router's: 1 under the ported key; as they came: 1 there, 2
+	// under ports 0.
+	want := map[NetFlowId]uint64{ported: 2, unported: 2}
+	flows := drain(t, f)
+	for id, m := range flows {
+		if m.Packets != want[id] {
+			t.Errorf("flow %+v: %d packets, want %d", id, m.Packets, want[id])
+		}
+	}
+	if len(flows) != len(want) {
+		t.Errorf("%d flows, want %d: %v", len(flows), len(want), flows)
+	}
+}
+
+// TestFateWatchedLargeIfindex: the egress programs find the watched
+// interfaces in the bitmap below FATE_IFACE_BITS and in the hash above
+// it, and forget them in both.
+func TestFateWatchedLargeIfindex(t *testing.T) {
+	f, ns := fateFetcher(t, true, false)
+	frame := ether(0x0800, nil, ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(4000, 53, bytesN(20))))
+	for _, ifindex := range []uint32{7, 63, 64, fateIfaceBits - 1, fateIfaceBits, 1 << 30} {
+		run := func() uint64 {
+			t.Helper()
+			if err := ns.Do(func() error { runFrame(t, f.progs.EgressFateParse, frame, ctxWithIfindexes(ifindex, 1)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var n uint64
+			for id, m := range drain(t, f) {
+				if id.IfIndex == ifindex && id.Fate == FateForwarded {
+					n += m.Packets
+				}
+			}
+			return n
+		}
+		if n := run(); n != 0 {
+			t.Errorf("ifindex %d not watched: %d forwarded", ifindex, n)
+		}
+		watch(t, f, ifindex)
+		if n := run(); n != 1 {
+			t.Errorf("ifindex %d watched: %d forwarded, want 1", ifindex, n)
+		}
+		if err := f.watchArrivals(int(ifindex), false); err != nil {
+			t.Fatal(err)
+		}
+		if n := run(); n != 0 {
+			t.Errorf("ifindex %d forgotten: %d forwarded", ifindex, n)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/cilium/ebpf"
 )
@@ -27,6 +28,10 @@ type FlowFetcher struct {
 	// fate is router mode's drop counter (FetcherOptions.Fate), nil
 	// without.
 	fate *fateCounter
+	// fateNAT: the fate programs recover pre-NAT tuples (FateNAT).
+	fateNAT bool
+	// watchMu serializes the changes of fate_iface_bits (setWatched).
+	watchMu sync.Mutex
 }
 
 // ifaceAttachment is what a FlowFetcher put on one interface: a program
@@ -83,6 +88,11 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 		}
 	}
 	f := &FlowFetcher{ingress: opts.Ingress, egress: opts.Egress, mode: opts.Attach}
+	if cfg.fate {
+		// Before the load: a module loaded meanwhile can only make the
+		// programs do better than this says.
+		f.fateNAT = probeFateNAT()
+	}
 	if err := f.init(tcKind, cfg, &f.objs); err != nil {
 		if cfg.fate {
 			// The router-mode programs are what differs: the
@@ -103,12 +113,22 @@ func NewFetcher(opts FetcherOptions) (*FlowFetcher, error) {
 // (FetcherOptions.Fate).
 func (m *FlowFetcher) Fate() bool { return m.fate != nil }
 
+// FateNAT reports whether, counting fates, the fetcher keys forwarded and
+// dropped packets by the addresses and ports they had on arrival when NAT
+// rewrote them (from their conntrack entries). That needs conntrack's
+// types in the kernel's BTF when the programs were loaded: built in, or
+// the nf_conntrack module loaded then. Without, a NATed packet's fate is
+// counted under its translated tuple, which matches no arrival (user
+// space then reports the arrival consumed): load nf_conntrack before
+// hostflow. False without Fate.
+func (m *FlowFetcher) FateNAT() bool { return m.fate != nil && m.fateNAT }
+
 // Detach removes the programs from interface ifindex; in router mode the
-// drop counter forgets it. An interface that has gone away is no error:
+// fates of its arrivals are no longer counted. An interface that has gone away is no error:
 // the kernel removed its hooks with it.
 func (m *FlowFetcher) Detach(ifindex int) error {
 	// First, so that an Attach right after the Detach is watched.
-	werr := m.fate.watch(ifindex, false)
+	werr := m.watchArrivals(ifindex, false)
 	err := m.fetcherCore.Detach(ifindex)
 	if errors.Is(err, ErrNotAttached) {
 		return err

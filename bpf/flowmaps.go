@@ -116,6 +116,10 @@ type flowTotals struct{ packets, bytes uint64 }
 type sharedMaps struct {
 	flows, flows4                               [2]*ebpf.Map // IPv6, IPv4
 	state, grace, direct, counters, sampleCount *ebpf.Map
+	// fateIfaceBits and fateIfaces are router mode's interfaces whose
+	// arrivals are counted (c/fate.h): the TC programs' objects and the
+	// drop counter's have them, the socket filters' not (nil).
+	fateIfaceBits, fateIfaces *ebpf.Map
 }
 
 const (

@@ -21,6 +21,8 @@ const (
 	mapDirect       = NetMapDirectFlows
 	mapCounters     = NetMapGlobalCounters
 	mapSampleCount  = NetMapSamplingCount
+	mapFateIfaces   = NetMapFateIfaces
+	mapFateBits     = NetMapFateIfaceBits
 )
 
 // configure applies the load-time settings to a spec loaded by LoadNet or
@@ -50,6 +52,11 @@ func configure(spec *ebpf.CollectionSpec, sampling, cacheMaxSize int, cfg fetche
 			return nil, fmt.Errorf("set fate mode: %w", err)
 		}
 	}
+	// Without router mode nothing reads the bitmap of watched
+	// interfaces: one word, not 32 KiB.
+	if m, ok := spec.Maps[mapFateBits]; ok && !cfg.fate {
+		m.MaxEntries = 1
+	}
 	return spec, nil
 }
 
@@ -63,7 +70,7 @@ func (s sharedMaps) swapped() sharedMaps {
 
 // replacements are the loaded maps new programs must share (SetSampling).
 func (s sharedMaps) replacements() *ebpf.CollectionOptions {
-	return &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		mapFlows0:      s.flows[0],
 		mapFlows1:      s.flows[1],
 		mapFlows40:     s.flows4[0],
@@ -74,12 +81,17 @@ func (s sharedMaps) replacements() *ebpf.CollectionOptions {
 		mapCounters:    s.counters,
 		mapSampleCount: s.sampleCount,
 	}}
+	if s.fateIfaces != nil {
+		opts.MapReplacements[mapFateIfaces] = s.fateIfaces
+		opts.MapReplacements[mapFateBits] = s.fateIfaceBits
+	}
+	return opts
 }
 
 // shared returns the maps of the TC programs' objects.
 func (m *NetMaps) shared() sharedMaps {
 	return sharedMaps{flows: [2]*ebpf.Map{m.Flows0, m.Flows1}, flows4: [2]*ebpf.Map{m.Flows40, m.Flows41}, state: m.FlowStateMap, grace: m.GracePeriod,
-		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount}
+		direct: m.DirectFlows, counters: m.GlobalCounters, sampleCount: m.SamplingCount, fateIfaceBits: m.FateIfaceBits, fateIfaces: m.FateIfaces}
 }
 
 // shared returns the maps of the socket filters' objects.

@@ -130,6 +130,8 @@ const (
 const (
 	NetMapCoarseClock             = "coarse_clock"
 	NetMapDirectFlows             = "direct_flows"
+	NetMapFateIfaceBits           = "fate_iface_bits"
+	NetMapFateIfaces              = "fate_ifaces"
 	NetMapFlowStateMap            = "flow_state_map"
 	NetMapFlows40                 = "flows4_0"
 	NetMapFlows41                 = "flows4_1"
@@ -216,6 +218,8 @@ type NetProgramSpecs struct {
 type NetMapSpecs struct {
 	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FateIfaceBits  *ebpf.MapSpec `ebpf:"fate_iface_bits"`
+	FateIfaces     *ebpf.MapSpec `ebpf:"fate_ifaces"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
 	Flows40        *ebpf.MapSpec `ebpf:"flows4_0"`
 	Flows41        *ebpf.MapSpec `ebpf:"flows4_1"`
@@ -264,6 +268,8 @@ func (o *NetObjects) Close() error {
 type NetMaps struct {
 	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FateIfaceBits  *ebpf.Map `ebpf:"fate_iface_bits"`
+	FateIfaces     *ebpf.Map `ebpf:"fate_ifaces"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
 	Flows40        *ebpf.Map `ebpf:"flows4_0"`
 	Flows41        *ebpf.Map `ebpf:"flows4_1"`
@@ -278,6 +284,8 @@ func (m *NetMaps) Close() error {
 	return _NetClose(
 		m.CoarseClock,
 		m.DirectFlows,
+		m.FateIfaceBits,
+		m.FateIfaces,
 		m.FlowStateMap,
 		m.Flows40,
 		m.Flows41,

@@ -77,6 +77,7 @@ type NetFateFlowState struct {
 const (
 	NetFateMapCoarseClock             = "coarse_clock"
 	NetFateMapDirectFlows             = "direct_flows"
+	NetFateMapFateIfaceBits           = "fate_iface_bits"
 	NetFateMapFateIfaces              = "fate_ifaces"
 	NetFateMapFateReasons             = "fate_reasons"
 	NetFateMapFlowStateMap            = "flow_state_map"
@@ -151,6 +152,7 @@ type NetFateProgramSpecs struct {
 type NetFateMapSpecs struct {
 	CoarseClock    *ebpf.MapSpec `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.MapSpec `ebpf:"direct_flows"`
+	FateIfaceBits  *ebpf.MapSpec `ebpf:"fate_iface_bits"`
 	FateIfaces     *ebpf.MapSpec `ebpf:"fate_ifaces"`
 	FateReasons    *ebpf.MapSpec `ebpf:"fate_reasons"`
 	FlowStateMap   *ebpf.MapSpec `ebpf:"flow_state_map"`
@@ -201,6 +203,7 @@ func (o *NetFateObjects) Close() error {
 type NetFateMaps struct {
 	CoarseClock    *ebpf.Map `ebpf:"coarse_clock"`
 	DirectFlows    *ebpf.Map `ebpf:"direct_flows"`
+	FateIfaceBits  *ebpf.Map `ebpf:"fate_iface_bits"`
 	FateIfaces     *ebpf.Map `ebpf:"fate_ifaces"`
 	FateReasons    *ebpf.Map `ebpf:"fate_reasons"`
 	FlowStateMap   *ebpf.Map `ebpf:"flow_state_map"`
@@ -217,6 +220,7 @@ func (m *NetFateMaps) Close() error {
 	return _NetFateClose(
 		m.CoarseClock,
 		m.DirectFlows,
+		m.FateIfaceBits,
 		m.FateIfaces,
 		m.FateReasons,
 		m.FlowStateMap,

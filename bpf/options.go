@@ -42,14 +42,15 @@ type FetcherOptions struct {
 	// even when this is false, and PreciseClock reports that fallback.
 	PreciseTimestamps bool
 	// Fate is router mode's fate counting: the egress programs count each
-	// forwarded packet (one that arrived on an interface) with fate 64,
-	// keyed as it arrived (interface, direction ingress, addresses and
-	// ports before NAT), and the interface it left by in OutIfIndex; a
-	// drop program on the kfree_skb tracepoint counts each packet the
-	// kernel drops that arrived on an attached interface of the fetcher's
-	// network namespace (the calling thread's at NewFetcher), with the
-	// IANA forwardingStatus code of its drop reason, keyed the same way,
-	// unsampled. Arrivals keep fate 0. Attach puts the egress program on
+	// forwarded packet that arrived on an interface with the ingress hook
+	// (its arrival counted) with fate 64, keyed as it arrived (interface,
+	// direction ingress, addresses and ports before NAT: see FateNAT),
+	// and the interface it left by in OutIfIndex; a drop program on the
+	// kfree_skb tracepoint counts each packet the kernel drops that
+	// arrived on such an interface of the fetcher's network namespace (the
+	// calling thread's at NewFetcher), with the IANA forwardingStatus code
+	// of its drop reason, keyed the same way, unsampled. Arrivals keep
+	// fate 0. Attach puts the egress program on
 	// every interface, even when only ingress is asked for: then it
 	// counts forwarded packets only, not what the host sends. Needs Linux
 	// 6.3: on an older kernel NewFetcher fails with ErrFateNotSupported.

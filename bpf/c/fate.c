@@ -46,18 +46,6 @@ struct {
 	__uint(max_entries, FATE_REASONS);
 } fate_reasons SEC(".maps");
 
-/* The interfaces the TC programs are attached to (user space keeps it):
- * a drop is a fate only of a packet counted as it arrived. A packet that
- * came in on another interface (the loopback, an interface hostflow does
- * not watch) has no arrival record for its fate to end. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, __u8);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 16);
-} fate_ifaces SEC(".maps");
-
 #define ETH_P_IPV6_ 0x86DD
 #define ETH_P_IP_ 0x0800
 
@@ -129,9 +117,10 @@ static __always_inline int fate_l4(const struct fate_pkt *p, __u32 off, __u32 en
 	return PARSE_OK;
 }
 
-/* fate_ipv4 is parse_ipv4 on kernel memory; it also gives the TTL. */
+/* fate_ipv4 is parse_ipv4 on kernel memory; it also gives the TTL and the
+ * header's length. */
 static __always_inline int fate_ipv4(const struct fate_pkt *p, flow_id *id, struct packet_info *pi,
-				     __u8 *ttl)
+				     __u8 *ttl, __u32 *ihl_out)
 {
 	__u8 h[20];
 
@@ -150,6 +139,7 @@ static __always_inline int fate_ipv4(const struct fate_pkt *p, flow_id *id, stru
 	id->transport_protocol = h[9];
 	id->tos = h[1];
 	*ttl = h[8];
+	*ihl_out = ihl;
 	pi->hdr_len = ihl;
 	pi->ip_len = ((__u32)h[2] << 8) | h[3];
 	if (pi->ip_len && pi->ip_len < ihl)
@@ -217,6 +207,41 @@ static __always_inline int fate_ipv6(const struct fate_pkt *p, flow_id *id, stru
 	return fate_l4(p, l4, end, next, id, pi);
 }
 
+/* fate_count_defrag counts the fate of an IPv4 datagram that reassembly
+ * (conntrack's defrag at prerouting, or ip_defrag) made of the fragments
+ * it arrived in as those fragments, as they were counted on arrival:
+ * IPCB(skb)->frag_max_size, set by reassembly only, is the length of the
+ * largest one. Taking all but the last to be that long, as Linux and
+ * common stacks cut them, there were k = ceil(payload / (max - ihl)):
+ * the first, max octets, under id; the k - 1 others under id without
+ * ports (parse keys a later fragment by addresses and protocol), with
+ * the rest of the octets and a header each. ip_len and ihl are the
+ * datagram's. It returns false, counting nothing, for a packet that was
+ * not reassembled (frag_max_size 0, or not below ip_len). */
+static __always_inline bool fate_count_defrag(struct sk_buff *kskb, flow_id *id, __u32 ip_len,
+					      __u32 ihl, __u16 tcp_flags)
+{
+	if (id->eth_protocol != ETH_P_IP_ ||
+	    !bpf_core_field_exists(struct inet_skb_parm, frag_max_size))
+		return false;
+	const struct inet_skb_parm *parm = (const struct inet_skb_parm *)kskb->cb;
+	__u32 max = parm->frag_max_size;
+	if (max < ihl + 8 || max >= ip_len)
+		return false;
+	__u32 per = max - ihl;
+	__u32 k = (ip_len - ihl + per - 1) / per;
+	if (k < 2)
+		return false;
+	add_flow(id, 1, max, tcp_flags, 0, true);
+	flow_id rest = *id;
+	rest.src_port = 0;
+	rest.dst_port = 0;
+	rest.icmp_type = 0;
+	rest.icmp_code = 0;
+	add_flow(&rest, k - 1, ip_len - max + (__u64)(k - 1) * ihl, 0, 0, true);
+	return true;
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int reason)
 {
@@ -240,8 +265,7 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 		return 0;
 	if ((v & FATE_ONLY_ON_ARRIVAL) && dev->ifindex != iif)
 		return 0;
-	__u32 in = iif;
-	if (!bpf_map_lookup_elem(&fate_ifaces, &in))
+	if (!fate_watched(iif))
 		return 0;
 
 	flow_id id = {};
@@ -260,10 +284,11 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 	}
 	struct fate_pkt p = {.base = head + nh, .lim = tail - nh, .len = len};
 	__u8 ttl = 255;
+	__u32 ihl = 0;
 	int res;
 	__be16 proto = skb->protocol;
 	if (proto == bpf_htons(ETH_P_IP_))
-		res = fate_ipv4(&p, &id, &pi, &ttl);
+		res = fate_ipv4(&p, &id, &pi, &ttl, &ihl);
 	else if (proto == bpf_htons(ETH_P_IPV6_))
 		res = fate_ipv6(&p, &id, &pi, &ttl);
 	else
@@ -276,7 +301,7 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 	__u8 code = v & 0xff;
 	if ((v & FATE_TTL_CHECK) && ttl <= 1)
 		code = FATE_DROP_BAD_TTL;
-	fate_key(&id, iif, code, skb->_nfct);
+	fate_key(&id, iif, code, skb_nfct(skb));
 
 	/* GSO as in count_packet (account.h). */
 	__u64 packets = 1;
@@ -294,6 +319,12 @@ int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, unsigned int r
 		packets = nsegs;
 		bytes += (__u64)(nsegs - 1) * pi.hdr_len;
 	}
+	/* A datagram reassembled from fragments, as its fragments. Not
+	 * TCP's: the TCP layer moves the IPCB within skb->cb (its drops,
+	 * 141, would read something else). */
+	if (nsegs <= 1 && id.eth_protocol == ETH_P_IP_ && id.transport_protocol != IPPROTO_TCP &&
+	    fate_count_defrag(skb, &id, bytes, ihl, pi.tcp_flags))
+		return 0;
 	add_flow(&id, packets, bytes, pi.tcp_flags, 0, true);
 	return 0;
 }

@@ -43,12 +43,36 @@
  *   watched, as it is counted on each in host mode: watch one layer.
  *   Multicast copies are each forwarded.
  *
+ * - Fate without arrival: both the forwarded and the drop count require
+ *   the arrival interface (skb_iif) in fate_ifaces. A packet forwarded
+ *   from another interface is counted at TC egress only where egress
+ *   counting was asked for, as an egress packet (fate 0), as in host
+ *   mode. The arrival interface is the one skb_iif names: for a VLAN
+ *   subinterface or a VRF slave's VRF device, that device, not the lower
+ *   link; watch that device for ingress to get the fates.
+ *
+ * - Fragments (IPv4), counted as they arrived:
+ *   - without conntrack, fragments are forwarded as they came, each
+ *     counted. A packet that arrived whole and that the router fragments
+ *     on output is one forwarded packet, counted by its first fragment
+ *     (with that fragment's length, less than the arrival's); the later
+ *     ones, which carry IPSKB_FRAG_COMPLETE in their IPCB
+ *     (fate_router_fragment), are not counted;
+ *   - with conntrack, its defrag reassembles the fragments at prerouting,
+ *     and the datagram meets its fate as one skb. Dropped, it is counted
+ *     as the fragments it arrived in (fate_count_defrag, from the size of
+ *     the largest, which reassembly keeps). Forwarded, the router always
+ *     cuts it again at that size, so the fragments leave as they arrived:
+ *     each is counted (a packet with a conntrack entry is not checked for
+ *     IPSKB_FRAG_COMPLETE). The gap: a packet that arrived whole on a
+ *     router with conntrack and that the router fragments is counted once
+ *     per fragment, the later ones under a key without ports that no
+ *     arrival has.
+ *
  * Known gaps: with clsact (Linux < 6.6), hostflow's filter runs first on
  * its hook, so a drop by a later TC ingress filter (code 0) is reported as
  * consumed by user space, and one by a later TC egress filter is counted
- * as a drop (138) beside the forwarded count. A packet forwarded from an
- * interface hostflow does not watch is still counted forwarded where it
- * leaves (it has no arrival record).
+ * as a drop (138) beside the forwarded count.
  *
  * Drops are counted unsampled (their records say sampling 0) while
  * arrivals and forwarded packets are sampled as configured: the drop
@@ -65,6 +89,50 @@
 
 #include "flow.h"
 #include "kern.h"
+
+/* The interfaces whose arrivals hostflow counts: those with its TC
+ * ingress program (user space keeps them, in router mode only). A fate is
+ * counted, forwarded or dropped, only for a packet that arrived
+ * (skb->skb_iif, the __sk_buff's ingress_ifindex) on one of them: one
+ * that came in on another interface (the loopback, an interface hostflow
+ * does not watch or watches for egress only, a VLAN or VRF device whose
+ * lower link is the one watched) has no arrival record for its fate to
+ * end. Shared by the TC programs and the drop counter.
+ *
+ * An ifindex below FATE_IFACE_BITS is a bit of fate_iface_bits (bit i % 64
+ * of word i / 64): an array lookup the verifier inlines, on the path of
+ * every forwarded packet. Larger ones (a namespace that has created a
+ * quarter million devices) are keys of fate_ifaces. User space shrinks
+ * both to one entry without router mode. Mirrored in bpf/fate.go. */
+#define FATE_IFACE_WORDS 4096
+#define FATE_IFACE_BITS (FATE_IFACE_WORDS * 64)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FATE_IFACE_WORDS);
+} fate_iface_bits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+} fate_ifaces SEC(".maps");
+
+/* fate_watched reports whether hostflow counts the arrivals of ifindex
+ * iif. */
+static __always_inline bool fate_watched(__u32 iif)
+{
+	if (iif < FATE_IFACE_BITS) {
+		__u32 w = iif / 64;
+		__u64 *bits = bpf_map_lookup_elem(&fate_iface_bits, &w);
+		return bits && ((*bits >> (iif % 64)) & 1);
+	}
+	return bpf_map_lookup_elem(&fate_ifaces, &iif) != 0;
+}
 
 /* IANA forwardingStatus (RFC 7270). */
 #define FATE_FORWARDED 64
@@ -171,6 +239,23 @@ static __always_inline void fate_arrival_tuple(flow_id *id, unsigned long nfct)
 		if (id->dst_port == bpf_ntohs(other->src_port))
 			id->dst_port = bpf_ntohs(in->dst_port);
 	}
+}
+
+/* IPSKB_FRAG_COMPLETE (include/net/ip.h, a #define: not in the BTF, the
+ * same bit since Linux 4.x): ip_do_fragment sets it in the IPCB of the
+ * packet it cuts, and copies it into each fragment. */
+#define IPSKB_FRAG_COMPLETE_ 8
+
+/* fate_router_fragment reports whether the IPv4 packet is a fragment the
+ * router itself cut on output (kskb is the kernel's skb): its IPCB says
+ * so. At TC egress the IPCB is still there (IP output hands the skb to
+ * the device with it; struct qdisc_skb_cb overlays only its first bytes,
+ * and a TC program that writes skb->cb[3] before hostflow's would mislead
+ * this). Called for fragments only: the read is off the fast path. */
+static __always_inline bool fate_router_fragment(struct sk_buff *kskb)
+{
+	const struct inet_skb_parm *parm = (const struct inet_skb_parm *)kskb->cb;
+	return parm->flags & IPSKB_FRAG_COMPLETE_;
 }
 
 /* fate_key turns a parsed packet's key into its arrival key with fate:

@@ -24,7 +24,10 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 /* account_forwarded counts a forwarded packet (it arrived on iif) at TC
  * egress with fate 64, under its arrival key (fate.h), with the interface
- * it leaves by. */
+ * it leaves by. A packet that arrived whole and that the router fragments
+ * on output is counted once, by its first fragment (the one with the
+ * ports of its arrival key, and that fragment's length); the later ones
+ * are not counted (fate.h). */
 static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, const bool l2)
 {
 	if (sampled_out()) {
@@ -43,18 +46,27 @@ static __always_inline void account_forwarded(struct __sk_buff *skb, __u32 iif, 
 		return;
 	}
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	fate_key(&id, iif, FATE_FORWARDED, kskb->_nfct);
+	unsigned long nfct = skb_nfct(kskb);
+	/* A later fragment (offset > 0) the router cut from a packet that
+	 * arrived whole. With a conntrack entry the packet went through
+	 * conntrack's defrag: it arrived in fragments, which the router cuts
+	 * again as they were (fate.h), each counted. */
+	if (pi.later_fragment && !nfct && fate_router_fragment(kskb))
+		return;
+	fate_key(&id, iif, FATE_FORWARDED, nfct);
 	count_packet(skb, &id, &pi, skb->ifindex);
 }
 
 /* account_router counts a packet at TC egress in router mode: a packet
- * that arrived on an interface (ingress_ifindex set: it is being
- * forwarded) is counted as forwarded, under its arrival key, with the
- * interface it leaves by; local is whether the user asked for egress
- * counting on this interface: then a packet the host itself sends is
- * counted as an egress packet, as without router mode. A forwarded
- * packet is never also counted as an egress packet: its arrival record
- * and its forwarded record stand for it.
+ * that arrived on an interface whose arrivals hostflow counts
+ * (ingress_ifindex in fate_ifaces: it is being forwarded) is counted as
+ * forwarded, under its arrival key, with the interface it leaves by;
+ * local is whether the user asked for egress counting on this interface:
+ * then a packet the host itself sends, or one forwarded from an interface
+ * without an arrival record, is counted as an egress packet, as without
+ * router mode. A forwarded packet with an arrival record is never also
+ * counted as an egress packet: its arrival record and its forwarded
+ * record stand for it.
  *
  * Only the router-mode programs call it; without router mode they do
  * nothing (fate_mode prunes them, bpf_cast_to_kern_ctx with them, so
@@ -65,7 +77,7 @@ static __always_inline void account_router(struct __sk_buff *skb, const bool l2,
 	if (!fate_mode)
 		return;
 	__u32 iif = skb->ingress_ifindex;
-	if (iif != 0)
+	if (iif != 0 && fate_watched(iif))
 		account_forwarded(skb, iif, l2);
 	else if (local)
 		account(skb, 1, l2, true);

@@ -33,6 +33,9 @@ struct net_device {
 
 struct sk_buff {
 	struct net_device *dev;
+	/* The layer's control buffer: IPCB(skb), a struct inet_skb_parm,
+	 * from IP receive to the driver. */
+	char cb[48];
 	unsigned long _nfct;
 	unsigned int len;
 	int skb_iif;
@@ -43,6 +46,11 @@ struct sk_buff {
 	unsigned int end;
 	unsigned char *head;
 	unsigned char *data;
+};
+
+struct inet_skb_parm {
+	__u16 flags;
+	__u16 frag_max_size;
 };
 
 struct skb_shared_info {
@@ -84,5 +92,16 @@ struct nf_conn {
 };
 
 #pragma clang attribute pop
+
+/* skb_nfct returns skb->_nfct, the packet's conntrack entry and ctinfo,
+ * or 0 (no entry) on a kernel built without conntrack, whose sk_buff has
+ * no such field: the check is a constant at load, so the read is pruned
+ * there and the programs still load. */
+static __always_inline unsigned long skb_nfct(const struct sk_buff *skb)
+{
+	if (!bpf_core_field_exists(skb->_nfct))
+		return 0;
+	return skb->_nfct;
+}
 
 #endif

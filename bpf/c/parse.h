@@ -52,6 +52,8 @@ struct packet_info {
 	 * length); 0 when it declares none (IPv6 jumbograms, BIG TCP). */
 	__u32 ip_len;
 	__u16 tcp_flags;
+	/* An IPv4 fragment other than the first (offset > 0). */
+	__u8 later_fragment;
 };
 
 /* Fixed transport header sizes: TCP 20 bytes (RFC 9293), UDP and UDP-Lite
@@ -155,8 +157,10 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id 
 	 * IP header is payload and must never be read as ports. Such fragments
 	 * are keyed by addresses and protocol with ports 0. */
 	__u16 frag_off = (((__u16)h[6] << 8) | h[7]) & 0x1fff;
-	if (frag_off != 0)
+	if (frag_off != 0) {
+		pi->later_fragment = 1;
 		return PARSE_OK;
+	}
 	return parse_l4(skb, off + ihl, end, h[9], id, pi);
 }
 

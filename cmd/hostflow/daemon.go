@@ -215,6 +215,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 				"the forwarding status is a route lookup at export time, and packets a firewall drops are reported forwarded",
 				"needs", "Linux 6.3, the tc capture and no sampling", "err", fateErr)
 		}
+		if f, ok := d.fetcher.(interface{ FateNAT() bool }); d.fates && ok && !f.FateNAT() {
+			log.Warn("router mode: no conntrack in the kernel's BTF at load (nf_conntrack not loaded?): the fates of NATed packets are counted under their translated addresses, their arrivals reported consumed", "fix", "load nf_conntrack before hostflow")
+		}
 		// Opened here, in the namespace hostflow observes: its route
 		// and conntrack lookups stay there.
 		if d.enricher, err = router.New(router.Options{Conntrack: conntrackModes[cfg.Conntrack], Fates: d.fates, Log: log}); err != nil {
