@@ -214,6 +214,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		d.srv = srv
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
+	if err := dropStartupText(); err != nil {
+		log.Warn("startup text stays mapped", "err", err)
+	}
 	return d.loop(ctx, hup)
 }
 
