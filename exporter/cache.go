@@ -97,7 +97,7 @@ type CacheStats struct {
 //   - lack of resources (5): pushed out of a full cache by a new flow.
 //
 // Memory is bounded by MaxFlows and follows the number of flows: flows
-// live in a table of their own (see flowTable), about 100 bytes each,
+// live in a table of their own (see flowTable), about 90 bytes each,
 // without pointers for the garbage collector to scan; records pushed out
 // of a full cache wait in a list that the caller empties (TakePending) as
 // often as it likes.
@@ -159,10 +159,10 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 		return
 	}
 	t := &c.flows
-	h := t.hash(&id)
-	if i, _ := t.find(&id, h); i != none {
-		e := t.at(i)
-		e.m.Accumulate(m)
+	p := probeOf(&id)
+	h := t.hash(&p)
+	if i, _ := t.find(&p, h); i != none {
+		t.at(i).accumulate(m)
 		t.moveToFront(i)
 		return
 	}
@@ -171,7 +171,7 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 		c.pending = append(c.pending, c.record(t.at(old), EndLackOfResources, c.clock.Now(), c.clock.Monotonic()))
 		t.remove(old)
 	}
-	t.insert(&id, h, m)
+	t.insert(&p, h, m)
 }
 
 // Pending returns how many records of flows pushed out for lack of room
@@ -209,7 +209,7 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 	for i := t.tail; i != none; {
 		e := t.at(i)
 		prev := e.prev
-		if reason := c.ended(&e.m, e.id.TransportProtocol, uint64(mono)); reason != 0 {
+		if reason := c.ended(e, uint64(mono)); reason != 0 {
 			buf = c.emitTo(buf, c.record(e, reason, wall, mono), emit)
 			t.remove(i)
 		}
@@ -227,14 +227,14 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 
 // ended returns why the flow m ended at monotonic time now, or 0 if it has
 // not. A TCP end wins over the timeouts: it says what really happened.
-func (c *Cache) ended(m *bpf.NetFlowMetrics, proto uint8, now uint64) EndReason {
+func (c *Cache) ended(e *entry, now uint64) EndReason {
 	since := func(t uint64, d time.Duration) bool { return now >= t && now-t >= uint64(d) }
 	switch {
-	case proto == protoTCP && m.Flags&(tcpFIN|tcpRST) != 0 && since(m.EndMonoTimeTs, c.cfg.TCPEndGrace):
+	case e.k.rest.proto == protoTCP && e.flags&(tcpFIN|tcpRST) != 0 && since(e.end, c.cfg.TCPEndGrace):
 		return EndOfFlowDetected
-	case since(m.EndMonoTimeTs, c.cfg.IdleTimeout):
+	case since(e.end, c.cfg.IdleTimeout):
 		return EndIdleTimeout
-	case since(m.StartMonoTimeTs, c.cfg.ActiveTimeout):
+	case since(e.start, c.cfg.ActiveTimeout):
 		return EndActiveTimeout
 	}
 	return 0
@@ -300,14 +300,14 @@ func (c *Cache) Stats() CacheStats {
 func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Duration) Flow {
 	c.stats.Exported[reason]++
 	return Flow{
-		Key:       KeyOf(e.id),
-		Packets:   e.m.Packets,
-		Bytes:     e.m.Bytes,
-		Start:     bpf.MonoToTime(e.m.StartMonoTimeTs, wall, mono),
-		End:       bpf.MonoToTime(e.m.EndMonoTimeTs, wall, mono),
-		TCPFlags:  e.m.Flags,
+		Key:       KeyOf(c.flows.idOf(e)),
+		Packets:   e.packets,
+		Bytes:     e.bytes,
+		Start:     bpf.MonoToTime(e.start, wall, mono),
+		End:       bpf.MonoToTime(e.end, wall, mono),
+		TCPFlags:  e.flags,
 		EndReason: reason,
 
-		SamplingInterval: e.m.Sampling,
+		SamplingInterval: e.sampling,
 	}
 }

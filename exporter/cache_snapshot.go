@@ -22,8 +22,8 @@ func (c *Cache) Totals() (packets, bytes uint64) {
 	t := &c.flows
 	for i := t.head; i != none; i = t.at(i).next {
 		e := t.at(i)
-		packets += e.m.Packets
-		bytes += e.m.Bytes
+		packets += e.packets
+		bytes += e.bytes
 	}
 	return packets, bytes
 }
