@@ -3,6 +3,7 @@ package exporter
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hostflow/hostflow/bpf"
@@ -107,6 +108,9 @@ type Cache struct {
 	flows   flowTable
 	pending []Flow // pushed out while adding (lack of resources)
 	stats   CacheStats
+	// nextEnd is a lower bound of when a cached flow can end, on the
+	// monotonic clock (ns): exact after Expire, lowered by every add.
+	nextEnd uint64
 }
 
 // NewCache returns an empty cache.
@@ -118,7 +122,7 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 		cfg.TCPEndGrace = DefaultTCPEndGrace
 	}
 	cfg.TCPEndGrace = min(cfg.TCPEndGrace, cfg.IdleTimeout)
-	return &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows)}, nil
+	return &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows), nextEnd: math.MaxUint64}, nil
 }
 
 // Add merges the per-CPU values of one flow into the cache.
@@ -162,7 +166,9 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	p := probeOf(&id)
 	h := t.hash(&p)
 	if i, _ := t.find(&p, h); i != none {
-		t.at(i).accumulate(m)
+		e := t.at(i)
+		e.accumulate(m)
+		c.nextEnd = min(c.nextEnd, c.endsAt(e))
 		t.moveToFront(i)
 		return
 	}
@@ -172,6 +178,7 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 		t.remove(old)
 	}
 	t.insert(&p, h, m)
+	c.nextEnd = min(c.nextEnd, c.endsAt(t.at(t.head)))
 }
 
 // Pending returns how many records of flows pushed out for lack of room
@@ -206,12 +213,15 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 	c.drainPending(&buf, emit)
 	t := &c.flows
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
+	c.nextEnd = math.MaxUint64
 	for i := t.tail; i != none; {
 		e := t.at(i)
 		prev := e.prev
 		if reason := c.ended(e, uint64(mono)); reason != 0 {
 			buf = c.emitTo(buf, c.record(e, reason, wall, mono), emit)
 			t.remove(i)
+		} else {
+			c.nextEnd = min(c.nextEnd, c.endsAt(e))
 		}
 		i = prev
 	}
@@ -240,6 +250,37 @@ func (c *Cache) ended(e *entry, now uint64) EndReason {
 	return 0
 }
 
+// endsAt is when flow e ends (see ended) unless more packets come: the
+// earliest of its deadlines, on the monotonic clock.
+func (c *Cache) endsAt(e *entry) uint64 {
+	idle := c.cfg.IdleTimeout
+	if e.k.rest.proto == protoTCP && e.flags&(tcpFIN|tcpRST) != 0 {
+		idle = c.cfg.TCPEndGrace // never above IdleTimeout
+	}
+	return min(sat(e.end, idle), sat(e.start, c.cfg.ActiveTimeout))
+}
+
+// sat is t + d, saturated.
+func sat(t uint64, d time.Duration) uint64 {
+	if t > math.MaxUint64-uint64(d) {
+		return math.MaxUint64
+	}
+	return t + uint64(d)
+}
+
+// NextEnd returns the monotonic time before which Expire has nothing to
+// export, given that every packet counted before lastRead (monotonic) has
+// been added: the earliest time a cached flow ends, or one counted after
+// lastRead (at least the TCP end grace after lastRead, as a new flow may
+// be a TCP flow already closing). A poll before it needs neither to read
+// the kernel's counts nor to call Expire: no record would leave earlier.
+// It leaves out the records of flows pushed out for lack of room
+// (Pending), which are due at once.
+func (c *Cache) NextEnd(lastRead time.Duration) time.Duration {
+	next := min(c.nextEnd, sat(uint64(max(lastRead, 0)), c.cfg.TCPEndGrace))
+	return time.Duration(min(next, math.MaxInt64))
+}
+
 // Flush appends every cached flow to out with flowEndReason forced end, as
 // at shutdown, and empties the cache.
 func (c *Cache) Flush(out []Flow) []Flow {
@@ -263,6 +304,7 @@ func (c *Cache) FlushBatches(buf []Flow, emit func([]Flow)) {
 		emit(buf)
 	}
 	t.reset()
+	c.nextEnd = math.MaxUint64
 }
 
 // drainPending moves the pending records into batches.

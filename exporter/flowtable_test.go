@@ -118,12 +118,14 @@ func TestCacheKeysDistinct(t *testing.T) {
 	}
 }
 
-// A random sequence of adds (IPv4 and IPv6 flows, a cache that overflows)
-// and expiries loses no packet and merges no two flows: what the records
-// and the cache hold per key is what was added.
+// A random sequence of adds (IPv4 and IPv6 flows, closing TCP flows, a
+// cache that overflows) and expiries loses no packet and merges no two
+// flows: what the records and the cache hold per key is what was added.
+// No flow ends before NextEnd.
 func FuzzCacheTable(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 0x81, 0x82, 0xff, 4, 5, 0x84})
 	f.Add([]byte{0xff, 0xff, 1, 1, 1, 0x80, 0x80, 0x80})
+	f.Add([]byte{0x41, 0xff, 0xff, 0x41, 0xff, 0xff, 0xff, 2, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		clk := newFakeClock()
 		c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: 3 * time.Second, MaxFlows: 8}, clk)
@@ -136,16 +138,27 @@ func FuzzCacheTable(f *testing.F) {
 		}
 		for i, op := range ops {
 			if op == 0xff {
+				// Every packet so far was added: lastRead is now.
+				next := c.NextEnd(clk.mono)
 				clk.advance(time.Second)
-				take(c.Expire(nil))
+				pending := c.Pending()
+				out := c.Expire(nil)
+				if clk.mono < next && len(out) != pending {
+					t.Fatalf("at %v, before NextEnd %v, Expire exported %d records, %d of them pending", clk.mono, next, len(out), pending)
+				}
+				take(out)
 				continue
 			}
 			id := key(uint16(op & 0x1f))
 			if op&0x80 != 0 {
 				id = v6key(uint16(op & 0x1f))
 			}
-			id.Tos = op >> 5 & 3
+			id.Tos = op >> 5 & 1
 			m := pkt(uint64(i%5+1), 60, clk.mono, clk.mono)
+			if op&0x40 != 0 {
+				id.TransportProtocol = protoTCP
+				m.Flags = tcpFIN
+			}
 			c.AddOne(id, &m)
 			added[KeyOf(id)] += m.Packets
 			if c.Len() > 8 {
@@ -160,4 +173,54 @@ func FuzzCacheTable(f *testing.F) {
 			t.Fatalf("%d IPv6 address pairs allocated for at most 8 flows", c.flows.addrs.used)
 		}
 	})
+}
+
+// NextEnd is the earliest deadline of a cached flow, or the TCP end grace
+// after the last read when that comes first.
+func TestCacheNextEnd(t *testing.T) {
+	const s = time.Second
+	cfg := CacheConfig{ActiveTimeout: 60 * s, IdleTimeout: 15 * s, TCPEndGrace: 2 * s, MaxFlows: 100}
+	type add struct {
+		port       uint16
+		tcpFIN     bool
+		start, end time.Duration // after the clock's start
+	}
+	for _, tc := range []struct {
+		name     string
+		adds     []add
+		expireAt time.Duration // 0: no Expire
+		lastRead time.Duration
+		want     time.Duration
+	}{
+		{name: "empty", lastRead: 10 * s, want: 12 * s},
+		{name: "udp idle", adds: []add{{1, false, 0, 3 * s}}, lastRead: 0, want: 2 * s},
+		{name: "udp idle after the grace", adds: []add{{1, false, 0, 3 * s}}, lastRead: 17 * s, want: 18 * s},
+		{name: "udp active", adds: []add{{1, false, 0, 50 * s}}, lastRead: 60 * s, want: 60 * s},
+		{name: "tcp closing", adds: []add{{1, true, 0, 5 * s}, {2, false, 0, 5 * s}}, lastRead: 6 * s, want: 7 * s},
+		{name: "tcp closing first", adds: []add{{1, true, 0, 4 * s}, {2, false, 0, 5 * s}}, lastRead: 6 * s, want: 6 * s},
+		{name: "earliest of several", adds: []add{{1, false, 0, 9 * s}, {2, false, 0, 4 * s}, {3, false, 0, 7 * s}}, lastRead: 30 * s, want: 19 * s},
+		{name: "exact after expire", adds: []add{{1, false, 0, 1 * s}, {2, false, 0, 8 * s}}, expireAt: 17 * s, lastRead: 30 * s, want: 23 * s},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			t0 := clk.mono
+			c := mustCache(t, cfg, clk)
+			for _, a := range tc.adds {
+				id := key(a.port)
+				m := pkt(1, 60, t0+a.start, t0+a.end)
+				if a.tcpFIN {
+					id.TransportProtocol = protoTCP
+					m.Flags = tcpFIN
+				}
+				c.AddOne(id, &m)
+			}
+			if tc.expireAt != 0 {
+				clk.mono = t0 + tc.expireAt
+				c.Expire(nil)
+			}
+			if got := c.NextEnd(t0+tc.lastRead) - t0; got != tc.want {
+				t.Errorf("NextEnd %v after the start, want %v", got, tc.want)
+			}
+		})
+	}
 }
