@@ -36,7 +36,7 @@ if [ -n "${BASE:-}" ]; then
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	git archive "$BASE" | tar -x -C "$tmp"
-	(cd "$tmp" && go build -o "$tmp/hostflow" ./cmd/hostflow)
+	(cd "$tmp" && CGO_ENABLED=0 go build -o "$tmp/hostflow" ./cmd/hostflow) # static, as the tree's daemon
 	run "BASE $BASE ($(git rev-parse --short "$BASE"))" "$tmp/hostflow"
 fi
 run "this tree ($(git rev-parse --short HEAD)$(git diff --quiet || echo +changes))" ""

@@ -3,6 +3,7 @@ package exporter
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hostflow/hostflow/bpf"
@@ -123,7 +124,7 @@ type CacheStats struct {
 //   - lack of resources (5): pushed out of a full cache by a new flow.
 //
 // Memory is bounded by MaxFlows and follows the number of flows: flows
-// live in a table of their own (see flowTable), about 100 bytes each,
+// live in a table of their own (see flowTable), about 90 bytes each,
 // without pointers for the garbage collector to scan; records pushed out
 // of a full cache wait in a list that the caller empties (TakePending) as
 // often as it likes.
@@ -136,6 +137,9 @@ type Cache struct {
 	// fates is the router mode's arrival bookkeeping; nil unless
 	// CacheConfig.Fates.
 	fates *fateTable
+	// nextEnd is a lower bound of when a cached flow can end, on the
+	// monotonic clock (ns): exact after Expire, lowered by every add.
+	nextEnd uint64
 }
 
 // NewCache returns an empty cache.
@@ -150,7 +154,7 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 	if cfg.FateHold == 0 {
 		cfg.FateHold = DefaultFateHold
 	}
-	c := &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows)}
+	c := &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows), nextEnd: math.MaxUint64}
 	if cfg.Fates {
 		c.fates = newFateTable(cfg.FateHold)
 	}
@@ -210,10 +214,12 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 		}
 	}
 	t := &c.flows
-	h := t.hash(&id)
-	if i, _ := t.find(&id, h); i != none {
+	p := probeOf(&id)
+	h := t.hash(&p)
+	if i, _ := t.find(&p, h); i != none {
 		e := t.at(i)
-		e.m.Accumulate(m)
+		e.accumulate(m)
+		c.nextEnd = min(c.nextEnd, c.endsAt(e))
 		t.moveToFront(i)
 		return
 	}
@@ -222,7 +228,8 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 		c.pending = append(c.pending, c.record(t.at(old), EndLackOfResources, c.clock.Now(), c.clock.Monotonic()))
 		t.remove(old)
 	}
-	t.insert(&id, h, m)
+	t.insert(&p, h, m)
+	c.nextEnd = min(c.nextEnd, c.endsAt(t.at(t.head)))
 }
 
 // Poll marks the end of a poll interval. With CacheConfig.Fates, it
@@ -282,12 +289,15 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 	c.drainPending(&buf, emit)
 	t := &c.flows
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
+	c.nextEnd = math.MaxUint64
 	for i := t.tail; i != none; {
 		e := t.at(i)
 		prev := e.prev
-		if reason := c.ended(&e.m, e.id.TransportProtocol, uint64(mono)); reason != 0 {
+		if reason := c.ended(e, uint64(mono)); reason != 0 {
 			buf = c.emitTo(buf, c.record(e, reason, wall, mono), emit)
 			t.remove(i)
+		} else {
+			c.nextEnd = min(c.nextEnd, c.endsAt(e))
 		}
 		i = prev
 	}
@@ -303,17 +313,48 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 
 // ended returns why the flow m ended at monotonic time now, or 0 if it has
 // not. A TCP end wins over the timeouts: it says what really happened.
-func (c *Cache) ended(m *bpf.NetFlowMetrics, proto uint8, now uint64) EndReason {
+func (c *Cache) ended(e *entry, now uint64) EndReason {
 	since := func(t uint64, d time.Duration) bool { return now >= t && now-t >= uint64(d) }
 	switch {
-	case proto == protoTCP && m.Flags&(tcpFIN|tcpRST) != 0 && since(m.EndMonoTimeTs, c.cfg.TCPEndGrace):
+	case e.k.rest.proto == protoTCP && e.flags&(tcpFIN|tcpRST) != 0 && since(e.end, c.cfg.TCPEndGrace):
 		return EndOfFlowDetected
-	case since(m.EndMonoTimeTs, c.cfg.IdleTimeout):
+	case since(e.end, c.cfg.IdleTimeout):
 		return EndIdleTimeout
-	case since(m.StartMonoTimeTs, c.cfg.ActiveTimeout):
+	case since(e.start, c.cfg.ActiveTimeout):
 		return EndActiveTimeout
 	}
 	return 0
+}
+
+// endsAt is when flow e ends (see ended) unless more packets come: the
+// earliest of its deadlines, on the monotonic clock.
+func (c *Cache) endsAt(e *entry) uint64 {
+	idle := c.cfg.IdleTimeout
+	if e.k.rest.proto == protoTCP && e.flags&(tcpFIN|tcpRST) != 0 {
+		idle = c.cfg.TCPEndGrace // never above IdleTimeout
+	}
+	return min(sat(e.end, idle), sat(e.start, c.cfg.ActiveTimeout))
+}
+
+// sat is t + d, saturated.
+func sat(t uint64, d time.Duration) uint64 {
+	if t > math.MaxUint64-uint64(d) {
+		return math.MaxUint64
+	}
+	return t + uint64(d)
+}
+
+// NextEnd returns the monotonic time before which Expire has nothing to
+// export, given that every packet counted before lastRead (monotonic) has
+// been added: the earliest time a cached flow ends, or one counted after
+// lastRead (at least the TCP end grace after lastRead, as a new flow may
+// be a TCP flow already closing). A poll before it needs neither to read
+// the kernel's counts nor to call Expire: no record would leave earlier.
+// It leaves out the records of flows pushed out for lack of room
+// (Pending), which are due at once.
+func (c *Cache) NextEnd(lastRead time.Duration) time.Duration {
+	next := min(c.nextEnd, sat(uint64(max(lastRead, 0)), c.cfg.TCPEndGrace))
+	return time.Duration(min(next, math.MaxInt64))
 }
 
 // Flush appends every cached flow to out with flowEndReason forced end, as
@@ -356,6 +397,7 @@ func (c *Cache) ForceBatches(buf []Flow, emit func([]Flow)) {
 		emit(buf)
 	}
 	t.reset()
+	c.nextEnd = math.MaxUint64
 }
 
 // drainPending moves the pending records into batches.
@@ -400,21 +442,21 @@ func (c *Cache) Stats() CacheStats {
 func (c *Cache) record(e *entry, reason EndReason, wall time.Time, mono time.Duration) Flow {
 	c.stats.Exported[reason]++
 	var out uint32
-	if e.id.Fate == FateForwarded {
-		out = e.m.OutIfIndex
+	if e.k.rest.fate == FateForwarded {
+		out = e.outIf
 	}
 	return Flow{
-		Key:       KeyOf(e.id),
-		Packets:   e.m.Packets,
-		Bytes:     e.m.Bytes,
-		Start:     bpf.MonoToTime(e.m.StartMonoTimeTs, wall, mono),
-		End:       bpf.MonoToTime(e.m.EndMonoTimeTs, wall, mono),
-		TCPFlags:  e.m.Flags,
+		Key:       KeyOf(c.flows.idOf(e)),
+		Packets:   e.packets,
+		Bytes:     e.bytes,
+		Start:     bpf.MonoToTime(e.start, wall, mono),
+		End:       bpf.MonoToTime(e.end, wall, mono),
+		TCPFlags:  e.flags,
 		EndReason: reason,
 
-		SamplingInterval: e.m.Sampling,
+		SamplingInterval: e.sampling,
 
-		ForwardingStatus: e.id.Fate,
+		ForwardingStatus: e.k.rest.fate,
 		EgressIfIndex:    out,
 	}
 }

@@ -24,8 +24,8 @@ func (c *Cache) Totals() (packets, bytes uint64) {
 	t := &c.flows
 	for i := t.head; i != none; i = t.at(i).next {
 		e := t.at(i)
-		packets += e.m.Packets
-		bytes += e.m.Bytes
+		packets += e.packets
+		bytes += e.bytes
 	}
 	if c.fates != nil {
 		p, b := c.fates.unreported()

@@ -8,21 +8,56 @@ import (
 	"github.com/hostflow/hostflow/bpf"
 )
 
-// entry is one cached flow. Entries form a doubly linked list, by index,
-// in the order their flows were last seen, most recent at the head, so the
-// least recently seen flow is found in O(1) when the cache is full. An
-// entry holds no pointer: the garbage collector never scans the table.
+// entry is one cached flow: its key in the cache's compact form (ckey)
+// and its metrics, every field of bpf.NetFlowMetrics the cache reports (not
+// the kernel's epoch nor padding). 80 bytes for any flow; a wide (IPv6)
+// flow's addresses take 32 more in the table's addrPool. Entries form a
+// doubly linked list, by index, in the order their flows were last seen,
+// most recent at the head, so the least recently seen flow is found in
+// O(1) when the cache is full. An entry holds no pointer: the garbage
+// collector never scans the table.
 type entry struct {
-	id         bpf.NetFlowId
-	m          bpf.NetFlowMetrics
-	prev, next int32 // none at the ends; next links the free list
+	k               ckey
+	packets, bytes  uint64
+	start, end      uint64 // CLOCK_MONOTONIC ns
+	sampling, outIf uint32
+	flags           uint16
+	fam             uint8
+	prev, next      int32 // none at the ends; next links the free list
+}
+
+// metrics returns the entry's metrics.
+func (e *entry) metrics() bpf.NetFlowMetrics {
+	return bpf.NetFlowMetrics{
+		Packets:         e.packets,
+		Bytes:           e.bytes,
+		StartMonoTimeTs: e.start,
+		EndMonoTimeTs:   e.end,
+		Flags:           e.flags,
+		Sampling:        e.sampling,
+		OutIfIndex:      e.outIf,
+	}
+}
+
+// setMetrics stores m in the entry.
+func (e *entry) setMetrics(m *bpf.NetFlowMetrics) {
+	e.packets, e.bytes = m.Packets, m.Bytes
+	e.start, e.end = m.StartMonoTimeTs, m.EndMonoTimeTs
+	e.flags, e.sampling, e.outIf = m.Flags, m.Sampling, m.OutIfIndex
+}
+
+// accumulate merges m into the entry (bpf.NetFlowMetrics.Accumulate).
+func (e *entry) accumulate(m *bpf.NetFlowMetrics) {
+	cur := e.metrics()
+	cur.Accumulate(m)
+	e.setMetrics(&cur)
 }
 
 // none is the null entry index.
 const none = int32(-1)
 
 // chunkShift sets the size of the blocks entries are allocated in: 4096
-// entries, 384 KiB. Memory grows with the number of flows, a block at a
+// entries, 320 KiB. Memory grows with the number of flows, a block at a
 // time, up to the cache's bound, and is never moved.
 const (
 	chunkShift = 12
@@ -42,7 +77,7 @@ const minSlots = 1 << 10
 // garbage collector scans.
 //
 // Its memory is bounded by max: at most max entries (rounded up to a
-// block) of 96 bytes and an index of at most 2*max rounded up to a power
+// block) of 80 bytes (and 32 more per IPv6 flow) and an index of at most 2*max rounded up to a power
 // of two, 4 bytes a slot. The hash is seeded at random: flow keys are
 // chosen by whoever sends packets, who must not be able to make them
 // collide.
@@ -56,6 +91,7 @@ type flowTable struct {
 	mask       uint64
 	maxSlots   int
 	seed       [4]uint64
+	addrs      addrPool // wide flows' addresses
 }
 
 func newFlowTable(max int) flowTable {
@@ -74,6 +110,7 @@ func newFlowTable(max int) flowTable {
 // reset empties the table and lets go of its memory.
 func (t *flowTable) reset() {
 	t.chunks = nil
+	t.addrs = addrPool{}
 	t.used, t.free, t.n = 0, none, 0
 	t.head, t.tail = none, none
 	t.index = make([]uint32, minSlots)
@@ -90,36 +127,32 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// hash hashes every field of the key. A field added to the key and not
-// here only makes more keys share a hash: equality decides.
-func (t *flowTable) hash(id *bpf.NetFlowId) uint64 {
-	le := binary.LittleEndian
-	h := mix(le.Uint64(id.SrcIp[0:8])^t.seed[0], le.Uint64(id.SrcIp[8:16])^t.seed[1])
-	h = mix(h^le.Uint64(id.DstIp[0:8]), le.Uint64(id.DstIp[8:16])^t.seed[2])
-	// The ToS shares bits with the ethertype, which has two values.
-	w := uint64(id.IfIndex) | (uint64(id.EthProtocol)^uint64(id.Tos))<<32 | uint64(id.SrcPort)<<48
-	x := uint64(id.DstPort) | uint64(id.VlanId)<<16 | uint64(id.TransportProtocol)<<32 |
-		uint64(id.Direction)<<40 | uint64(id.IcmpType)<<48 | uint64(id.IcmpCode)<<56
-	return mix(h^w^t.seed[3], x^t.seed[0])
-}
-
-// find returns the entry of id (none if absent) and its index slot (or
+// find returns the entry of p (none if absent) and its index slot (or
 // the empty slot where it would go).
-func (t *flowTable) find(id *bpf.NetFlowId, h uint64) (int32, uint64) {
+func (t *flowTable) find(p *probe, h uint64) (int32, uint64) {
 	for s := h & t.mask; ; s = (s + 1) & t.mask {
 		v := t.index[s]
 		if v == 0 {
 			return none, s
 		}
-		if t.at(int32(v-1)).id == *id {
+		if t.matches(t.at(int32(v-1)), p) {
 			return int32(v - 1), s
 		}
 	}
 }
 
+// emptySlot returns the first empty index slot from hash h on.
+func (t *flowTable) emptySlot(h uint64) uint64 {
+	s := h & t.mask
+	for t.index[s] != 0 {
+		s = (s + 1) & t.mask
+	}
+	return s
+}
+
 // slotOf returns the index slot that points to entry i.
 func (t *flowTable) slotOf(i int32) uint64 {
-	for s := t.hash(&t.at(i).id) & t.mask; ; s = (s + 1) & t.mask {
+	for s := t.entryHash(t.at(i)) & t.mask; ; s = (s + 1) & t.mask {
 		if t.index[s] == uint32(i)+1 {
 			return s
 		}
@@ -127,15 +160,18 @@ func (t *flowTable) slotOf(i int32) uint64 {
 }
 
 // insert adds a flow that is not in the table, at the head of the list.
-func (t *flowTable) insert(id *bpf.NetFlowId, h uint64, m *bpf.NetFlowMetrics) {
+func (t *flowTable) insert(p *probe, h uint64, m *bpf.NetFlowMetrics) {
 	if 2*(t.n+1) > len(t.index) && len(t.index) < t.maxSlots {
 		t.grow()
 	}
 	i := t.alloc()
 	e := t.at(i)
-	e.id, e.m = *id, *m
-	_, s := t.find(id, h)
-	t.index[s] = uint32(i) + 1
+	e.k, e.fam = p.k, p.fam
+	if p.fam == famWide {
+		binary.LittleEndian.PutUint32(e.k.addr[:4], t.addrs.put(p.src, p.dst))
+	}
+	e.setMetrics(m)
+	t.index[t.emptySlot(h)] = uint32(i) + 1
 	t.n++
 	t.pushFront(i)
 }
@@ -158,8 +194,7 @@ func (t *flowTable) grow() {
 	t.index = make([]uint32, 2*len(t.index))
 	t.mask = uint64(len(t.index) - 1)
 	for i := t.head; i != none; i = t.at(i).next {
-		_, s := t.find(&t.at(i).id, t.hash(&t.at(i).id))
-		t.index[s] = uint32(i) + 1
+		t.index[t.emptySlot(t.entryHash(t.at(i)))] = uint32(i) + 1
 	}
 }
 
@@ -169,7 +204,7 @@ func (t *flowTable) remove(i int32) {
 	// Backward-shift deletion: move up every following entry of the
 	// cluster whose home slot is not between the hole and itself.
 	for j := (s + 1) & t.mask; t.index[j] != 0; j = (j + 1) & t.mask {
-		home := t.hash(&t.at(int32(t.index[j]-1)).id) & t.mask
+		home := t.entryHash(t.at(int32(t.index[j]-1))) & t.mask
 		if (j-home)&t.mask >= (j-s)&t.mask {
 			t.index[s] = t.index[j]
 			s = j
@@ -178,6 +213,9 @@ func (t *flowTable) remove(i int32) {
 	t.index[s] = 0
 	t.unlink(i)
 	e := t.at(i)
+	if e.fam == famWide {
+		t.addrs.release(e.poolIndex())
+	}
 	*e = entry{next: t.free}
 	t.free = i
 	t.n--

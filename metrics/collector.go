@@ -12,9 +12,9 @@ var (
 	descBytes = prometheus.NewDesc("hostflow_bytes_total",
 		"IP bytes in exported flow records.", nil, nil)
 	descObservedPackets = prometheus.NewDesc("hostflow_observed_packets_total",
-		"Packets the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.", nil, nil)
+		"Packets the eBPF programs counted, read from the kernel by the polls: seen, not yet necessarily exported.", nil, nil)
 	descObservedBytes = prometheus.NewDesc("hostflow_observed_bytes_total",
-		"IP bytes the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.", nil, nil)
+		"IP bytes the eBPF programs counted, read from the kernel by the polls: seen, not yet necessarily exported.", nil, nil)
 	descActive = prometheus.NewDesc("hostflow_flows_active",
 		"Flows in the user-space cache.", nil, nil)
 	descExported = prometheus.NewDesc("hostflow_flows_exported_total",

@@ -114,10 +114,10 @@ hostflow_kernel_ringbuf_full_total 2
 # HELP hostflow_kernel_sampled_out_total Packets skipped by sampling.
 # TYPE hostflow_kernel_sampled_out_total counter
 hostflow_kernel_sampled_out_total 6
-# HELP hostflow_observed_bytes_total IP bytes the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.
+# HELP hostflow_observed_bytes_total IP bytes the eBPF programs counted, read from the kernel by the polls: seen, not yet necessarily exported.
 # TYPE hostflow_observed_bytes_total counter
 hostflow_observed_bytes_total 1300
-# HELP hostflow_observed_packets_total Packets the eBPF programs counted, read from the kernel at each poll: seen, not yet necessarily exported.
+# HELP hostflow_observed_packets_total Packets the eBPF programs counted, read from the kernel by the polls: seen, not yet necessarily exported.
 # TYPE hostflow_observed_packets_total counter
 hostflow_observed_packets_total 12
 # HELP hostflow_packets_total Packets in exported flow records.

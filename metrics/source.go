@@ -20,8 +20,9 @@ type FlowStats struct {
 	// Packets and Bytes sum the exported flow records.
 	Packets, Bytes uint64
 	// ObservedPackets and ObservedBytes sum what the kernel counted, as
-	// read at each poll (and from the ring buffer): they grow within a
-	// poll interval of the traffic, before any flow ends.
+	// the polls read it (and the ring buffer): they grow within a poll
+	// interval plus the TCP end grace of the traffic (a poll skips the
+	// read while no record could leave), before any flow ends.
 	ObservedPackets, ObservedBytes uint64
 	// Active is the number of flows in the cache.
 	Active int

@@ -48,6 +48,14 @@ type daemon struct {
 	// drains early, at most every earlyDrainInterval (lastDrain).
 	full      chan struct{}
 	lastDrain time.Time
+	// lastRead is when the last drain that succeeded began, on the
+	// monotonic clock (mono, or CLOCK_MONOTONIC if nil): every packet
+	// counted before it is in the cache (see poll).
+	lastRead time.Duration
+	mono     func() time.Duration
+	// readEveryPoll makes every poll read (tests that step the loop by
+	// its drains).
+	readEveryPoll bool
 
 	// fates is set in router mode when the fetcher counts each packet's
 	// fate: the cache derives consumed packets and the enricher keeps
@@ -246,6 +254,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, args []string, hup <-cha
 		d.srv = srv
 		log.Info("serving metrics", "addr", srv.Addr().String(), "path", "/metrics")
 	}
+	if err := dropStartupText(); err != nil {
+		log.Warn("startup text stays mapped", "err", err)
+	}
 	return d.loop(ctx, hup)
 }
 
@@ -416,8 +427,6 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			}
 		case <-d.tick.C:
 			d.poll()
-			d.expire()
-			d.updateActive()
 		case <-hup:
 			d.reload()
 			if recv != nil {
@@ -479,25 +488,57 @@ func (d *daemon) addDirect(r bpf.Record) {
 
 func (d *daemon) drain() {
 	d.lastDrain = time.Now()
+	start := d.monotonic()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++
 		d.mu.Unlock()
 		d.log.Error("read kernel flows", "err", err)
+		return
 	}
+	d.lastRead = start
 }
 
-// poll is the drain of each poll interval, which ends the interval for
-// the cache: in router mode with fates, the arrivals read at least the
-// fate hold (cacheConfig) before settle then, and the arrivals read
-// since the last poll start their hold (exporter.Cache.Poll). The other
-// drains (early ones, control commands) do not end an interval: their
-// arrivals start their hold at the next poll, later than they were read,
-// never earlier.
+// readSlack covers the kernel's coarse clock: a packet counted just after
+// a read began may be stamped up to a tick or two (at most 10 ms each)
+// before it.
+const readSlack = 50 * time.Millisecond
+
+// poll runs at each poll interval: it reads what the kernel counted and
+// exports the flows that ended. Reading 100k flows costs about a tenth of
+// a CPU-second, so a poll skips it when no record could leave yet: before
+// the cache's NextEnd, no cached flow has reached a timeout, and a flow
+// counted since the last read reaches none sooner than the TCP end grace
+// after it. Records leave at the same polls as if every poll read; the
+// observed counts (hostflow_observed_*) lag by up to that grace.
+//
+// In router mode with fates every poll reads: the poll also ends the
+// interval for the cache (exporter.Cache.Poll): the arrivals read at
+// least the fate hold (cacheConfig) before settle then, and the arrivals
+// read since the last poll start their hold. The other drains (early
+// ones, control commands) do not end an interval: their arrivals start
+// their hold at the next poll, later than they were read, never earlier.
 func (d *daemon) poll() {
+	if !d.readEveryPoll && !d.fates && d.monotonic() < d.cache.NextEnd(d.lastRead-readSlack) {
+		if d.cache.Pending() > 0 { // pushed out: due now
+			d.expire()
+		}
+		d.updateActive()
+		return
+	}
 	d.drain()
 	d.cache.Poll()
 	d.exportPushedOut()
+	d.expire()
+	d.updateActive()
+}
+
+// monotonic reads the daemon's monotonic clock.
+func (d *daemon) monotonic() time.Duration {
+	if d.mono != nil {
+		return d.mono()
+	}
+	return exporter.SystemClock{}.Monotonic()
 }
 
 // updateActive publishes the cache's gauges and counters for /metrics.

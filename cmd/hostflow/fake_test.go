@@ -161,12 +161,15 @@ func (f *fakeFetcher) Close() error {
 }
 
 // testDaemon is a daemon on a fakeFetcher, with no link following, the
-// configuration of args and its sinks built.
+// configuration of args and its sinks built. Its polls read the fetcher
+// every time: these tests step the loop by its drains
+// (TestDaemonPollSkipsNeedlessReads tests the skipping).
 func testDaemon(t *testing.T, f *fakeFetcher, args ...string) *daemon {
 	t.Helper()
 	cfg := sinkConfig(t, args...)
 	d := &daemon{args: append([]string{"--config", "/dev/null"}, args...), stdout: io.Discard,
-		log: slog.New(slog.DiscardHandler), level: new(slog.LevelVar), notify: newNotifier(), cfg: cfg, fetcher: f}
+		log: slog.New(slog.DiscardHandler), level: new(slog.LevelVar), notify: newNotifier(), cfg: cfg, fetcher: f,
+		readEveryPoll: true}
 	sinks, _, _, err := buildSinks(cfg, nil, d.sinkEnv())
 	if err != nil {
 		t.Fatal(err)
