@@ -94,7 +94,8 @@ func TestDaemonRouterFates(t *testing.T) {
 	arrival := bpf.NetFlowId{EthProtocol: 0x0800, TransportProtocol: 17, SrcPort: 1, DstPort: 2, IfIndex: 2,
 		SrcIp: [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 18, 15: 2}, DstIp: [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 19, 15: 2}}
 	withFate := func(fate uint8) bpf.NetFlowId { id := arrival; id.Fate = fate; return id }
-	now := uint64(time.Second)
+	// Stamped now, on the cache's clock: a poll also expires flows.
+	now := uint64(exporter.SystemClock{}.Monotonic())
 	m := func(packets uint64, out uint32) []bpf.NetFlowMetrics {
 		return []bpf.NetFlowMetrics{{Packets: packets, Bytes: packets * 100, StartMonoTimeTs: now, EndMonoTimeTs: now, OutIfIndex: out}}
 	}

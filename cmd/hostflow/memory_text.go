@@ -17,13 +17,28 @@ type textMapping struct {
 	start, end uintptr
 }
 
-// readOnlyExeMappings returns the mappings of /proc/self/maps (read from r)
-// that map the file exe without write permission. Writable mappings (the
-// data and bss segments) hold the program's state and are never listed.
+// readOnlyExeMappings returns the mappings of /proc/self/smaps (or maps;
+// read from r) that map the file exe without write permission and hold no
+// anonymous pages. Writable mappings (the data and bss segments) hold the
+// program's state and are never listed; neither is a read-only one with
+// anonymous (copied on write) pages, such as the relocated read-only data
+// of a position-independent executable (RELRO): dropping those pages
+// would lose what was written to them, not just reread the file.
 func readOnlyExeMappings(r io.Reader, exe string) ([]textMapping, error) {
 	var out []textMapping
+	// last is whether out's last mapping is the one smaps' attribute
+	// lines now describe.
+	last := false
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
+		if key, val, ok := smapsAttr(sc.Bytes()); ok {
+			if last && string(key) == "Anonymous" && !bytes.Equal(bytes.TrimSpace(val), []byte("0 kB")) {
+				out = out[:len(out)-1]
+				last = false
+			}
+			continue
+		}
+		last = false
 		// start-end perms offset dev inode path; the path may hold
 		// spaces (" (deleted)" when the file was replaced).
 		line := sc.Bytes()
@@ -57,11 +72,21 @@ func readOnlyExeMappings(r io.Reader, exe string) ([]textMapping, error) {
 			return nil, fmt.Errorf("parse mapping %q: bad end", sc.Text())
 		}
 		out = append(out, textMapping{start: uintptr(start), end: uintptr(end)})
+		last = true
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mappings: %w", err)
 	}
 	return out, nil
+}
+
+// smapsAttr splits an attribute line of /proc/self/smaps ("Anonymous:
+// 0 kB", "VmFlags: rd ex"): its first field ends with a colon, which a
+// mapping's range never does.
+func smapsAttr(line []byte) (key, val []byte, ok bool) {
+	field, rest, _ := bytes.Cut(bytes.TrimLeft(line, " \t"), []byte(" "))
+	key, ok = bytes.CutSuffix(field, []byte(":"))
+	return key, rest, ok && len(key) > 0
 }
 
 // dropStartupText unmaps from the process the pages of its executable's
@@ -72,7 +97,7 @@ func dropStartupText() error {
 	if err != nil {
 		return fmt.Errorf("drop startup text: %w", err)
 	}
-	f, err := os.Open("/proc/self/maps")
+	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return fmt.Errorf("drop startup text: %w", err)
 	}

@@ -105,3 +105,33 @@ func TestDropStartupText(t *testing.T) {
 		t.Errorf("resident %d kB after, %d before: nothing dropped", after, before)
 	}
 }
+
+// A read-only mapping of the executable with anonymous pages (relocated
+// RELRO data of a PIE, written before it was made read-only) is never
+// dropped: its pages are not the file's.
+func TestReadOnlyExeMappingsSkipsAnonymous(t *testing.T) {
+	const exe = "/usr/sbin/hostflow"
+	smaps := strings.Join([]string{
+		"00400000-00a1e000 r-xp 00000000 fe:01 123 /usr/sbin/hostflow",
+		"Size:               6264 kB",
+		"Rss:                4000 kB",
+		"Anonymous:             0 kB",
+		"VmFlags: rd ex mr mw me",
+		"00a1e000-010a7000 r--p 0061e000 fe:01 123 /usr/sbin/hostflow",
+		"Size:               6692 kB",
+		"Anonymous:            84 kB",
+		"VmFlags: rd mr mw me",
+		"010a7000-010b0000 r--p 00ca7000 fe:01 123 /usr/sbin/hostflow",
+		"Anonymous:             0 kB",
+		"010b0000-0114c000 rw-p 00cb0000 fe:01 123 /usr/sbin/hostflow",
+		"Anonymous:           300 kB",
+	}, "\n") + "\n"
+	got, err := readOnlyExeMappings(strings.NewReader(smaps), exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []textMapping{{0x400000, 0xa1e000}, {0x10a7000, 0x10b0000}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("got %x, want %x", got, want)
+	}
+}

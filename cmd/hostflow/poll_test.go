@@ -55,19 +55,19 @@ func (k *simKernel) Drain(fn func(bpf.NetFlowId, []bpf.NetFlowMetrics)) error {
 	return nil
 }
 
-// recordSink keeps "time: key packets reason" of every record.
-type recordSink struct {
+// lineSink keeps "time: key packets reason" of every record.
+type lineSink struct {
 	clk  *simClock
 	recs []string
 }
 
-func (s *recordSink) Export(flows []exporter.Flow) error {
+func (s *lineSink) Export(flows []exporter.Flow) error {
 	for _, f := range flows {
 		s.recs = append(s.recs, fmt.Sprintf("%v: %v %d pkts reason %d", s.clk.now, f.Key, f.Packets, f.EndReason))
 	}
 	return nil
 }
-func (s *recordSink) Close() error { return nil }
+func (s *lineSink) Close() error { return nil }
 
 // A poll that skips the read (nothing could end yet) exports the same
 // records at the same polls as one that reads every time, and reads
@@ -109,7 +109,7 @@ func TestDaemonPollSkipsNeedlessReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		k := &simKernel{clk: clk, packets: packets}
-		sink := &recordSink{clk: clk}
+		sink := &lineSink{clk: clk}
 		d := &daemon{log: slog.New(slog.DiscardHandler), cache: cache, fetcher: k, sinks: sinkSet{{sink: sink}}, mono: clk.Monotonic}
 		for tick := 1; tick <= 120; tick++ {
 			clk.now = t0 + time.Duration(tick)*s
