@@ -20,8 +20,9 @@ import (
 // into a network namespace of its own. Its value is the inode number of the
 // namespace the process was started in, which the private one must differ
 // from. Processes the tests start (fuzz workers, helper processes) inherit
-// it, run in the same private namespace and are not moved again.
-const PrivateNetnsEnv = "HOSTFLOW_TEST_PARENT_NETNS"
+// it, run in the same private namespace and are not moved again. (Not
+// HOSTFLOW_*: the daemon's configuration rejects unknown variables there.)
+const PrivateNetnsEnv = "HF_TEST_PARENT_NETNS"
 
 // RunInPrivateNetns runs the package's tests in a network namespace of
 // their own, so that their sockets on 127.0.0.1, [::1] and localhost never

@@ -64,7 +64,7 @@ func TestPrivateNetns(t *testing.T) {
 }
 
 // helperEnv makes TestPrivateNetnsHelper do something instead of skipping.
-const helperEnv = "HOSTFLOW_TESTUTIL_HELPER"
+const helperEnv = "HF_TESTUTIL_HELPER"
 
 // TestPrivateNetnsHelper is the test the child binaries of
 // TestRunInPrivateNetnsChild run: it prints its namespace and fails when
