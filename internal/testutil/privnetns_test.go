@@ -1,14 +1,19 @@
 package testutil
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) { RunInPrivateNetns(m) }
@@ -79,9 +84,26 @@ func TestPrivateNetnsHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("helper netns %d parent %s", ino, os.Getenv(PrivateNetnsEnv))
-	if what == "fail" {
+	switch what {
+	case "fail":
 		t.Fatal("helper fails as asked")
+	case "hang":
+		fmt.Println("helper ready")
+		time.Sleep(30 * time.Second)
+		t.Fatal("helper not interrupted")
 	}
+}
+
+// environWithoutMarker is the environment go test gives a test binary:
+// this one's without PrivateNetnsEnv.
+func environWithoutMarker() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, PrivateNetnsEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // TestRunInPrivateNetnsChild runs this test binary again without the
@@ -96,12 +118,7 @@ func TestRunInPrivateNetnsChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, PrivateNetnsEnv+"=") {
-			env = append(env, kv)
-		}
-	}
+	env := environWithoutMarker()
 	for _, tc := range []struct {
 		what     string
 		wantCode int
@@ -145,12 +162,7 @@ func TestRunInPrivateNetnsRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, PrivateNetnsEnv+"=") {
-			env = append(env, kv)
-		}
-	}
+	env := environWithoutMarker()
 	script := `echo 0 > /proc/sys/user/max_user_namespaces || exit 99
 exec setpriv --inh-caps=-all --bounding-set=-sys_admin -- "$0" -test.run='^TestPrivateNetnsHelper$' -test.v`
 	cmd := exec.Command("unshare", "--user", "--map-root-user", "sh", "-c", script, exe)
@@ -170,5 +182,55 @@ exec setpriv --inh-caps=-all --bounding-set=-sys_admin -- "$0" -test.run='^TestP
 	}
 	if ee.ExitCode() != 1 || strings.Contains(string(out), "helper netns") {
 		t.Errorf("exit %d, want 1 without running the tests; output:\n%s", ee.ExitCode(), out)
+	}
+}
+
+// TestRunInPrivateNetnsForwardsSignals sends SIGQUIT, what go test sends a
+// test binary that overran its timeout, to a test binary that runs its
+// tests in a child: the child's goroutines must be dumped (they show the
+// hanging test), and the binary must end.
+func TestRunInPrivateNetnsForwardsSignals(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, "-test.run=^TestPrivateNetnsHelper$", "-test.v", "-test.count=1")
+	cmd.Env = append(environWithoutMarker(), helperEnv+"=hang")
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	stop := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
+	defer stop.Stop()
+	var out strings.Builder
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if sc.Text() == "helper ready" {
+			if err := cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	rest, _ := io.ReadAll(r)
+	out.Write(rest)
+	err = cmd.Wait()
+	if !strings.Contains(out.String(), "helper ready") {
+		t.Fatalf("helper never ready; output:\n%s", out.String())
+	}
+	if err == nil || strings.Contains(out.String(), "helper not interrupted") {
+		t.Errorf("exit %v after SIGQUIT, want a failure before the helper's end", err)
+	}
+	// The dump comes from the child, whose main goroutine is in the test,
+	// not from the parent waiting for it.
+	if !strings.Contains(out.String(), "SIGQUIT") || !strings.Contains(out.String(), "testutil.TestPrivateNetnsHelper(") {
+		t.Errorf("no goroutine dump of the hanging test; output:\n%s", out.String())
 	}
 }
