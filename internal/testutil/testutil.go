@@ -1,6 +1,8 @@
 // Package testutil holds helpers for tests that need the kernel: a privilege
 // check that skips (or, under CI=true, fails) when BPF programs cannot be
-// loaded, and throwaway network namespaces with veth pairs.
+// loaded, throwaway network namespaces with veth pairs, and
+// RunInPrivateNetns, which runs a whole test binary in a network namespace
+// of its own.
 //
 // Nothing here ever touches the host's own network namespace except to
 // create and delete namespaces named hf-bpftest-*: links, addresses and
