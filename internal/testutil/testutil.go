@@ -157,6 +157,11 @@ func (ns *Netns) Handle() (netns.NsHandle, error) {
 	return netns.GetFromName(ns.Name)
 }
 
+// ErrDoExited is Do's error when fn ended its goroutine instead of
+// returning (t.Fatal, t.Skip or runtime.Goexit inside fn): fn must report
+// failures through its error.
+var ErrDoExited = errors.New("netns: the function given to Do ended its goroutine (t.Fatal inside Do?) instead of returning")
+
 // Do runs fn on an OS thread switched into the namespace, so that netlink
 // calls, sockets and ifindex look-ups in fn act there. The thread is never
 // handed back to the Go scheduler if it could not be switched back: it dies
@@ -181,7 +186,18 @@ func (ns *Netns) Do(fn func() error) error {
 			errc <- fmt.Errorf("enter netns %s: %w", ns.Name, err)
 			return
 		}
+		// fn may end its goroutine (runtime.Goexit: a t.Fatal, which
+		// belongs on the test's own goroutine): report it instead of
+		// leaving the caller waiting forever. The thread, still in the
+		// namespace, stays locked and is dropped.
+		returned := false
+		defer func() {
+			if !returned {
+				errc <- ErrDoExited
+			}
+		}()
 		ferr := fn()
+		returned = true
 		if err := netns.Set(orig); err != nil {
 			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", ns.Name, err))
 			return // thread stays locked in the namespace and is dropped

@@ -1,9 +1,12 @@
 package testutil
 
 import (
+	"errors"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // recordingTB records Skipf and Fatalf instead of stopping the goroutine.
@@ -57,6 +60,25 @@ func TestNetnsDo(t *testing.T) {
 	out := ns.IP(t, "-o", "link", "show")
 	if !strings.Contains(out, "lo:") || strings.Count(out, "\n") != 1 {
 		t.Fatalf("new namespace should hold only lo, has:\n%s", out)
+	}
+}
+
+// A function given to Do that ends its goroutine (t.Fatal inside Do) makes
+// Do return ErrDoExited instead of hanging.
+func TestNetnsDoGoexit(t *testing.T) {
+	ns := NewNetns(t)
+	done := make(chan error, 1)
+	go func() { done <- ns.Do(func() error { runtime.Goexit(); return nil }) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDoExited) {
+			t.Fatalf("Do: %v, want ErrDoExited", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Do still waiting 10 s after its function ended its goroutine")
+	}
+	if err := ns.Do(func() error { return nil }); err != nil {
+		t.Fatalf("Do after: %v", err)
 	}
 }
 
