@@ -114,6 +114,7 @@ func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 		ifs:             cfg.Interfaces,
 		now:             cfg.Now,
 		log:             cfg.Logger,
+		padFull:         true,
 	}); err != nil {
 		return nil, err
 	}

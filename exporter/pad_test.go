@@ -1,0 +1,155 @@
+package exporter
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
+)
+
+// gsoCapture captures messages like captureWriter and reports GSO as a
+// UDPWriter with GSO does.
+type gsoCapture struct {
+	captureWriter
+	gso bool
+	// ends holds len(msgs) after each export.
+	ends []int
+}
+
+func (g *gsoCapture) GSO() bool { return g.gso }
+
+// padExports exports each batch of flows in turn to a fresh IPFIX
+// exporter of max-byte messages on w, noting where each export ends.
+func padExports(t *testing.T, w *gsoCapture, max int, batches ...[]Flow) {
+	t.Helper()
+	clk := &ipfixClock{testEpoch}
+	e := newTestIPFIX(t, w, clk, max)
+	for _, b := range batches {
+		if err := e.Export(b); err != nil {
+			t.Fatal(err)
+		}
+		w.ends = append(w.ends, len(w.msgs))
+		clk.now = clk.now.Add(time.Second)
+	}
+}
+
+var padCases = []struct {
+	name    string
+	max     int
+	batches [][]Flow
+}{
+	{"benchmark 256 flows", 1400, [][]Flow{randomFlows(256, 2), randomFlows(256, 2)}},
+	{"1000 flows", 1400, [][]Flow{randomFlows(1000, 7)}},
+	{"small messages", 600, [][]Flow{randomFlows(300, 11), randomFlows(40, 12)}},
+	{"odd size", 1203, [][]Flow{append(sampleFlows(), randomFlows(500, 13)...)}},
+	{"one template", 1400, [][]Flow{slices.Repeat(sampleFlows()[:1], 100)}},
+	{"one message", 1400, [][]Flow{randomFlows(5, 14)}},
+}
+
+// TestIPFIXPadEqualLengths: for a writer with GSO, every message of an
+// export but the last is exactly max bytes, so the export is one GSO run.
+func TestIPFIXPadEqualLengths(t *testing.T) {
+	for _, tc := range padCases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &gsoCapture{gso: true}
+			padExports(t, w, tc.max, tc.batches...)
+			from := 0
+			for x, end := range w.ends {
+				for i := from; i < end-1; i++ {
+					if len(w.msgs[i]) != tc.max {
+						t.Errorf("export %d: message %d of %d is %d bytes, want %d", x, i-from, end-from, len(w.msgs[i]), tc.max)
+					}
+				}
+				if l := len(w.msgs[end-1]); l > tc.max {
+					t.Errorf("export %d: last message is %d bytes, over %d", x, l, tc.max)
+				}
+				from = end
+			}
+		})
+	}
+}
+
+// TestIPFIXPadDecodes: padded messages decode, with the reference decoder
+// (strict RFC 7011 framing: padding zero and shorter than a record;
+// go-ipfix's field decoding) and with goflow2's, to exactly the records
+// of the same export unpadded; padded or not, messages carry the same
+// records in the same order. Without GSO nothing is padded.
+func TestIPFIXPadDecodes(t *testing.T) {
+	for _, tc := range padCases {
+		t.Run(tc.name, func(t *testing.T) {
+			padded := &gsoCapture{gso: true}
+			padExports(t, padded, tc.max, tc.batches...)
+			plain := &gsoCapture{gso: false}
+			padExports(t, plain, tc.max, tc.batches...)
+			if len(padded.msgs) != len(plain.msgs) {
+				t.Fatalf("%d messages padded, %d plain", len(padded.msgs), len(plain.msgs))
+			}
+			dp, du := decodeAll(t, padded.msgs), decodeAll(t, plain.msgs)
+			pad, want := 0, 0
+			for i := range dp {
+				pad += dp[i].Padding
+				if du[i].Padding != 0 {
+					t.Errorf("message %d: %d padding octets without GSO", i, du[i].Padding)
+				}
+				if !slices.EqualFunc(dp[i].Records, du[i].Records, sameRecord) {
+					t.Errorf("message %d: padded records differ from plain", i)
+				}
+				if int(dp[i].Length)-len(plain.msgs[i]) != dp[i].Padding {
+					t.Errorf("message %d: %d bytes longer padded, %d padding octets", i, int(dp[i].Length)-len(plain.msgs[i]), dp[i].Padding)
+				}
+			}
+			for _, b := range tc.batches {
+				want += len(b)
+			}
+			if got := len(records(dp)); got != want {
+				t.Errorf("reference decoder: %d records, want %d", got, want)
+			}
+			if got := goflow2Records(t, padded.msgs); got != want {
+				t.Errorf("goflow2: %d records, want %d", got, want)
+			}
+			if len(padded.msgs) > len(tc.batches) && pad == 0 {
+				t.Errorf("no padding in %d messages", len(padded.msgs))
+			}
+		})
+	}
+}
+
+func sameRecord(a, b decodedRecord) bool {
+	if a.TemplateID != b.TemplateID || len(a.Uints) != len(b.Uints) || len(a.Addrs) != len(b.Addrs) {
+		return false
+	}
+	for k, v := range a.Uints {
+		if b.Uints[k] != v {
+			return false
+		}
+	}
+	for k, v := range a.Addrs {
+		if b.Addrs[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// goflow2Records decodes msgs with goflow2's IPFIX decoder and counts the
+// data records.
+func goflow2Records(t *testing.T, msgs [][]byte) int {
+	t.Helper()
+	ts := netflow.CreateTemplateSystem()
+	n := 0
+	for i, msg := range msgs {
+		var v9 netflow.NFv9Packet
+		var p netflow.IPFIXPacket
+		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(msg), ts, &v9, &p); err != nil {
+			t.Fatalf("goflow2: message %d: %v", i, err)
+		}
+		for _, fs := range p.FlowSets {
+			if ds, ok := fs.(netflow.DataFlowSet); ok {
+				n += len(ds.Records)
+			}
+		}
+	}
+	return n
+}
