@@ -64,7 +64,7 @@ type encoderConfig struct {
 	mono func() time.Duration
 	log  *slog.Logger
 	// padFull lets the encoder pad full messages to max for a writer
-	// with UDP GSO (IPFIX only; see padMessage).
+	// with UDP GSO (IPFIX with PadForGSO only; see padMessage).
 	padFull bool
 }
 
@@ -136,7 +136,7 @@ type encoder struct {
 	msgFlows    uint32 // flow records
 	msgTemplate bool
 	setStart    int // offset of the open set's header, -1 if none
-	// padFull is set for IPFIX, whose sets may end in padding; padding
+	// padFull is set for IPFIX with PadForGSO; padding
 	// is set for an export whose writer sends equal-length messages in
 	// one UDP GSO send (see padMessage). padSets are the flow data sets
 	// of the message, if padding.

@@ -23,10 +23,15 @@ import "encoding/binary"
 // sets get none. If the flow data sets cannot take the whole gap, the
 // message stays as it is: it ends a GSO run, nothing else.
 //
-// Only IPFIX pads, and only for a writer that reports GSO (UDPWriter's
-// GSO method): without GSO (no batching, NoGSO, a route that refused it)
-// and over TCP, TLS or SCTP, message lengths cost nothing and padding
-// would only add bytes. NetFlow v9 is left as it is.
+// Only IPFIX pads, only if IPFIXConfig.PadForGSO asks for it, and only
+// for a writer that reports GSO (UDPWriter's GSO method): without GSO
+// (no batching, NoGSO, a route that refused it) and over TCP, TLS or
+// SCTP, message lengths cost nothing and padding would only add bytes.
+// NetFlow v9 is left as it is. It is off by default because nfcapd
+// (nfdump 1.7) takes any padding of 4 octets or more for a record: it
+// stores every real record but logs an error for each padded set.
+// goflow2, pmacct's nfacctd and Wireshark decode padded messages
+// cleanly (TestIPFIXPadDecodes, TestPeerNfacctd, TestTsharkPadded).
 
 // gsoWriter is a writer that sends runs of equal-length messages
 // cheaper: a UDPWriter.

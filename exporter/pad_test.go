@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"bytes"
+	"encoding/binary"
 	"slices"
 	"testing"
 	"time"
@@ -22,10 +23,13 @@ func (g *gsoCapture) GSO() bool { return g.gso }
 
 // padExports exports each batch of flows in turn to a fresh IPFIX
 // exporter of max-byte messages on w, noting where each export ends.
-func padExports(t *testing.T, w *gsoCapture, max int, batches ...[]Flow) {
+func padExports(t *testing.T, w *gsoCapture, pad bool, max int, batches ...[]Flow) {
 	t.Helper()
 	clk := &ipfixClock{testEpoch}
-	e := newTestIPFIX(t, w, clk, max)
+	e, err := NewIPFIX(IPFIXConfig{Writer: w, ObservationDomainID: 42, MaxMessageSize: max, Now: clk.Now, PadForGSO: pad})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, b := range batches {
 		if err := e.Export(b); err != nil {
 			t.Fatal(err)
@@ -54,7 +58,7 @@ func TestIPFIXPadEqualLengths(t *testing.T) {
 	for _, tc := range padCases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &gsoCapture{gso: true}
-			padExports(t, w, tc.max, tc.batches...)
+			padExports(t, w, true, tc.max, tc.batches...)
 			from := 0
 			for x, end := range w.ends {
 				for i := from; i < end-1; i++ {
@@ -75,16 +79,23 @@ func TestIPFIXPadEqualLengths(t *testing.T) {
 // (strict RFC 7011 framing: padding zero and shorter than a record;
 // go-ipfix's field decoding) and with goflow2's, to exactly the records
 // of the same export unpadded; padded or not, messages carry the same
-// records in the same order. Without GSO nothing is padded.
+// records in the same order. Without GSO, or without PadForGSO, nothing
+// is padded.
 func TestIPFIXPadDecodes(t *testing.T) {
 	for _, tc := range padCases {
 		t.Run(tc.name, func(t *testing.T) {
 			padded := &gsoCapture{gso: true}
-			padExports(t, padded, tc.max, tc.batches...)
+			padExports(t, padded, true, tc.max, tc.batches...)
 			plain := &gsoCapture{gso: false}
-			padExports(t, plain, tc.max, tc.batches...)
+			padExports(t, plain, true, tc.max, tc.batches...)
 			if len(padded.msgs) != len(plain.msgs) {
 				t.Fatalf("%d messages padded, %d plain", len(padded.msgs), len(plain.msgs))
+			}
+			// PadForGSO off (the default): no padding, GSO or not.
+			off := &gsoCapture{gso: true}
+			padExports(t, off, false, tc.max, tc.batches...)
+			if !slices.EqualFunc(off.msgs, plain.msgs, bytes.Equal) {
+				t.Errorf("PadForGSO off: messages differ from those without GSO")
 			}
 			dp, du := decodeAll(t, padded.msgs), decodeAll(t, plain.msgs)
 			pad, want := 0, 0
@@ -152,4 +163,28 @@ func goflow2Records(t *testing.T, msgs [][]byte) int {
 		}
 	}
 	return n
+}
+
+// paddedMessages reports whether any data set of msgs ends in padding:
+// its length, less the header, is no whole number of its records
+// (templates of the default set only; options sets are never padded).
+func paddedMessages(t *testing.T, msgs [][]byte) bool {
+	t.Helper()
+	lens := map[uint16]int{}
+	for _, ct := range newTestIPFIX(t, &captureWriter{}, &ipfixClock{testEpoch}, 0).compiled {
+		lens[ct.t.ID] = ct.recLen
+	}
+	for _, m := range msgs {
+		for o := 16; o+4 <= len(m); {
+			id, l := binary.BigEndian.Uint16(m[o:]), int(binary.BigEndian.Uint16(m[o+2:]))
+			if r := lens[id]; r > 0 && (l-4)%r != 0 {
+				return true
+			}
+			if l < 4 {
+				break
+			}
+			o += l
+		}
+	}
+	return false
 }
