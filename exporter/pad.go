@@ -28,10 +28,11 @@ import "encoding/binary"
 // (no batching, NoGSO, a route that refused it) and over TCP, TLS or
 // SCTP, message lengths cost nothing and padding would only add bytes.
 // NetFlow v9 is left as it is. It is off by default because nfcapd
-// (nfdump 1.7) takes any padding of 4 octets or more for a record: it
-// stores every real record but logs an error for each padded set.
-// goflow2, pmacct's nfacctd and Wireshark decode padded messages
-// cleanly (TestIPFIXPadDecodes, TestPeerNfacctd, TestTsharkPadded).
+// (nfdump 1.7.1) tries to read the padding as another record: it stores
+// every real record but logs an error for each padded set. goflow2,
+// pmacct's nfacctd, libfixbuf and Wireshark decode padded messages
+// cleanly (TestIPFIXPadDecodes, TestPeerNfacctd, TestTshark,
+// TestIPFIXDump).
 
 // gsoWriter is a writer that sends runs of equal-length messages
 // cheaper: a UDPWriter.
