@@ -188,3 +188,67 @@ func paddedMessages(t *testing.T, msgs [][]byte) bool {
 	}
 	return false
 }
+
+// FuzzIPFIXPad exports random flows padded and plain and requires the
+// same records from the reference decoder (strict padding checks) and
+// from goflow2, and every message of an export but the last to be max
+// bytes unless its flow data sets cannot take the gap (each fewer octets
+// than its record).
+func FuzzIPFIXPad(f *testing.F) {
+	f.Add(uint16(256), uint64(2), uint16(1400))
+	f.Add(uint16(40), uint64(5), uint16(600))
+	f.Add(uint16(900), uint64(9), uint16(1203))
+	f.Fuzz(func(t *testing.T, n uint16, seed uint64, max uint16) {
+		n %= 2000
+		max = 600 + max%1500
+		flows := randomFlows(int(n), seed)
+		padded, plain := &gsoCapture{gso: true}, &gsoCapture{gso: false}
+		padExports(t, padded, true, int(max), flows)
+		padExports(t, plain, true, int(max), flows)
+		if len(padded.msgs) != len(plain.msgs) {
+			t.Fatalf("%d messages padded, %d plain", len(padded.msgs), len(plain.msgs))
+		}
+		dp, du := decodeAll(t, padded.msgs), decodeAll(t, plain.msgs)
+		lens := map[uint16]int{}
+		for _, ct := range newTestIPFIX(t, &captureWriter{}, &ipfixClock{testEpoch}, 0).compiled {
+			lens[ct.t.ID] = ct.recLen
+		}
+		for i := range dp {
+			if !slices.EqualFunc(dp[i].Records, du[i].Records, sameRecord) {
+				t.Fatalf("message %d: padded records differ from plain", i)
+			}
+			if i == len(dp)-1 || len(padded.msgs[i]) == int(max) {
+				continue
+			}
+			room := 0
+			for _, id := range setIDs(plain.msgs[i]) {
+				if r := lens[id]; r > 0 {
+					room += r - 1
+				}
+			}
+			if gap := int(max) - len(plain.msgs[i]); gap <= room {
+				t.Fatalf("message %d of %d: %d bytes, gap %d fits the sets' %d octets of padding room", i, len(dp), len(padded.msgs[i]), gap, room)
+			}
+		}
+		if got := len(records(dp)); got != len(flows) {
+			t.Fatalf("reference decoder: %d records, want %d", got, len(flows))
+		}
+		if got := goflow2Records(t, padded.msgs); got != len(flows) {
+			t.Fatalf("goflow2: %d records, want %d", got, len(flows))
+		}
+	})
+}
+
+// setIDs lists the set IDs of an IPFIX message.
+func setIDs(m []byte) []uint16 {
+	var ids []uint16
+	for o := 16; o+4 <= len(m); {
+		l := int(binary.BigEndian.Uint16(m[o+2:]))
+		ids = append(ids, binary.BigEndian.Uint16(m[o:]))
+		if l < 4 {
+			break
+		}
+		o += l
+	}
+	return ids
+}
