@@ -23,14 +23,9 @@ import (
 
 // peerMessages exports varied flows with options on, in small messages so
 // there are several, across a template and options refresh.
-func peerMessages(t *testing.T, proto templates.ExportProtocol) [][]byte {
-	t.Helper()
-	return peerMessagesPad(t, proto, false)
-}
-
-// peerMessagesPad is peerMessages, with IPFIX messages padded for GSO
-// (PadForGSO, to a writer that reports GSO) if pad.
-func peerMessagesPad(t *testing.T, proto templates.ExportProtocol, pad bool) [][]byte {
+// With pad, IPFIX messages are padded for GSO (PadForGSO, to a writer
+// that reports GSO).
+func peerMessages(t *testing.T, proto templates.ExportProtocol, pad bool) [][]byte {
 	t.Helper()
 	var w MessageWriter = &captureWriter{}
 	if pad {
@@ -132,7 +127,7 @@ func TestTshark(t *testing.T) {
 			name += "-padded"
 		}
 		t.Run(name, func(t *testing.T) {
-			msgs := peerMessagesPad(t, tc.proto, tc.pad)
+			msgs := peerMessages(t, tc.proto, tc.pad)
 			if tc.pad && !paddedMessages(t, msgs) {
 				t.Fatal("no padded message: padding untested")
 			}
@@ -179,7 +174,7 @@ func TestIPFIXDump(t *testing.T) {
 // testIPFIXDump is TestIPFIXDump, on messages padded for GSO if pad.
 func testIPFIXDump(t *testing.T, pad bool) {
 	ipfixDump := testutil.RequireTool(t, "ipfixDump")
-	msgs := peerMessagesPad(t, templates.IPFIX, pad)
+	msgs := peerMessages(t, templates.IPFIX, pad)
 	if pad && !paddedMessages(t, msgs) {
 		t.Fatal("no padded message: padding untested")
 	}
