@@ -82,8 +82,8 @@ type IPFIXConfig struct {
 	// MaxMessageSize when Writer is a UDPWriter using GSO, so that the
 	// export goes out as one GSO send (see exporter/pad.go). The padding
 	// is RFC 7011 section 3.3.1 set padding, but not every collector
-	// takes it: nfcapd (nfdump 1.7.1) tries to read the padding of
-	// these messages as another record and logs an error for every
+	// takes it: nfcapd (nfdump 1.7.1) tries to read padding of 4
+	// octets or more as another record and logs an error for every
 	// padded set (it still stores every record). goflow2, pmacct's
 	// nfacctd, libfixbuf and Wireshark decode it. Default off.
 	PadForGSO bool

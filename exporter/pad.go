@@ -28,8 +28,9 @@ import "encoding/binary"
 // (no batching, NoGSO, a route that refused it) and over TCP, TLS or
 // SCTP, message lengths cost nothing and padding would only add bytes.
 // NetFlow v9 is left as it is. It is off by default because nfcapd
-// (nfdump 1.7.1) tries to read the padding as another record: it stores
-// every real record but logs an error for each padded set. goflow2,
+// (nfdump 1.7.1) tries to read padding of 4 octets or more as another
+// record: it stores every real record but logs an error for each padded
+// set (1 to 3 octets, alignment padding, it takes silently). goflow2,
 // pmacct's nfacctd, libfixbuf and Wireshark decode padded messages
 // cleanly (TestIPFIXPadDecodes, TestPeerNfacctd, TestTshark,
 // TestIPFIXDump).
