@@ -63,6 +63,9 @@ type encoderConfig struct {
 	// on now.
 	mono func() time.Duration
 	log  *slog.Logger
+	// padFull lets the encoder pad full messages to max for a writer
+	// with UDP GSO (IPFIX with PadForGSO only; see padMessage).
+	padFull bool
 }
 
 // encoder builds and sends messages of either protocol. Encoding allocates
@@ -133,8 +136,15 @@ type encoder struct {
 	msgFlows    uint32 // flow records
 	msgTemplate bool
 	setStart    int // offset of the open set's header, -1 if none
-	setID       uint16
-	res         exportResult
+	// padFull is set for IPFIX with PadForGSO; padding
+	// is set for an export whose writer sends equal-length messages in
+	// one UDP GSO send (see padMessage). padSets are the flow data sets
+	// of the message, if padding.
+	padFull, padding bool
+	padSets          [templates.NumTemplates]padSet
+	nPadSets         int
+	setID            uint16
+	res              exportResult
 
 	messages, records, sendErrors, recordsLost atomic.Uint64
 }
@@ -187,6 +197,7 @@ func (e *encoder) init(cfg encoderConfig) error {
 		set:             cfg.set,
 		ifs:             cfg.ifs,
 		setStart:        -1,
+		padFull:         cfg.padFull,
 	}
 	for i, t := range cfg.set.Templates() {
 		c, err := compileTemplate(&cfg.set.Templates()[i], cfg.ifs)

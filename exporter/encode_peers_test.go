@@ -23,9 +23,14 @@ import (
 
 // peerMessages exports varied flows with options on, in small messages so
 // there are several, across a template and options refresh.
-func peerMessages(t *testing.T, proto templates.ExportProtocol) [][]byte {
+// With pad, IPFIX messages are padded for GSO (PadForGSO, to a writer
+// that reports GSO).
+func peerMessages(t *testing.T, proto templates.ExportProtocol, pad bool) [][]byte {
 	t.Helper()
-	w := &captureWriter{}
+	var w MessageWriter = &captureWriter{}
+	if pad {
+		w = &gsoCapture{gso: true}
+	}
 	e, clk := newOptionsExporter(t, proto, w, 640, testOptions())
 	flows := append(sampleFlows(), randomFlows(200, 21)...)
 	if err := e.Export(flows); err != nil {
@@ -35,7 +40,10 @@ func peerMessages(t *testing.T, proto templates.ExportProtocol) [][]byte {
 	if err := e.Export(flows[:50]); err != nil {
 		t.Fatal(err)
 	}
-	return w.msgs
+	if g, ok := w.(*gsoCapture); ok {
+		return g.msgs
+	}
+	return w.(*captureWriter).msgs
 }
 
 // writePcap writes msgs as UDP payloads of IPv4 packets from 192.0.2.1 to
@@ -112,9 +120,17 @@ func TestTshark(t *testing.T) {
 	for _, tc := range []struct {
 		proto templates.ExportProtocol
 		port  uint16
-	}{{templates.IPFIX, 4739}, {templates.NetFlowV9, 2055}} {
-		t.Run(tc.proto.String(), func(t *testing.T) {
-			msgs := peerMessages(t, tc.proto)
+		pad   bool
+	}{{templates.IPFIX, 4739, false}, {templates.NetFlowV9, 2055, false}, {templates.IPFIX, 4739, true}} {
+		name := tc.proto.String()
+		if tc.pad {
+			name += "-padded"
+		}
+		t.Run(name, func(t *testing.T) {
+			msgs := peerMessages(t, tc.proto, tc.pad)
+			if tc.pad && !paddedMessages(t, msgs) {
+				t.Fatal("no padded message: padding untested")
+			}
 			pcap := writePcap(t, msgs, tc.port)
 			decode := "udp.port==" + strconv.Itoa(int(tc.port)) + ",cflow"
 			verbose := runTool(t, tshark, "-r", pcap, "-d", decode, "-V", "-Y", "cflow")
@@ -146,8 +162,22 @@ func TestTshark(t *testing.T) {
 // TestIPFIXDump reads an IPFIX file (the messages back to back, RFC 5655)
 // with libfixbuf's ipfixDump and requires no warnings and every record.
 func TestIPFIXDump(t *testing.T) {
+	for _, pad := range []bool{false, true} {
+		name := "plain"
+		if pad {
+			name = "padded"
+		}
+		t.Run(name, func(t *testing.T) { testIPFIXDump(t, pad) })
+	}
+}
+
+// testIPFIXDump is TestIPFIXDump, on messages padded for GSO if pad.
+func testIPFIXDump(t *testing.T, pad bool) {
 	ipfixDump := testutil.RequireTool(t, "ipfixDump")
-	msgs := peerMessages(t, templates.IPFIX)
+	msgs := peerMessages(t, templates.IPFIX, pad)
+	if pad && !paddedMessages(t, msgs) {
+		t.Fatal("no padded message: padding untested")
+	}
 	path := filepath.Join(t.TempDir(), "export.ipfix")
 	if err := os.WriteFile(path, bytes.Join(msgs, nil), 0o644); err != nil {
 		t.Fatal(err)

@@ -78,6 +78,15 @@ type IPFIXConfig struct {
 	// Options, if set, enables options records (interface table,
 	// sampling, reliability statistics).
 	Options *OptionsConfig
+	// PadForGSO pads every full message of an export to exactly
+	// MaxMessageSize when Writer is a UDPWriter using GSO, so that the
+	// export goes out as one GSO send (see exporter/pad.go). The padding
+	// is RFC 7011 section 3.3.1 set padding, but not every collector
+	// takes it: nfcapd (nfdump 1.7.1) tries to read padding of 4
+	// octets or more as another record and logs an error for every
+	// padded set (it still stores every record). goflow2, pmacct's
+	// nfacctd, libfixbuf and Wireshark decode it. Default off.
+	PadForGSO bool
 	// Now is the clock, injected for tests. Default time.Now.
 	Now func() time.Time
 	// Logger reports send failures and recoveries. Default: discard.
@@ -114,6 +123,7 @@ func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 		ifs:             cfg.Interfaces,
 		now:             cfg.Now,
 		log:             cfg.Logger,
+		padFull:         cfg.PadForGSO,
 	}); err != nil {
 		return nil, err
 	}

@@ -173,14 +173,15 @@ func reportRates(b *testing.B, records int, cpu0 time.Duration) {
 // system calls dominate; hostflow sends its messages in batches (one
 // sendmmsg per export, flushed after it as a Collector does, runs of
 // equal-length messages in one UDP GSO send each), go-ipfix one write per
-// message; udp-mmsg is hostflow without GSO, udp-write with one write per
-// message like go-ipfix. discard compares the encoders.
+// message; udp-pad is udp with PadForGSO (each export one GSO send);
+// udp-mmsg is hostflow without GSO, udp-write with one write per message
+// like go-ipfix. discard compares the encoders.
 //
 // go-ipfix is driven the cheapest way it can be: its element and record
 // objects are made once per template and refilled per flow.
 func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 	flows := randomFlows(256, 2)
-	for _, sink := range []string{"udp", "udp-mmsg", "udp-write", "discard"} {
+	for _, sink := range []string{"udp", "udp-pad", "udp-mmsg", "udp-write", "discard"} {
 		b.Run(sink+"/hostflow", func(b *testing.B) {
 			var w MessageWriter = MessageWriterFunc(func([]byte) error { return nil })
 			var flush func() error
@@ -206,7 +207,7 @@ func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 				defer u.Close()
 				w, flush = u, u.Flush
 			}
-			e, err := NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: 1400})
+			e, err := NewIPFIX(IPFIXConfig{Writer: w, MaxMessageSize: 1400, PadForGSO: sink == "udp-pad"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -224,7 +225,7 @@ func BenchmarkEncodeHostflowVsGoIPFIX(b *testing.B) {
 			}
 			reportRates(b, b.N*len(flows), cpu0)
 		})
-		if sink == "udp-mmsg" || sink == "udp-write" {
+		if sink == "udp-pad" || sink == "udp-mmsg" || sink == "udp-write" {
 			continue
 		}
 		b.Run(sink+"/go-ipfix", func(b *testing.B) {

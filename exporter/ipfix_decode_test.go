@@ -46,6 +46,8 @@ type decodedMsg struct {
 	Templates []uint16
 	Records   []decodedRecord
 	Sets      int
+	// Padding counts the padding octets at the end of data sets.
+	Padding int
 }
 
 // decodedRecord holds the values of one data record by IANA element name.
@@ -92,11 +94,12 @@ func (c *collector) decode(msg []byte) (decodedMsg, error) {
 			}
 			m.Templates = append(m.Templates, ids...)
 		case id >= 256:
-			recs, err := c.dataSet(id, body)
+			recs, pad, err := c.dataSet(id, body)
 			if err != nil {
 				return m, err
 			}
 			m.Records = append(m.Records, recs...)
+			m.Padding += pad
 		default:
 			return m, fmt.Errorf("unexpected set id %d", id)
 		}
@@ -141,19 +144,29 @@ func (c *collector) templateSet(b []byte) ([]uint16, error) {
 	return ids, nil
 }
 
-func (c *collector) dataSet(id uint16, b []byte) ([]decodedRecord, error) {
+// dataSet decodes the records of a data set and returns them with the
+// number of padding octets after them. RFC 7011 section 3.3.1: padding
+// is zero octets, shorter than a record, and a set holds at least one
+// record.
+func (c *collector) dataSet(id uint16, b []byte) ([]decodedRecord, int, error) {
 	ies, ok := c.templates[id]
 	if !ok {
-		return nil, fmt.Errorf("data set %d before its template", id)
+		return nil, 0, fmt.Errorf("data set %d before its template", id)
 	}
 	recLen := 0
 	for _, ie := range ies {
 		recLen += int(ie.Len)
 	}
-	// The encoder does not pad, so a set is a whole number of records.
-	if recLen == 0 || len(b)%recLen != 0 {
-		return nil, fmt.Errorf("data set %d: %d bytes is not a multiple of %d", id, len(b), recLen)
+	if recLen == 0 || len(b) < recLen {
+		return nil, 0, fmt.Errorf("data set %d: %d bytes, no record of %d", id, len(b), recLen)
 	}
+	pad := len(b) % recLen
+	for i, o := range b[len(b)-pad:] {
+		if o != 0 {
+			return nil, 0, fmt.Errorf("data set %d: padding octet %d of %d is %#x, not zero", id, i, pad, o)
+		}
+	}
+	b = b[:len(b)-pad]
 	var recs []decodedRecord
 	for ; len(b) > 0; b = b[recLen:] {
 		r := decodedRecord{TemplateID: id, Uints: map[string]uint64{}, Addrs: map[string]netip.Addr{}}
@@ -161,14 +174,14 @@ func (c *collector) dataSet(id uint16, b []byte) ([]decodedRecord, error) {
 		for _, ie := range ies {
 			v, err := entities.DecodeAndCreateInfoElementWithValue(ie, b[off:off+int(ie.Len)])
 			if err != nil {
-				return nil, fmt.Errorf("data set %d: %s: %w", id, ie.Name, err)
+				return nil, 0, fmt.Errorf("data set %d: %s: %w", id, ie.Name, err)
 			}
 			off += int(ie.Len)
 			switch ie.DataType {
 			case entities.Ipv4Address, entities.Ipv6Address:
 				a, ok := netip.AddrFromSlice(v.GetIPAddressValue())
 				if !ok {
-					return nil, fmt.Errorf("data set %d: %s: bad address", id, ie.Name)
+					return nil, 0, fmt.Errorf("data set %d: %s: bad address", id, ie.Name)
 				}
 				r.Addrs[ie.Name] = a
 			case entities.Unsigned8:
@@ -180,12 +193,12 @@ func (c *collector) dataSet(id uint16, b []byte) ([]decodedRecord, error) {
 			case entities.Unsigned64, entities.DateTimeMilliseconds:
 				r.Uints[ie.Name] = v.GetUnsigned64Value()
 			default:
-				return nil, fmt.Errorf("data set %d: %s: unexpected type %d", id, ie.Name, ie.DataType)
+				return nil, 0, fmt.Errorf("data set %d: %s: unexpected type %d", id, ie.Name, ie.DataType)
 			}
 		}
 		recs = append(recs, r)
 	}
-	return recs, nil
+	return recs, pad, nil
 }
 
 // decodeAll decodes msgs in order with one collector.

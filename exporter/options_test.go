@@ -44,7 +44,9 @@ func newOptionsExporter(t testing.TB, proto templates.ExportProtocol, w MessageW
 	if proto == templates.NetFlowV9 {
 		e, err = NewNetFlow9(NetFlow9Config{Writer: w, SourceID: 42, MaxMessageSize: maxSize, Now: clk.Now, Options: opts})
 	} else {
-		e, err = NewIPFIX(IPFIXConfig{Writer: w, ObservationDomainID: 42, MaxMessageSize: maxSize, Now: clk.Now, Options: opts})
+		// A gsoCapture writer asks for padding (see pad_test.go).
+		_, pad := w.(*gsoCapture)
+		e, err = NewIPFIX(IPFIXConfig{Writer: w, ObservationDomainID: 42, MaxMessageSize: maxSize, Now: clk.Now, Options: opts, PadForGSO: pad})
 	}
 	if err != nil {
 		t.Fatal(err)

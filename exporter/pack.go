@@ -31,6 +31,10 @@ func (e *encoder) export(flows []Flow) error {
 	}
 	e.setMsgTime(now)
 	e.res = exportResult{}
+	e.padding = false
+	if g, ok := e.w.(gsoWriter); ok && e.padFull {
+		e.padding = g.GSO()
+	}
 	if !e.templatesSent || (e.refresh > 0 && now.Sub(e.lastTemplates) >= e.refresh) {
 		// Until a message carrying them is sent. If it fails, templates
 		// are due again at the next export, not at the next message:
@@ -96,6 +100,9 @@ func (e *encoder) room(id uint16, n int) {
 	if e.fits(id, n) {
 		return
 	}
+	if e.padding {
+		e.padMessage()
+	}
 	e.send()
 	e.begin(true)
 	if !e.fits(id, n) {
@@ -135,6 +142,7 @@ func (e *encoder) begin(allowTemplates bool) {
 	e.buf = e.buf[:e.wire.headerLen()]
 	e.msgRecords, e.msgFlows = 0, 0
 	e.setStart = -1
+	e.nPadSets = 0
 	t := false
 	if allowTemplates {
 		t = e.forceTemplates ||
@@ -171,7 +179,12 @@ func (e *encoder) openSet(id uint16) {
 }
 
 func (e *encoder) appendFlow(ct *compiledTemplate, f *Flow) {
-	e.openSet(ct.t.ID)
+	if e.padding && (e.setStart < 0 || e.setID != ct.t.ID) {
+		e.openSet(ct.t.ID)
+		e.notePadSet(ct.recLen)
+	} else {
+		e.openSet(ct.t.ID)
+	}
 	n := len(e.buf)
 	e.buf = e.buf[:n+ct.recLen]
 	ct.putRecord(e.buf[n:], f, e.msgOrigin)

@@ -80,7 +80,8 @@ timestamps_utc: true
 
 			now := peerClock()
 			flows := peerFlows(now)
-			exportUDP(t, ns, proto, "127.0.0.1:"+strconv.Itoa(port), now, flows)
+			// Padded IPFIX (PadForGSO): nfacctd decodes padded sets.
+			exportUDPPadded(t, ns, proto, "127.0.0.1:"+strconv.Itoa(port), now, flows)
 			recs := waitPmacct(t, out, len(flows), 15*time.Second)
 			checkPmacctLog(t, pm.output.String())
 

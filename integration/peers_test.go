@@ -81,7 +81,7 @@ func peerFlows(now time.Time) []peerFlow {
 	const (
 		fin, syn, rst, psh, ack = 0x01, 0x02, 0x04, 0x08, 0x10
 	)
-	return []peerFlow{
+	base := []peerFlow{
 		{name: "tcp4 out", proto: 6, src: a4, dst: b4, sport: 40001, dport: 443, egress: true, ifindex: 3,
 			packets: 12, bytes: 1733, flags: syn | ack | psh | fin, tos: 0xb8, start: at(1001), end: at(2345), reason: exporter.EndOfFlowDetected},
 		{name: "tcp4 in", proto: 6, src: b4, dst: a4, sport: 443, dport: 40001, egress: false, ifindex: 3,
@@ -107,6 +107,19 @@ func peerFlows(now time.Time) []peerFlow {
 		{name: "icmp6 echo reply", proto: 58, src: b6, dst: a6, icmpType: 129, egress: false, ifindex: 12,
 			packets: 6, bytes: 624, start: at(30_002), end: at(35_003), reason: exporter.EndIdleTimeout},
 	}
+	// Two more of each from other source addresses, so that each half of
+	// the fixture fills several messages: exportUDPPadded pads them.
+	flows := base
+	for v := 1; v <= 2; v++ {
+		for _, f := range base {
+			f.name = fmt.Sprintf("%s #%d", f.name, v+1)
+			for range v * 16 {
+				f.src = f.src.Next()
+			}
+			flows = append(flows, f)
+		}
+	}
+	return flows
 }
 
 // exporterFlow converts a fixture flow to what the encoders take.
@@ -179,10 +192,11 @@ func peerSinkOptions(t *testing.T, proto templates.ExportProtocol, w exporter.Me
 	)
 	switch proto {
 	case templates.IPFIX:
-		s, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: 4242, MaxMessageSize: 640,
-			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock})
+		lw, pad := w.(*lengthWriter)
+		s, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: 4242, MaxMessageSize: peerMaxMessage,
+			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock, PadForGSO: pad && lw.pad})
 	case templates.NetFlowV9:
-		s, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: 4242, MaxMessageSize: 640,
+		s, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: 4242, MaxMessageSize: peerMaxMessage,
 			TemplateRefreshMessages: refreshMessages, Options: opts, Now: clock})
 	}
 	if err != nil {
@@ -192,21 +206,60 @@ func peerSinkOptions(t *testing.T, proto templates.ExportProtocol, w exporter.Me
 	return s
 }
 
+// peerMaxMessage is the message size of the peer tests: small, so the
+// fixture takes several messages.
+const peerMaxMessage = 640
+
+// lengthWriter notes the length of each message on its way to the
+// UDPWriter (whose GSO method it keeps). With pad, peerSinkOptions turns
+// on the IPFIX encoder's PadForGSO.
+type lengthWriter struct {
+	*exporter.UDPWriter
+	pad  bool
+	lens []int
+}
+
+func (w *lengthWriter) WriteMessageRecords(msg []byte, records int) error {
+	w.lens = append(w.lens, len(msg))
+	return w.UDPWriter.WriteMessageRecords(msg, records)
+}
+
+func (w *lengthWriter) WriteMessage(msg []byte) error {
+	w.lens = append(w.lens, len(msg))
+	return w.UDPWriter.WriteMessage(msg)
+}
+
 // exportUDP exports the fixture once to addr over UDP from inside ns (or
 // the test's namespace if ns is nil), in two batches so that sequence
 // numbers run across messages and batches.
 func exportUDP(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow) exporter.ExportStats {
 	t.Helper()
-	return exportUDPOptions(t, ns, proto, addr, now, flows, peerOptions())
+	return exportUDPWith(t, ns, proto, addr, now, flows, peerOptions(), false)
+}
+
+// exportUDPPadded is exportUDP with IPFIXConfig.PadForGSO: every IPFIX
+// message of an export but the last is padded to the maximum size.
+func exportUDPPadded(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow) exporter.ExportStats {
+	t.Helper()
+	return exportUDPWith(t, ns, proto, addr, now, flows, peerOptions(), true)
 }
 
 // exportUDPOptions is exportUDP with options opts.
 func exportUDPOptions(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow, opts *exporter.OptionsConfig) exporter.ExportStats {
 	t.Helper()
+	return exportUDPWith(t, ns, proto, addr, now, flows, opts, false)
+}
+
+// exportUDPWith exports over the daemon's UDP writer (batched, GSO), with
+// options opts, padding IPFIX messages if pad.
+func exportUDPWith(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow, opts *exporter.OptionsConfig, pad bool) exporter.ExportStats {
+	t.Helper()
 	var u *exporter.UDPWriter
 	dial := func() error {
 		var err error
-		u, err = exporter.DialUDP(addr)
+		// The daemon's UDP writer: batched, with GSO, so IPFIX
+		// messages are padded to one length (exporter/pad.go).
+		u, err = exporter.NewUDPWriter(exporter.UDPConfig{Address: addr, Batch: exporter.DefaultUDPBatch})
 		return err
 	}
 	if ns != nil {
@@ -215,7 +268,11 @@ func exportUDPOptions(t *testing.T, ns *namespace, proto templates.ExportProtoco
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Close() })
-	s := peerSinkOptions(t, proto, u, now, 0, opts)
+	if pad && !u.GSO() {
+		t.Fatal("udp writer without GSO: IPFIX padding untested")
+	}
+	lw := &lengthWriter{UDPWriter: u, pad: pad}
+	s := peerSinkOptions(t, proto, lw, now, 0, opts)
 	// Options data first, in messages of their own (Export with no flows
 	// sends them when due), the way a daemon that starts with an empty
 	// cache sends them: nfdump 1.7.1 leaves options data records out of
@@ -226,13 +283,36 @@ func exportUDPOptions(t *testing.T, ns *namespace, proto templates.ExportProtoco
 	if err := s.Export(nil); err != nil {
 		t.Fatalf("export %s options: %v", proto, err)
 	}
+	if err := u.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	efs := exporterFlows(flows)
 	half := len(efs) / 2
+	padChecked := false
 	for _, batch := range [][]exporter.Flow{efs[:half], efs[half:]} {
+		lw.lens = lw.lens[:0]
 		if err := s.Export(batch); err != nil {
 			t.Fatalf("export %s: %v", proto, err)
 		}
+		if err := u.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if pad && proto == templates.IPFIX {
+			// Every message of the export but the last is padded to
+			// the maximum size: the collector decodes padded sets.
+			if len(lw.lens) >= 2 {
+				padChecked = true
+			}
+			for i, l := range lw.lens[:max(len(lw.lens)-1, 0)] {
+				if l != peerMaxMessage {
+					t.Fatalf("IPFIX message %d of %d is %d bytes, want %d (padded)", i, len(lw.lens), l, peerMaxMessage)
+				}
+			}
+		}
 		time.Sleep(20 * time.Millisecond) // no burst loss on lo
+	}
+	if pad && proto == templates.IPFIX && !padChecked {
+		t.Fatal("the fixture fit single messages: IPFIX padding untested")
 	}
 	st := s.(interface{ Stats() exporter.ExportStats }).Stats()
 	if err := s.Close(); err != nil {
