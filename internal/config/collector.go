@@ -2,19 +2,31 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
 )
 
 // Collector is one collector URL: scheme protocol+transport, then
-// host:port, e.g. ipfix+udp://127.0.0.1:4739 or ipfix+udp://[fd00::1]:4739.
+// host:port, e.g. ipfix+udp://127.0.0.1:4739 or ipfix+udp://[fd00::1]:4739,
+// then options as query parameters: ipfix+udp takes ?gso_padding=true.
 type Collector struct {
 	Protocol  Protocol
 	Transport Transport
 	Address   string // host:port
 	URL       string // as given
+	// GSOPadding pads every IPFIX message of an export but the last to
+	// the maximum message size (RFC 7011 section 3.3.1 set padding), so
+	// the export leaves in one UDP GSO send (exporter.IPFIXConfig's
+	// PadForGSO). Off unless the URL says gso_padding=true: nfcapd
+	// (nfdump 1.7.1) logs an error for every padded message.
+	GSOPadding bool
 }
+
+// ParamGSOPadding is the collector URL query parameter that sets
+// Collector.GSOPadding, for ipfix+udp collectors only.
+const ParamGSOPadding = "gso_padding"
 
 func (c Collector) String() string { return c.URL }
 
@@ -40,8 +52,8 @@ func ParseCollector(s string) (Collector, error) {
 	if u.Port() == "" || u.Hostname() == "" {
 		return Collector{}, fmt.Errorf("want %s://host:port", u.Scheme)
 	}
-	if u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
-		return Collector{}, fmt.Errorf("only %s://host:port is allowed", u.Scheme)
+	if u.Path != "" || u.User != nil || u.Fragment != "" || u.Opaque != "" {
+		return Collector{}, fmt.Errorf("only %s://host:port, then options as ?name=value, is allowed", u.Scheme)
 	}
 	p, err := parseEnum[Protocol](protocolNames, proto)
 	if err != nil {
@@ -51,5 +63,42 @@ func ParseCollector(s string) (Collector, error) {
 	if err != nil {
 		return Collector{}, fmt.Errorf("transport %q: %w", transport, err)
 	}
-	return Collector{Protocol: p, Transport: t, Address: u.Host, URL: s}, nil
+	c := Collector{Protocol: p, Transport: t, Address: u.Host, URL: s}
+	if err := c.parseQuery(u.Scheme, u.RawQuery); err != nil {
+		return Collector{}, err
+	}
+	return c, nil
+}
+
+// parseQuery sets the collector's options from the URL's query: each
+// parameter known, given once, and valid for the scheme.
+func (c *Collector) parseQuery(scheme, raw string) error {
+	if raw == "" {
+		return nil
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return fmt.Errorf("query %q: %w", raw, err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		v := q[name]
+		if name != ParamGSOPadding {
+			return fmt.Errorf("unknown query parameter %q (known: %s, for ipfix+udp)", name, ParamGSOPadding)
+		}
+		if scheme != "ipfix+udp" {
+			return fmt.Errorf("query parameter %s: only for ipfix+udp collectors, not %s", name, scheme)
+		}
+		if len(v) != 1 {
+			return fmt.Errorf("query parameter %s: given %d times, want once", name, len(v))
+		}
+		switch v[0] {
+		case "true":
+			c.GSOPadding = true
+		case "false":
+			c.GSOPadding = false
+		default:
+			return fmt.Errorf("query parameter %s: %q is not true or false", name, v[0])
+		}
+	}
+	return nil
 }

@@ -76,7 +76,7 @@ var options = []option{
 	},
 	{
 		key: "collectors", flag: "collector", repeatable: true, kind: kindList, def: []string{},
-		usage: "send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739 (repeatable; none: print JSON lines on stdout)",
+		usage: "send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739 (repeatable; none: print JSON lines on stdout; ipfix+udp://host:port?gso_padding=true pads IPFIX messages so each export is one UDP GSO send: not for nfdump)",
 		set: func(c *Config, v any) error {
 			l, err := toList(v)
 			if err != nil {
@@ -88,8 +88,15 @@ var options = []option{
 				if err != nil {
 					return fmt.Errorf("collector %q: %w", s, err)
 				}
-				if slices.ContainsFunc(c.Collectors, func(o Collector) bool { return o.URL == s }) {
-					return fmt.Errorf("collector %q: listed twice", s)
+				// The same destination with other options
+				// (?gso_padding) is listed twice too.
+				if i := slices.IndexFunc(c.Collectors, func(o Collector) bool {
+					return o.Protocol == col.Protocol && o.Transport == col.Transport && o.Address == col.Address
+				}); i >= 0 {
+					if c.Collectors[i].URL == s {
+						return fmt.Errorf("collector %q: listed twice", s)
+					}
+					return fmt.Errorf("collector %q: listed twice (also as %q)", s, c.Collectors[i].URL)
 				}
 				c.Collectors = append(c.Collectors, col)
 			}
