@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // ipfixReader reads what a test needs of IPFIX messages (RFC 7011): the
@@ -85,7 +86,7 @@ func (r *ipfixReader) dataSet(fields []ipfixField, b []byte) ([]uint64, error) {
 	}
 	var out []uint64
 	for len(b) > 0 {
-		start := len(b)
+		rec, vals := b, len(out)
 		for _, f := range fields {
 			n := int(f.length)
 			if f.length == 0xffff { // variable length
@@ -101,8 +102,10 @@ func (r *ipfixReader) dataSet(fields []ipfixField, b []byte) ([]uint64, error) {
 				}
 			}
 			if len(b) < n {
-				if start < 4 && len(out) > 0 {
-					return out, nil // padding
+				// Set padding (RFC 7011 section 3.3.1): zero
+				// octets, fewer than one record, after one.
+				if vals > 0 && !slices.ContainsFunc(rec, func(c byte) bool { return c != 0 }) {
+					return out[:vals], nil
 				}
 				return nil, fmt.Errorf("short record")
 			}

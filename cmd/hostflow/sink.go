@@ -102,6 +102,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 	}
 	for _, col := range cfg.Collectors {
 		// Everything the exporter is built from: a change rebuilds it.
+		// The URL holds the collector's own options (gso_padding).
 		// source_address and vrf rebuild the sockets: a reload
 		// that changes them moves every collector at once.
 		key := fmt.Sprint(col.URL, cfg.ObservationDomain, cfg.MaxMessageSize, cfg.Sampling, cfg.Fields,
@@ -227,7 +228,8 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 	case config.ProtocolIPFIX:
 		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
 			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
-			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log,
+			PadForGSO: col.GSOPadding})
 	case config.ProtocolNetFlow9:
 		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
 			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
