@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +135,34 @@ func (r *fateRouter) routerMAC(t *testing.T, name string) net.HardwareAddr {
 		t.Fatal(err)
 	}
 	return mac
+}
+
+// sendFragmentable sends from ns, from UDP port sport, a 1400-byte datagram
+// to dst on each of ports, with path MTU discovery off: a link with a
+// smaller MTU fragments them.
+func sendFragmentable(t *testing.T, ns *testutil.Netns, sport int, dst netip.Addr, ports []int) {
+	t.Helper()
+	if err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: sport}); err != nil {
+			return err
+		}
+		for _, port := range ports {
+			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: dst.As4(), Port: port}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // nft loads an nftables ruleset into ns.
@@ -688,27 +717,7 @@ func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	drain(t, f)
 	const n = 3
-	if err := r.client.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41000}); err != nil {
-			return err
-		}
-		for range n {
-			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: 5000}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sendFragmentable(t, r.client, 41000, server, slices.Repeat([]int{5000}, n))
 	time.Sleep(300 * time.Millisecond)
 	var arrived, fated uint64
 	for id, m := range drain(t, f) {
@@ -745,28 +754,8 @@ func TestFateDefragAsFragments(t *testing.T) {
 	r.client.IP(t, "link", "set", "c0", "mtu", "1000")
 	f := r.fetcher(t, 1024, r.attachBoth)
 	server := netip.MustParseAddr("198.18.2.2")
-	if err := r.client.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41003}); err != nil {
-			return err
-		}
-		// 5001 dropped, 5002 forwarded (1428 bytes fit rs0's MTU).
-		for _, port := range []int{5001, 5001, 5002, 5002, 5002} {
-			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: port}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// 5001 dropped, 5002 forwarded (1428 bytes fit rs0's MTU).
+	sendFragmentable(t, r.client, 41003, server, []int{5001, 5001, 5002, 5002, 5002})
 	// Each 1428-byte datagram left the client as 996 + 452 bytes.
 	key := func(dport uint16, fate uint8) NetFlowId {
 		return NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41003, DstPort: dport,
