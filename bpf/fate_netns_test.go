@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,84 @@ func newFateRouter(t *testing.T, v6 bool) *fateRouter {
 	return r
 }
 
+// fetcher loads a fetcher with fate (room for maxEntries flows, ingress
+// hooks, and opts) in the router, runs attach there and closes the fetcher
+// when the test ends.
+func (r *fateRouter) fetcher(t *testing.T, maxEntries int, attach func(*FlowFetcher) error, opts ...FetcherOption) *FlowFetcher {
+	t.Helper()
+	var f *FlowFetcher
+	if err := r.router.Do(func() (err error) {
+		f, err = NewFlowFetcher(0, maxEntries, true, false, append([]FetcherOption{WithFate(true)}, opts...)...)
+		return err
+	}); err != nil {
+		t.Fatalf("NewFlowFetcher with fate: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.router.Do(f.Close); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if err := r.router.Do(func() error { return attach(f) }); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	return f
+}
+
+// attachBoth attaches f to both of the router's veths.
+func (r *fateRouter) attachBoth(f *FlowFetcher) error {
+	return errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
+}
+
+// attachClient attaches f to the router's veth on the client's side.
+func (r *fateRouter) attachClient(f *FlowFetcher) error {
+	return f.Attach(r.rc0, "rc0")
+}
+
+// routerMAC is the hardware address of the router's interface name.
+func (r *fateRouter) routerMAC(t *testing.T, name string) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	if err := r.router.Do(func() error {
+		i, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		mac = i.HardwareAddr
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+// sendFragmentable sends from ns, from UDP port sport, a 1400-byte datagram
+// to dst on each of ports, with path MTU discovery off: a link with a
+// smaller MTU fragments them.
+func sendFragmentable(t *testing.T, ns *testutil.Netns, sport int, dst netip.Addr, ports []int) {
+	t.Helper()
+	if err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: sport}); err != nil {
+			return err
+		}
+		for _, port := range ports {
+			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: dst.As4(), Port: port}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // nft loads an nftables ruleset into ns.
 func nft(t *testing.T, ns *testutil.Netns, rules string) {
 	t.Helper()
@@ -153,26 +232,7 @@ func TestFateRouterNetns(t *testing.T) {
 	}
 }
 `)
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
-		return err
-	}); err != nil {
-		t.Fatalf("NewFlowFetcher with fate: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	for _, l := range []struct {
-		idx  int
-		name string
-	}{{r.rc0, "rc0"}, {r.rs0, "rs0"}} {
-		if err := r.router.Do(func() error { return f.Attach(l.idx, l.name) }); err != nil {
-			t.Fatalf("Attach %s: %v", l.name, err)
-		}
-	}
+	f := r.fetcher(t, 1024, r.attachBoth)
 
 	server := netip.MustParseAddr("198.18.2.2")
 	// Resolve the neighbours both ways first, so that no packet below
@@ -312,23 +372,9 @@ func TestFateSetHooks(t *testing.T) {
 
 func testFateSetHooks(t *testing.T, mode AttachMode) {
 	r := newFateRouter(t, false)
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true), WithAttachMode(mode))
-		if err == nil {
-			// The client's side for the arrivals (their fates
-			// are counted only with them).
-			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	// The client's side too, for the arrivals (their fates are counted
+	// only with them).
+	f := r.fetcher(t, 256, r.attachBoth, WithAttachMode(mode))
 	egressLink := func() hookLink {
 		t.Helper()
 		a := f.attached[r.rs0]
@@ -397,21 +443,7 @@ func testFateSetHooks(t *testing.T, mode AttachMode) {
 // and no route cases over IPv6.
 func TestFateRouterNetnsIPv6(t *testing.T) {
 	r := newFateRouter(t, true)
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
-		if err == nil {
-			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	f := r.fetcher(t, 1024, r.attachBoth)
 	server := netip.MustParseAddr("fd00:2::2")
 	// Neighbour discovery both ways first.
 	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
@@ -472,21 +504,7 @@ func TestFateRouterNAT(t *testing.T) {
 	}
 }
 `)
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
-		if err == nil {
-			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	f := r.fetcher(t, 1024, r.attachBoth)
 	// nft loaded conntrack before the fetcher.
 	if !f.FateNAT() {
 		t.Error("FateNAT() = false with conntrack in the kernel")
@@ -543,27 +561,8 @@ func TestFateRouterNAT(t *testing.T) {
 // either (COUNTER_MALFORMED).
 func TestFateDropMalformed(t *testing.T) {
 	r := newFateRouter(t, false)
-	var f *FlowFetcher
-	var mac net.HardwareAddr
-	if err := r.router.Do(func() (err error) {
-		i, err := net.InterfaceByName("rc0")
-		if err != nil {
-			return err
-		}
-		mac = i.HardwareAddr
-		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
-		if err == nil {
-			err = f.Attach(r.rc0, "rc0")
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	mac := r.routerMAC(t, "rc0")
+	f := r.fetcher(t, 256, r.attachClient)
 	l3 := ipv4{src: netip.MustParseAddr("198.18.1.2"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(1, 2, bytesN(20)))
 	l3[0] = 0x44 // header length 16 bytes
 	frame := ether(0x0800, nil, l3)
@@ -623,32 +622,18 @@ func sendFramesTo(t *testing.T, ns *testutil.Netns, dev string, mac net.Hardware
 // it came in on is dropped with fate 140 (RPF).
 func TestFateRPFilter(t *testing.T) {
 	r := newFateRouter(t, false)
-	var f *FlowFetcher
-	var mac net.HardwareAddr
-	if err := r.router.Do(func() (err error) {
+	if err := r.router.Do(func() error {
 		for _, p := range []string{"all", "rc0"} {
 			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+p+"/rp_filter", []byte("1"), 0o644); err != nil {
 				return err
 			}
 		}
-		i, err := net.InterfaceByName("rc0")
-		if err != nil {
-			return err
-		}
-		mac = i.HardwareAddr
-		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
-		if err == nil {
-			err = f.Attach(r.rc0, "rc0")
-		}
-		return err
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	mac := r.routerMAC(t, "rc0")
+	f := r.fetcher(t, 256, r.attachClient)
 	// From the client's side, a source on the server's side.
 	spoofed := ipv4{src: netip.MustParseAddr("198.18.2.50"), dst: netip.MustParseAddr("198.18.2.2"), proto: protoUDP}.build(udp(4242, 53, bytesN(20)))
 	sendFramesTo(t, r.client, "c0", mac, ether(0x0800, nil, spoofed), 4)
@@ -675,20 +660,8 @@ func TestFateRPFilter(t *testing.T) {
 // them, removing it stops them.
 func TestFateArrivalsFollowIngressHook(t *testing.T) {
 	r := newFateRouter(t, false)
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 256, true, false, WithFate(true))
-		if err == nil {
-			err = errors.Join(f.AttachHooks(r.rc0, "rc0", false, true), f.Attach(r.rs0, "rs0"))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
+	f := r.fetcher(t, 256, func(f *FlowFetcher) error {
+		return errors.Join(f.AttachHooks(r.rc0, "rc0", false, true), f.Attach(r.rs0, "rs0"))
 	})
 	// Every port unreachable error the server sends is needed.
 	if err := r.server.Do(func() error {
@@ -737,51 +710,14 @@ func TestFateArrivalsFollowIngressHook(t *testing.T) {
 func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
 	r := newFateRouter(t, false)
 	r.router.IP(t, "link", "set", "rs0", "mtu", "1280")
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
-		if err == nil {
-			err = f.Attach(r.rc0, "rc0")
-		}
-		if err == nil {
-			err = f.Attach(r.rs0, "rs0")
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	f := r.fetcher(t, 1024, r.attachBoth)
 	server := netip.MustParseAddr("198.18.2.2")
 	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
 	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), 4999), 64, 1, 10)
 	time.Sleep(100 * time.Millisecond)
 	drain(t, f)
 	const n = 3
-	if err := r.client.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41000}); err != nil {
-			return err
-		}
-		for range n {
-			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: 5000}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sendFragmentable(t, r.client, 41000, server, slices.Repeat([]int{5000}, n))
 	time.Sleep(300 * time.Millisecond)
 	var arrived, fated uint64
 	for id, m := range drain(t, f) {
@@ -816,44 +752,10 @@ func TestFateDefragAsFragments(t *testing.T) {
 }
 `)
 	r.client.IP(t, "link", "set", "c0", "mtu", "1000")
-	var f *FlowFetcher
-	if err := r.router.Do(func() (err error) {
-		f, err = NewFlowFetcher(0, 1024, true, false, WithFate(true))
-		if err == nil {
-			err = errors.Join(f.Attach(r.rc0, "rc0"), f.Attach(r.rs0, "rs0"))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.router.Do(f.Close); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	f := r.fetcher(t, 1024, r.attachBoth)
 	server := netip.MustParseAddr("198.18.2.2")
-	if err := r.client.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 41003}); err != nil {
-			return err
-		}
-		// 5001 dropped, 5002 forwarded (1428 bytes fit rs0's MTU).
-		for _, port := range []int{5001, 5001, 5002, 5002, 5002} {
-			if err := unix.Sendto(fd, make([]byte, 1400), 0, &unix.SockaddrInet4{Addr: server.As4(), Port: port}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// 5001 dropped, 5002 forwarded (1428 bytes fit rs0's MTU).
+	sendFragmentable(t, r.client, 41003, server, []int{5001, 5001, 5002, 5002, 5002})
 	// Each 1428-byte datagram left the client as 996 + 452 bytes.
 	key := func(dport uint16, fate uint8) NetFlowId {
 		return NetFlowId{EthProtocol: 0x0800, SrcIp: ipKey("198.18.1.2"), DstIp: ipKey("198.18.2.2"), SrcPort: 41003, DstPort: dport,

@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -84,19 +83,7 @@ func TestFateReasonTable(t *testing.T) {
 		{Name: "SKB_DROP_REASON_NETFILTER_FAR", Value: 600},
 		{Name: "SKB_DROP_REASON_SUBSYS_MASK", Value: 0xffff0000},
 	}}
-	b, err := btf.NewBuilder([]btf.Type{e}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := b.Marshal(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := fateReasonTable(spec)
+	table, err := fateReasonTable(specOf(t, e))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,16 +101,9 @@ func TestFateReasonTable(t *testing.T) {
 			t.Errorf("table[%d] = %#x, want %#x", i, v, w)
 		}
 	}
-	if _, err := fateReasonTable(must(btf.LoadSpecFromReader(bytes.NewReader(must(must(btf.NewBuilder(nil, nil)).Marshal(nil, nil)))))); err == nil {
+	if _, err := fateReasonTable(specOf(t)); err == nil {
 		t.Error("a BTF without enum skb_drop_reason: no error")
 	}
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }
 
 // TestFateProbeFallback: a kernel without fate support makes NewFetcher

@@ -236,10 +236,11 @@ func ipfixSetIDs(msg []byte) []uint16 {
 	return ids
 }
 
-// End to end: IPFIX over TCP through a Collector. The collector restarts;
-// the transport reconnects and the encoder's templates come first on the
-// new connection, before any data: the OnConnect hook writes them.
-func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
+// tcpIPFIX is an IPFIX encoder (templates refreshed hourly) on a stream
+// transport to a test server, whose connect hook writes the templates: they
+// come first on every connection.
+func tcpIPFIX(t *testing.T) (*msgServer, *StreamTransport, *IPFIX) {
+	t.Helper()
 	srv := startServer(t, "127.0.0.1:0", nil)
 	tr := newStream(t, StreamConfig{Address: srv.addr()})
 	enc, err := NewIPFIX(IPFIXConfig{Writer: tr, TemplateRefresh: time.Hour})
@@ -247,6 +248,14 @@ func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.SetOnConnect(func() { enc.WriteTemplates() })
+	return srv, tr, enc
+}
+
+// End to end: IPFIX over TCP through a Collector. The collector restarts;
+// the transport reconnects and the encoder's templates come first on the
+// new connection, before any data: the OnConnect hook writes them.
+func TestCollectorTCPReconnectSendsTemplatesFirst(t *testing.T) {
+	srv, tr, enc := tcpIPFIX(t)
 	c := mustCollector(t, CollectorConfig{Name: "tcp", Sink: enc, Transport: tr, QueueLength: 8, DrainTimeout: time.Second})
 	defer c.Close()
 
@@ -310,13 +319,7 @@ func (s *hangupSink) Export(flows []Flow) error {
 // and lost later, which a stream transport never does). The next batch
 // goes out on the new connection, templates first.
 func TestCollectorTCPHangupBeforeDataCountsLoss(t *testing.T) {
-	srv := startServer(t, "127.0.0.1:0", nil)
-	tr := newStream(t, StreamConfig{Address: srv.addr()})
-	enc, err := NewIPFIX(IPFIXConfig{Writer: tr, TemplateRefresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.SetOnConnect(func() { enc.WriteTemplates() })
+	srv, tr, enc := tcpIPFIX(t)
 	sink := &hangupSink{Sink: enc, hangup: func() {
 		// The hook's templates arrived, as in
 		// TestCollectorTCPReconnectSendsTemplatesFirst before it waited

@@ -2,7 +2,7 @@ package exporter
 
 import (
 	"bytes"
-	"encoding/binary"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,55 +46,13 @@ func peerMessages(t *testing.T, proto templates.ExportProtocol, pad bool) [][]by
 	return w.(*captureWriter).msgs
 }
 
-// writePcap writes msgs as UDP payloads of IPv4 packets from 192.0.2.1 to
-// 192.0.2.2:port, one Ethernet frame each, in a classic pcap file.
+// writePcap writes msgs as UDP payloads of IPv4 packets from
+// 192.0.2.1:40000 to 192.0.2.2:port, one a second from testEpoch, in a
+// classic pcap file.
 func writePcap(t *testing.T, msgs [][]byte, port uint16) string {
 	t.Helper()
-	be, le := binary.BigEndian, binary.LittleEndian
-	var b []byte
-	// Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
-	b = le.AppendUint32(b, 0xa1b2c3d4)
-	b = le.AppendUint16(b, 2)
-	b = le.AppendUint16(b, 4)
-	b = le.AppendUint32(b, 0)
-	b = le.AppendUint32(b, 0)
-	b = le.AppendUint32(b, 65535)
-	b = le.AppendUint32(b, 1)
-	for i, msg := range msgs {
-		var p []byte
-		p = append(p, 2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1) // dst, src MAC
-		p = be.AppendUint16(p, 0x0800)
-		ip := len(p)
-		p = append(p, 0x45, 0)
-		p = be.AppendUint16(p, uint16(20+8+len(msg)))
-		p = be.AppendUint16(p, uint16(i)) // id
-		p = be.AppendUint16(p, 0x4000)    // DF
-		p = append(p, 64, 17, 0, 0)       // TTL, UDP, checksum
-		p = append(p, 192, 0, 2, 1, 192, 0, 2, 2)
-		var sum uint32
-		for j := ip; j < ip+20; j += 2 {
-			sum += uint32(be.Uint16(p[j:]))
-		}
-		for sum > 0xffff {
-			sum = sum&0xffff + sum>>16
-		}
-		be.PutUint16(p[ip+10:], ^uint16(sum))
-		p = be.AppendUint16(p, 40000)
-		p = be.AppendUint16(p, port)
-		p = be.AppendUint16(p, uint16(8+len(msg)))
-		p = be.AppendUint16(p, 0) // no UDP checksum: allowed over IPv4
-		p = append(p, msg...)
-		b = le.AppendUint32(b, uint32(testEpoch.Unix())+uint32(i))
-		b = le.AppendUint32(b, 0)
-		b = le.AppendUint32(b, uint32(len(p)))
-		b = le.AppendUint32(b, uint32(len(p)))
-		b = append(b, p...)
-	}
-	path := filepath.Join(t.TempDir(), "export.pcap")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testutil.WriteUDPPcap(t, msgs, netip.MustParseAddrPort("192.0.2.1:40000"),
+		netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), port), testEpoch)
 }
 
 func runTool(t *testing.T, name string, args ...string) string {

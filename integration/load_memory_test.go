@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -120,7 +119,7 @@ func TestLoadMemory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if len(tc.args) > 0 {
-				n := udpSink(t, b, "127.0.0.1:4739")
+				n := &listenSink(t, b, "127.0.0.1:4739").n
 				defer func() { t.Logf("collector received %d datagrams", n.Load()) }()
 			}
 			r := memoryRun(t, a, b, bin, tc.name, tc.config, tc.flows*tc.packets, tc.args...)
@@ -249,31 +248,6 @@ func fetchProfile(ns *namespace, addr, path, file string) error {
 		return err
 	}
 	return os.WriteFile(file, body, 0o644)
-}
-
-// udpSink reads and counts datagrams on addr in ns until the test ends.
-func udpSink(t *testing.T, ns *namespace, addr string) *atomic.Uint64 {
-	t.Helper()
-	var c net.PacketConn
-	ns.do(t, func() error {
-		var err error
-		c, err = net.ListenPacket("udp", addr)
-		return err
-	})
-	n := new(atomic.Uint64)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			if _, _, err := c.ReadFrom(buf); err != nil {
-				return
-			}
-			n.Add(1)
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return n
 }
 
 func mb(n uint64) float64 { return float64(n) / (1 << 20) }

@@ -1,13 +1,10 @@
 package integration
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,55 +42,6 @@ func (r fateRecord) String() string {
 	return s
 }
 
-// writeUDPPcap writes msgs as the UDP payloads of IPv4 packets from
-// 127.0.0.1:40000 to 127.0.0.1:port, one Ethernet frame each, in a classic
-// pcap file, for tshark to read.
-func writeUDPPcap(t *testing.T, msgs [][]byte, port uint16) string {
-	t.Helper()
-	be, le := binary.BigEndian, binary.LittleEndian
-	var b []byte
-	// Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
-	b = le.AppendUint32(b, 0xa1b2c3d4)
-	b = le.AppendUint16(b, 2)
-	b = le.AppendUint16(b, 4)
-	b = le.AppendUint32(b, 0)
-	b = le.AppendUint32(b, 0)
-	b = le.AppendUint32(b, 262144)
-	b = le.AppendUint32(b, 1)
-	for i, m := range msgs {
-		var f []byte
-		f = append(f, 2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00) // MACs, IPv4
-		ipLen := 20 + 8 + len(m)
-		ip := []byte{0x45, 0}
-		ip = be.AppendUint16(ip, uint16(ipLen))
-		ip = append(ip, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1)
-		var sum uint32
-		for j := 0; j < 20; j += 2 {
-			sum += uint32(be.Uint16(ip[j:]))
-		}
-		for sum > 0xffff {
-			sum = sum&0xffff + sum>>16
-		}
-		be.PutUint16(ip[10:], ^uint16(sum))
-		f = append(f, ip...)
-		f = be.AppendUint16(f, 40000)
-		f = be.AppendUint16(f, port)
-		f = be.AppendUint16(f, uint16(8+len(m)))
-		f = be.AppendUint16(f, 0) // no UDP checksum
-		f = append(f, m...)
-		b = le.AppendUint32(b, uint32(i)) // one message a second
-		b = le.AppendUint32(b, 0)
-		b = le.AppendUint32(b, uint32(len(f)))
-		b = le.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
-	}
-	path := filepath.Join(t.TempDir(), "ipfix.pcap")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // tsharkRecords decodes the IPFIX messages msgs (sent to port) with
 // Wireshark's cflow dissector and returns every data record of a flow
 // template. Wireshark splits forwardingStatus into the status (the two
@@ -102,7 +50,8 @@ func writeUDPPcap(t *testing.T, msgs [][]byte, port uint16) string {
 func tsharkRecords(t *testing.T, msgs [][]byte, port uint16) []fateRecord {
 	t.Helper()
 	tshark := testutil.RequireTool(t, "tshark")
-	pcap := writeUDPPcap(t, msgs, port)
+	pcap := testutil.WriteUDPPcap(t, msgs, netip.MustParseAddrPort("127.0.0.1:40000"),
+		netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), time.Unix(0, 0))
 	cmd := exec.Command(tshark, "-r", pcap, "-d", "udp.port=="+strconv.Itoa(int(port))+",cflow", "-Y", "cflow",
 		"-T", "json", "--no-duplicate-keys", "-O", "cflow")
 	var stderr strings.Builder

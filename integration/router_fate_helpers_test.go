@@ -100,18 +100,26 @@ func (l *fateLab) nftDropped(t *testing.T, tag string) uint64 {
 	return n
 }
 
-// fateSink is a UDP socket on the server that counts what arrives.
+// fateSink is a UDP socket (on the server, in the fate tests) that counts
+// what arrives.
 type fateSink struct {
 	port int
 	n    atomic.Uint64
 }
 
+// newFateSink is a fateSink on ip, on a port the kernel chooses.
 func newFateSink(t *testing.T, ns *namespace, ip string) *fateSink {
+	t.Helper()
+	return listenSink(t, ns, net.JoinHostPort(ip, "0"))
+}
+
+// listenSink reads and counts datagrams on addr in ns until the test ends.
+func listenSink(t *testing.T, ns *namespace, addr string) *fateSink {
 	t.Helper()
 	s := &fateSink{}
 	var c net.PacketConn
 	ns.do(t, func() (err error) {
-		c, err = net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		c, err = net.ListenPacket("udp", addr)
 		return err
 	})
 	s.port = c.LocalAddr().(*net.UDPAddr).Port

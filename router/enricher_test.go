@@ -55,6 +55,22 @@ func newLab(tb testing.TB, opts Options) *lab {
 	return l
 }
 
+// enrich runs the lab's Enricher on flows inside its namespace.
+func (l *lab) enrich(t *testing.T, flows []exporter.Flow) {
+	t.Helper()
+	if err := l.ns.Do(func() error { l.e.Enrich(flows); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addrOrZero parses s, the zero Addr for "".
+func addrOrZero(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{}
+	}
+	return netip.MustParseAddr(s)
+}
+
 func ingress(ifindex uint32, proto uint8, src string, sport uint16, dst string, dport uint16) exporter.Flow {
 	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
 	k := bpf.NetFlowId{SrcIp: s.As16(), DstIp: d.As16(), SrcPort: sport, DstPort: dport,
@@ -155,15 +171,10 @@ func TestEnricherFIB(t *testing.T) {
 	for l.e.Table().Len() < 9 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := l.ns.Do(func() error { l.e.Enrich(flows); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	l.enrich(t, flows)
 	for i, tt := range tests {
 		f := flows[i]
-		var nh netip.Addr
-		if tt.nh != "" {
-			nh = netip.MustParseAddr(tt.nh)
-		}
+		nh := addrOrZero(tt.nh)
 		if f.ForwardingStatus != tt.status || f.EgressIfIndex != tt.out || f.NextHop != nh || f.DstPrefixLen != tt.dstLen {
 			t.Errorf("%s: status %d out %d nh %v dst len %d; want %d %d %v %d", tt.name,
 				f.ForwardingStatus, f.EgressIfIndex, f.NextHop, f.DstPrefixLen, tt.status, tt.out, nh, tt.dstLen)
@@ -215,15 +226,10 @@ func TestEnricherFates(t *testing.T) {
 		flows = append(flows, f)
 	}
 	// The FIB lookups ask the kernel: no need to wait for the table.
-	if err := l.ns.Do(func() error { l.e.Enrich(flows); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	l.enrich(t, flows)
 	for i, tt := range tests {
 		f := flows[i]
-		var nh netip.Addr
-		if tt.nh != "" {
-			nh = netip.MustParseAddr(tt.nh)
-		}
+		nh := addrOrZero(tt.nh)
 		if f.ForwardingStatus != tt.status || f.EgressIfIndex != tt.out || f.NextHop != nh {
 			t.Errorf("%s: status %d out %d nh %v; want %d %d %v", tt.name,
 				f.ForwardingStatus, f.EgressIfIndex, f.NextHop, tt.status, tt.out, nh)

@@ -130,18 +130,9 @@ static __always_inline int fate_ipv4(const struct fate_pkt *p, flow_id *id, stru
 	if (ihl < 20)
 		return PARSE_MALFORMED;
 	id->eth_protocol = ETH_P_IP_;
-	id->src_ip[10] = 0xff;
-	id->src_ip[11] = 0xff;
-	id->dst_ip[10] = 0xff;
-	id->dst_ip[11] = 0xff;
-	__builtin_memcpy(&id->src_ip[12], &h[12], 4);
-	__builtin_memcpy(&id->dst_ip[12], &h[16], 4);
-	id->transport_protocol = h[9];
-	id->tos = h[1];
+	ipv4_key(h, ihl, id, pi);
 	*ttl = h[8];
 	*ihl_out = ihl;
-	pi->hdr_len = ihl;
-	pi->ip_len = ((__u32)h[2] << 8) | h[3];
 	if (pi->ip_len && pi->ip_len < ihl)
 		return PARSE_MALFORMED;
 	__u32 end = p->len;

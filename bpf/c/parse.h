@@ -118,6 +118,24 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
 	return PARSE_OK;
 }
 
+/* ipv4_key fills the IPv4 part of id (IPv4-mapped addresses, protocol,
+ * TOS) and of pi (header and total lengths) from h, a copy of the 20 bytes
+ * of a header of ihl bytes. */
+static __always_inline void ipv4_key(const __u8 *h, __u32 ihl, flow_id *id,
+				     struct packet_info *pi)
+{
+	id->src_ip[10] = 0xff;
+	id->src_ip[11] = 0xff;
+	id->dst_ip[10] = 0xff;
+	id->dst_ip[11] = 0xff;
+	__builtin_memcpy(&id->src_ip[12], &h[12], 4);
+	__builtin_memcpy(&id->dst_ip[12], &h[16], 4);
+	id->transport_protocol = h[9];
+	id->tos = h[1];
+	pi->hdr_len = ihl;
+	pi->ip_len = ((__u32)h[2] << 8) | h[3];
+}
+
 static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id *id,
 				      struct packet_info *pi)
 {
@@ -131,16 +149,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, flow_id 
 	if (ihl < 20)
 		return PARSE_MALFORMED;
 
-	id->src_ip[10] = 0xff;
-	id->src_ip[11] = 0xff;
-	id->dst_ip[10] = 0xff;
-	id->dst_ip[11] = 0xff;
-	__builtin_memcpy(&id->src_ip[12], &h[12], 4);
-	__builtin_memcpy(&id->dst_ip[12], &h[16], 4);
-	id->transport_protocol = h[9];
-	id->tos = h[1];
-	pi->hdr_len = ihl;
-	pi->ip_len = ((__u32)h[2] << 8) | h[3];
+	ipv4_key(h, ihl, id, pi);
 
 	/* The packet ends where its total length says, or with the frame
 	 * when that is 0 (TSO, BIG TCP). Its header, options included, must

@@ -166,10 +166,19 @@ func (f *fakeFetcher) Close() error {
 // (TestDaemonPollSkipsNeedlessReads tests the skipping).
 func testDaemon(t *testing.T, f *fakeFetcher, args ...string) *daemon {
 	t.Helper()
+	d := &daemon{stdout: io.Discard, fetcher: f, readEveryPoll: true}
+	setUpDaemon(t, d, f, args...)
+	return d
+}
+
+// setUpDaemon completes d, whose stdout, fetcher (on f) and fates are
+// set: the configuration of args, its sinks and cache (d.cacheConfig), no
+// link following.
+func setUpDaemon(t *testing.T, d *daemon, f *fakeFetcher, args ...string) {
+	t.Helper()
 	cfg := sinkConfig(t, args...)
-	d := &daemon{args: append([]string{"--config", "/dev/null"}, args...), stdout: io.Discard,
-		log: slog.New(slog.DiscardHandler), level: new(slog.LevelVar), notify: newNotifier(), cfg: cfg, fetcher: f,
-		readEveryPoll: true}
+	d.args = append([]string{"--config", "/dev/null"}, args...)
+	d.log, d.level, d.notify, d.cfg = slog.New(slog.DiscardHandler), new(slog.LevelVar), newNotifier(), cfg
 	sinks, _, _, err := buildSinks(cfg, nil, d.sinkEnv())
 	if err != nil {
 		t.Fatal(err)
@@ -179,10 +188,9 @@ func testDaemon(t *testing.T, f *fakeFetcher, args ...string) *daemon {
 	d.stopLinks = func() {}
 	d.linksDone = make(chan struct{})
 	close(d.linksDone)
-	if d.cache, err = exporter.NewCache(cfg.Cache(), exporter.SystemClock{}); err != nil {
+	if d.cache, err = exporter.NewCache(d.cacheConfig(cfg), exporter.SystemClock{}); err != nil {
 		t.Fatal(err)
 	}
-	return d
 }
 
 var errInjected = errors.New("injected failure")

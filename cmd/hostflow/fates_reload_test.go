@@ -12,7 +12,6 @@ import (
 
 	"github.com/hostflow/hostflow/bpf"
 	"github.com/hostflow/hostflow/exporter"
-	"github.com/hostflow/hostflow/ifaces"
 )
 
 // TestRouterFates: fates are asked of the fetcher in router mode with the
@@ -112,22 +111,8 @@ func TestReloadKeepsFates(t *testing.T) {
 	var out bytes.Buffer
 	f := newFakeFetcher(t)
 	args := []string{"--mode", "router", "--active-timeout", "1h", "--idle-timeout", "1h"}
-	cfg := sinkConfig(t, args...)
-	d := &daemon{args: append([]string{"--config", "/dev/null"}, args...), stdout: &out,
-		log: slog.New(slog.DiscardHandler), level: new(slog.LevelVar), notify: newNotifier(), cfg: cfg,
-		fetcher: fateFetcher{f}, fates: true}
-	sinks, _, _, err := buildSinks(cfg, nil, d.sinkEnv())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.sinks = sinks
-	d.links = ifaces.NewManager(f, cfg.Rules(), d.log)
-	d.stopLinks = func() {}
-	d.linksDone = make(chan struct{})
-	close(d.linksDone)
-	if d.cache, err = exporter.NewCache(d.cacheConfig(cfg), exporter.SystemClock{}); err != nil {
-		t.Fatal(err)
-	}
+	d := &daemon{stdout: &out, fetcher: fateFetcher{f}, fates: true}
+	setUpDaemon(t, d, f, args...)
 	arrival := bpf.NetFlowId{EthProtocol: 0x0800, TransportProtocol: 17, SrcPort: 1, DstPort: 2, IfIndex: 2,
 		SrcIp: [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 18, 15: 2}, DstIp: [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 19, 15: 2}}
 	fwd := arrival
