@@ -37,8 +37,12 @@ run: deps build
 	./$(BIN) $(ARGS)
 
 # Every test. The eBPF and network-namespace tests need root; under CI=true
-# they fail instead of skipping when a privilege or tool is missing.
+# they fail instead of skipping when a privilege or tool is missing. Test
+# binaries run in network namespaces of their own, with no way out
+# (testutil.RunInPrivateNetns): every module, the tools' too (nfpm for the
+# package test), is downloaded first.
 test: deps
+	$(GO) mod download
 	$(GO) test -count=1 ./...
 
 # Tests that need no privileges.
