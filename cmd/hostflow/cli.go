@@ -61,5 +61,8 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stder
 	if err != nil {
 		return err
 	}
+	if err := checkEncoders(cfg); err != nil {
+		return err
+	}
 	return runDaemon(ctx, cfg, args, hup, stdout, stderr)
 }

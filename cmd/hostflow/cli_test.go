@@ -94,3 +94,37 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("error does not name the capability: %v", err)
 	}
 }
+
+// TestCheckConfigEncoders: a setting only the encoder can judge (a
+// max_message_size the IPFIX templates do not fit) fails check-config and
+// the daemon's start as a config error naming the collector, before
+// anything is loaded.
+func TestCheckConfigEncoders(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"ipfix-small", "max_message_size: 300\ncollectors: [ipfix+udp://127.0.0.1:4739]\n", "ipfix+udp://127.0.0.1:4739: ipfix config: max message size 300 not in ["},
+		{"v9-small", "max_message_size: 256\ncollectors: [netflow9+udp://127.0.0.1:2055]\n", "netflow9+udp://127.0.0.1:2055: netflow9 config: max message size 256 not in ["},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(f, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{{"check-config", "--config", f}, {"--config", f}} {
+				out, _, err := runCLI(t, args...)
+				var ce *config.Error
+				if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) || out != "" {
+					t.Errorf("%v: out %q err %v: want a config.Error containing %q and no output", args, out, err, tc.want)
+				}
+			}
+		})
+	}
+	// The smallest size the default IPFIX templates fit passes.
+	ok := filepath.Join(dir, "ok.yaml")
+	os.WriteFile(ok, []byte("max_message_size: 1400\ncollectors: [ipfix+udp://127.0.0.1:4739, netflow9+udp://127.0.0.1:2055]\n"), 0o644)
+	if _, _, err := runCLI(t, "check-config", "--config", ok); err != nil {
+		t.Errorf("check-config of a good config: %v", err)
+	}
+}

@@ -89,6 +89,9 @@ func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	if err := checkEncoders(cfg); err != nil {
+		return err
+	}
 	return checkConfig(stdout, cfg)
 }
 

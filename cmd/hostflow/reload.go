@@ -19,6 +19,9 @@ func (d *daemon) reload() {
 	d.log.Info("reloading", "config", d.cfg.File)
 	next, err := config.Load(d.args, usage(), io.Discard)
 	if err == nil {
+		err = checkEncoders(next)
+	}
+	if err == nil {
 		err = d.apply(next)
 	}
 	d.mu.Lock()

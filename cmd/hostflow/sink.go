@@ -136,58 +136,7 @@ func buildSinks(cfg *config.Config, old sinkSet, env sinkEnv) (next, unused, cre
 // wired here.
 func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*collectorSink, error) {
 	log := env.log.With("collector", col.URL)
-	protocol := templates.IPFIX
-	if col.Protocol == config.ProtocolNetFlow9 {
-		protocol = templates.NetFlowV9
-	}
-	set := templates.DefaultSet(protocol)
-	if cfg.Router() {
-		set = templates.RouterSet(protocol)
-	}
-	if len(cfg.Fields) > 0 {
-		var err error
-		if set, err = templates.FromNames(protocol, cfg.Fields); err != nil {
-			return nil, fmt.Errorf("collector %s: fields: %w", col, err)
-		}
-	}
-	// The encoders read 0 as "the default" and a negative value as "off".
-	refresh, refreshMessages := cfg.TemplateRefresh, cfg.TemplateRefreshMessages
-	if refreshMessages == 0 {
-		refreshMessages = -1
-	}
-	// Each collector names interfaces and maps their indexes from its
-	// own cache of the links, refreshed whenever its options interface
-	// table is built.
-	ifs, err := exporter.NewInterfaces(exporter.InterfacesConfig{Overrides: cfg.InterfaceIndex, Lookup: env.interfaces, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("collector %s: %w", col, err)
-	}
-	if env.interfaces != nil {
-		ifs.Update(env.interfaces())
-	}
-	interfaces := func() []exporter.InterfaceInfo {
-		if env.interfaces == nil {
-			return nil
-		}
-		l := env.interfaces()
-		ifs.Update(l)
-		return l
-	}
 	losses := new(collectorLosses)
-	if col.Transport != config.TransportUDP {
-		// A stream sends templates once per connection (RFC 7011
-		// section 8), from the transport's OnConnect hook below:
-		// template_refresh and template_refresh_messages are for UDP.
-		refresh, refreshMessages = -1, -1
-	}
-	opts := &exporter.OptionsConfig{
-		Interval:          cfg.TemplateRefresh,
-		Interfaces:        interfaces,
-		Counters:          losses.counters(env.counters),
-		SamplingInterval:  uint32(cfg.Sampling),
-		SamplingAlgorithm: cfg.SamplingAlgorithm.BPF(),
-	}
-
 	var tr exporter.Transport
 	var stream *exporter.StreamTransport
 	switch col.Transport {
@@ -218,25 +167,7 @@ func newCollectorSink(cfg *config.Config, col config.Collector, env sinkEnv) (*c
 		return nil, fmt.Errorf("collector %s: transport %s not wired", col, col.Transport)
 	}
 
-	var enc interface {
-		exporter.Sink
-		Stats() exporter.ExportStats
-		WriteTemplates() error
-		SendTemplates() error
-	}
-	switch col.Protocol {
-	case config.ProtocolIPFIX:
-		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: tr, ObservationDomainID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
-			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log,
-			PadForGSO: col.GSOPadding})
-	case config.ProtocolNetFlow9:
-		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: tr, SourceID: cfg.ObservationDomain,
-			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
-			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})
-	default:
-		err = fmt.Errorf("protocol %s not wired", col.Protocol)
-	}
+	enc, err := newEncoder(cfg, col, tr, env, losses, log)
 	if err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("collector %s: %w", col, err)
@@ -293,4 +224,100 @@ func collectorStats(url string, e exporter.ExportStats, q exporter.CollectorStat
 		s.Messages, s.SendErrors = t.Messages, t.Lost
 	}
 	return s
+}
+
+// collectorEncoder is the encoder of one collector: IPFIX or NetFlow v9.
+type collectorEncoder interface {
+	exporter.Sink
+	Stats() exporter.ExportStats
+	WriteTemplates() error
+	SendTemplates() error
+}
+
+// newEncoder builds the encoder for collector col writing to w: its
+// templates (fields, router mode), template refresh and options.
+func newEncoder(cfg *config.Config, col config.Collector, w exporter.MessageWriter, env sinkEnv, losses *collectorLosses, log *slog.Logger) (collectorEncoder, error) {
+	protocol := templates.IPFIX
+	if col.Protocol == config.ProtocolNetFlow9 {
+		protocol = templates.NetFlowV9
+	}
+	set := templates.DefaultSet(protocol)
+	if cfg.Router() {
+		set = templates.RouterSet(protocol)
+	}
+	if len(cfg.Fields) > 0 {
+		var err error
+		if set, err = templates.FromNames(protocol, cfg.Fields); err != nil {
+			return nil, fmt.Errorf("fields: %w", err)
+		}
+	}
+	// The encoders read 0 as "the default" and a negative value as "off".
+	refresh, refreshMessages := cfg.TemplateRefresh, cfg.TemplateRefreshMessages
+	if refreshMessages == 0 {
+		refreshMessages = -1
+	}
+	// Each collector names interfaces and maps their indexes from its
+	// own cache of the links, refreshed whenever its options interface
+	// table is built.
+	ifs, err := exporter.NewInterfaces(exporter.InterfacesConfig{Overrides: cfg.InterfaceIndex, Lookup: env.interfaces, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if env.interfaces != nil {
+		ifs.Update(env.interfaces())
+	}
+	interfaces := func() []exporter.InterfaceInfo {
+		if env.interfaces == nil {
+			return nil
+		}
+		l := env.interfaces()
+		ifs.Update(l)
+		return l
+	}
+	if col.Transport != config.TransportUDP {
+		// A stream sends templates once per connection (RFC 7011
+		// section 8), from the transport's OnConnect hook (newCollectorSink):
+		// template_refresh and template_refresh_messages are for UDP.
+		refresh, refreshMessages = -1, -1
+	}
+	opts := &exporter.OptionsConfig{
+		Interval:          cfg.TemplateRefresh,
+		Interfaces:        interfaces,
+		Counters:          losses.counters(env.counters),
+		SamplingInterval:  uint32(cfg.Sampling),
+		SamplingAlgorithm: cfg.SamplingAlgorithm.BPF(),
+	}
+
+	var enc collectorEncoder
+	switch col.Protocol {
+	case config.ProtocolIPFIX:
+		enc, err = exporter.NewIPFIX(exporter.IPFIXConfig{Writer: w, ObservationDomainID: cfg.ObservationDomain,
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log,
+			PadForGSO: col.GSOPadding})
+	case config.ProtocolNetFlow9:
+		enc, err = exporter.NewNetFlow9(exporter.NetFlow9Config{Writer: w, SourceID: cfg.ObservationDomain,
+			MaxMessageSize: cfg.MaxMessageSize, TemplateRefresh: refresh,
+			TemplateRefreshMessages: refreshMessages, Templates: set, Options: opts, Interfaces: ifs, Logger: log})
+	default:
+		err = fmt.Errorf("protocol %s not wired", col.Protocol)
+	}
+	return enc, err
+}
+
+// checkEncoders builds each collector's encoder as the daemon would, writing
+// nowhere, so that what only an encoder can judge (a max_message_size that
+// its templates do not fit) fails check-config, the start and a reload as a
+// config error naming the collector, before anything is loaded or changed.
+func checkEncoders(cfg *config.Config) error {
+	env := sinkEnv{log: slog.New(slog.DiscardHandler), counters: func() exporter.OptionsCounters { return exporter.OptionsCounters{} }}
+	discard := exporter.MessageWriterFunc(func([]byte) error { return nil })
+	for _, col := range cfg.Collectors {
+		enc, err := newEncoder(cfg, col, discard, env, new(collectorLosses), env.log)
+		if err != nil {
+			return &config.Error{Err: fmt.Errorf("collector %s: %w", col, err)}
+		}
+		enc.Close()
+	}
+	return nil
 }
