@@ -5,8 +5,10 @@
 # (hf-cmp-*, 198.18.0.0/15) into hfc1, where the probe watches and exports
 # IPFIX over UDP to nfcapd on 127.0.0.1 in the namespace. Two skb layouts:
 # trafgen's TX ring (non-linear skbs) and `trafgen -t 0` (sendto, linear).
-# Each probe run is compared with the runs without a probe just before and
-# after it; the probes take turns going first.
+# A third run per repeat attaches minflow alone (no daemon): the floor of
+# the generator rate any TC flow counter keeps. Each probe run is compared
+# with the runs without a probe just before and after it; the probes take
+# turns going first.
 # Then the kernel cost of hostflow's TC program against a no-op and minflow
 # (../shared/bench/minflow.c) on the same packets, at 1,000 and 100,608 flows.
 #

@@ -39,15 +39,21 @@ func TestCompare(t *testing.T) {
 	var runs []cmpRun
 	for rep := 1; o.throughput && rep <= o.repeats; rep++ {
 		for _, layout := range o.layouts {
-			probes := []string{"hostflow", "softflowd"}
-			if rep%2 == 0 {
-				probes = []string{"softflowd", "hostflow"}
+			// The order rotates between repeats.
+			probes := []string{"hostflow", "softflowd", "minflow"}
+			for range (rep - 1) % len(probes) {
+				probes = append(probes[1:], probes[0])
 			}
-			// baseline, probe, baseline, probe, baseline: each probe
-			// run is bracketed by two runs without a probe.
+			// baseline, probe, baseline, probe, ..., baseline: each
+			// probe run is bracketed by two runs without a probe.
 			for i, probe := range append([]string{""}, probes...) {
 				if i > 0 {
-					r := lab.probeRun(t, layout, probe, rep)
+					var r cmpRun
+					if probe == "minflow" {
+						r = lab.floorRun(t, layout, rep)
+					} else {
+						r = lab.probeRun(t, layout, probe, rep)
+					}
 					t.Logf("COMPARE-RUN %s", r)
 					runs = append(runs, r)
 				}

@@ -9,8 +9,10 @@ package integration
 // Namespace A (hf-cmp-a-*) runs trafgen on hfc0 (60-byte UDP frames over
 // 100,608 flows, loadTrafgen); namespace B (hf-cmp-b-*) receives on hfc1,
 // where the probe under test watches and exports IPFIX over UDP to nfcapd
-// on 127.0.0.1. Each probe run is compared with the baseline runs (same
-// packets, no probe) just before and after it; the probes' order alternates
+// on 127.0.0.1. A third run per repeat attaches minflow alone (no daemon,
+// no export): the generator rate it keeps is the floor any TC flow counter
+// can reach. Each probe run is compared with the baseline runs (same
+// packets, no probe) just before and after it; the probes' order rotates
 // between repeats.
 // Then hostflow's TC program, a no-op and minflow (the floor of per-packet
 // flow accounting, shared/bench/minflow.c) share hfc1's tcx ingress hook

@@ -1,7 +1,7 @@
 package integration
 
 // TestCompare's throughput runs: a baseline or a probe (hostflow or
-// softflowd) watching hfc1 while trafgen sends.
+// softflowd, or minflow alone: the floor) watching hfc1 while trafgen sends.
 
 import (
 	"fmt"
@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	tcx "github.com/cilium/ebpf/link"
 )
 
 // collectorPort is where nfcapd listens in B, for either probe.
@@ -171,4 +174,31 @@ func (l *cmpLab) udpRcvbufErrors(t *testing.T) uint64 {
 func (l *cmpLab) waitUDPQueueEmpty(t *testing.T, port int, limit time.Duration) {
 	t.Helper()
 	l.b.waitUDPQueueEmpty(t, port, limit)
+}
+
+// floorRun is a throughput run with minflow alone on hfc1's tcx ingress
+// (probe "minflow"): no daemon and no export, only the smallest program
+// that counts flows. What the generator keeps with it is the most any TC
+// flow counter can keep on this machine and workload.
+func (l *cmpLab) floorRun(t *testing.T, layout string, rep int) cmpRun {
+	t.Helper()
+	r := cmpRun{layout: layout, probe: "minflow", repeat: rep}
+	mf := minflowProgram(t, l.o.minflowObj)
+	idx := ifindex(t, l.b, "hfc1")
+	var lk tcx.Link
+	l.b.do(t, func() (err error) {
+		lk, err = tcx.AttachTCX(tcx.TCXOptions{Interface: idx, Program: mf, Attach: ebpf.AttachTCXIngress})
+		return err
+	})
+	before := l.b.waitQuiet(t, "hfc1", 500*time.Millisecond, 20*time.Second)
+	r.load1 = loadAvg1(t)
+	s0 := machineBusy(t)
+	r.gen = l.gen(t, layout)
+	r.busy = machineBusy(t) - s0
+	after := l.b.waitQuiet(t, "hfc1", 500*time.Millisecond, 20*time.Second)
+	if err := lk.Close(); err != nil {
+		t.Errorf("detach minflow: %v", err)
+	}
+	r.rx = after.RxPackets - before.RxPackets
+	return r
 }
