@@ -298,7 +298,7 @@ func compareTable(o compareOpts, runs []cmpRun, tcs []tcCost) string {
 		row("generator rate with probe / without", hf.rate, sf.rate, 3, true, ">= 1 (hf >= sf), aim hf 0.95")
 		if mf := pairFigures(runs, "minflow", sel); len(mf.rate) > 0 {
 			// The floor: minflow alone, no daemon.
-			fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", g, "generator rate, minflow alone (the floor)", spreadOf(mf.rate).format(3), "-",
+			fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", g, "generator rate, minflow alone (floor)", spreadOf(mf.rate).format(3), "-",
 				"hf/minflow "+meanRatio(hf.rate, mf.rate), "what any TC flow counter keeps at best")
 			fmt.Fprintf(&b, "%-7s %-40s %-26s %-26s %-24s %s\n", g, "machine CPU added, minflow alone", spreadOf(mf.added).format(3), "-",
 				"hf/minflow "+meanRatio(hf.added, mf.added), "")
