@@ -107,6 +107,12 @@ type CacheStats struct {
 	// exported twice, or whose arrival was never counted. It follows
 	// the fate bookkeeping across TakeFates.
 	UnmatchedFatePackets uint64
+	// EarlySettledArrivals counts arrival keys settled before
+	// CacheConfig.FateHold because the fate bookkeeping held MaxFlows
+	// keys and a new one came (a flood of new flows): their fates read
+	// later count as unmatched. It follows the bookkeeping across
+	// TakeFates.
+	EarlySettledArrivals uint64
 }
 
 // Cache aggregates kernel metrics by flow key and decides when a flow ends.
@@ -156,7 +162,7 @@ func NewCache(cfg CacheConfig, clock Clock) (*Cache, error) {
 	}
 	c := &Cache{cfg: cfg, clock: clock, flows: newFlowTable(cfg.MaxFlows), nextEnd: math.MaxUint64}
 	if cfg.Fates {
-		c.fates = newFateTable(cfg.FateHold)
+		c.fates = newFateTable(cfg.FateHold, cfg.MaxFlows)
 	}
 	return c, nil
 }
@@ -207,9 +213,9 @@ func (c *Cache) AddOne(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 	if c.fates != nil && id.Direction == bpf.DirectionIngress && id.Fate != FateConsumed {
 		switch {
 		case id.Fate != FateArrival:
-			c.fates.fated(id, m)
+			c.fates.fated(id, m, c.AddOne)
 		case id.VlanId == 0 && m.Sampling <= 1:
-			c.fates.arrived(id, m)
+			c.fates.arrived(id, m, c.AddOne)
 			return
 		}
 	}
@@ -432,6 +438,7 @@ func (c *Cache) Stats() CacheStats {
 	if c.fates != nil {
 		s.Arrivals = c.fates.len()
 		s.UnmatchedFatePackets = c.fates.unmatched
+		s.EarlySettledArrivals = c.fates.earlySettled
 	}
 	return s
 }

@@ -91,12 +91,23 @@ const fateBuckets = 4
 //
 // An entry lives while it has arrivals to settle, or a fate read less
 // than a hold ago (whose arrival a later drain may still bring).
+//
+// The table holds at most max keys (the cache's MaxFlows), so memory stays
+// bounded under a flood of new flows: a new key that finds it full first
+// settles a kept key at once, whatever its age (earlySettled counts them).
+// Its arrivals are reported, consumed as far as its fates read so far do
+// not cover them; a fate of that key read later finds no arrival left and
+// is counted unmatched, as a fate read after the hold is.
 type fateTable struct {
 	entries map[bpf.NetFlowId]fateEntry
 	// hold is how long after the poll that read them arrivals settle.
 	hold time.Duration
+	// max bounds len(entries).
+	max int
 	// unmatched counts fate packets no arrival was left to match.
 	unmatched uint64
+	// earlySettled counts keys settled before their hold to make room.
+	earlySettled uint64
 }
 
 // fateBucket is a group of arrivals read by one or more consecutive polls.
@@ -127,8 +138,28 @@ type fateEntry struct {
 	owedPackets, owedBytes int64
 }
 
-func newFateTable(hold time.Duration) *fateTable {
-	return &fateTable{entries: map[bpf.NetFlowId]fateEntry{}, hold: hold}
+func newFateTable(hold time.Duration, max int) *fateTable {
+	return &fateTable{entries: map[bpf.NetFlowId]fateEntry{}, hold: hold, max: max}
+}
+
+// room makes room for key k if it is new and the table is full: it settles
+// and forgets one kept key, an arbitrary one (Go's map iteration starts at
+// a random place), reporting its consumed packets through add.
+func (t *fateTable) room(k bpf.NetFlowId, add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
+	if len(t.entries) < t.max {
+		return
+	}
+	if _, ok := t.entries[k]; ok {
+		return
+	}
+	for old, e := range t.entries {
+		for i := range e.n {
+			t.consume(old, &e, &e.b[i], add)
+		}
+		t.forget(old, &e)
+		t.earlySettled++
+		return
+	}
 }
 
 // arrivalKey returns the arrival key of a fate's key: the same flow, as it
@@ -141,8 +172,9 @@ func arrivalKey(id bpf.NetFlowId) bpf.NetFlowId {
 // arrived adds the arrivals m of key id (fate 0, ingress) to its open
 // bucket. If every bucket is taken (the hold grew, at a reload), the
 // newest opens again: its arrivals then wait for the next poll's, never
-// less than the hold.
-func (t *fateTable) arrived(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
+// less than the hold. A new key may settle another first (room).
+func (t *fateTable) arrived(id bpf.NetFlowId, m *bpf.NetFlowMetrics, add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
+	t.room(id, add)
 	e := t.entries[id]
 	if !e.open {
 		if int(e.n) < fateBuckets {
@@ -166,9 +198,10 @@ func (t *fateTable) arrived(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
 }
 
 // fated subtracts the packets m whose fate (id's, not 0) was counted from
-// its arrival key's balance.
-func (t *fateTable) fated(id bpf.NetFlowId, m *bpf.NetFlowMetrics) {
+// its arrival key's balance. A new key may settle another first (room).
+func (t *fateTable) fated(id bpf.NetFlowId, m *bpf.NetFlowMetrics, add func(bpf.NetFlowId, *bpf.NetFlowMetrics)) {
 	k := arrivalKey(id)
+	t.room(k, add)
 	e := t.entries[k]
 	e.owedPackets -= int64(m.Packets)
 	e.owedBytes -= int64(m.Bytes)

@@ -239,7 +239,7 @@ func TestFatePassThrough(t *testing.T) {
 // hold from the next poll: they never settle early.
 func TestFateBucketsFull(t *testing.T) {
 	const hold = 10 * time.Second
-	tb := newFateTable(hold)
+	tb := newFateTable(hold, 8)
 	id := key(14)
 	base := time.Hour
 	var e fateEntry
@@ -249,9 +249,9 @@ func TestFateBucketsFull(t *testing.T) {
 	e.n = fateBuckets
 	tb.entries[id] = e
 	m := pkt(5, 100, base, base)
-	tb.arrived(id, &m)
 	var consumed []uint64
 	add := func(_ bpf.NetFlowId, m *bpf.NetFlowMetrics) { consumed = append(consumed, m.Packets) }
+	tb.arrived(id, &m, add)
 	// At base+13 s the newest group (last read at base+3 s) would be
 	// due, but it took arrivals since: it waits until base+23 s.
 	tb.settle(base+13*time.Second, add)

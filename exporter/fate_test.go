@@ -266,3 +266,43 @@ func TestFateEgressAndHostMode(t *testing.T) {
 		t.Errorf("host mode: %+v", out)
 	}
 }
+
+// TestFateTableBounded: router mode's fate bookkeeping holds at most
+// MaxFlows arrival keys. A flood of new keys settles kept keys early
+// (counted), so memory stays bounded and every arrival is still reported:
+// the records of the flood add up to its arrivals, plus the fates counted
+// unmatched (read after their key was settled).
+func TestFateTableBounded(t *testing.T) {
+	clk := newFakeClock()
+	const maxFlows = 16
+	c := mustCache(t, CacheConfig{ActiveTimeout: time.Minute, IdleTimeout: 15 * time.Second, MaxFlows: maxFlows, Fates: true, FateHold: 5 * time.Second}, clk)
+	s := &fateSim{t: t, c: c, clk: clk}
+	// One poll reads 40 new keys (3 packets each), one of every two
+	// forwarded.
+	var vs []fv
+	for i := range 40 {
+		a := key(uint16(2000 + i))
+		vs = append(vs, fv{id: a, packets: 3})
+		if i%2 == 0 {
+			vs = append(vs, fv{id: fated(a, FateForwarded), packets: 3, out: 3})
+		}
+	}
+	s.poll(vs...)
+	if n := c.Stats().Arrivals; n > maxFlows {
+		t.Errorf("%d arrival keys kept, want at most MaxFlows %d", n, maxFlows)
+	}
+	if n := c.Stats().EarlySettledArrivals; n == 0 {
+		t.Errorf("EarlySettledArrivals 0: the table overflowed and nothing was counted")
+	}
+	s.flush()
+	got := s.byFate()
+	// A key settled before its fate was read reports those packets as
+	// consumed and then with their fate: counted as unmatched.
+	unmatched := c.Stats().UnmatchedFatePackets
+	if sum := got[FateForwarded][0] + got[FateConsumed][0]; sum != 120+unmatched {
+		t.Errorf("exported %v: %d packets, want the 120 that arrived + %d unmatched", got, sum, unmatched)
+	}
+	if got[FateForwarded][0] != 60 {
+		t.Errorf("exported %v, want 60 forwarded packets", got)
+	}
+}

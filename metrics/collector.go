@@ -34,6 +34,9 @@ var (
 	descUnmatchedFates = prometheus.NewDesc("hostflow_fate_unmatched_packets_total",
 		"Router mode: packets whose fate (forwarded, dropped) was counted with no arrival left to match it: read too long after their arrival, exported as consumed as well, or whose arrival was not counted.", nil, nil)
 
+	descEarlySettled = prometheus.NewDesc("hostflow_fate_early_settled_arrivals_total",
+		"Router mode: arrival keys settled before their hold because the fate bookkeeping held max_flows keys when a new one came (a flood of new flows): their fates read later count as unmatched.", nil, nil)
+
 	descKernel = map[string]*prometheus.Desc{
 		"map_full":     prometheus.NewDesc("hostflow_kernel_map_full_total", "Packets diverted to the ring buffer because the kernel flow map was full (not lost).", nil, nil),
 		"ringbuf_full": prometheus.NewDesc("hostflow_kernel_ringbuf_full_total", "Packets lost because the ring buffer was full.", nil, nil),
@@ -80,7 +83,7 @@ type collector struct {
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descObservedPackets, descObservedBytes, descActive, descExported, descDirect,
-		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descUnmatchedFates, descMessages, descRecords, descSendErrors, descRecordsLost,
+		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descUnmatchedFates, descEarlySettled, descMessages, descRecords, descSendErrors, descRecordsLost,
 		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
@@ -118,6 +121,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descEnrichDropped, f.EnrichDroppedRecords)
 	gauge(descEnrichQueued, float64(f.EnrichQueued))
 	counter(descUnmatchedFates, f.UnmatchedFatePackets)
+	counter(descEarlySettled, f.EarlySettledArrivals)
 
 	if k, err := c.src.Kernel(); err != nil {
 		for _, name := range kernelOrder {

@@ -18,7 +18,7 @@ type fakeSource struct {
 
 func (fakeSource) Flows() FlowStats {
 	return FlowStats{Packets: 10, Bytes: 1000, ObservedPackets: 12, ObservedBytes: 1300, Active: 3, DirectRecords: 2, DrainErrors: 1, ExportErrors: 4,
-		RingBufReaderWaits: 8, EnrichDroppedRecords: 7, EnrichQueued: 2, UnmatchedFatePackets: 11, Exported: map[string]uint64{"idle": 5, "active": 1, "forced": 0}}
+		RingBufReaderWaits: 8, EnrichDroppedRecords: 7, EnrichQueued: 2, UnmatchedFatePackets: 11, EarlySettledArrivals: 12, Exported: map[string]uint64{"idle": 5, "active": 1, "forced": 0}}
 }
 
 func (f fakeSource) Kernel() (KernelStats, error) {
@@ -78,6 +78,9 @@ hostflow_enrich_queued_batches 2
 # HELP hostflow_export_errors_total Exports that failed on at least one collector.
 # TYPE hostflow_export_errors_total counter
 hostflow_export_errors_total 4
+# HELP hostflow_fate_early_settled_arrivals_total Router mode: arrival keys settled before their hold because the fate bookkeeping held max_flows keys when a new one came (a flood of new flows): their fates read later count as unmatched.
+# TYPE hostflow_fate_early_settled_arrivals_total counter
+hostflow_fate_early_settled_arrivals_total 12
 # HELP hostflow_fate_unmatched_packets_total Router mode: packets whose fate (forwarded, dropped) was counted with no arrival left to match it: read too long after their arrival, exported as consumed as well, or whose arrival was not counted.
 # TYPE hostflow_fate_unmatched_packets_total counter
 hostflow_fate_unmatched_packets_total 11

@@ -46,6 +46,9 @@ type FlowStats struct {
 	// cache's hold after their arrival, which was then exported as
 	// consumed too, or whose arrival was not counted.
 	UnmatchedFatePackets uint64
+	// EarlySettledArrivals are router mode's arrival keys settled
+	// before the hold to keep the fate bookkeeping within max_flows.
+	EarlySettledArrivals uint64
 }
 
 // KernelStats are the eBPF programs' counters.

@@ -138,6 +138,7 @@ type flowCounts struct {
 	// unmatchedFates is the cache's UnmatchedFatePackets (it follows
 	// the fate bookkeeping across cache replacements).
 	unmatchedFates uint64
+	earlySettled   uint64
 }
 
 // runDaemon starts everything cfg asks for, runs until ctx is cancelled,
@@ -547,5 +548,6 @@ func (d *daemon) updateActive() {
 	d.mu.Lock()
 	d.counts.active = st.Active
 	d.counts.unmatchedFates = st.UnmatchedFatePackets
+	d.counts.earlySettled = st.EarlySettledArrivals
 	d.mu.Unlock()
 }

@@ -18,7 +18,8 @@ func (d *daemon) Flows() metrics.FlowStats {
 	s := metrics.FlowStats{Packets: c.packets, Bytes: c.bytes, Active: c.active, Exported: map[string]uint64{},
 		DirectRecords: c.direct, DrainErrors: c.drainErrors, ExportErrors: c.exportErrors,
 		ObservedPackets: d.observedPackets.Load(), ObservedBytes: d.observedBytes.Load(),
-		RingBufReaderWaits: d.readerWaits.Load(), UnmatchedFatePackets: c.unmatchedFates}
+		RingBufReaderWaits: d.readerWaits.Load(), UnmatchedFatePackets: c.unmatchedFates,
+		EarlySettledArrivals: c.earlySettled}
 	if e := d.enrichStats(); e != nil {
 		s.EnrichDroppedRecords, s.EnrichQueued = e.dropped.Load(), len(e.jobs)
 	}
