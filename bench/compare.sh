@@ -29,7 +29,8 @@
 # Knobs: REPEATS (3), PER_FLOW (30 packets per flow), LAYOUTS (ring,sendto),
 # TC_PACKETS (1000000 per TC scenario), TC_ORDER (hostflow-first or
 # minflow-first), SOFTFLOWD_MAX_FLOWS (262144, hostflow's max_flows
-# default), PHASES (throughput,tc: the probe runs, the TC program cost),
+# default), PHASES (throughput,tc,export: the probe runs, the TC program
+# cost, IPFIX export over UDP against go-ipfix), EXPORT_COUNT (5 rounds),
 # MINFLOW_C (path of minflow.c), LOG (the full go test output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,19 +92,58 @@ fi
 echo "compare: $(git describe --always --dirty 2>/dev/null) ($(bin/hostflow version 2>/dev/null | head -1)), softflowd $(dpkg-query -W -f='${Version}' softflowd 2>/dev/null), kernel $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ)"
 echo "compare: minflow from $minflow_c; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); full output in $log"
 
-COMPARE_HOSTFLOW_BIN="$repo/bin/hostflow" COMPARE_MINFLOW_OBJ="$tmp/minflow.o" COMPARE_TABLE="$tmp/table.txt" \
-	COMPARE_REPEATS="${REPEATS:-3}" COMPARE_PER_FLOW="${PER_FLOW:-30}" COMPARE_LAYOUTS="${LAYOUTS:-ring,sendto}" \
-	COMPARE_TC_PACKETS="${TC_PACKETS:-1000000}" COMPARE_TC_ORDER="${TC_ORDER:-hostflow-first}" \
-	COMPARE_SOFTFLOWD_MAX_FLOWS="${SOFTFLOWD_MAX_FLOWS:-262144}" COMPARE_PHASES="${PHASES:-throughput,tc}" \
-	go test -tags bench -count=1 -timeout 90m -run '^TestCompare$' -v ./integration/ 2>&1 |
-	tee "$log" | { grep --line-buffered -E 'COMPARE-(SETUP|RUN|TC) ' || true; } | sed -u 's/^ *compare_test.go:[0-9]*: /  /' || true
-echo "compare: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-# It ran when the test passed: every run and scenario completed and the
-# TC programs saw the same packets. Targets are in the table, not here.
-if ! grep -q '^--- PASS: TestCompare ' "$log" || [ ! -s "$tmp/table.txt" ]; then
-	echo "compare: did not run to the end; the failure (full output in $log):" >&2
-	grep -E -- '--- (FAIL|SKIP)|^(FAIL|panic)|_test.go:[0-9]+:' "$log" | grep -v 'COMPARE-' | tail -20 >&2
-	exit 1
+phases=${PHASES:-throughput,tc,export}
+# TestCompare runs the throughput and tc phases; export is this script's.
+test_phases=$(echo "$phases" | tr ',' '\n' | { grep -v '^export$' || true; } | paste -sd, -)
+if [ -n "$test_phases" ]; then
+	COMPARE_HOSTFLOW_BIN="$repo/bin/hostflow" COMPARE_MINFLOW_OBJ="$tmp/minflow.o" COMPARE_TABLE="$tmp/table.txt" \
+		COMPARE_REPEATS="${REPEATS:-3}" COMPARE_PER_FLOW="${PER_FLOW:-30}" COMPARE_LAYOUTS="${LAYOUTS:-ring,sendto}" \
+		COMPARE_TC_PACKETS="${TC_PACKETS:-1000000}" COMPARE_TC_ORDER="${TC_ORDER:-hostflow-first}" \
+		COMPARE_SOFTFLOWD_MAX_FLOWS="${SOFTFLOWD_MAX_FLOWS:-262144}" COMPARE_PHASES="$test_phases" \
+		go test -tags bench -count=1 -timeout 90m -run '^TestCompare$' -v ./integration/ 2>&1 |
+		tee "$log" | { grep --line-buffered -E 'COMPARE-(SETUP|RUN|TC) ' || true; } | sed -u 's/^ *compare_test.go:[0-9]*: /  /' || true
+	echo "compare: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	# It ran when the test passed: every run and scenario completed and the
+	# TC programs saw the same packets. Targets are in the table, not here.
+	if ! grep -q '^--- PASS: TestCompare ' "$log" || [ ! -s "$tmp/table.txt" ]; then
+		echo "compare: did not run to the end; the failure (full output in $log):" >&2
+		grep -E -- '--- (FAIL|SKIP)|^(FAIL|panic)|_test.go:[0-9]+:' "$log" | grep -v 'COMPARE-' | tail -20 >&2
+		exit 1
+	fi
+	echo
+	cat "$tmp/table.txt"
 fi
-echo
-cat "$tmp/table.txt"
+
+# End-to-end IPFIX export over UDP against go-ipfix: the encoder benchmark
+# (exporter/ipfix_bench_test.go), one CPU, EXPORT_COUNT rounds; each round
+# runs hostflow's default UDP path and go-ipfix one after the other.
+if echo "$phases" | tr ',' '\n' | grep -qx export; then
+	go test -c -tags bench -o "$tmp/exporter.test" ./exporter/
+	(cd exporter && "$tmp/exporter.test" -test.run '^$' -test.bench 'BenchmarkEncodeHostflowVsGoIPFIX/^udp$/' \
+		-test.cpu 1 -test.count "${EXPORT_COUNT:-5}") >"$tmp/export.txt" 2>&1 || {
+		echo "compare: export benchmark failed:" >&2
+		cat "$tmp/export.txt" >&2
+		exit 1
+	}
+	cat "$tmp/export.txt" >>"$log"
+	echo
+	awk '
+		function metric(name,   i) { for (i = 3; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+		/^BenchmarkEncodeHostflowVsGoIPFIX\/udp\/hostflow/ { hc[++nh] = metric("records/cpu-s"); hw[nh] = metric("records/s") }
+		/^BenchmarkEncodeHostflowVsGoIPFIX\/udp\/go-ipfix/ { gc[++ng] = metric("records/cpu-s"); gw[ng] = metric("records/s") }
+		function median(a, n,   i, j, t, b) {
+			for (i = 1; i <= n; i++) b[i] = a[i]
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (b[j] < b[i]) { t = b[i]; b[i] = b[j]; b[j] = t }
+			return n % 2 ? b[(n + 1) / 2] : (b[n / 2] + b[n / 2 + 1]) / 2
+		}
+		END {
+			n = nh < ng ? nh : ng
+			if (n == 0) { print "export: no benchmark result"; exit 1 }
+			for (i = 1; i <= n; i++) { rc[i] = hc[i] / gc[i]; rw[i] = hw[i] / gw[i] }
+			printf "IPFIX export over UDP (BenchmarkEncodeHostflowVsGoIPFIX/udp, 256 flows of the 8 default templates, 1400-byte messages, -cpu 1, %d rounds)\n", n
+			printf "%-34s %14s %14s %8s  %s\n", "figure", "hostflow", "go-ipfix", "ratio", "target"
+			printf "%-34s %14.0f %14.0f %7.2fx  %s\n", "records per CPU-second (median)", median(hc, n), median(gc, n), median(rc, n), ">= 3x"
+			printf "%-34s %14.0f %14.0f %7.2fx\n", "records per second, wall (median)", median(hw, n), median(gw, n), median(rw, n)
+			printf "per-round ratios, CPU:"; for (i = 1; i <= n; i++) printf " %.2f", rc[i]; printf "\n"
+		}' "$tmp/export.txt"
+fi
