@@ -3,7 +3,9 @@
 # daemon, default settings, on the receiving end of a veth pair in test
 # namespaces (hf-mem-*), with 100,608 active flows (30 packets each) and
 # under a flood of 2,023,680 distinct flows of 2 packets each, sent by
-# trafgen -P 2 (integration/load_memory_test.go, TestLoadMemory). The
+# trafgen -P 2 (integration/load_memory_test.go, TestLoadMemory); each
+# also exported as IPFIX over UDP to a collector in the namespace, as
+# bench/compare.sh does (flows-100k-ipfix, flood-2M-ipfix). The
 # exactness checks of the load tests apply; the flood run also asserts an
 # RSS bound derived from max_flows and kernel_map_size.
 #

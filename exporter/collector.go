@@ -24,12 +24,25 @@ const (
 	// should get the flows forced out at shutdown.
 	DefaultDrainTimeout = 5 * time.Second
 
+	// DefaultExportWait bounds how long Export waits for the goroutine
+	// to hand back a batch buffer before it makes a new one
+	// (CollectorConfig.ExportWait). Encoding and sending a full batch of
+	// 4096 records takes about a millisecond, so a healthy collector
+	// answers far sooner; a stalled one costs the capture loop this much
+	// once per stall.
+	DefaultExportWait = 50 * time.Millisecond
+
 	// closeAbortWait is how long Close waits, after the drain deadline
 	// and the transport is closed, for the sink to give up.
 	closeAbortWait = time.Second
 	// maxRecycledBatch caps the batch buffers kept for reuse, so one huge
 	// batch (the flush at shutdown) is not held on to.
 	maxRecycledBatch = 8192
+	// inFlightBatches is how many batch buffers a collector that keeps
+	// up holds at once: the one its goroutine sends and the one queued
+	// behind it, so the goroutine never waits for the next batch. It is
+	// also how many it keeps for reuse.
+	inFlightBatches = 2
 )
 
 var (
@@ -59,6 +72,10 @@ type CollectorConfig struct {
 	QueueLength int
 	// DrainTimeout bounds Close. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// ExportWait bounds how long Export waits for a batch buffer to
+	// come back from the goroutine when two are in flight already.
+	// Default DefaultExportWait.
+	ExportWait time.Duration
 	// Logger reports drops. Default: discard.
 	Logger *slog.Logger
 }
@@ -80,6 +97,10 @@ type CollectorStats struct {
 	// error.
 	SentBatches uint64
 	SentRecords uint64
+	// ExportWaitTimeouts counts the Exports that waited ExportWait for
+	// a batch buffer in vain (the goroutine was stalled) and made a new
+	// one.
+	ExportWaitTimeouts uint64
 	// Errors counts batches the sink failed to export, wholly or in
 	// part, and failed flushes of a batching transport; the records lost
 	// are in the sink's own counters, the messages in the transport's.
@@ -107,18 +128,41 @@ type CollectorStats struct {
 // since TCP does not tell which messages the collector read, and its
 // messages not sent are lost and counted (Errors here, the messages in the
 // transport's Lost, their records in the sink's RecordsLost).
+//
+// Export copies each batch into a buffer of the Collector's, which the
+// goroutine hands back once the batch is sent. A burst of batches (the
+// flush at shutdown or at a reload, thousands of flows ending at one
+// poll) would otherwise fill the queue with copies faster than the
+// goroutine encodes them, and memory would grow by a batch of copies per
+// batch queued, up to the whole queue. So while two buffers are out
+// (inFlightBatches: one being sent, one queued), Export waits for one to
+// come back, at most ExportWait: a collector that keeps up paces the
+// burst and holds two buffers. A wait that times out means the goroutine
+// is stalled or slow (a dead TCP collector, a blocked write): Export then
+// makes a new buffer and queues as before, and does not wait again until
+// the goroutine has sent everything queued, so a stall costs the caller
+// one ExportWait, and a full queue none (the newest batch is dropped at
+// once). The copies of a stalled collector are bounded by the queue
+// length, as before; at most inFlightBatches buffers are kept for reuse.
 type Collector struct {
 	name  string
 	sink  Sink
 	tr    Transport
 	drain time.Duration
+	wait  time.Duration
 	log   *slog.Logger
 
 	// mu makes Export's send and Close's close of queue exclusive.
 	mu     sync.RWMutex
 	closed bool
 	queue  chan []Flow
-	free   chan []Flow // batch buffers to reuse
+	free   chan []Flow // batch buffers to reuse, at most inFlightBatches
+	// buffers counts the batch buffers made and not let go: queued,
+	// being sent, or in free.
+	buffers atomic.Int64
+	// stalled is set when a wait for a buffer timed out, and cleared
+	// when the goroutine has sent everything queued.
+	stalled atomic.Bool
 
 	// ctx is cancelled at the drain deadline: the goroutine stops
 	// waiting for a connection and drops what is left.
@@ -130,6 +174,7 @@ type Collector struct {
 	queued, queuedRecords                    atomic.Int64
 	enqueued, droppedBatches, droppedRecords atomic.Uint64
 	sentBatches, sentRecords, errs           atomic.Uint64
+	waitTimeouts                             atomic.Uint64
 }
 
 var _ Sink = (*Collector)(nil)
@@ -145,8 +190,12 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	if cfg.QueueLength < 0 || cfg.DrainTimeout < 0 {
-		return nil, fmt.Errorf("collector config: negative queue length %d or drain timeout %v", cfg.QueueLength, cfg.DrainTimeout)
+	if cfg.ExportWait == 0 {
+		cfg.ExportWait = DefaultExportWait
+	}
+	if cfg.QueueLength < 0 || cfg.DrainTimeout < 0 || cfg.ExportWait < 0 {
+		return nil, fmt.Errorf("collector config: negative queue length %d, drain timeout %v or export wait %v",
+			cfg.QueueLength, cfg.DrainTimeout, cfg.ExportWait)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -157,9 +206,10 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		sink:   cfg.Sink,
 		tr:     cfg.Transport,
 		drain:  cfg.DrainTimeout,
+		wait:   cfg.ExportWait,
 		log:    cfg.Logger.With("collector", cfg.Name),
 		queue:  make(chan []Flow, cfg.QueueLength),
-		free:   make(chan []Flow, cfg.QueueLength+1),
+		free:   make(chan []Flow, inFlightBatches),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -171,8 +221,10 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 // Name returns the collector's name.
 func (c *Collector) Name() string { return c.name }
 
-// Export queues a copy of flows and returns at once. If the queue is full
-// the batch is dropped, counted, and the error wraps ErrQueueFull.
+// Export queues a copy of flows. If the queue is full the batch is
+// dropped at once, counted, and the error wraps ErrQueueFull. Otherwise,
+// if two batches are in flight already, it first waits up to ExportWait
+// for the goroutine to hand a buffer back (see Collector).
 func (c *Collector) Export(flows []Flow) error {
 	if len(flows) == 0 {
 		return nil
@@ -187,11 +239,7 @@ func (c *Collector) Export(flows []Flow) error {
 		// Full already: spare the copy.
 		return c.refuse(len(flows))
 	}
-	var b []Flow
-	select {
-	case b = <-c.free:
-	default:
-	}
+	b := c.buffer()
 	b = append(b[:0], flows...)
 	c.queued.Add(1)
 	c.queuedRecords.Add(int64(len(b)))
@@ -224,15 +272,44 @@ func (c *Collector) countDropped(n int) {
 	c.droppedRecords.Add(uint64(n))
 }
 
-func (c *Collector) recycle(b []Flow) {
-	if cap(b) > maxRecycledBatch {
-		return
-	}
-	clear(b) // the keys are small, but do not pin anything
+// buffer returns a batch buffer: one handed back, or, while fewer than
+// inFlightBatches are out, a new one. When that many are out it waits up
+// to ExportWait for one to come back, unless the last wait timed out and
+// the goroutine has not caught up with the queue since.
+func (c *Collector) buffer() []Flow {
 	select {
-	case c.free <- b[:0]:
+	case b := <-c.free:
+		return b
 	default:
 	}
+	if c.buffers.Load() >= inFlightBatches && !c.stalled.Load() {
+		t := time.NewTimer(c.wait)
+		defer t.Stop()
+		select {
+		case b := <-c.free:
+			return b
+		case <-t.C:
+			c.stalled.Store(true)
+			c.waitTimeouts.Add(1)
+			c.log.Debug("collector stalled; queueing without waiting until it sends", "waited", c.wait)
+		}
+	}
+	c.buffers.Add(1)
+	return nil
+}
+
+// recycle keeps a batch buffer for reuse, or lets it go if it is too big
+// or inFlightBatches are kept already.
+func (c *Collector) recycle(b []Flow) {
+	if cap(b) <= maxRecycledBatch {
+		clear(b) // the keys are small, but do not pin anything
+		select {
+		case c.free <- b[:0]:
+			return
+		default:
+		}
+	}
+	c.buffers.Add(-1)
 }
 
 // run sends the queued batches until Close closes the queue.
@@ -244,6 +321,7 @@ func (c *Collector) run() {
 		c.send(b)
 		c.recycle(b)
 		if len(c.queue) == 0 {
+			c.stalled.Store(false) // caught up: Export may wait again
 			c.flush()
 		}
 	}
@@ -289,14 +367,15 @@ func (c *Collector) send(b []Flow) {
 // Stats returns the counters. It is safe to call from any goroutine.
 func (c *Collector) Stats() CollectorStats {
 	s := CollectorStats{
-		Queued:         int(c.queued.Load()),
-		QueuedRecords:  int(c.queuedRecords.Load()),
-		Enqueued:       c.enqueued.Load(),
-		DroppedBatches: c.droppedBatches.Load(),
-		DroppedRecords: c.droppedRecords.Load(),
-		SentBatches:    c.sentBatches.Load(),
-		SentRecords:    c.sentRecords.Load(),
-		Errors:         c.errs.Load(),
+		Queued:             int(c.queued.Load()),
+		QueuedRecords:      int(c.queuedRecords.Load()),
+		Enqueued:           c.enqueued.Load(),
+		DroppedBatches:     c.droppedBatches.Load(),
+		DroppedRecords:     c.droppedRecords.Load(),
+		SentBatches:        c.sentBatches.Load(),
+		SentRecords:        c.sentRecords.Load(),
+		Errors:             c.errs.Load(),
+		ExportWaitTimeouts: c.waitTimeouts.Load(),
 	}
 	if c.tr != nil {
 		s.Transport = c.tr.Stats()

@@ -90,6 +90,15 @@ func TestLoadMemory(t *testing.T) {
 				t.Errorf("exported %d distinct UDP flows, want %d", r.res.distinctUDP, loadFlows)
 			}
 		}},
+		// The 100k flows exported as IPFIX over UDP to a collector in b,
+		// as the comparison with softflowd does: the final flush goes
+		// through the collector's queue.
+		{name: "flows-100k-ipfix", config: loadTrafgen, flows: loadFlows, packets: 30,
+			args: []string{"--collector", "ipfix+udp://127.0.0.1:4739"}, check: func(t *testing.T, r memRun) {
+				if got, want := r.res.stopped["packets"], r.delta.RxPackets; got != want {
+					t.Errorf("exported %d packets, hfl1 received %d", got, want)
+				}
+			}},
 		{name: "flood-2M", config: floodTrafgen, flows: floodFlows, packets: 2, check: func(t *testing.T, r memRun) {
 			k := r.res.stopped
 			if got, want := r.res.ingress.RxPackets+k["kernel_ringbuf_full"], r.delta.RxPackets; got != want {

@@ -61,6 +61,9 @@ var (
 	descReconnects = prometheus.NewDesc("hostflow_collector_reconnects_total",
 		"New TCP/TLS connections to the collector after the first.", []string{"collector"}, nil)
 
+	descStalls = prometheus.NewDesc("hostflow_collector_stalls_total",
+		"Times hostflow waited its longest (50 ms) for the collector to send a batch and hand its buffer back, in vain: the collector is stalled or slower than flows end; its queue then fills, without waits, until it catches up.", []string{"collector"}, nil)
+
 	descUnreachable = prometheus.NewDesc("hostflow_collector_unreachable_total",
 		"ICMP errors (port unreachable: nothing listening) reported for earlier UDP datagrams to the collector. They cost no message: the datagram in hand is sent again.", []string{"collector"}, nil)
 
@@ -84,7 +87,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descObservedPackets, descObservedBytes, descActive, descExported, descDirect,
 		descDrainErrors, descExportErrors, descReaderWaits, descEnrichDropped, descEnrichQueued, descUnmatchedFates, descEarlySettled, descMessages, descRecords, descSendErrors, descRecordsLost,
-		descDropped, descReconnects, descUnreachable, descAttached, descReloads, descLastReload} {
+		descDropped, descReconnects, descStalls, descUnreachable, descAttached, descReloads, descLastReload} {
 		ch <- d
 	}
 	for _, k := range kernelOrder {
@@ -142,6 +145,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRecordsLost, s.RecordsLost, s.URL)
 		counter(descDropped, s.DroppedRecords, s.URL)
 		counter(descReconnects, s.Reconnects, s.URL)
+		counter(descStalls, s.Stalls, s.URL)
 		counter(descUnreachable, s.Unreachable, s.URL)
 	}
 

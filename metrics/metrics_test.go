@@ -26,7 +26,7 @@ func (f fakeSource) Kernel() (KernelStats, error) {
 }
 
 func (fakeSource) Collectors() []CollectorStats {
-	return []CollectorStats{{URL: "ipfix+udp://127.0.0.1:4739", Messages: 7, Records: 70, SendErrors: 1, RecordsLost: 9, Unreachable: 3}}
+	return []CollectorStats{{URL: "ipfix+udp://127.0.0.1:4739", Messages: 7, Records: 70, SendErrors: 1, RecordsLost: 9, Unreachable: 3, Stalls: 2}}
 }
 
 func (fakeSource) Interfaces() []InterfaceState {
@@ -56,6 +56,9 @@ hostflow_collector_records_total{collector="ipfix+udp://127.0.0.1:4739"} 70
 # HELP hostflow_collector_send_errors_total Messages that failed to send.
 # TYPE hostflow_collector_send_errors_total counter
 hostflow_collector_send_errors_total{collector="ipfix+udp://127.0.0.1:4739"} 1
+# HELP hostflow_collector_stalls_total Times hostflow waited its longest (50 ms) for the collector to send a batch and hand its buffer back, in vain: the collector is stalled or slower than flows end; its queue then fills, without waits, until it catches up.
+# TYPE hostflow_collector_stalls_total counter
+hostflow_collector_stalls_total{collector="ipfix+udp://127.0.0.1:4739"} 2
 # HELP hostflow_collector_unreachable_total ICMP errors (port unreachable: nothing listening) reported for earlier UDP datagrams to the collector. They cost no message: the datagram in hand is sent again.
 # TYPE hostflow_collector_unreachable_total counter
 hostflow_collector_unreachable_total{collector="ipfix+udp://127.0.0.1:4739"} 3

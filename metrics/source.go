@@ -70,6 +70,10 @@ type CollectorStats struct {
 	// Unreachable counts ICMP errors (port unreachable) a UDP socket
 	// reported for earlier datagrams; they cost no message.
 	Unreachable uint64
+	// Stalls counts the times the capture waited in vain for the
+	// collector to hand back a batch buffer (exporter.CollectorStats
+	// ExportWaitTimeouts).
+	Stalls uint64
 	// Connected: the transport is up now (a UDP socket until it is
 	// closed); QueuedRecords wait in the collector's queue now.
 	Connected     bool

@@ -154,11 +154,11 @@ func waitStats(t *testing.T, s *collectorSink, cond func(metrics.CollectorStats)
 // records_lost_total, and notSentFlowTotalCount counts them.
 func TestCollectorStatsBatchLosses(t *testing.T) {
 	e := exporter.ExportStats{Messages: 10, Records: 100, SendErrors: 1, RecordsLost: 4}
-	q := exporter.CollectorStats{DroppedRecords: 3,
+	q := exporter.CollectorStats{DroppedRecords: 3, ExportWaitTimeouts: 2,
 		Transport: exporter.TransportStats{Messages: 8, Lost: 3, RecordsLost: 7, Connected: true}}
 	s := collectorStats("ipfix+udp://198.18.0.1:4739", e, q, true)
-	if s.Records != 93 || s.RecordsLost != 11 || s.Messages != 8 || s.SendErrors != 3 || s.DroppedRecords != 3 {
-		t.Errorf("stats %+v, want 93 records sent, 11 lost, 8 messages, 3 send errors, 3 dropped", s)
+	if s.Records != 93 || s.RecordsLost != 11 || s.Messages != 8 || s.SendErrors != 3 || s.DroppedRecords != 3 || s.Stalls != 2 {
+		t.Errorf("stats %+v, want 93 records sent, 11 lost, 8 messages, 3 send errors, 3 dropped, 2 stalls", s)
 	}
 	var l collectorLosses
 	l.set(func() metrics.CollectorStats { return s })

@@ -218,7 +218,7 @@ func collectorStats(url string, e exporter.ExportStats, q exporter.CollectorStat
 	t := q.Transport
 	s := metrics.CollectorStats{URL: url, Messages: e.Messages, Records: e.Records - min(e.Records, t.RecordsLost),
 		SendErrors: e.SendErrors, RecordsLost: e.RecordsLost + t.RecordsLost,
-		DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Unreachable: t.Unreachable,
+		DroppedRecords: q.DroppedRecords, Reconnects: q.Reconnects, Stalls: q.ExportWaitTimeouts, Unreachable: t.Unreachable,
 		Connected: t.Connected, QueuedRecords: q.QueuedRecords}
 	if udp {
 		s.Messages, s.SendErrors = t.Messages, t.Lost
