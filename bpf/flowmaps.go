@@ -56,6 +56,9 @@ type flowMaps struct {
 	keys  []NetFlowId6
 	keys4 []NetFlowId4
 
+	// done is set by DoneReading: seen4, seen and rb are gone.
+	done atomic.Bool
+
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.
 	detached atomic.Bool
@@ -229,6 +232,9 @@ func (fm *flowMaps) LookupAndDeleteMap() (map[NetFlowId][]NetFlowMetrics, error)
 // and returns its raw record; decode it with DecodeRecord. It returns
 // ringbuf.ErrClosed (wrapped in os.ErrClosed) after Close.
 func (fm *flowMaps) ReadRingBuf() (ringbuf.Record, error) {
+	if fm.done.Load() {
+		return ringbuf.Record{}, ErrDoneReading
+	}
 	return fm.rb.Read()
 }
 
@@ -236,6 +242,9 @@ func (fm *flowMaps) ReadRingBuf() (ringbuf.Record, error) {
 // direct_flows and then ringbuf.ErrFlushed, instead of blocking. Call it
 // after detaching, so that the last diverted packets are read before exit.
 func (fm *flowMaps) FlushRingBuf() error {
+	if fm.done.Load() {
+		return ErrDoneReading
+	}
 	return fm.rb.Flush()
 }
 

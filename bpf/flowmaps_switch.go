@@ -88,6 +88,9 @@ func (fm *flowMaps) readMapFull() (uint64, error) {
 func (fm *flowMaps) Drain(fn func(NetFlowId, []NetFlowMetrics)) error {
 	fm.mu.Lock()
 	defer fm.mu.Unlock()
+	if fm.done.Load() {
+		return ErrDoneReading
+	}
 	// After a detach, a program may still be counting (it started
 	// before): let it finish, so that the drain at shutdown has every
 	// packet the hooks saw.

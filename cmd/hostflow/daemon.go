@@ -122,6 +122,7 @@ type flowSource interface {
 	Diverted(r *bpf.Record) bool
 	Full() (bool, error)
 	FlushRingBuf() error
+	DoneReading() error
 	ReadCounters() (bpf.KernelCounters, error)
 	SetSampling(n int) error
 	Close() error

@@ -131,6 +131,11 @@ func (f *fakeFetcher) FlushRingBuf() error {
 	return nil
 }
 
+func (f *fakeFetcher) DoneReading() error {
+	f.call("DoneReading")
+	return nil
+}
+
 func (f *fakeFetcher) ReadCounters() (bpf.KernelCounters, error) {
 	f.call("ReadCounters")
 	return bpf.KernelCounters{}, nil

@@ -14,6 +14,7 @@ import (
 //  1. detach: stop following links and detach every program, so the
 //     counts stop moving;
 //  2. final drain: the flow map, then the ring buffer up to its flush;
+//     then the memory only reading needs goes (DoneReading);
 //  3. flush the cache: every flow left goes to the next stage as forced
 //     end;
 //  4. enrich (router mode): the enrich stage enriches every batch it
@@ -48,6 +49,12 @@ func (d *daemon) shutdown(direct chan bpf.Record) error {
 		for r := range direct { // closed by readRingBuf after the flush
 			d.addDirect(r)
 		}
+	}
+	// Nothing reads the flows again: give back the totals of live
+	// reads and the ring buffer's mapping before the final export
+	// adds its buffers.
+	if err := d.fetcher.DoneReading(); err != nil {
+		errs = append(errs, err)
 	}
 	// 3. Flush the cache, in batches; every arrival settles.
 	d.flushLast(d.sinks)

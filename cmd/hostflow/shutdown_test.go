@@ -118,7 +118,7 @@ func TestShutdownOrder(t *testing.T) {
 	}
 	calls := f.Calls()
 	var at []int
-	for _, step := range []string{"Drain", "FlushRingBuf", "Enrich", "exported", "collector drained",
+	for _, step := range []string{"Drain", "FlushRingBuf", "DoneReading", "Enrich", "exported", "collector drained",
 		"removed collector drained", "Enricher.Close", "Close"} {
 		i := slices.Index(calls, step)
 		if i < 0 {
@@ -127,6 +127,6 @@ func TestShutdownOrder(t *testing.T) {
 		at = append(at, i)
 	}
 	if !slices.IsSorted(at) || at[len(at)-1] != len(calls)-1 {
-		t.Errorf("shutdown order %q: want drain, ring buffer flush, enrich, export, collectors drained, then the enricher and the maps closed last", calls)
+		t.Errorf("shutdown order %q: want drain, ring buffer flush, done reading (before the final export's buffers), enrich, export, collectors drained, then the enricher and the maps closed last", calls)
 	}
 }
