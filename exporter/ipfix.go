@@ -78,14 +78,17 @@ type IPFIXConfig struct {
 	// Options, if set, enables options records (interface table,
 	// sampling, reliability statistics).
 	Options *OptionsConfig
-	// PadForGSO pads every full message of an export to exactly
-	// MaxMessageSize when Writer is a UDPWriter using GSO, so that the
-	// export goes out as one GSO send (see exporter/pad.go). The padding
-	// is RFC 7011 section 3.3.1 set padding, but not every collector
-	// takes it: nfcapd (nfdump 1.7.1) tries to read padding of 4
-	// octets or more as another record and logs an error for every
-	// padded set (it still stores every record). goflow2, pmacct's
-	// nfacctd, libfixbuf and Wireshark decode it. Default off.
+	// PadForGSO pads, when Writer is a UDPWriter using GSO, the messages
+	// of an export that exact fill cannot make L bytes long (fill.go;
+	// the last one aside) to exactly L, so that every export goes out
+	// as one GSO send whatever its mix of templates (see
+	// exporter/pad.go). Exact fill itself needs no option: it is on
+	// whenever the writer uses GSO, and pads a data set by 3 octets at
+	// most. This padding is RFC 7011 section 3.3.1 set padding too, but
+	// not every collector takes it: nfcapd (nfdump 1.7.1) tries to read
+	// padding of 4 octets or more as another record and logs an error
+	// for every such set (it still stores every record). goflow2,
+	// pmacct's nfacctd, libfixbuf and Wireshark decode it. Default off.
 	PadForGSO bool
 	// Now is the clock, injected for tests. Default time.Now.
 	Now func() time.Time
@@ -123,6 +126,7 @@ func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 		ifs:             cfg.Interfaces,
 		now:             cfg.Now,
 		log:             cfg.Logger,
+		exactFill:       true,
 		padFull:         cfg.PadForGSO,
 	}); err != nil {
 		return nil, err
