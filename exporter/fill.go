@@ -441,7 +441,10 @@ func (e *encoder) exportFill(flows []Flow, n *[templates.NumTemplates]int) {
 		return
 	}
 	hdr := e.wire.headerLen()
-	l := hdr + e.search(e.max-hdr, -1)
+	l := e.max // PadForGSO: what exact fill cannot fill, padding does
+	if !e.padding {
+		l = hdr + e.search(e.max-hdr, -1)
+	}
 	for left > 0 {
 		room := l - len(e.buf)
 		first := len(e.buf) > hdr // templates or options data first
@@ -458,7 +461,7 @@ func (e *encoder) exportFill(flows []Flow, n *[templates.NumTemplates]int) {
 		if got < room && e.padding {
 			e.padMessage(l)
 		}
-		if len(e.buf) < l && !first {
+		if len(e.buf) < l && !first && !e.padding {
 			// What is left cannot fill L: this message ends the
 			// run, and the next ones aim at its length, which they
 			// may well reach, for a run of their own.

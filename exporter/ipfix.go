@@ -78,17 +78,18 @@ type IPFIXConfig struct {
 	// Options, if set, enables options records (interface table,
 	// sampling, reliability statistics).
 	Options *OptionsConfig
-	// PadForGSO pads, when Writer is a UDPWriter using GSO, the messages
-	// of an export that exact fill cannot make L bytes long (fill.go;
-	// the last one aside) to exactly L, so that every export goes out
-	// as one GSO send whatever its mix of templates (see
-	// exporter/pad.go). Exact fill itself needs no option: it is on
-	// whenever the writer uses GSO, and pads a data set by 3 octets at
-	// most. This padding is RFC 7011 section 3.3.1 set padding too, but
-	// not every collector takes it: nfcapd (nfdump 1.7.1) tries to read
-	// padding of 4 octets or more as another record and logs an error
-	// for every such set (it still stores every record). goflow2,
-	// pmacct's nfacctd, libfixbuf and Wireshark decode it. Default off.
+	// PadForGSO makes every message of an export but the last exactly
+	// MaxMessageSize long when Writer is a UDPWriter using GSO, so that
+	// every export goes out as one GSO send whatever its mix of
+	// templates: exact fill (fill.go, on without this option whenever
+	// the writer uses GSO, with messages of the longest length the
+	// export's mix can fill) aims at MaxMessageSize, and set padding
+	// makes up what it leaves short (see exporter/pad.go). That padding
+	// is RFC 7011 section 3.3.1 set padding, but not every collector
+	// takes it: nfcapd (nfdump 1.7.1) tries to read padding of 4 octets
+	// or more as another record and logs an error for every such set
+	// (it still stores every record). goflow2, pmacct's nfacctd,
+	// libfixbuf and Wireshark decode it. Default off.
 	PadForGSO bool
 	// Now is the clock, injected for tests. Default time.Now.
 	Now func() time.Time

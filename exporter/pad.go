@@ -2,17 +2,17 @@ package exporter
 
 import "encoding/binary"
 
-// Padding what exact fill cannot fill to L, for UDP GSO (PadForGSO).
+// Padding full IPFIX messages to the maximum size, for UDP GSO
+// (PadForGSO).
 //
 // Exact fill (fill.go) makes every message of an export L bytes long by
 // choosing its records, with at most 3 octets of padding per data set,
-// which every collector takes. A message it cannot fill, because the
-// records left cannot make L (a mix of templates at the end of an
-// export, or a single template whose records do not add up to it), ends
-// its GSO run: the next message starts another send. With
-// IPFIXConfig.PadForGSO, such a message (but the export's last, which
-// only ends the run) is padded to exactly L, so an export stays one send
-// whatever its mix.
+// which every collector takes; L is the longest length the export's mix
+// of templates can fill, and a message whose remaining mix cannot fill
+// it ends its GSO run. With IPFIXConfig.PadForGSO, L is the maximum size
+// whatever the mix, and a message exact fill leaves short of it (but the
+// export's last, which only ends the run) is padded to exactly L, so an
+// export is one send whatever its mix.
 //
 // The padding is what RFC 7011 section 3.3.1 allows at the end of a Set:
 // zero octets, counted in the Set Length, and shorter than any record of
@@ -25,12 +25,13 @@ import "encoding/binary"
 // else.
 //
 // Padding goes with exact fill: only IPFIX, only for a writer that
-// reports GSO. It is off by default, and since exact fill it matters
-// little (in the tests, only a single template's exports have messages
-// exact fill leaves short): nfcapd (nfdump 1.7.1) tries to read padding
-// of 4 octets or more as another record; it stores every real record but
-// logs an error for each such set (1 to 3 octets, alignment padding, it
-// takes silently, which is why exact fill pads no more). goflow2,
+// reports GSO. It is off by default, and since exact fill it adds little
+// (for mixed traffic exact fill reaches the maximum size by itself; it
+// pads exports of one or two templates, whose record lengths cannot add
+// up to it): nfcapd (nfdump 1.7.1) tries to read padding of 4 octets or
+// more as another record; it stores every real record but logs an error
+// for each such set (1 to 3 octets, alignment padding, it takes
+// silently, which is why exact fill pads no more). goflow2,
 // pmacct's nfacctd, libfixbuf and Wireshark decode padded messages
 // cleanly (TestIPFIXPadDecodes, TestPeerNfacctd, TestTshark,
 // TestIPFIXDump).

@@ -43,29 +43,23 @@ func padRoom(t testing.TB, m []byte) int {
 	return room
 }
 
-// checkPadLengths requires every message of each export but the last,
-// and but those carrying templates, to be L (that of the first), or else
-// shorter with flow data sets that cannot take the gap, the next ones
-// then aiming at its length. It returns how many are not L.
-func checkPadLengths(t testing.TB, w *gsoCapture) int {
+// checkPadLengths requires every message of each export but the last to
+// be size bytes long, or else shorter with flow data sets that cannot take
+// the gap. It returns how many are short.
+func checkPadLengths(t testing.TB, w *gsoCapture, size int) int {
 	t.Helper()
 	short, from := 0, 0
 	for x, end := range w.ends {
 		msgs := w.msgs[from:end]
-		l := -1
 		for i, m := range msgs[:max(len(msgs)-1, 0)] {
 			switch {
-			case hasTemplates(m):
-			case l < 0:
-				l = len(m)
-			case len(m) > l:
-				t.Fatalf("export %d: message %d is %d bytes, over L %d", x, i, len(m), l)
-			case len(m) < l:
-				if gap, room := l-len(m), padRoom(t, m); gap <= room {
-					t.Fatalf("export %d: message %d is %d bytes, not L %d: its sets could take %d octets", x, i, len(m), l, room)
+			case len(m) > size:
+				t.Fatalf("export %d: message %d is %d bytes, over %d", x, i, len(m), size)
+			case len(m) < size:
+				if gap, room := size-len(m), padRoom(t, m); gap <= room {
+					t.Fatalf("export %d: message %d is %d bytes, not %d: its sets could take %d octets", x, i, len(m), size, room)
 				}
 				short++
-				l = len(m)
 			}
 		}
 		from = end
@@ -74,20 +68,14 @@ func checkPadLengths(t testing.TB, w *gsoCapture) int {
 }
 
 // TestIPFIXPadEqualLengths: with PadForGSO, every message of an export
-// that exact fill cannot fill is padded to L if its flow data sets can
-// take the gap: in all the cases, every message of an export but the last
-// and those carrying templates is L.
+// but the last is the maximum size, exact fill's or padded: in all the
+// cases, the single-template ones included.
 func TestIPFIXPadEqualLengths(t *testing.T) {
 	for _, tc := range fillCases {
 		t.Run(tc.name, func(t *testing.T) {
 			padded := fillExports(t, true, true, tc.max, tc.batches...)
-			short := checkPadLengths(t, padded)
-			misses, _ := fillMisses(fillExports(t, true, false, tc.max, tc.batches...))
-			if short > misses {
-				t.Errorf("%d messages short of L padded, %d without padding", short, misses)
-			}
-			if short > 0 {
-				t.Errorf("%d messages short of L: %v", short, exportLens(padded))
+			if short := checkPadLengths(t, padded, tc.max); short > 0 {
+				t.Errorf("%d messages short of %d: %v", short, tc.max, exportLens(padded))
 			}
 		})
 	}
@@ -167,6 +155,7 @@ func FuzzIPFIXPad(f *testing.F) {
 	f.Add(uint16(256), uint64(2), uint16(1400), uint8(0))
 	f.Add(uint16(40), uint64(5), uint16(600), uint8(0x0c))
 	f.Add(uint16(900), uint64(9), uint16(1203), uint8(0xa8))
+	f.Add(uint16(2), uint64(5), uint16(487), uint8(0x34)) // an empty export
 	f.Fuzz(func(t *testing.T, n uint16, seed uint64, max uint16, mask uint8) {
 		flows := randomFlows(int(n%2000), seed)
 		if mask != 0 {
@@ -177,7 +166,7 @@ func FuzzIPFIXPad(f *testing.F) {
 		batches := [][]Flow{flows[:half], flows[half:]}
 		w := fillExports(t, true, true, size, batches...)
 		checkFilled(t, w, size, true, batches)
-		checkPadLengths(t, w)
+		checkPadLengths(t, w, size)
 		if got := goflow2Records(t, w.msgs); got != len(flows) {
 			t.Fatalf("goflow2: %d records, want %d", got, len(flows))
 		}
