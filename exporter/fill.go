@@ -274,9 +274,14 @@ func (e *encoder) search(room, lead int) int {
 		used += hdr + k*r
 	}
 	target := room - used
-	// Offsets reachable past the prefix, one template at a time.
-	prev := fillBits{1}
+	// Offsets reachable past the prefix, one template at a time, until
+	// target is: the templates after take no more records.
+	prev, last := fillBits{1}, -1
 	for t := range f.reach {
+		if prev.has(target) {
+			break
+		}
+		last = t
 		r := e.compiled[t].recLen
 		k := min(f.avail[t]-f.count[t], target/r)
 		f.maxK[t] = k
@@ -307,7 +312,7 @@ func (e *encoder) search(room, lead int) int {
 	best := prev.below(target)
 	// Trace back: which k and padding of each template got to best.
 	x := best
-	for t := len(f.reach) - 1; t >= 0; t-- {
+	for t := last; t >= 0; t-- {
 		before := &fillBits{1}
 		if t > 0 {
 			before = &f.reach[t-1]
