@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"math/bits"
+	"slices"
 
 	"github.com/hostflow/hostflow/templates"
 )
@@ -120,7 +121,12 @@ func (b *fillBits) below(i int) int {
 // fillState is the exact-fill packer's state for one export, reused.
 type fillState struct {
 	avail [templates.NumTemplates]int // records of each template not placed yet
-	next  [templates.NumTemplates]int // where to look for each template's next flow in variants
+	// order holds the export's flow indexes by template, each
+	// template's in the export's order; next[t] is where t's not placed
+	// yet start. order grows to the largest export, then allocates no
+	// more.
+	order []int32
+	next  [templates.NumTemplates]int
 	// The plan for a message: records and padding octets of each
 	// template's set.
 	count, pad [templates.NumTemplates]int
@@ -241,8 +247,10 @@ func (e *encoder) search(room, lead int) int {
 		}
 		budget := room - fillWindow
 		if total > budget {
+			// a*budget/total, with one division.
+			scale := budget << 20 / total
 			for t, a := range f.avail {
-				if k := a * budget / total; k > 0 {
+				if k := a * scale >> 20; k > 0 {
 					f.count[t] = k
 					used += setHeaderLen + k*e.compiled[t].recLen
 				}
@@ -439,11 +447,23 @@ func (e *encoder) nearEnd(room int) bool {
 func (e *encoder) exportFill(flows []Flow, n *[templates.NumTemplates]int) {
 	f := &e.fill
 	f.avail = *n
-	f.next = [templates.NumTemplates]int{}
 	f.lastRoom = -1
 	left := len(flows)
 	if left == 0 {
 		return
+	}
+	// The flows of each template, in order: order[next[t]:] are t's
+	// not placed yet.
+	off := 0
+	for t, c := range n {
+		f.next[t] = off
+		off += c
+	}
+	f.order = slices.Grow(f.order[:0], len(flows))[:len(flows)]
+	at := f.next
+	for i, v := range e.variants {
+		f.order[at[v]] = int32(i)
+		at[v]++
 	}
 	hdr := e.wire.headerLen()
 	l := e.max // PadForGSO: what exact fill cannot fill, padding does
@@ -491,17 +511,12 @@ func (e *encoder) place(flows []Flow) int {
 		if e.padding {
 			e.notePadSet(ct.recLen)
 		}
-		i := f.next[t]
-		for range c {
-			for int(e.variants[i]) != t {
-				i++
-			}
+		for _, i := range f.order[f.next[t] : f.next[t]+c] {
 			n := len(e.buf)
 			e.buf = e.buf[:n+ct.recLen]
 			ct.putRecord(e.buf[n:], &flows[i], e.msgOrigin)
-			i++
 		}
-		f.next[t] = i
+		f.next[t] += c
 		n := len(e.buf)
 		e.buf = e.buf[:n+f.pad[t]]
 		clear(e.buf[n:])
