@@ -277,7 +277,12 @@ func (e *encoder) search(room, lead int) int {
 		if f.count[t] == 0 {
 			hdr = setHeaderLen
 		}
-		k := min(max((room-fillWindow-used-hdr+r-1)/r, 1), most)
+		// Enough records to come within fillWindow of room, but no
+		// more than fit (a record may be longer than the window).
+		k := min(max((room-fillWindow-used-hdr+r-1)/r, 1), most, (room-used-hdr)/r)
+		if k <= 0 {
+			break
+		}
 		f.count[t] += k
 		used += hdr + k*r
 	}

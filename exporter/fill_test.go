@@ -423,3 +423,44 @@ func FuzzIPFIXExactFill(f *testing.F) {
 		}
 	})
 }
+
+// TestFillPlan checks plan alone on random record lengths (1 to 600
+// bytes, beyond the search's window), counts and rooms: the plan takes
+// no more records than there are, pads no set by more than it may, and
+// takes exactly the bytes it reports, never more than room.
+func TestFillPlan(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	e := newTestIPFIX(t, &captureWriter{}, &ipfixClock{testEpoch}, 0)
+	f := &e.fill
+	for range 20000 {
+		for i := range e.compiled {
+			e.compiled[i].recLen = 1 + r.IntN(600)
+			if r.IntN(2) == 0 {
+				e.compiled[i].recLen = 50 + r.IntN(40)
+			}
+			f.avail[i] = 0
+			if r.IntN(3) > 0 {
+				f.avail[i] = r.IntN(40)
+			}
+		}
+		f.lastRoom = -1
+		room := r.IntN(3000)
+		got := e.plan(room, room)
+		if got < 0 || got > room {
+			t.Fatalf("plan(%d) = %d", room, got)
+		}
+		bytes := 0
+		for i, c := range f.count {
+			rl := e.compiled[i].recLen
+			if c < 0 || c > f.avail[i] || f.pad[i] < 0 || f.pad[i] > setPad(rl) || c == 0 && f.pad[i] != 0 {
+				t.Fatalf("template %d (%d bytes, %d left): %d records, %d padding", i, rl, f.avail[i], c, f.pad[i])
+			}
+			if c > 0 {
+				bytes += setHeaderLen + c*rl + f.pad[i]
+			}
+		}
+		if bytes != got {
+			t.Fatalf("plan(%d) = %d, its records and padding take %d", room, got, bytes)
+		}
+	}
+}
