@@ -63,9 +63,10 @@ type encoderConfig struct {
 	// on now.
 	mono func() time.Duration
 	log  *slog.Logger
-	// padFull lets the encoder pad full messages to max for a writer
-	// with UDP GSO (IPFIX with PadForGSO only; see padMessage).
-	padFull bool
+	// exactFill fills messages to one length for a writer with UDP GSO
+	// (IPFIX only; see fill.go). padFull also pads the messages exact
+	// fill cannot fill (IPFIX with PadForGSO; see pad.go).
+	exactFill, padFull bool
 }
 
 // encoder builds and sends messages of either protocol. Encoding allocates
@@ -136,15 +137,18 @@ type encoder struct {
 	msgFlows    uint32 // flow records
 	msgTemplate bool
 	setStart    int // offset of the open set's header, -1 if none
-	// padFull is set for IPFIX with PadForGSO; padding
-	// is set for an export whose writer sends equal-length messages in
-	// one UDP GSO send (see padMessage). padSets are the flow data sets
-	// of the message, if padding.
-	padFull, padding bool
-	padSets          [templates.NumTemplates]padSet
-	nPadSets         int
-	setID            uint16
-	res              exportResult
+	// exactFill is set for IPFIX, padFull for IPFIX with PadForGSO.
+	// filling is set for an export whose writer sends equal-length
+	// messages in one UDP GSO send (see fill.go), padding if padFull
+	// too (see padMessage). padSets are the flow data sets of the
+	// message, if padding.
+	exactFill, padFull bool
+	filling, padding   bool
+	fill               fillState
+	padSets            [templates.NumTemplates]padSet
+	nPadSets           int
+	setID              uint16
+	res                exportResult
 
 	messages, records, sendErrors, recordsLost atomic.Uint64
 }
@@ -197,6 +201,7 @@ func (e *encoder) init(cfg encoderConfig) error {
 		set:             cfg.set,
 		ifs:             cfg.ifs,
 		setStart:        -1,
+		exactFill:       cfg.exactFill,
 		padFull:         cfg.padFull,
 	}
 	for i, t := range cfg.set.Templates() {

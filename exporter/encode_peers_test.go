@@ -22,15 +22,14 @@ import (
 // except on CI (CI=true), where a missing tool is a failure.
 
 // peerMessages exports varied flows with options on, in small messages so
-// there are several, across a template and options refresh.
-// With pad, IPFIX messages are padded for GSO (PadForGSO, to a writer
-// that reports GSO).
-func peerMessages(t *testing.T, proto templates.ExportProtocol, pad bool) [][]byte {
+// there are several, across a template and options refresh. IPFIX
+// messages are as the packer makes them for a writer without GSO
+// (packing "plain"), exactly filled for one with GSO ("filled",
+// fill.go), and padded where exact fill falls short too ("padded",
+// PadForGSO).
+func peerMessages(t *testing.T, proto templates.ExportProtocol, packing string) [][]byte {
 	t.Helper()
-	var w MessageWriter = &captureWriter{}
-	if pad {
-		w = &gsoCapture{gso: true}
-	}
+	w := &gsoCapture{gso: packing != "plain", pad: packing == "padded"}
 	e, clk := newOptionsExporter(t, proto, w, 640, testOptions())
 	flows := append(sampleFlows(), randomFlows(200, 21)...)
 	if err := e.Export(flows); err != nil {
@@ -40,10 +39,36 @@ func peerMessages(t *testing.T, proto templates.ExportProtocol, pad bool) [][]by
 	if err := e.Export(flows[:50]); err != nil {
 		t.Fatal(err)
 	}
-	if g, ok := w.(*gsoCapture); ok {
-		return g.msgs
+	if packing != "plain" {
+		checkPacking(t, w.msgs, packing)
 	}
-	return w.(*captureWriter).msgs
+	return w.msgs
+}
+
+// checkPacking requires IPFIX messages packed as packing says: several
+// of one length, set padding, and none of 4 octets or more unless
+// padded.
+func checkPacking(t *testing.T, msgs [][]byte, packing string) {
+	t.Helper()
+	lens := map[int]int{}
+	for _, m := range msgs {
+		lens[len(m)]++
+	}
+	most := 0
+	for _, n := range lens {
+		most = max(most, n)
+	}
+	if most < 3 {
+		t.Fatalf("%s: no three messages of one length: exact fill untested", packing)
+	}
+	switch p := maxSetPadding(t, msgs); {
+	case p == 0:
+		t.Fatalf("%s: no set padding: untested", packing)
+	case packing == "filled" && p > maxSetPad:
+		t.Fatalf("filled: a set has %d octets of padding", p)
+	case packing == "padded" && p <= maxSetPad:
+		t.Fatalf("padded: no set has more than %d octets of padding: PadForGSO untested", maxSetPad)
+	}
 }
 
 // writePcap writes msgs as UDP payloads of IPv4 packets from
@@ -76,19 +101,16 @@ func runTool(t *testing.T, name string, args ...string) string {
 func TestTshark(t *testing.T) {
 	tshark := testutil.RequireTool(t, "tshark")
 	for _, tc := range []struct {
-		proto templates.ExportProtocol
-		port  uint16
-		pad   bool
-	}{{templates.IPFIX, 4739, false}, {templates.NetFlowV9, 2055, false}, {templates.IPFIX, 4739, true}} {
+		proto   templates.ExportProtocol
+		port    uint16
+		packing string
+	}{{templates.IPFIX, 4739, "plain"}, {templates.NetFlowV9, 2055, "plain"}, {templates.IPFIX, 4739, "filled"}, {templates.IPFIX, 4739, "padded"}} {
 		name := tc.proto.String()
-		if tc.pad {
-			name += "-padded"
+		if tc.packing != "plain" {
+			name += "-" + tc.packing
 		}
 		t.Run(name, func(t *testing.T) {
-			msgs := peerMessages(t, tc.proto, tc.pad)
-			if tc.pad && !paddedMessages(t, msgs) {
-				t.Fatal("no padded message: padding untested")
-			}
+			msgs := peerMessages(t, tc.proto, tc.packing)
 			pcap := writePcap(t, msgs, tc.port)
 			decode := "udp.port==" + strconv.Itoa(int(tc.port)) + ",cflow"
 			verbose := runTool(t, tshark, "-r", pcap, "-d", decode, "-V", "-Y", "cflow")
@@ -120,22 +142,16 @@ func TestTshark(t *testing.T) {
 // TestIPFIXDump reads an IPFIX file (the messages back to back, RFC 5655)
 // with libfixbuf's ipfixDump and requires no warnings and every record.
 func TestIPFIXDump(t *testing.T) {
-	for _, pad := range []bool{false, true} {
-		name := "plain"
-		if pad {
-			name = "padded"
-		}
-		t.Run(name, func(t *testing.T) { testIPFIXDump(t, pad) })
+	for _, packing := range []string{"plain", "filled", "padded"} {
+		t.Run(packing, func(t *testing.T) { testIPFIXDump(t, packing) })
 	}
 }
 
-// testIPFIXDump is TestIPFIXDump, on messages padded for GSO if pad.
-func testIPFIXDump(t *testing.T, pad bool) {
+// testIPFIXDump is TestIPFIXDump, on messages packed as packing says (see
+// peerMessages).
+func testIPFIXDump(t *testing.T, packing string) {
 	ipfixDump := testutil.RequireTool(t, "ipfixDump")
-	msgs := peerMessages(t, templates.IPFIX, pad)
-	if pad && !paddedMessages(t, msgs) {
-		t.Fatal("no padded message: padding untested")
-	}
+	msgs := peerMessages(t, templates.IPFIX, packing)
 	path := filepath.Join(t.TempDir(), "export.ipfix")
 	if err := os.WriteFile(path, bytes.Join(msgs, nil), 0o644); err != nil {
 		t.Fatal(err)

@@ -78,14 +78,18 @@ type IPFIXConfig struct {
 	// Options, if set, enables options records (interface table,
 	// sampling, reliability statistics).
 	Options *OptionsConfig
-	// PadForGSO pads every full message of an export to exactly
-	// MaxMessageSize when Writer is a UDPWriter using GSO, so that the
-	// export goes out as one GSO send (see exporter/pad.go). The padding
+	// PadForGSO makes every message of an export but the last exactly
+	// MaxMessageSize long when Writer is a UDPWriter using GSO, so that
+	// every export goes out as one GSO send whatever its mix of
+	// templates: exact fill (fill.go, on without this option whenever
+	// the writer uses GSO, with messages of the longest length the
+	// export's mix can fill) aims at MaxMessageSize, and set padding
+	// makes up what it leaves short (see exporter/pad.go). That padding
 	// is RFC 7011 section 3.3.1 set padding, but not every collector
-	// takes it: nfcapd (nfdump 1.7.1) tries to read padding of 4
-	// octets or more as another record and logs an error for every
-	// padded set (it still stores every record). goflow2, pmacct's
-	// nfacctd, libfixbuf and Wireshark decode it. Default off.
+	// takes it: nfcapd (nfdump 1.7.1) tries to read padding of 4 octets
+	// or more as another record and logs an error for every such set
+	// (it still stores every record). goflow2, pmacct's nfacctd,
+	// libfixbuf and Wireshark decode it. Default off.
 	PadForGSO bool
 	// Now is the clock, injected for tests. Default time.Now.
 	Now func() time.Time
@@ -123,6 +127,7 @@ func NewIPFIX(cfg IPFIXConfig) (*IPFIX, error) {
 		ifs:             cfg.Interfaces,
 		now:             cfg.Now,
 		log:             cfg.Logger,
+		exactFill:       true,
 		padFull:         cfg.PadForGSO,
 	}); err != nil {
 		return nil, err

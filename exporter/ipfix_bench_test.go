@@ -172,10 +172,11 @@ func reportRates(b *testing.B, records int, cpu0 time.Duration) {
 // a writer that discards them: the same sink for both. Over UDP the
 // system calls dominate; hostflow sends its messages in batches (one
 // sendmmsg per export, flushed after it as a Collector does, runs of
-// equal-length messages in one UDP GSO send each), go-ipfix one write per
-// message; udp-pad is udp with PadForGSO (each export one GSO send);
-// udp-mmsg is hostflow without GSO, udp-write with one write per message
-// like go-ipfix. discard compares the encoders.
+// equal-length messages in one UDP GSO send each, the messages exactly
+// filled to one length: each export one GSO send), go-ipfix one write per
+// message; udp-pad is udp with PadForGSO; udp-mmsg is hostflow without
+// GSO (so without exact fill), udp-write with one write per message like
+// go-ipfix. discard compares the encoders.
 //
 // go-ipfix is driven the cheapest way it can be: its element and record
 // objects are made once per template and refilled per flow.

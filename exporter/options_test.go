@@ -44,8 +44,9 @@ func newOptionsExporter(t testing.TB, proto templates.ExportProtocol, w MessageW
 	if proto == templates.NetFlowV9 {
 		e, err = NewNetFlow9(NetFlow9Config{Writer: w, SourceID: 42, MaxMessageSize: maxSize, Now: clk.Now, Options: opts})
 	} else {
-		// A gsoCapture writer asks for padding (see pad_test.go).
-		_, pad := w.(*gsoCapture)
+		// A gsoCapture writer may ask for padding (see pad_test.go).
+		g, ok := w.(*gsoCapture)
+		pad := ok && g.pad
 		e, err = NewIPFIX(IPFIXConfig{Writer: w, ObservationDomainID: 42, MaxMessageSize: maxSize, Now: clk.Now, Options: opts, PadForGSO: pad})
 	}
 	if err != nil {

@@ -18,6 +18,10 @@ import (
 // message starts with them: in the same datagram as the data, they cannot
 // arrive after it. Options data, when due, follow the templates.
 //
+// For an IPFIX exporter whose writer uses UDP GSO, exportFill chooses the
+// records of each message instead, so that messages are one length
+// (fill.go).
+//
 // A message that fails to send is counted and skipped; export goes on with
 // the rest and returns an error wrapping the first failure.
 func (e *encoder) export(flows []Flow) error {
@@ -31,9 +35,9 @@ func (e *encoder) export(flows []Flow) error {
 	}
 	e.setMsgTime(now)
 	e.res = exportResult{}
-	e.padding = false
-	if g, ok := e.w.(gsoWriter); ok && e.padFull {
-		e.padding = g.GSO()
+	e.filling, e.padding = false, false
+	if g, ok := e.w.(gsoWriter); ok && e.exactFill && g.GSO() {
+		e.filling, e.padding = true, e.padFull
 	}
 	if !e.templatesSent || (e.refresh > 0 && now.Sub(e.lastTemplates) >= e.refresh) {
 		// Until a message carrying them is sent. If it fails, templates
@@ -58,6 +62,14 @@ func (e *encoder) export(flows []Flow) error {
 		n[v]++
 	}
 	e.variants = vs
+	if e.filling {
+		e.exportFill(flows, &n)
+		e.send()
+		if e.res.firstErr != nil {
+			return fmt.Errorf("%s export: %d of %d messages not sent: %w", e.wire.name(), e.res.failed, e.res.total, e.res.firstErr)
+		}
+		return nil
+	}
 	for ti := range e.compiled {
 		if n[ti] == 0 {
 			continue
@@ -99,9 +111,6 @@ type exportResult struct {
 func (e *encoder) room(id uint16, n int) {
 	if e.fits(id, n) {
 		return
-	}
-	if e.padding {
-		e.padMessage()
 	}
 	e.send()
 	e.begin(true)
@@ -179,12 +188,7 @@ func (e *encoder) openSet(id uint16) {
 }
 
 func (e *encoder) appendFlow(ct *compiledTemplate, f *Flow) {
-	if e.padding && (e.setStart < 0 || e.setID != ct.t.ID) {
-		e.openSet(ct.t.ID)
-		e.notePadSet(ct.recLen)
-	} else {
-		e.openSet(ct.t.ID)
-	}
+	e.openSet(ct.t.ID)
 	n := len(e.buf)
 	e.buf = e.buf[:n+ct.recLen]
 	ct.putRecord(e.buf[n:], f, e.msgOrigin)

@@ -2,35 +2,36 @@ package exporter
 
 import "encoding/binary"
 
-// Padding full IPFIX messages to one length, for UDP GSO.
+// Padding full IPFIX messages to the maximum size, for UDP GSO
+// (PadForGSO).
 //
-// A UDPWriter with GSO sends a run of messages of one length L (the last
-// possibly shorter) as one send, cut by the kernel into one datagram per
-// message; a message of another length starts a new send, which costs
-// several times more than a datagram of a run. Records of different
-// templates differ in length, so the messages the packer fills differ by
-// a few dozen bytes, and a 256-flow export went out as 5 sends instead
-// of 1. With padding, every message the packer sends because the next
-// record did not fit is padded to exactly max bytes, so an export (all
-// but its last message, which only ends the run) is one send.
+// Exact fill (fill.go) makes every message of an export L bytes long by
+// choosing its records, with at most 3 octets of padding per data set,
+// which every collector takes; L is the longest length the export's mix
+// of templates can fill, and a message whose remaining mix cannot fill
+// it ends its GSO run. With IPFIXConfig.PadForGSO, L is the maximum size
+// whatever the mix, and a message exact fill leaves short of it (but the
+// export's last, which only ends the run) is padded to exactly L, so an
+// export is one send whatever its mix.
 //
 // The padding is what RFC 7011 section 3.3.1 allows at the end of a Set:
 // zero octets, counted in the Set Length, and shorter than any record of
-// that Set, so a collector can never read it as a record. The gap to
-// max is spread over the message's flow data sets, each taking fewer
-// octets than its record length, from the last set back. Options data
-// sets (whose records may hold variable-length strings) and template
-// sets get none. If the flow data sets cannot take the whole gap, the
-// message stays as it is: it ends a GSO run, nothing else.
+// that Set, so a collector can never read it as a record. The gap to L
+// is spread over the message's flow data sets, each taking, with what
+// exact fill gave it, fewer octets than its record length, from the last
+// set back. Options data sets (whose records may hold variable-length
+// strings) and template sets get none. If the flow data sets cannot take
+// the whole gap, the message stays as it is: it ends a GSO run, nothing
+// else.
 //
-// Only IPFIX pads, only if IPFIXConfig.PadForGSO asks for it, and only
-// for a writer that reports GSO (UDPWriter's GSO method): without GSO
-// (no batching, NoGSO, a route that refused it) and over TCP, TLS or
-// SCTP, message lengths cost nothing and padding would only add bytes.
-// NetFlow v9 is left as it is. It is off by default because nfcapd
-// (nfdump 1.7.1) tries to read padding of 4 octets or more as another
-// record: it stores every real record but logs an error for each padded
-// set (1 to 3 octets, alignment padding, it takes silently). goflow2,
+// Padding goes with exact fill: only IPFIX, only for a writer that
+// reports GSO. It is off by default, and since exact fill it adds little
+// (for mixed traffic exact fill reaches the maximum size by itself; it
+// pads exports of one or two templates, whose record lengths cannot add
+// up to it): nfcapd (nfdump 1.7.1) tries to read padding of 4 octets or
+// more as another record; it stores every real record but logs an error
+// for each such set (1 to 3 octets, alignment padding, it takes
+// silently, which is why exact fill pads no more). goflow2,
 // pmacct's nfacctd, libfixbuf and Wireshark decode padded messages
 // cleanly (TestIPFIXPadDecodes, TestPeerNfacctd, TestTshark,
 // TestIPFIXDump).
@@ -53,10 +54,10 @@ func (e *encoder) notePadSet(recLen int) {
 	}
 }
 
-// padMessage pads the message to max octets if its flow data sets can
-// take the gap (see the top of this file).
-func (e *encoder) padMessage() {
-	gap := e.max - len(e.buf)
+// padMessage pads the message to l octets if its flow data sets can take
+// the gap (see the top of this file). Its sets are closed.
+func (e *encoder) padMessage(l int) {
+	gap := l - len(e.buf)
 	if gap <= 0 || e.nPadSets == 0 {
 		return
 	}
@@ -64,16 +65,17 @@ func (e *encoder) padMessage() {
 	var pad [len(e.padSets)]int
 	left := gap
 	for i := len(sets) - 1; i >= 0 && left > 0; i-- {
-		p := min(left, sets[i].recLen-1)
+		// Less than a record in all, with what exact fill put in.
+		had := (int(binary.BigEndian.Uint16(e.buf[sets[i].start+2:])) - setHeaderLen) % sets[i].recLen
+		p := min(left, sets[i].recLen-1-had)
 		pad[i] = p
 		left -= p
 	}
 	if left > 0 {
 		return
 	}
-	e.closeSet()
 	end := len(e.buf)
-	e.buf = e.buf[:e.max]
+	e.buf = e.buf[:l]
 	// From the last set back, move each set (with whatever follows it
 	// up to the next one) by the padding of the sets before it, then
 	// zero its padding and count it in its length.

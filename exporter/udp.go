@@ -128,8 +128,8 @@ func NewUDPWriter(cfg UDPConfig) (*UDPWriter, error) {
 func (u *UDPWriter) Batching() bool { return u.batch != nil }
 
 // GSO reports whether batches use UDP GSO for runs of equal-length
-// messages. An IPFIX exporter with PadForGSO writing to u asks at each
-// export, and pads its full messages to one length while it is true.
+// messages. An IPFIX exporter writing to u asks at each export, and fills
+// its messages to one length while it is true (exporter/fill.go).
 func (u *UDPWriter) GSO() bool {
 	if u.batch == nil {
 		return false

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -210,23 +212,44 @@ func peerSinkOptions(t *testing.T, proto templates.ExportProtocol, w exporter.Me
 // fixture takes several messages.
 const peerMaxMessage = 640
 
-// lengthWriter notes the length of each message on its way to the
-// UDPWriter (whose GSO method it keeps). With pad, peerSinkOptions turns
-// on the IPFIX encoder's PadForGSO.
+// lengthWriter keeps a copy of each message on its way to the UDPWriter
+// (whose GSO method it keeps). With pad, peerSinkOptions turns on the
+// IPFIX encoder's PadForGSO.
 type lengthWriter struct {
 	*exporter.UDPWriter
 	pad  bool
-	lens []int
+	msgs [][]byte
 }
 
 func (w *lengthWriter) WriteMessageRecords(msg []byte, records int) error {
-	w.lens = append(w.lens, len(msg))
+	w.msgs = append(w.msgs, bytes.Clone(msg))
 	return w.UDPWriter.WriteMessageRecords(msg, records)
 }
 
 func (w *lengthWriter) WriteMessage(msg []byte) error {
-	w.lens = append(w.lens, len(msg))
+	w.msgs = append(w.msgs, bytes.Clone(msg))
 	return w.UDPWriter.WriteMessage(msg)
+}
+
+// ipfixSetPadding returns the padding octets of each data set of an IPFIX
+// message of the default templates.
+func ipfixSetPadding(m []byte) []int {
+	lens := map[uint16]int{}
+	for _, t := range templates.DefaultSet(templates.IPFIX).Templates() {
+		lens[t.ID] = t.RecordLength()
+	}
+	var pads []int
+	for o := 16; o+4 <= len(m); {
+		id, l := binary.BigEndian.Uint16(m[o:]), int(binary.BigEndian.Uint16(m[o+2:]))
+		if r := lens[id]; r > 0 {
+			pads = append(pads, (l-4)%r)
+		}
+		if l < 4 {
+			break
+		}
+		o += l
+	}
+	return pads
 }
 
 // exportUDP exports the fixture once to addr over UDP from inside ns (or
@@ -237,8 +260,8 @@ func exportUDP(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr
 	return exportUDPWith(t, ns, proto, addr, now, flows, peerOptions(), false)
 }
 
-// exportUDPPadded is exportUDP with IPFIXConfig.PadForGSO: every IPFIX
-// message of an export but the last is padded to the maximum size.
+// exportUDPPadded is exportUDP with IPFIXConfig.PadForGSO: IPFIX messages
+// that exact fill leaves short of the export's length are padded to it.
 func exportUDPPadded(t *testing.T, ns *namespace, proto templates.ExportProtocol, addr string, now time.Time, flows []peerFlow) exporter.ExportStats {
 	t.Helper()
 	return exportUDPWith(t, ns, proto, addr, now, flows, peerOptions(), true)
@@ -258,7 +281,7 @@ func exportUDPWith(t *testing.T, ns *namespace, proto templates.ExportProtocol, 
 	dial := func() error {
 		var err error
 		// The daemon's UDP writer: batched, with GSO, so IPFIX
-		// messages are padded to one length (exporter/pad.go).
+		// messages are filled to one length (exporter/fill.go).
 		u, err = exporter.NewUDPWriter(exporter.UDPConfig{Address: addr, Batch: exporter.DefaultUDPBatch})
 		return err
 	}
@@ -268,8 +291,8 @@ func exportUDPWith(t *testing.T, ns *namespace, proto templates.ExportProtocol, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = u.Close() })
-	if pad && !u.GSO() {
-		t.Fatal("udp writer without GSO: IPFIX padding untested")
+	if proto == templates.IPFIX && !u.GSO() {
+		t.Fatal("udp writer without GSO: IPFIX exact fill untested")
 	}
 	lw := &lengthWriter{UDPWriter: u, pad: pad}
 	s := peerSinkOptions(t, proto, lw, now, 0, opts)
@@ -288,31 +311,41 @@ func exportUDPWith(t *testing.T, ns *namespace, proto templates.ExportProtocol, 
 	}
 	efs := exporterFlows(flows)
 	half := len(efs) / 2
-	padChecked := false
+	filled, setPadded := false, false
 	for _, batch := range [][]exporter.Flow{efs[:half], efs[half:]} {
-		lw.lens = lw.lens[:0]
+		lw.msgs = lw.msgs[:0]
 		if err := s.Export(batch); err != nil {
 			t.Fatalf("export %s: %v", proto, err)
 		}
 		if err := u.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		if pad && proto == templates.IPFIX {
-			// Every message of the export but the last is padded to
-			// the maximum size: the collector decodes padded sets.
-			if len(lw.lens) >= 2 {
-				padChecked = true
+		if proto == templates.IPFIX {
+			// Exact fill: every message of the export but the last
+			// is the maximum size (the fixture mixes all eight
+			// templates), each data set padded by 3 octets at most
+			// unless PadForGSO: the collector decodes it all.
+			if len(lw.msgs) >= 2 {
+				filled = true
 			}
-			for i, l := range lw.lens[:max(len(lw.lens)-1, 0)] {
-				if l != peerMaxMessage {
-					t.Fatalf("IPFIX message %d of %d is %d bytes, want %d (padded)", i, len(lw.lens), l, peerMaxMessage)
+			for i, m := range lw.msgs {
+				if i < len(lw.msgs)-1 && len(m) != peerMaxMessage {
+					t.Fatalf("IPFIX message %d of %d is %d bytes, want %d (exact fill)", i, len(lw.msgs), len(m), peerMaxMessage)
+				}
+				for _, p := range ipfixSetPadding(m) {
+					if p > 3 && !pad {
+						t.Fatalf("IPFIX message %d: a data set has %d octets of padding", i, p)
+					}
+					setPadded = setPadded || p > 0
 				}
 			}
 		}
 		time.Sleep(20 * time.Millisecond) // no burst loss on lo
 	}
-	if pad && proto == templates.IPFIX && !padChecked {
-		t.Fatal("the fixture fit single messages: IPFIX padding untested")
+	// The whole fixture spans several messages an export; fewer flows
+	// may not.
+	if proto == templates.IPFIX && len(flows) >= len(peerFlows(now)) && (!filled || !setPadded) {
+		t.Fatalf("IPFIX exact fill untested: several messages in an export %v, set padding %v", filled, setPadded)
 	}
 	st := s.(interface{ Stats() exporter.ExportStats }).Stats()
 	if err := s.Close(); err != nil {

@@ -16,11 +16,13 @@ type Collector struct {
 	Transport Transport
 	Address   string // host:port
 	URL       string // as given
-	// GSOPadding pads every IPFIX message of an export but the last to
-	// the maximum message size (RFC 7011 section 3.3.1 set padding), so
-	// the export leaves in one UDP GSO send (exporter.IPFIXConfig's
-	// PadForGSO). Off unless the URL says gso_padding=true: nfcapd
-	// (nfdump 1.7.1) logs an error for every padded message.
+	// GSOPadding makes every IPFIX message of an export but the last
+	// the maximum message size, RFC 7011 section 3.3.1 set padding
+	// making up what exact fill leaves short, so the export leaves in
+	// one UDP GSO send whatever its mix (exporter.IPFIXConfig's
+	// PadForGSO; exact fill alone does it for mixed traffic). Off unless
+	// the URL says gso_padding=true: nfcapd (nfdump 1.7.1) logs an error
+	// for every set padded by 4 octets or more.
 	GSOPadding bool
 }
 

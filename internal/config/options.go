@@ -76,7 +76,7 @@ var options = []option{
 	},
 	{
 		key: "collectors", flag: "collector", repeatable: true, kind: kindList, def: []string{},
-		usage: "send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739 (repeatable; none: print JSON lines on stdout; ipfix+udp://host:port?gso_padding=true pads IPFIX messages so each export is one UDP GSO send: not for nfdump)",
+		usage: "send flow records to this collector, e.g. ipfix+udp://127.0.0.1:4739 (repeatable; none: print JSON lines on stdout; ipfix+udp://host:port?gso_padding=true pads IPFIX messages to max_message_size so each export is one UDP GSO send whatever its mix: not for nfdump)",
 		set: func(c *Config, v any) error {
 			l, err := toList(v)
 			if err != nil {
