@@ -62,8 +62,16 @@ func NewJSONLinesWith(w io.Writer, opts JSONOptions) Sink {
 	if name == nil {
 		name = func(uint32) string { return "" }
 	}
-	return &jsonLines{w: bufio.NewWriter(w), line: make([]byte, 0, 512), ifname: name}
+	return &jsonLines{w: bufio.NewWriterSize(w, jsonBufferSize), line: make([]byte, 0, 512), ifname: name}
 }
+
+// jsonBufferSize is the JSON-lines sink's buffer: a batch of records
+// (about 300 bytes a line) goes out in writes of 64 KiB, not of bufio's
+// default 4 KiB. A flood of new flows exports a batch per 4096 flows
+// pushed out of the full cache; in 4 KiB writes to a file on ext4 the
+// kernel's writes (page zeroing of each partial write included) cost as
+// much as the cache itself (bench/RESULTS.md, the flood's profile).
+const jsonBufferSize = 64 << 10
 
 // Export writes flows and flushes, so every batch is visible when Export
 // returns. It allocates nothing per flow: a flood of flows exported as

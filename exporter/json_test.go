@@ -145,3 +145,32 @@ func TestJSONLinesFate(t *testing.T) {
 		}
 	}
 }
+
+// writeSizes records the size of each write.
+type writeSizes struct{ sizes []int }
+
+func (w *writeSizes) Write(b []byte) (int, error) {
+	w.sizes = append(w.sizes, len(b))
+	return len(b), nil
+}
+
+// A batch goes out in writes of jsonBufferSize (the last one shorter),
+// not of bufio's default 4 KiB: a flood exports a batch per 4096 flows.
+func TestJSONLinesWritesLargeChunks(t *testing.T) {
+	var w writeSizes
+	s := NewJSONLines(&w)
+	flows := make([]Flow, 4096)
+	for i := range flows {
+		flows[i] = Flow{Key: flowKey("198.18.0.1", "198.19.0.2", uint16(i), 2, 17, 0, 3), Packets: 1, EndReason: EndLackOfResources}
+	}
+	if err := s.Export(flows); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range w.sizes {
+		total += n
+	}
+	if want := (total + jsonBufferSize - 1) / jsonBufferSize; len(w.sizes) != want {
+		t.Fatalf("%d bytes in %d writes, want %d (sizes %v)", total, len(w.sizes), want, w.sizes[:min(len(w.sizes), 8)])
+	}
+}
