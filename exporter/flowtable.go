@@ -24,6 +24,10 @@ type entry struct {
 	flags           uint16
 	fam             uint8
 	prev, next      int32 // none at the ends; next links the free list
+	// hash is the low 32 bits of the key's hash, in what would be
+	// padding: removing a flow finds its index slot, and moves its
+	// neighbours back to their home slots, without hashing keys again.
+	hash uint32
 }
 
 // metrics returns the entry's metrics.
@@ -135,7 +139,7 @@ func (t *flowTable) find(p *probe, h uint64) (int32, uint64) {
 		if v == 0 {
 			return none, s
 		}
-		if t.matches(t.at(int32(v-1)), p) {
+		if e := t.at(int32(v - 1)); e.hash == uint32(h) && t.matches(e, p) {
 			return int32(v - 1), s
 		}
 	}
@@ -152,7 +156,7 @@ func (t *flowTable) emptySlot(h uint64) uint64 {
 
 // slotOf returns the index slot that points to entry i.
 func (t *flowTable) slotOf(i int32) uint64 {
-	for s := t.entryHash(t.at(i)) & t.mask; ; s = (s + 1) & t.mask {
+	for s := uint64(t.at(i).hash) & t.mask; ; s = (s + 1) & t.mask {
 		if t.index[s] == uint32(i)+1 {
 			return s
 		}
@@ -166,7 +170,7 @@ func (t *flowTable) insert(p *probe, h uint64, m *bpf.NetFlowMetrics) {
 	}
 	i := t.alloc()
 	e := t.at(i)
-	e.k, e.fam = p.k, p.fam
+	e.k, e.fam, e.hash = p.k, p.fam, uint32(h)
 	if p.fam == famWide {
 		binary.LittleEndian.PutUint32(e.k.addr[:4], t.addrs.put(p.src, p.dst))
 	}
@@ -194,7 +198,7 @@ func (t *flowTable) grow() {
 	t.index = make([]uint32, 2*len(t.index))
 	t.mask = uint64(len(t.index) - 1)
 	for i := t.head; i != none; i = t.at(i).next {
-		t.index[t.emptySlot(t.entryHash(t.at(i)))] = uint32(i) + 1
+		t.index[t.emptySlot(uint64(t.at(i).hash))] = uint32(i) + 1
 	}
 }
 
@@ -204,7 +208,7 @@ func (t *flowTable) remove(i int32) {
 	// Backward-shift deletion: move up every following entry of the
 	// cluster whose home slot is not between the hole and itself.
 	for j := (s + 1) & t.mask; t.index[j] != 0; j = (j + 1) & t.mask {
-		home := t.entryHash(t.at(int32(t.index[j]-1))) & t.mask
+		home := uint64(t.at(int32(t.index[j]-1)).hash) & t.mask
 		if (j-home)&t.mask >= (j-s)&t.mask {
 			t.index[s] = t.index[j]
 			s = j

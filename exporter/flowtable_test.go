@@ -160,6 +160,7 @@ func FuzzCacheTable(f *testing.F) {
 				m.Flags = tcpFIN
 			}
 			c.AddOne(id, &m)
+			checkIndex(t, &c.flows)
 			added[KeyOf(id)] += m.Packets
 			if c.Len() > 8 {
 				t.Fatalf("%d flows cached, max 8", c.Len())
@@ -222,5 +223,39 @@ func TestCacheNextEnd(t *testing.T) {
 				t.Errorf("NextEnd %v after the start, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// entryHash is the hash of entry e's key, computed again.
+func (t *flowTable) entryHash(e *entry) uint64 {
+	p := probe{k: e.k, fam: e.fam}
+	if e.fam == famWide {
+		a := t.addrs.at(e.poolIndex())
+		p.k.addr = [8]byte{}
+		p.src, p.dst = &a[0], &a[1]
+	}
+	return t.hash(&p)
+}
+
+// checkIndex checks that every cached flow's stored hash is its key's,
+// and that a lookup from its home slot reaches it before an empty slot.
+func checkIndex(t *testing.T, ft *flowTable) {
+	t.Helper()
+	n := 0
+	for i := ft.head; i != none; i = ft.at(i).next {
+		n++
+		e := ft.at(i)
+		h := ft.entryHash(e)
+		if e.hash != uint32(h) {
+			t.Fatalf("entry %d: stored hash %#x, key hashes to %#x", i, e.hash, uint32(h))
+		}
+		for s := h & ft.mask; ft.index[s] != uint32(i)+1; s = (s + 1) & ft.mask {
+			if ft.index[s] == 0 {
+				t.Fatalf("entry %d: empty slot %d between its home %d and it", i, s, h&ft.mask)
+			}
+		}
+	}
+	if n != ft.n {
+		t.Fatalf("%d flows listed, %d counted", n, ft.n)
 	}
 }
