@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 
@@ -75,10 +76,15 @@ const minSlots = 1 << 10
 // flowTable is the Cache's storage: entries in blocks, an open-addressing
 // index (linear probing, backward-shift deletion, so no tombstones) of
 // entry index + 1 by flow key hash, kept at most half full, and the LRU
-// list. Go's map would do, but it costs about twice the memory per flow
-// (its groups hold key and value, and grow in steps of two), holds the
-// memory of its peak size forever, and its entries hold pointers the
-// garbage collector scans.
+// list. The bits of an index slot that entry indexes below max do not
+// use hold a tag, bits of the hash (of its upper half; the home slot is
+// of the lower one): a lookup passes over most slots of other flows
+// without reading their entries, which are scattered over the blocks
+// (13 bits at the default max_flows: 1 in 8,192 slots of another flow is
+// read for nothing). Go's map would do, but it costs about twice the
+// memory per flow (its groups hold key and value, and grow in steps of
+// two), holds the memory of its peak size forever, and its entries hold
+// pointers the garbage collector scans.
 //
 // Its memory is bounded by max: at most max entries (rounded up to a
 // block) of 80 bytes (and 32 more per IPv6 flow) and an index of at most 2*max rounded up to a power
@@ -91,8 +97,9 @@ type flowTable struct {
 	free       int32 // free list, through next
 	n          int   // flows in the table
 	head, tail int32
-	index      []uint32
+	index      []uint32 // tag | entry index + 1; 0 if empty
 	mask       uint64
+	idxMask    uint32 // of the entry index + 1 in an index slot
 	maxSlots   int
 	seed       [4]uint64
 	addrs      addrPool // wide flows' addresses
@@ -103,7 +110,10 @@ func newFlowTable(max int) flowTable {
 	for maxSlots < 2*max {
 		maxSlots <<= 1
 	}
-	t := flowTable{maxSlots: maxSlots}
+	t := flowTable{maxSlots: maxSlots, idxMask: math.MaxUint32}
+	if b := bits.Len(uint(max)); b < 32 {
+		t.idxMask = 1<<b - 1
+	}
 	for i := range t.seed {
 		t.seed[i] = rand.Uint64() | 1
 	}
@@ -131,16 +141,30 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
+// tag is the tag of hash h in an index slot.
+func (t *flowTable) tag(h uint64) uint32 {
+	return uint32(h>>32) &^ t.idxMask
+}
+
+// entryOf returns the entry index of a full index slot's value.
+func (t *flowTable) entryOf(v uint32) int32 {
+	return int32(v&t.idxMask) - 1
+}
+
 // find returns the entry of p (none if absent) and its index slot (or
 // the empty slot where it would go).
 func (t *flowTable) find(p *probe, h uint64) (int32, uint64) {
+	tag := t.tag(h)
 	for s := h & t.mask; ; s = (s + 1) & t.mask {
 		v := t.index[s]
 		if v == 0 {
 			return none, s
 		}
-		if e := t.at(int32(v - 1)); e.hash == uint32(h) && t.matches(e, p) {
-			return int32(v - 1), s
+		if v&^t.idxMask != tag {
+			continue
+		}
+		if i := t.entryOf(v); t.at(i).hash == uint32(h) && t.matches(t.at(i), p) {
+			return i, s
 		}
 	}
 }
@@ -157,7 +181,7 @@ func (t *flowTable) emptySlot(h uint64) uint64 {
 // slotOf returns the index slot that points to entry i.
 func (t *flowTable) slotOf(i int32) uint64 {
 	for s := uint64(t.at(i).hash) & t.mask; ; s = (s + 1) & t.mask {
-		if t.index[s] == uint32(i)+1 {
+		if t.index[s]&t.idxMask == uint32(i)+1 {
 			return s
 		}
 	}
@@ -175,7 +199,7 @@ func (t *flowTable) insert(p *probe, h uint64, m *bpf.NetFlowMetrics) {
 		binary.LittleEndian.PutUint32(e.k.addr[:4], t.addrs.put(p.src, p.dst))
 	}
 	e.setMetrics(m)
-	t.index[t.emptySlot(h)] = uint32(i) + 1
+	t.index[t.emptySlot(h)] = t.tag(h) | (uint32(i) + 1)
 	t.n++
 	t.pushFront(i)
 }
@@ -193,12 +217,16 @@ func (t *flowTable) alloc() int32 {
 	return t.used - 1
 }
 
-// grow doubles the index.
+// grow doubles the index. A slot's tag is of the hash's upper half,
+// which entries do not keep: slots move with their tags.
 func (t *flowTable) grow() {
-	t.index = make([]uint32, 2*len(t.index))
+	old := t.index
+	t.index = make([]uint32, 2*len(old))
 	t.mask = uint64(len(t.index) - 1)
-	for i := t.head; i != none; i = t.at(i).next {
-		t.index[t.emptySlot(uint64(t.at(i).hash))] = uint32(i) + 1
+	for _, v := range old {
+		if v != 0 {
+			t.index[t.emptySlot(uint64(t.at(t.entryOf(v)).hash))] = v
+		}
 	}
 }
 
@@ -208,7 +236,7 @@ func (t *flowTable) remove(i int32) {
 	// Backward-shift deletion: move up every following entry of the
 	// cluster whose home slot is not between the hole and itself.
 	for j := (s + 1) & t.mask; t.index[j] != 0; j = (j + 1) & t.mask {
-		home := uint64(t.at(int32(t.index[j]-1)).hash) & t.mask
+		home := uint64(t.at(t.entryOf(t.index[j])).hash) & t.mask
 		if (j-home)&t.mask >= (j-s)&t.mask {
 			t.index[s] = t.index[j]
 			s = j

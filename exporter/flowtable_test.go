@@ -249,7 +249,10 @@ func checkIndex(t *testing.T, ft *flowTable) {
 		if e.hash != uint32(h) {
 			t.Fatalf("entry %d: stored hash %#x, key hashes to %#x", i, e.hash, uint32(h))
 		}
-		for s := h & ft.mask; ft.index[s] != uint32(i)+1; s = (s + 1) & ft.mask {
+		if v := ft.index[ft.slotOf(i)]; v&^ft.idxMask != ft.tag(h) {
+			t.Fatalf("entry %d: index slot %#x, want tag %#x", i, v, ft.tag(h))
+		}
+		for s := h & ft.mask; ft.index[s]&ft.idxMask != uint32(i)+1; s = (s + 1) & ft.mask {
 			if ft.index[s] == 0 {
 				t.Fatalf("entry %d: empty slot %d between its home %d and it", i, s, h&ft.mask)
 			}
