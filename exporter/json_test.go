@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestJSONLines(t *testing.T) {
@@ -172,5 +174,39 @@ func TestJSONLinesWritesLargeChunks(t *testing.T) {
 	}
 	if want := (total + jsonBufferSize - 1) / jsonBufferSize; len(w.sizes) != want {
 		t.Fatalf("%d bytes in %d writes, want %d (sizes %v)", total, len(w.sizes), want, w.sizes[:min(len(w.sizes), 8)])
+	}
+}
+
+// jsonTimes renders what AppendFormat renders, whether the minute is
+// the one it kept or another, before 1970, in other years and zones.
+func TestJSONTimesMatchAppendFormat(t *testing.T) {
+	zone := time.FixedZone("UTC+5:30", 5*3600+1800)
+	times := []time.Time{
+		time.Unix(0, 0),
+		time.Unix(-1, 999_999_999),
+		time.Unix(-61, 0),
+		time.Unix(59, 999_000_000),
+		time.Unix(60, 0),
+		time.Date(2024, 2, 29, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(2024, 3, 1, 0, 0, 0, 1, time.UTC),
+		time.Date(2026, 11, 30, 6, 45, 1, 500_000_000, zone),
+		time.Date(2026, 11, 30, 6, 45, 2, 7_000_000, time.UTC),
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(12345, 6, 7, 8, 9, 10, 11_000_000, time.UTC),
+		time.Date(-5, 6, 7, 8, 9, 10, 11_000_000, time.UTC),
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		times = append(times, time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)))
+	}
+	var c jsonTimes
+	for _, tm := range times {
+		for range 2 { // a new minute, then the kept one
+			want := tm.UTC().AppendFormat(nil, jsonTimeLayout)
+			if got := c.append(nil, tm); string(got) != string(want) {
+				t.Fatalf("%v: got %s, want %s", tm, got, want)
+			}
+		}
 	}
 }
