@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -249,8 +250,9 @@ func checkIndex(t *testing.T, ft *flowTable) {
 		if e.hash != uint32(h) {
 			t.Fatalf("entry %d: stored hash %#x, key hashes to %#x", i, e.hash, uint32(h))
 		}
-		if v := ft.index[ft.slotOf(i)]; v&^ft.idxMask != ft.tag(h) {
-			t.Fatalf("entry %d: index slot %#x, want tag %#x", i, v, ft.tag(h))
+		s := ft.slotOf(i)
+		if v, want := ft.index[s], ft.slotValue(h, (s-h)&ft.mask, i); v != want {
+			t.Fatalf("entry %d: index slot %d is %#x, want %#x (tag, distance, entry)", i, s, v, want)
 		}
 		for s := h & ft.mask; ft.index[s]&ft.idxMask != uint32(i)+1; s = (s + 1) & ft.mask {
 			if ft.index[s] == 0 {
@@ -260,5 +262,39 @@ func checkIndex(t *testing.T, ft *flowTable) {
 	}
 	if n != ft.n {
 		t.Fatalf("%d flows listed, %d counted", n, ft.n)
+	}
+}
+
+// The index's distance field, exact or saturated (then the entry's hash
+// decides), keeps every flow reachable through pushes out of a full
+// cache and moves to the front: checkIndex after every add, with the
+// field at its default width and narrowed so that most slots saturate.
+func TestFlowTableDistances(t *testing.T) {
+	for _, distMax := range []uint32{0, 1, 3, 1<<distBits - 1} {
+		c := mustCache(t, CacheConfig{ActiveTimeout: time.Hour, IdleTimeout: time.Hour, MaxFlows: 500}, newFakeClock())
+		c.flows.distMax = distMax // before any flow: tag and distance agree
+		r := rand.New(rand.NewPCG(uint64(distMax), 7))
+		saturated := 0
+		for i := range 3000 {
+			id := key(uint16(r.IntN(1200)))
+			id.SrcIp[13] = byte(r.IntN(2))
+			m := pkt(1, 60, time.Hour, time.Hour)
+			c.AddOne(id, &m)
+			checkIndex(t, &c.flows)
+			for _, v := range c.flows.index {
+				if v != 0 && v>>c.flows.distShift&distMax == distMax {
+					saturated++
+				}
+			}
+			if c.Pending() > 100 {
+				c.TakePending(nil)
+			}
+			if i%7 == 0 && c.Len() > 0 {
+				c.flows.remove(c.flows.head) // not only the tail
+			}
+		}
+		if saturated == 0 && distMax < 1<<distBits-1 { // the default may never saturate here
+			t.Errorf("distance field %d: no slot saturated", distMax)
+		}
 	}
 }
