@@ -23,36 +23,21 @@ func (fm *flowMaps) read(gen int, del, quiescent bool, fn func(NetFlowId, []NetF
 
 // readMap is read for one map whose keys are K, with what was handed out
 // of it in seen.
+//
+// It reads ahead: a goroutine fetches (and with del deletes) the next
+// batch while this one hands out the last (readAhead), so that the
+// kernel's copying (and freeing), 40% of the daemon's CPU in a flood of
+// new flows, overlaps the cache's work on another CPU. Every batch
+// fetched is handed out before readMap returns, the failed one's flows
+// included.
 func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[K], id func(K) NetFlowId,
 	del, quiescent bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
-	var cursor ebpf.MapBatchCursor
-	total := 0
 	var out [1]NetFlowMetrics
 	var setErr error
-	values := fm.values
-	if fm.testBatch > 0 {
-		keys, values = keys[:fm.testBatch], values[:fm.testBatch*fm.ncpu]
-	}
-	for {
-		var n int
-		var err error
-		switch {
-		case fm.testFail != nil && del:
-			err = fm.testFail("delete batch")
-		case fm.testFail != nil:
-			err = fm.testFail("batch")
-		}
-		switch {
-		case err != nil:
-		case del:
-			n, err = m.BatchLookupAndDelete(&cursor, keys, values, nil)
-		default:
-			n, err = m.BatchLookup(&cursor, keys, values, nil)
-		}
-		total += n
-		for i := 0; i < n; i++ {
+	handOut := func(keys []K, values []NetFlowMetrics) {
+		for i := range keys {
 			k := &keys[i]
-			tot, ok := fm.delta(&out[0], seen.get(k), fm.values[i*fm.ncpu:(i+1)*fm.ncpu], del || quiescent)
+			tot, ok := fm.delta(&out[0], seen.get(k), values[i*fm.ncpu:(i+1)*fm.ncpu], del || quiescent)
 			if !ok {
 				continue
 			}
@@ -77,13 +62,77 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 			}
 			fn(id(*k), out[:])
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return total, setErr
-		}
-		if err != nil {
-			return total, fmt.Errorf("read aggregation map: %w", err)
-		}
 	}
+	batch := len(keys)
+	if fm.testBatch > 0 {
+		batch = fm.testBatch
+	}
+	total, err := readAhead(fm, m, keys, batch, del, handOut)
+	if err != nil {
+		return total, fmt.Errorf("read aggregation map: %w", err)
+	}
+	return total, setErr
+}
+
+// fetched is one batch of a deleting read: its flows are in half h of
+// the read buffers.
+type fetched struct {
+	h   int
+	n   int
+	err error
+}
+
+// readAhead reads m (and with del empties it) in batches of at most half
+// the read buffers (and at most batch flows): a goroutine fetches a batch
+// into one half while handOut hands out the other, so the buffers cost no
+// more memory than a read without it. It returns the flows read, once the
+// goroutine is done.
+func readAhead[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, batch int, del bool, handOut func([]K, []NetFlowMetrics)) (int, error) {
+	op, lookup := "batch", m.BatchLookup
+	if del {
+		op, lookup = "delete batch", m.BatchLookupAndDelete
+	}
+	half := min(batch, len(keys)/2)
+	keyHalf := [2][]K{keys[:half], keys[half : 2*half]}
+	valHalf := [2][]NetFlowMetrics{fm.values[:half*fm.ncpu], fm.values[half*fm.ncpu : 2*half*fm.ncpu]}
+	free := make(chan int, 2)
+	full := make(chan fetched, 2)
+	free <- 0
+	free <- 1
+	go func() {
+		var cursor ebpf.MapBatchCursor
+		for h := range free {
+			var n int
+			var err error
+			if fm.testFail != nil {
+				err = fm.testFail(op)
+			}
+			if err == nil {
+				n, err = lookup(&cursor, keyHalf[h], valHalf[h], nil)
+			}
+			full <- fetched{h: h, n: n, err: err}
+			if err != nil { // ErrKeyNotExist: the map is empty
+				close(full)
+				return
+			}
+		}
+	}()
+	total := 0
+	var last error
+	for b := range full {
+		total += b.n
+		handOut(keyHalf[b.h][:b.n], valHalf[b.h][:b.n*fm.ncpu])
+		if b.err != nil {
+			last = b.err
+			continue // the goroutine closes full
+		}
+		free <- b.h
+	}
+	close(free)
+	if errors.Is(last, ebpf.ErrKeyNotExist) {
+		return total, nil
+	}
+	return total, last
 }
 
 // delta sets out to what a flow counted since prev was handed out of it

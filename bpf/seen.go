@@ -111,6 +111,12 @@ func (p *seenPart[K]) index(k *K, h uint64) int {
 
 // get returns what was handed out of k, zero if nothing.
 func (t *seenTable[K]) get(k *K) flowTotals {
+	if t.n == 0 {
+		// Nothing handed out: the deleting read of a map switched
+		// out before any live read of it (the early switch of a
+		// flood) hashes no key.
+		return flowTotals{}
+	}
 	h := t.hash(k)
 	p := &t.parts[h>>(64-seenPartsShift)]
 	return p.slots[p.index(k, h)].tot

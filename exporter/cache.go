@@ -280,8 +280,11 @@ func (c *Cache) TakePending(out []Flow) []Flow {
 
 // Expire appends to out the flows that ended (see Cache) and those pushed
 // out for lack of room, and removes them. Records are appended from the
-// least to the most recently seen flow. It visits every cached flow: it
-// runs once per poll interval, not per packet.
+// least to the most recently seen flow. It visits every cached flow, unless
+// none can have ended yet (before the earliest end it knows of: see
+// NextEnd): it runs once per poll interval, not per packet, but a full
+// cache is 262,144 flows scattered in memory, and a flood of new flows
+// pushes out flows between every two polls.
 func (c *Cache) Expire(out []Flow) []Flow {
 	c.ExpireBatches(make([]Flow, 0, 64), func(b []Flow) { out = append(out, b...) })
 	return out
@@ -295,6 +298,13 @@ func (c *Cache) ExpireBatches(buf []Flow, emit func([]Flow)) {
 	c.drainPending(&buf, emit)
 	t := &c.flows
 	wall, mono := c.clock.Now(), c.clock.Monotonic()
+	if t.n > 0 && uint64(mono) < c.nextEnd {
+		// nextEnd is at most every flow's endsAt: none ended.
+		if len(buf) > 0 {
+			emit(buf)
+		}
+		return
+	}
 	c.nextEnd = math.MaxUint64
 	for i := t.tail; i != none; {
 		e := t.at(i)

@@ -139,17 +139,6 @@ func (t *flowTable) hash(p *probe) uint64 {
 	return mix(h^le.Uint64(p.k.addr[:])^t.seed[2], uint64(p.fam)^t.seed[3])
 }
 
-// entryHash is the hash of entry e's key.
-func (t *flowTable) entryHash(e *entry) uint64 {
-	p := probe{k: e.k, fam: e.fam}
-	if e.fam == famWide {
-		a := t.addrs.at(e.poolIndex())
-		p.k.addr = [8]byte{}
-		p.src, p.dst = &a[0], &a[1]
-	}
-	return t.hash(&p)
-}
-
 // addrPool holds the address pairs of wide (IPv6) flows, in blocks like
 // the entries, with a free list through the first 4 bytes of free pairs.
 type addrPool struct {

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 
@@ -24,6 +25,10 @@ type entry struct {
 	flags           uint16
 	fam             uint8
 	prev, next      int32 // none at the ends; next links the free list
+	// hash is the low 32 bits of the key's hash, in what would be
+	// padding: removing a flow finds its index slot, and moves its
+	// neighbours back to their home slots, without hashing keys again.
+	hash uint32
 }
 
 // metrics returns the entry's metrics.
@@ -71,10 +76,17 @@ const minSlots = 1 << 10
 // flowTable is the Cache's storage: entries in blocks, an open-addressing
 // index (linear probing, backward-shift deletion, so no tombstones) of
 // entry index + 1 by flow key hash, kept at most half full, and the LRU
-// list. Go's map would do, but it costs about twice the memory per flow
-// (its groups hold key and value, and grow in steps of two), holds the
-// memory of its peak size forever, and its entries hold pointers the
-// garbage collector scans.
+// list. The bits of an index slot that entry indexes below max do not
+// use hold the slot's distance from its home slot (up to 4 bits, the
+// largest value meaning "that or more") and a tag, bits of the hash (of
+// its upper half; the home slot is of the lower one). A lookup passes over
+// most slots of other flows without reading their entries, which are
+// scattered over the blocks (a 9-bit tag at the default max_flows: 1 in
+// 512 slots of another flow is read for nothing), and a removal moves the
+// slots that follow back without reading theirs. Go's map would do, but it costs about twice the
+// memory per flow (its groups hold key and value, and grow in steps of
+// two), holds the memory of its peak size forever, and its entries hold
+// pointers the garbage collector scans.
 //
 // Its memory is bounded by max: at most max entries (rounded up to a
 // block) of 80 bytes (and 32 more per IPv6 flow) and an index of at most 2*max rounded up to a power
@@ -87,8 +99,11 @@ type flowTable struct {
 	free       int32 // free list, through next
 	n          int   // flows in the table
 	head, tail int32
-	index      []uint32
+	index      []uint32 // tag | distance | entry index + 1; 0 if empty
 	mask       uint64
+	idxMask    uint32 // of the entry index + 1 in an index slot
+	distShift  uint   // of the distance from the home slot
+	distMax    uint32 // the distance field's largest value: read the entry
 	maxSlots   int
 	seed       [4]uint64
 	addrs      addrPool // wide flows' addresses
@@ -99,7 +114,12 @@ func newFlowTable(max int) flowTable {
 	for maxSlots < 2*max {
 		maxSlots <<= 1
 	}
-	t := flowTable{maxSlots: maxSlots}
+	t := flowTable{maxSlots: maxSlots, idxMask: math.MaxUint32, distShift: 32}
+	if b := bits.Len(uint(max)); b < 32 {
+		t.idxMask = 1<<b - 1
+		t.distShift = uint(b)
+		t.distMax = 1<<min(distBits, 32-b) - 1
+	}
 	for i := range t.seed {
 		t.seed[i] = rand.Uint64() | 1
 	}
@@ -127,16 +147,54 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
+// distBits is the most bits an index slot gives to its distance from its
+// home slot: linear probing at most half full rarely goes further.
+const distBits = 4
+
+// tag is the tag of hash h in an index slot.
+func (t *flowTable) tag(h uint64) uint32 {
+	return uint32(h>>32) &^ (t.idxMask | t.distMax<<t.distShift)
+}
+
+// slotValue is the index slot of entry i, of hash h, at distance d from
+// its home slot.
+func (t *flowTable) slotValue(h uint64, d uint64, i int32) uint32 {
+	return t.tag(h) | uint32(min(d, uint64(t.distMax)))<<t.distShift | (uint32(i) + 1)
+}
+
+// withDist is slot value v (its tag and entry) at distance d.
+func (t *flowTable) withDist(v uint32, d uint64) uint32 {
+	return v&^(t.distMax<<t.distShift) | uint32(min(d, uint64(t.distMax)))<<t.distShift
+}
+
+// dist returns how far slot s, of value v, is from its home slot; from
+// the entry's hash when the slot's field cannot tell.
+func (t *flowTable) dist(s uint64, v uint32) uint64 {
+	if d := v >> t.distShift & t.distMax; d < t.distMax {
+		return uint64(d)
+	}
+	return (s - uint64(t.at(t.entryOf(v)).hash)) & t.mask
+}
+
+// entryOf returns the entry index of a full index slot's value.
+func (t *flowTable) entryOf(v uint32) int32 {
+	return int32(v&t.idxMask) - 1
+}
+
 // find returns the entry of p (none if absent) and its index slot (or
 // the empty slot where it would go).
 func (t *flowTable) find(p *probe, h uint64) (int32, uint64) {
+	tag := t.tag(h)
 	for s := h & t.mask; ; s = (s + 1) & t.mask {
 		v := t.index[s]
 		if v == 0 {
 			return none, s
 		}
-		if t.matches(t.at(int32(v-1)), p) {
-			return int32(v - 1), s
+		if v&^(t.idxMask|t.distMax<<t.distShift) != tag {
+			continue
+		}
+		if i := t.entryOf(v); t.at(i).hash == uint32(h) && t.matches(t.at(i), p) {
+			return i, s
 		}
 	}
 }
@@ -152,8 +210,8 @@ func (t *flowTable) emptySlot(h uint64) uint64 {
 
 // slotOf returns the index slot that points to entry i.
 func (t *flowTable) slotOf(i int32) uint64 {
-	for s := t.entryHash(t.at(i)) & t.mask; ; s = (s + 1) & t.mask {
-		if t.index[s] == uint32(i)+1 {
+	for s := uint64(t.at(i).hash) & t.mask; ; s = (s + 1) & t.mask {
+		if t.index[s]&t.idxMask == uint32(i)+1 {
 			return s
 		}
 	}
@@ -166,12 +224,13 @@ func (t *flowTable) insert(p *probe, h uint64, m *bpf.NetFlowMetrics) {
 	}
 	i := t.alloc()
 	e := t.at(i)
-	e.k, e.fam = p.k, p.fam
+	e.k, e.fam, e.hash = p.k, p.fam, uint32(h)
 	if p.fam == famWide {
 		binary.LittleEndian.PutUint32(e.k.addr[:4], t.addrs.put(p.src, p.dst))
 	}
 	e.setMetrics(m)
-	t.index[t.emptySlot(h)] = uint32(i) + 1
+	s := t.emptySlot(h)
+	t.index[s] = t.slotValue(h, (s-h)&t.mask, i)
 	t.n++
 	t.pushFront(i)
 }
@@ -189,12 +248,18 @@ func (t *flowTable) alloc() int32 {
 	return t.used - 1
 }
 
-// grow doubles the index.
+// grow doubles the index. A slot's tag is of the hash's upper half,
+// which entries do not keep: slots move with their tags.
 func (t *flowTable) grow() {
-	t.index = make([]uint32, 2*len(t.index))
+	old := t.index
+	t.index = make([]uint32, 2*len(old))
 	t.mask = uint64(len(t.index) - 1)
-	for i := t.head; i != none; i = t.at(i).next {
-		t.index[t.emptySlot(t.entryHash(t.at(i)))] = uint32(i) + 1
+	for _, v := range old {
+		if v != 0 {
+			h := uint64(t.at(t.entryOf(v)).hash)
+			s := t.emptySlot(h)
+			t.index[s] = t.withDist(v, (s-h)&t.mask)
+		}
 	}
 }
 
@@ -204,9 +269,9 @@ func (t *flowTable) remove(i int32) {
 	// Backward-shift deletion: move up every following entry of the
 	// cluster whose home slot is not between the hole and itself.
 	for j := (s + 1) & t.mask; t.index[j] != 0; j = (j + 1) & t.mask {
-		home := t.entryHash(t.at(int32(t.index[j]-1))) & t.mask
-		if (j-home)&t.mask >= (j-s)&t.mask {
-			t.index[s] = t.index[j]
+		v := t.index[j]
+		if d, back := t.dist(j, v), (j-s)&t.mask; d >= back {
+			t.index[s] = t.withDist(v, d-back)
 			s = j
 		}
 	}

@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -160,6 +161,7 @@ func FuzzCacheTable(f *testing.F) {
 				m.Flags = tcpFIN
 			}
 			c.AddOne(id, &m)
+			checkIndex(t, &c.flows)
 			added[KeyOf(id)] += m.Packets
 			if c.Len() > 8 {
 				t.Fatalf("%d flows cached, max 8", c.Len())
@@ -222,5 +224,77 @@ func TestCacheNextEnd(t *testing.T) {
 				t.Errorf("NextEnd %v after the start, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// entryHash is the hash of entry e's key, computed again.
+func (t *flowTable) entryHash(e *entry) uint64 {
+	p := probe{k: e.k, fam: e.fam}
+	if e.fam == famWide {
+		a := t.addrs.at(e.poolIndex())
+		p.k.addr = [8]byte{}
+		p.src, p.dst = &a[0], &a[1]
+	}
+	return t.hash(&p)
+}
+
+// checkIndex checks that every cached flow's stored hash is its key's,
+// and that a lookup from its home slot reaches it before an empty slot.
+func checkIndex(t *testing.T, ft *flowTable) {
+	t.Helper()
+	n := 0
+	for i := ft.head; i != none; i = ft.at(i).next {
+		n++
+		e := ft.at(i)
+		h := ft.entryHash(e)
+		if e.hash != uint32(h) {
+			t.Fatalf("entry %d: stored hash %#x, key hashes to %#x", i, e.hash, uint32(h))
+		}
+		s := ft.slotOf(i)
+		if v, want := ft.index[s], ft.slotValue(h, (s-h)&ft.mask, i); v != want {
+			t.Fatalf("entry %d: index slot %d is %#x, want %#x (tag, distance, entry)", i, s, v, want)
+		}
+		for s := h & ft.mask; ft.index[s]&ft.idxMask != uint32(i)+1; s = (s + 1) & ft.mask {
+			if ft.index[s] == 0 {
+				t.Fatalf("entry %d: empty slot %d between its home %d and it", i, s, h&ft.mask)
+			}
+		}
+	}
+	if n != ft.n {
+		t.Fatalf("%d flows listed, %d counted", n, ft.n)
+	}
+}
+
+// The index's distance field, exact or saturated (then the entry's hash
+// decides), keeps every flow reachable through pushes out of a full
+// cache and moves to the front: checkIndex after every add, with the
+// field at its default width and narrowed so that most slots saturate.
+func TestFlowTableDistances(t *testing.T) {
+	for _, distMax := range []uint32{0, 1, 3, 1<<distBits - 1} {
+		c := mustCache(t, CacheConfig{ActiveTimeout: time.Hour, IdleTimeout: time.Hour, MaxFlows: 500}, newFakeClock())
+		c.flows.distMax = distMax // before any flow: tag and distance agree
+		r := rand.New(rand.NewPCG(uint64(distMax), 7))
+		saturated := 0
+		for i := range 3000 {
+			id := key(uint16(r.IntN(1200)))
+			id.SrcIp[13] = byte(r.IntN(2))
+			m := pkt(1, 60, time.Hour, time.Hour)
+			c.AddOne(id, &m)
+			checkIndex(t, &c.flows)
+			for _, v := range c.flows.index {
+				if v != 0 && v>>c.flows.distShift&distMax == distMax {
+					saturated++
+				}
+			}
+			if c.Pending() > 100 {
+				c.TakePending(nil)
+			}
+			if i%7 == 0 && c.Len() > 0 {
+				c.flows.remove(c.flows.head) // not only the tail
+			}
+		}
+		if saturated == 0 && distMax < 1<<distBits-1 { // the default may never saturate here
+			t.Errorf("distance field %d: no slot saturated", distMax)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	"github.com/hostflow/hostflow/bpf"
 )
@@ -42,6 +43,7 @@ type jsonLines struct {
 	w      *bufio.Writer
 	line   []byte
 	ifname func(ifindex uint32) string
+	times  jsonTimes
 }
 
 // JSONOptions tune the JSON-lines sink.
@@ -62,8 +64,16 @@ func NewJSONLinesWith(w io.Writer, opts JSONOptions) Sink {
 	if name == nil {
 		name = func(uint32) string { return "" }
 	}
-	return &jsonLines{w: bufio.NewWriter(w), line: make([]byte, 0, 512), ifname: name}
+	return &jsonLines{w: bufio.NewWriterSize(w, jsonBufferSize), line: make([]byte, 0, 512), ifname: name}
 }
+
+// jsonBufferSize is the JSON-lines sink's buffer: a batch of records
+// (about 300 bytes a line) goes out in writes of 64 KiB, not of bufio's
+// default 4 KiB. A flood of new flows exports a batch per 4096 flows
+// pushed out of the full cache; in 4 KiB writes to a file on ext4 the
+// kernel's writes (page zeroing of each partial write included) cost as
+// much as the cache itself (bench/RESULTS.md, the flood's profile).
+const jsonBufferSize = 64 << 10
 
 // Export writes flows and flushes, so every batch is visible when Export
 // returns. It allocates nothing per flow: a flood of flows exported as
@@ -71,7 +81,7 @@ func NewJSONLinesWith(w io.Writer, opts JSONOptions) Sink {
 func (j *jsonLines) Export(flows []Flow) error {
 	for i := range flows {
 		f := &flows[i]
-		j.line = appendJSON(j.line[:0], f, j.ifname(f.Key.IfIndex))
+		j.line = appendJSON(j.line[:0], f, j.ifname(f.Key.IfIndex), &j.times)
 		if _, err := j.w.Write(j.line); err != nil {
 			return fmt.Errorf("json export: %w", err)
 		}
@@ -91,8 +101,8 @@ func (j *jsonLines) Close() error {
 }
 
 // appendJSON appends the JSON line of f, newline included; ifname is the
-// name of its interface.
-func appendJSON(b []byte, f *Flow, ifname string) []byte {
+// name of its interface. It renders times with tc.
+func appendJSON(b []byte, f *Flow, ifname string, tc *jsonTimes) []byte {
 	k := &f.Key
 	b = append(b, `{"src":"`...)
 	b = k.Src.AppendTo(b)
@@ -125,9 +135,9 @@ func appendJSON(b []byte, f *Flow, ifname string) []byte {
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendUint(b, f.Bytes, 10)
 	b = append(b, `,"start":"`...)
-	b = f.Start.UTC().AppendFormat(b, jsonTimeLayout)
+	b = tc.append(b, f.Start)
 	b = append(b, `","end":"`...)
-	b = f.End.UTC().AppendFormat(b, jsonTimeLayout)
+	b = tc.append(b, f.End)
 	b = append(b, `","tcp_flags":`...)
 	b = strconv.AppendUint(b, uint64(f.TCPFlags), 10)
 	b = append(b, `,"end_reason":"`...)
@@ -182,4 +192,31 @@ func samplingOf(n uint32) uint32 {
 		return 0
 	}
 	return n
+}
+
+// jsonTimes renders times in jsonTimeLayout, UTC, keeping the text of the
+// last minute it rendered ("2006-01-02T15:04:", by time.Time.AppendFormat):
+// the times of a batch of records mostly fall in one minute, and
+// AppendFormat, which parses the layout at every call, was a tenth of the
+// daemon's CPU in a flood of new flows exported as JSON.
+type jsonTimes struct {
+	minute int64  // Unix minute of prefix
+	prefix []byte // empty until the first call
+}
+
+// append appends t as time.Time.AppendFormat(b, jsonTimeLayout) of
+// t.UTC() does.
+func (c *jsonTimes) append(b []byte, t time.Time) []byte {
+	sec := t.Unix()
+	minute, s := sec/60, sec%60
+	if s < 0 { // before 1970: floor
+		minute, s = minute-1, s+60
+	}
+	if len(c.prefix) == 0 || minute != c.minute {
+		c.prefix = time.Unix(minute*60, 0).UTC().AppendFormat(c.prefix[:0], "2006-01-02T15:04:")
+		c.minute = minute
+	}
+	ms := t.Nanosecond() / 1e6 // truncated, as AppendFormat's .000
+	return append(append(b, c.prefix...), byte('0'+s/10), byte('0'+s%10), '.',
+		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }

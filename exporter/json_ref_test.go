@@ -103,7 +103,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	names := []string{"eth0", "", "veth-a.10", "a\"b\\c", "<&>", "\x01\x1f\x7f", "\xff\xfe", "é\u2028\u2029"}
 	for i := range flows {
 		name := names[i%len(names)]
-		got, want := appendJSON(nil, &flows[i], name), refJSON(t, &flows[i], name)
+		got, want := appendJSON(nil, &flows[i], name, &jsonTimes{}), refJSON(t, &flows[i], name)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("flow %d:\ngot  %s\nwant %s", i, got, want)
 		}

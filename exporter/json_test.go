@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestJSONLines(t *testing.T) {
@@ -142,6 +144,69 @@ func TestJSONLinesFate(t *testing.T) {
 		got := b.String()
 		if !strings.Contains(got, tt.want) || (tt.wantNot != "" && strings.Contains(got, tt.wantNot)) {
 			t.Errorf("%s: %s", tt.name, got)
+		}
+	}
+}
+
+// writeSizes records the size of each write.
+type writeSizes struct{ sizes []int }
+
+func (w *writeSizes) Write(b []byte) (int, error) {
+	w.sizes = append(w.sizes, len(b))
+	return len(b), nil
+}
+
+// A batch goes out in writes of jsonBufferSize (the last one shorter),
+// not of bufio's default 4 KiB: a flood exports a batch per 4096 flows.
+func TestJSONLinesWritesLargeChunks(t *testing.T) {
+	var w writeSizes
+	s := NewJSONLines(&w)
+	flows := make([]Flow, 4096)
+	for i := range flows {
+		flows[i] = Flow{Key: flowKey("198.18.0.1", "198.19.0.2", uint16(i), 2, 17, 0, 3), Packets: 1, EndReason: EndLackOfResources}
+	}
+	if err := s.Export(flows); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range w.sizes {
+		total += n
+	}
+	if want := (total + jsonBufferSize - 1) / jsonBufferSize; len(w.sizes) != want {
+		t.Fatalf("%d bytes in %d writes, want %d (sizes %v)", total, len(w.sizes), want, w.sizes[:min(len(w.sizes), 8)])
+	}
+}
+
+// jsonTimes renders what AppendFormat renders, whether the minute is
+// the one it kept or another, before 1970, in other years and zones.
+func TestJSONTimesMatchAppendFormat(t *testing.T) {
+	zone := time.FixedZone("UTC+5:30", 5*3600+1800)
+	times := []time.Time{
+		time.Unix(0, 0),
+		time.Unix(-1, 999_999_999),
+		time.Unix(-61, 0),
+		time.Unix(59, 999_000_000),
+		time.Unix(60, 0),
+		time.Date(2024, 2, 29, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(2024, 3, 1, 0, 0, 0, 1, time.UTC),
+		time.Date(2026, 11, 30, 6, 45, 1, 500_000_000, zone),
+		time.Date(2026, 11, 30, 6, 45, 2, 7_000_000, time.UTC),
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(12345, 6, 7, 8, 9, 10, 11_000_000, time.UTC),
+		time.Date(-5, 6, 7, 8, 9, 10, 11_000_000, time.UTC),
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		times = append(times, time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)))
+	}
+	var c jsonTimes
+	for _, tm := range times {
+		for range 2 { // a new minute, then the kept one
+			want := tm.UTC().AppendFormat(nil, jsonTimeLayout)
+			if got := c.append(nil, tm); string(got) != string(want) {
+				t.Fatalf("%v: got %s, want %s", tm, got, want)
+			}
 		}
 	}
 }
