@@ -24,12 +24,11 @@ func (fm *flowMaps) read(gen int, del, quiescent bool, fn func(NetFlowId, []NetF
 // readMap is read for one map whose keys are K, with what was handed out
 // of it in seen.
 //
-// It reads ahead: a goroutine fetches (and with del deletes) the next
+// A deleting read reads ahead: a goroutine fetches (and deletes) the next
 // batch while this one hands out the last (readAhead), so that the
-// kernel's copying (and freeing), 40% of the daemon's CPU in a flood of
-// new flows, overlaps the cache's work on another CPU. Every batch
-// fetched is handed out before readMap returns, the failed one's flows
-// included.
+// kernel's copying and freeing, 40% of the daemon's CPU in a flood of new
+// flows, overlaps the cache's work on another CPU. Every batch fetched is
+// handed out before readMap returns, the failed one's flows included.
 func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[K], id func(K) NetFlowId,
 	del, quiescent bool, fn func(NetFlowId, []NetFlowMetrics)) (int, error) {
 	var out [1]NetFlowMetrics
@@ -67,11 +66,43 @@ func readMap[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, seen *seenTable[
 	if fm.testBatch > 0 {
 		batch = fm.testBatch
 	}
-	total, err := readAhead(fm, m, keys, batch, del, handOut)
+	var total int
+	var err error
+	if del {
+		total, err = readAhead(fm, m, keys, batch, handOut)
+	} else {
+		total, err = readLive(fm, m, keys, batch, handOut)
+	}
 	if err != nil {
 		return total, fmt.Errorf("read aggregation map: %w", err)
 	}
 	return total, setErr
+}
+
+// readLive reads m in batches of at most batch flows, without deleting,
+// and hands each batch to handOut; it returns the flows read.
+func readLive[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, batch int, handOut func([]K, []NetFlowMetrics)) (int, error) {
+	var cursor ebpf.MapBatchCursor
+	keys, values := keys[:batch], fm.values[:batch*fm.ncpu]
+	total := 0
+	for {
+		var n int
+		var err error
+		if fm.testFail != nil {
+			err = fm.testFail("batch")
+		}
+		if err == nil {
+			n, err = m.BatchLookup(&cursor, keys, values, nil)
+		}
+		total += n
+		handOut(keys[:n], values[:n*fm.ncpu])
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // fetched is one batch of a deleting read: its flows are in half h of
@@ -82,16 +113,11 @@ type fetched struct {
 	err error
 }
 
-// readAhead reads m (and with del empties it) in batches of at most half
-// the read buffers (and at most batch flows): a goroutine fetches a batch
-// into one half while handOut hands out the other, so the buffers cost no
-// more memory than a read without it. It returns the flows read, once the
-// goroutine is done.
-func readAhead[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, batch int, del bool, handOut func([]K, []NetFlowMetrics)) (int, error) {
-	op, lookup := "batch", m.BatchLookup
-	if del {
-		op, lookup = "delete batch", m.BatchLookupAndDelete
-	}
+// readAhead empties m in batches of at most half the read buffers (and
+// at most batch flows): a goroutine fetches a batch into one half while
+// handOut hands out the other, so the buffers cost no more memory than a
+// read without it. It returns the flows read, once the goroutine is done.
+func readAhead[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, batch int, handOut func([]K, []NetFlowMetrics)) (int, error) {
 	half := min(batch, len(keys)/2)
 	keyHalf := [2][]K{keys[:half], keys[half : 2*half]}
 	valHalf := [2][]NetFlowMetrics{fm.values[:half*fm.ncpu], fm.values[half*fm.ncpu : 2*half*fm.ncpu]}
@@ -105,10 +131,10 @@ func readAhead[K comparable](fm *flowMaps, m *ebpf.Map, keys []K, batch int, del
 			var n int
 			var err error
 			if fm.testFail != nil {
-				err = fm.testFail(op)
+				err = fm.testFail("delete batch")
 			}
 			if err == nil {
-				n, err = lookup(&cursor, keyHalf[h], valHalf[h], nil)
+				n, err = m.BatchLookupAndDelete(&cursor, keyHalf[h], valHalf[h], nil)
 			}
 			full <- fetched{h: h, n: n, err: err}
 			if err != nil { // ErrKeyNotExist: the map is empty
