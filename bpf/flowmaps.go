@@ -58,6 +58,8 @@ type flowMaps struct {
 
 	// done is set by DoneReading: seen4, seen and rb are gone.
 	done atomic.Bool
+	// ends reads COUNTER_TCP_END (TCPEnds).
+	ends tcpEnds
 
 	// detached is set when programs were detached: one may still be
 	// running, so the next Drain waits for it before reading.

@@ -29,7 +29,8 @@ const (
 	NetCounterKeyCOUNTER_NO_MAP         NetCounterKey = 4
 	NetCounterKeyCOUNTER_SAMPLED_OUT    NetCounterKey = 5
 	NetCounterKeyCOUNTER_FATE_MALFORMED NetCounterKey = 6
-	NetCounterKeyCOUNTER_MAX            NetCounterKey = 7
+	NetCounterKeyCOUNTER_TCP_END        NetCounterKey = 7
+	NetCounterKeyCOUNTER_MAX            NetCounterKey = 8
 )
 
 type NetFlowId4 NetFlowId4T

@@ -363,13 +363,19 @@ func sat(t uint64, d time.Duration) uint64 {
 // NextEnd returns the monotonic time before which Expire has nothing to
 // export, given that every packet counted before lastRead (monotonic) has
 // been added: the earliest time a cached flow ends, or one counted after
-// lastRead (at least the TCP end grace after lastRead, as a new flow may
-// be a TCP flow already closing). A poll before it needs neither to read
-// the kernel's counts nor to call Expire: no record would leave earlier.
-// It leaves out the records of flows pushed out for lack of room
-// (Pending), which are due at once.
-func (c *Cache) NextEnd(lastRead time.Duration) time.Duration {
-	next := min(c.nextEnd, sat(uint64(max(lastRead, 0)), c.cfg.TCPEndGrace))
+// lastRead. If tcpEnds, a TCP packet with FIN or RST may have been counted
+// since lastRead, so a flow may end the TCP end grace after it; otherwise
+// a packet counted since ends its flow no sooner than the idle or active
+// timeout after lastRead. A poll before it needs neither to read the
+// kernel's counts nor to call Expire: no record would leave earlier. It
+// leaves out the records of flows pushed out for lack of room (Pending),
+// which are due at once.
+func (c *Cache) NextEnd(lastRead time.Duration, tcpEnds bool) time.Duration {
+	after := min(c.cfg.IdleTimeout, c.cfg.ActiveTimeout)
+	if tcpEnds {
+		after = c.cfg.TCPEndGrace
+	}
+	next := min(c.nextEnd, sat(uint64(max(lastRead, 0)), after))
 	return time.Duration(min(next, math.MaxInt64))
 }
 

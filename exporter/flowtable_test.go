@@ -139,8 +139,9 @@ func FuzzCacheTable(f *testing.F) {
 		}
 		for i, op := range ops {
 			if op == 0xff {
-				// Every packet so far was added: lastRead is now.
-				next := c.NextEnd(clk.mono)
+				// Every packet so far was added: lastRead is now,
+				// and none came since (no FIN either).
+				next := c.NextEnd(clk.mono, false)
 				clk.advance(time.Second)
 				pending := c.Pending()
 				out := c.Expire(nil)
@@ -177,8 +178,9 @@ func FuzzCacheTable(f *testing.F) {
 	})
 }
 
-// NextEnd is the earliest deadline of a cached flow, or the TCP end grace
-// after the last read when that comes first.
+// NextEnd is the earliest deadline of a cached flow, or, for a flow counted
+// since the last read, the TCP end grace after it if a FIN or RST may have
+// been counted since (tcpEnds), else the idle timeout after it.
 func TestCacheNextEnd(t *testing.T) {
 	const s = time.Second
 	cfg := CacheConfig{ActiveTimeout: 60 * s, IdleTimeout: 15 * s, TCPEndGrace: 2 * s, MaxFlows: 100}
@@ -192,6 +194,7 @@ func TestCacheNextEnd(t *testing.T) {
 		adds     []add
 		expireAt time.Duration // 0: no Expire
 		lastRead time.Duration
+		noEnds   bool // no FIN or RST counted since lastRead
 		want     time.Duration
 	}{
 		{name: "empty", lastRead: 10 * s, want: 12 * s},
@@ -202,6 +205,10 @@ func TestCacheNextEnd(t *testing.T) {
 		{name: "tcp closing first", adds: []add{{1, true, 0, 4 * s}, {2, false, 0, 5 * s}}, lastRead: 6 * s, want: 6 * s},
 		{name: "earliest of several", adds: []add{{1, false, 0, 9 * s}, {2, false, 0, 4 * s}, {3, false, 0, 7 * s}}, lastRead: 30 * s, want: 19 * s},
 		{name: "exact after expire", adds: []add{{1, false, 0, 1 * s}, {2, false, 0, 8 * s}}, expireAt: 17 * s, lastRead: 30 * s, want: 23 * s},
+		{name: "empty, no FIN since", lastRead: 10 * s, noEnds: true, want: 25 * s},
+		{name: "udp idle, no FIN since", adds: []add{{1, false, 0, 3 * s}}, lastRead: 0, noEnds: true, want: 15 * s},
+		{name: "udp idle first, no FIN since", adds: []add{{1, false, 0, 3 * s}}, lastRead: 10 * s, noEnds: true, want: 18 * s},
+		{name: "tcp closing, no FIN since", adds: []add{{1, true, 0, 5 * s}}, lastRead: 6 * s, noEnds: true, want: 7 * s},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock()
@@ -220,7 +227,7 @@ func TestCacheNextEnd(t *testing.T) {
 				clk.mono = t0 + tc.expireAt
 				c.Expire(nil)
 			}
-			if got := c.NextEnd(t0+tc.lastRead) - t0; got != tc.want {
+			if got := c.NextEnd(t0+tc.lastRead, !tc.noEnds) - t0; got != tc.want {
 				t.Errorf("NextEnd %v after the start, want %v", got, tc.want)
 			}
 		})

@@ -272,6 +272,10 @@ static __always_inline void add_flow(flow_id *id, __u64 packets, __u64 bytes, __
 {
 	__u64 now = (tracing || precise_clock) ? bpf_ktime_get_ns() : coarse_now();
 
+	/* FIN (0x01) or RST (0x04): the flow may end soon (COUNTER_TCP_END). */
+	if (tcp_flags & 0x05)
+		count(COUNTER_TCP_END);
+
 	__u32 zero = 0;
 	flow_state *st = bpf_map_lookup_elem(&flow_state_map, &zero);
 	if (!st) {

@@ -159,7 +159,8 @@ typedef struct flow_state_t {
 } flow_state;
 
 /* counter_key indexes the per-CPU global_counters array. Every place where
- * the kernel side loses or diverts a packet has one. */
+ * the kernel side loses or diverts a packet has one; COUNTER_TCP_END is a
+ * hint for user space, not a loss. */
 enum counter_key {
 	/* Packets sent to direct_flows because the aggregation map was full. */
 	COUNTER_MAP_FULL = 0,
@@ -177,7 +178,11 @@ enum counter_key {
 	 * counted because their headers could not be read or keyed (fate.h):
 	 * their arrival count stands alone. */
 	COUNTER_FATE_MALFORMED = 6,
-	COUNTER_MAX = 7,
+	/* TCP packets with FIN or RST counted into a flow: a flow may end
+	 * within the TCP end grace. While it does not grow, user space need
+	 * not read the flows before the idle timeout of the last read. */
+	COUNTER_TCP_END = 7,
+	COUNTER_MAX = 8,
 };
 
 /* sampling_algorithm selects how 1-in-N packets are picked. */

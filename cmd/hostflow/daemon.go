@@ -52,7 +52,12 @@ type daemon struct {
 	// monotonic clock (mono, or CLOCK_MONOTONIC if nil): every packet
 	// counted before it is in the cache (see poll).
 	lastRead time.Duration
-	mono     func() time.Duration
+	// tcpEndsAtRead is the kernel's count of TCP packets with FIN or
+	// RST (bpf TCPEnds) read just before that drain began; tcpEndsKnown
+	// is false when it could not be read.
+	tcpEndsAtRead uint64
+	tcpEndsKnown  bool
+	mono          func() time.Duration
 	// readEveryPoll makes every poll read (tests that step the loop by
 	// its drains).
 	readEveryPoll bool
@@ -123,6 +128,7 @@ type flowSource interface {
 	Full() (bool, error)
 	FlushRingBuf() error
 	DoneReading() error
+	TCPEnds() (uint64, error)
 	ReadCounters() (bpf.KernelCounters, error)
 	SetSampling(n int) error
 	Close() error
@@ -491,6 +497,7 @@ func (d *daemon) addDirect(r bpf.Record) {
 func (d *daemon) drain() {
 	d.lastDrain = time.Now()
 	start := d.monotonic()
+	ends, endsErr := d.fetcher.TCPEnds()
 	if err := d.fetcher.Drain(d.addFlow); err != nil {
 		d.mu.Lock()
 		d.counts.drainErrors++
@@ -499,6 +506,18 @@ func (d *daemon) drain() {
 		return
 	}
 	d.lastRead = start
+	d.tcpEndsAtRead, d.tcpEndsKnown = ends, endsErr == nil
+}
+
+// tcpEndsSinceRead reports whether a TCP packet with FIN or RST may have
+// been counted since the last read: yes when the kernel's count grew, or
+// either reading failed.
+func (d *daemon) tcpEndsSinceRead() bool {
+	if !d.tcpEndsKnown {
+		return true
+	}
+	n, err := d.fetcher.TCPEnds()
+	return err != nil || n != d.tcpEndsAtRead
 }
 
 // readSlack covers the kernel's coarse clock: a packet counted just after
@@ -510,9 +529,11 @@ const readSlack = 50 * time.Millisecond
 // exports the flows that ended. Reading 100k flows costs about a tenth of
 // a CPU-second, so a poll skips it when no record could leave yet: before
 // the cache's NextEnd, no cached flow has reached a timeout, and a flow
-// counted since the last read reaches none sooner than the TCP end grace
-// after it. Records leave at the same polls as if every poll read; the
-// observed counts (hostflow_observed_*) lag by up to that grace.
+// counted since the last read reaches none sooner than the idle (or
+// active) timeout after it, or the TCP end grace if the kernel counted a
+// TCP FIN or RST since (tcpEndsSinceRead). Records leave at the same
+// polls as if every poll read; the observed counts (hostflow_observed_*)
+// lag by up to the idle timeout.
 //
 // In router mode with fates every poll reads: the poll also ends the
 // interval for the cache (exporter.Cache.Poll): the arrivals read at
@@ -521,7 +542,7 @@ const readSlack = 50 * time.Millisecond
 // ones, control commands) do not end an interval: their arrivals start
 // their hold at the next poll, later than they were read, never earlier.
 func (d *daemon) poll() {
-	if !d.readEveryPoll && !d.fates && d.monotonic() < d.cache.NextEnd(d.lastRead-readSlack) {
+	if !d.readEveryPoll && !d.fates && d.monotonic() < d.cache.NextEnd(d.lastRead-readSlack, d.tcpEndsSinceRead()) {
 		if d.cache.Pending() > 0 { // pushed out: due now
 			d.expire()
 		}

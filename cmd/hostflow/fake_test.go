@@ -131,6 +131,8 @@ func (f *fakeFetcher) FlushRingBuf() error {
 	return nil
 }
 
+func (f *fakeFetcher) TCPEnds() (uint64, error) { return 0, nil }
+
 func (f *fakeFetcher) DoneReading() error {
 	f.call("DoneReading")
 	return nil
