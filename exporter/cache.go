@@ -25,6 +25,13 @@ const (
 	// record instead of opening a 1-packet record of their own, while the
 	// record still leaves far sooner than the 15 s idle timeout.
 	DefaultTCPEndGrace = 2 * time.Second
+
+	// MaxUnread bounds NextEnd after the last read: however long the
+	// timeouts, a poll reads what the kernel counted at least this often,
+	// so what was counted but not exported yet (the daemon's
+	// hostflow_observed_* counters, a switch of the kernel maps by age)
+	// never waits longer.
+	MaxUnread = 10 * time.Second
 )
 
 // TCP control bits in bpf.NetFlowMetrics.Flags (RFC 9293 section 3.1).
@@ -366,12 +373,13 @@ func sat(t uint64, d time.Duration) uint64 {
 // lastRead. If tcpEnds, a TCP packet with FIN or RST may have been counted
 // since lastRead, so a flow may end the TCP end grace after it; otherwise
 // a packet counted since ends its flow no sooner than the idle or active
-// timeout after lastRead. A poll before it needs neither to read the
+// timeout after lastRead, and NextEnd is at most MaxUnread after it. A
+// poll before it needs neither to read the
 // kernel's counts nor to call Expire: no record would leave earlier. It
 // leaves out the records of flows pushed out for lack of room (Pending),
 // which are due at once.
 func (c *Cache) NextEnd(lastRead time.Duration, tcpEnds bool) time.Duration {
-	after := min(c.cfg.IdleTimeout, c.cfg.ActiveTimeout)
+	after := min(c.cfg.IdleTimeout, c.cfg.ActiveTimeout, MaxUnread)
 	if tcpEnds {
 		after = c.cfg.TCPEndGrace
 	}

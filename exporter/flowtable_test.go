@@ -180,7 +180,8 @@ func FuzzCacheTable(f *testing.F) {
 
 // NextEnd is the earliest deadline of a cached flow, or, for a flow counted
 // since the last read, the TCP end grace after it if a FIN or RST may have
-// been counted since (tcpEnds), else the idle timeout after it.
+// been counted since (tcpEnds), else the idle timeout after it, but at most
+// MaxUnread after the last read.
 func TestCacheNextEnd(t *testing.T) {
 	const s = time.Second
 	cfg := CacheConfig{ActiveTimeout: 60 * s, IdleTimeout: 15 * s, TCPEndGrace: 2 * s, MaxFlows: 100}
@@ -205,8 +206,8 @@ func TestCacheNextEnd(t *testing.T) {
 		{name: "tcp closing first", adds: []add{{1, true, 0, 4 * s}, {2, false, 0, 5 * s}}, lastRead: 6 * s, want: 6 * s},
 		{name: "earliest of several", adds: []add{{1, false, 0, 9 * s}, {2, false, 0, 4 * s}, {3, false, 0, 7 * s}}, lastRead: 30 * s, want: 19 * s},
 		{name: "exact after expire", adds: []add{{1, false, 0, 1 * s}, {2, false, 0, 8 * s}}, expireAt: 17 * s, lastRead: 30 * s, want: 23 * s},
-		{name: "empty, no FIN since", lastRead: 10 * s, noEnds: true, want: 25 * s},
-		{name: "udp idle, no FIN since", adds: []add{{1, false, 0, 3 * s}}, lastRead: 0, noEnds: true, want: 15 * s},
+		{name: "empty, no FIN since", lastRead: 10 * s, noEnds: true, want: 10*s + MaxUnread},
+		{name: "udp idle, no FIN since", adds: []add{{1, false, 0, 3 * s}}, lastRead: 0, noEnds: true, want: MaxUnread},
 		{name: "udp idle first, no FIN since", adds: []add{{1, false, 0, 3 * s}}, lastRead: 10 * s, noEnds: true, want: 18 * s},
 		{name: "tcp closing, no FIN since", adds: []add{{1, true, 0, 5 * s}}, lastRead: 6 * s, noEnds: true, want: 7 * s},
 	} {

@@ -320,11 +320,10 @@ func metricValue(body, name string) float64 {
 }
 
 // TestObservedBeforeExport runs the daemon with a long idle timeout,
-// sends traffic, and scrapes /metrics within two poll intervals and the
-// TCP end grace (a poll reads the kernel only when a record could leave,
-// and a flow counted since the last read could be a closing TCP flow):
-// the observed counters show every packet and IP byte sent, while nothing
-// has been exported yet.
+// sends traffic, and scrapes /metrics within two poll intervals and
+// exporter.MaxUnread (a poll reads the kernel only when a record could
+// leave, or when the last read is MaxUnread old): the observed counters
+// show every packet and IP byte sent, while nothing has been exported yet.
 func TestObservedBeforeExport(t *testing.T) {
 	requireRoot(t, "ip", "ethtool", "sysctl")
 	bin := buildHostflow(t)
@@ -352,7 +351,7 @@ func TestObservedBeforeExport(t *testing.T) {
 	if sent != n {
 		t.Fatalf("hfo0 sent %d frames, want %d: other traffic on the link", sent, n)
 	}
-	time.Sleep(2*poll + exporter.DefaultTCPEndGrace)
+	time.Sleep(2*poll + exporter.MaxUnread)
 	body := scrapeMetrics(t, a, "127.0.0.1:9740")
 	pk, by := metricValue(body, "hostflow_observed_packets_total"), metricValue(body, "hostflow_observed_bytes_total")
 	exported := metricValue(body, "hostflow_packets_total")

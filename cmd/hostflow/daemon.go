@@ -531,9 +531,9 @@ const readSlack = 50 * time.Millisecond
 // the cache's NextEnd, no cached flow has reached a timeout, and a flow
 // counted since the last read reaches none sooner than the idle (or
 // active) timeout after it, or the TCP end grace if the kernel counted a
-// TCP FIN or RST since (tcpEndsSinceRead). Records leave at the same
-// polls as if every poll read; the observed counts (hostflow_observed_*)
-// lag by up to the idle timeout.
+// TCP FIN or RST since (tcpEndsSinceRead), and a poll reads at least every
+// exporter.MaxUnread. Records leave at the same polls as if every poll
+// read; the observed counts (hostflow_observed_*) lag by up to MaxUnread.
 //
 // In router mode with fates every poll reads: the poll also ends the
 // interval for the cache (exporter.Cache.Poll): the arrivals read at
