@@ -490,7 +490,8 @@ func (e *encoder) exportFill(flows []Flow, n *[templates.NumTemplates]int) {
 			// stands alone and takes what it can.
 			got = e.plan(e.max-len(e.buf), l-hdr)
 		}
-		left -= e.place(flows)
+		placed := e.place(flows)
+		left -= placed
 		if left == 0 {
 			return // export sends the last one
 		}
@@ -504,7 +505,10 @@ func (e *encoder) exportFill(flows []Flow, n *[templates.NumTemplates]int) {
 			l = len(e.buf)
 		}
 		e.send()
-		e.begin(true)
+		// A message that templates (or options data) filled alone is
+		// followed by one without them, as room does: with templates
+		// in every message, none would have room for a record.
+		e.begin(placed > 0)
 	}
 }
 
