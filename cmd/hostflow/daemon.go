@@ -58,6 +58,9 @@ type daemon struct {
 	tcpEndsAtRead uint64
 	tcpEndsKnown  bool
 	mono          func() time.Duration
+	// startDone is set after the first poll, which drops the pages of
+	// the executable the start touched a second time.
+	startDone bool
 	// readEveryPoll makes every poll read (tests that step the loop by
 	// its drains).
 	readEveryPoll bool
@@ -435,6 +438,16 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			}
 		case <-d.tick.C:
 			d.poll()
+			if !d.startDone {
+				// The first poll ends the start: the link
+				// follower, the stages and the first read ran.
+				// What only they ran is read-only data and code
+				// to give back again (see dropStartupText).
+				d.startDone = true
+				if err := dropStartupText(); err != nil {
+					d.log.Debug("startup text stays mapped", "err", err)
+				}
+			}
 		case <-hup:
 			d.reload()
 			if recv != nil {
