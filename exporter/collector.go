@@ -31,6 +31,12 @@ const (
 	// answers far sooner; a stalled one costs the capture loop this much
 	// once per stall.
 	DefaultExportWait = 50 * time.Millisecond
+	// DefaultExportWaitBudget bounds how long Export waits for buffers in
+	// all, per second (CollectorConfig.ExportWaitBudget): a collector
+	// slower than the flows end, whose every wait succeeds, may slow the
+	// capture loop by a tenth at most; beyond, its queue takes the
+	// batches, as without pacing.
+	DefaultExportWaitBudget = 100 * time.Millisecond
 
 	// closeAbortWait is how long Close waits, after the drain deadline
 	// and the transport is closed, for the sink to give up.
@@ -76,6 +82,9 @@ type CollectorConfig struct {
 	// come back from the goroutine when two are in flight already.
 	// Default DefaultExportWait.
 	ExportWait time.Duration
+	// ExportWaitBudget bounds how long Exports wait for buffers in all,
+	// per second. Default DefaultExportWaitBudget.
+	ExportWaitBudget time.Duration
 	// Logger reports drops. Default: discard.
 	Logger *slog.Logger
 }
@@ -97,9 +106,11 @@ type CollectorStats struct {
 	// error.
 	SentBatches uint64
 	SentRecords uint64
-	// ExportWaitTimeouts counts the Exports that waited ExportWait for
-	// a batch buffer in vain (the goroutine was stalled) and made a new
-	// one.
+	// ExportWaitTimeouts counts the Exports that made a new batch
+	// buffer instead of reusing one the goroutine hands back: after
+	// waiting ExportWait in vain (the goroutine was stalled), or because
+	// this second's ExportWaitBudget was spent (it is slower than the
+	// flows end).
 	ExportWaitTimeouts uint64
 	// Errors counts batches the sink failed to export, wholly or in
 	// part, and failed flushes of a batching transport; the records lost
@@ -136,8 +147,12 @@ type CollectorStats struct {
 // goroutine encodes them, and memory would grow by a batch of copies per
 // batch queued, up to the whole queue. So while two buffers are out
 // (inFlightBatches: one being sent, one queued), Export waits for one to
-// come back, at most ExportWait: a collector that keeps up paces the
-// burst and holds two buffers. A wait that times out means the goroutine
+// come back, at most ExportWait, and at most ExportWaitBudget in all per
+// second: a collector that keeps up paces the burst and holds two buffers,
+// and one slower than the flows end (each wait succeeds, but they add up)
+// slows the caller by a tenth of its time at most, by default; beyond, the
+// queue takes the batches and drops the newest when full, as without
+// pacing (the waits given up are counted in ExportWaitTimeouts). A wait that times out means the goroutine
 // is stalled or slow (a dead TCP collector, a blocked write): Export then
 // makes a new buffer and queues as before, and does not wait again until
 // the goroutine has sent everything queued, so a stall costs the caller
@@ -150,7 +165,13 @@ type Collector struct {
 	tr    Transport
 	drain time.Duration
 	wait  time.Duration
-	log   *slog.Logger
+	// budget is ExportWaitBudget; waitMu guards the waits of the current
+	// second: they began at windowStart and took waited in all.
+	budget      time.Duration
+	waitMu      sync.Mutex
+	windowStart time.Time
+	waited      time.Duration
+	log         *slog.Logger
 
 	// mu makes Export's send and Close's close of queue exclusive.
 	mu     sync.RWMutex
@@ -193,9 +214,12 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 	if cfg.ExportWait == 0 {
 		cfg.ExportWait = DefaultExportWait
 	}
-	if cfg.QueueLength < 0 || cfg.DrainTimeout < 0 || cfg.ExportWait < 0 {
-		return nil, fmt.Errorf("collector config: negative queue length %d, drain timeout %v or export wait %v",
-			cfg.QueueLength, cfg.DrainTimeout, cfg.ExportWait)
+	if cfg.ExportWaitBudget == 0 {
+		cfg.ExportWaitBudget = DefaultExportWaitBudget
+	}
+	if cfg.QueueLength < 0 || cfg.DrainTimeout < 0 || cfg.ExportWait < 0 || cfg.ExportWaitBudget < 0 {
+		return nil, fmt.Errorf("collector config: negative queue length %d, drain timeout %v, export wait %v or export wait budget %v",
+			cfg.QueueLength, cfg.DrainTimeout, cfg.ExportWait, cfg.ExportWaitBudget)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -207,6 +231,7 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		tr:     cfg.Transport,
 		drain:  cfg.DrainTimeout,
 		wait:   cfg.ExportWait,
+		budget: cfg.ExportWaitBudget,
 		log:    cfg.Logger.With("collector", cfg.Name),
 		queue:  make(chan []Flow, cfg.QueueLength),
 		free:   make(chan []Flow, inFlightBatches),
@@ -283,19 +308,46 @@ func (c *Collector) buffer() []Flow {
 	default:
 	}
 	if c.buffers.Load() >= inFlightBatches && !c.stalled.Load() {
-		t := time.NewTimer(c.wait)
-		defer t.Stop()
-		select {
-		case b := <-c.free:
-			return b
-		case <-t.C:
-			c.stalled.Store(true)
+		if wait := c.waitAllowed(); wait > 0 {
+			start := time.Now()
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case b := <-c.free:
+				c.spend(time.Since(start))
+				return b
+			case <-t.C:
+				c.spend(wait)
+				c.waitTimeouts.Add(1)
+				if wait == c.wait {
+					c.stalled.Store(true)
+					c.log.Debug("collector stalled; queueing without waiting until it sends", "waited", c.wait)
+				}
+			}
+		} else {
 			c.waitTimeouts.Add(1)
-			c.log.Debug("collector stalled; queueing without waiting until it sends", "waited", c.wait)
 		}
 	}
 	c.buffers.Add(1)
 	return nil
+}
+
+// waitAllowed is how long Export may wait for a buffer now: ExportWait,
+// or what is left of this second's ExportWaitBudget if less.
+func (c *Collector) waitAllowed() time.Duration {
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	if now := time.Now(); now.Sub(c.windowStart) >= time.Second {
+		c.windowStart, c.waited = now, 0
+	}
+	return min(c.wait, c.budget-c.waited)
+}
+
+// spend counts d against this second's ExportWaitBudget.
+func (c *Collector) spend(d time.Duration) {
+	c.waitMu.Lock()
+	c.waited += d
+	c.waitMu.Unlock()
 }
 
 // recycle keeps a batch buffer for reuse, or lets it go if it is too big

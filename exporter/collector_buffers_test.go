@@ -89,7 +89,7 @@ func TestCollectorBurstBoundsBuffers(t *testing.T) {
 	s := newBufferSink(time.Millisecond, nil)
 	// A wait that cannot time out here: a sink that keeps up always
 	// hands a buffer back.
-	c := mustCollector(t, CollectorConfig{Name: "slow", Sink: s, QueueLength: 64, ExportWait: time.Hour})
+	c := mustCollector(t, CollectorConfig{Name: "slow", Sink: s, QueueLength: 64, ExportWait: time.Hour, ExportWaitBudget: time.Hour})
 	in := burst(batches, size)
 	for i, err := range exportAll(t, c, in) {
 		if err != nil {
@@ -210,5 +210,33 @@ func TestCollectorWaitsAgainAfterCatchingUp(t *testing.T) {
 	}
 	if len(s.buffers) > maxBurstBuffers {
 		t.Errorf("the burst used %d batch buffers, want at most %d", len(s.buffers), maxBurstBuffers)
+	}
+}
+
+// A collector slower than the flows end, but never stalled long enough for
+// one wait to time out, paces the caller (the capture loop) for at most
+// ExportWaitBudget of each second: then Export queues without waiting,
+// counted in ExportWaitTimeouts, and the queue takes the rest, as it did
+// without pacing. Nothing is lost.
+func TestCollectorSlowSinkWaitBudget(t *testing.T) {
+	const batches, size = 40, 10
+	s := newBufferSink(30*time.Millisecond, nil)
+	c := mustCollector(t, CollectorConfig{Name: "slow", Sink: s, QueueLength: 64, ExportWait: time.Second,
+		ExportWaitBudget: 60 * time.Millisecond, DrainTimeout: time.Minute})
+	for i, err := range exportAll(t, c, burst(batches, size)) {
+		if err != nil {
+			t.Errorf("export %d: %v", i, err)
+		}
+	}
+	mid := c.Stats()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if mid.ExportWaitTimeouts == 0 {
+		t.Errorf("no Export gave up waiting for a 30 ms-a-batch sink: the caller was paced for all %d batches", batches)
+	}
+	if st.SentBatches != batches || st.DroppedBatches != 0 {
+		t.Errorf("stats %+v: want every batch sent", st)
 	}
 }

@@ -62,7 +62,7 @@ var (
 		"New TCP/TLS connections to the collector after the first.", []string{"collector"}, nil)
 
 	descStalls = prometheus.NewDesc("hostflow_collector_stalls_total",
-		"Times hostflow waited its longest (50 ms) for the collector to send a batch and hand its buffer back, in vain: the collector is stalled or slower than flows end; its queue then fills, without waits, until it catches up.", []string{"collector"}, nil)
+		"Batches queued without waiting for the collector to hand a buffer back: after a wait of 50 ms in vain (the collector is stalled; its queue then fills without waits until it catches up), or because the waits of this second already took 100 ms (it is slower than flows end).", []string{"collector"}, nil)
 
 	descUnreachable = prometheus.NewDesc("hostflow_collector_unreachable_total",
 		"ICMP errors (port unreachable: nothing listening) reported for earlier UDP datagrams to the collector. They cost no message: the datagram in hand is sent again.", []string{"collector"}, nil)

@@ -56,7 +56,7 @@ hostflow_collector_records_total{collector="ipfix+udp://127.0.0.1:4739"} 70
 # HELP hostflow_collector_send_errors_total Messages that failed to send.
 # TYPE hostflow_collector_send_errors_total counter
 hostflow_collector_send_errors_total{collector="ipfix+udp://127.0.0.1:4739"} 1
-# HELP hostflow_collector_stalls_total Times hostflow waited its longest (50 ms) for the collector to send a batch and hand its buffer back, in vain: the collector is stalled or slower than flows end; its queue then fills, without waits, until it catches up.
+# HELP hostflow_collector_stalls_total Batches queued without waiting for the collector to hand a buffer back: after a wait of 50 ms in vain (the collector is stalled; its queue then fills without waits until it catches up), or because the waits of this second already took 100 ms (it is slower than flows end).
 # TYPE hostflow_collector_stalls_total counter
 hostflow_collector_stalls_total{collector="ipfix+udp://127.0.0.1:4739"} 2
 # HELP hostflow_collector_unreachable_total ICMP errors (port unreachable: nothing listening) reported for earlier UDP datagrams to the collector. They cost no message: the datagram in hand is sent again.

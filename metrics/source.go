@@ -70,8 +70,9 @@ type CollectorStats struct {
 	// Unreachable counts ICMP errors (port unreachable) a UDP socket
 	// reported for earlier datagrams; they cost no message.
 	Unreachable uint64
-	// Stalls counts the times the capture waited in vain for the
-	// collector to hand back a batch buffer (exporter.CollectorStats
+	// Stalls counts the batches queued without waiting for the
+	// collector to hand back a batch buffer: it stalled, or the waits of
+	// the second took their budget (exporter.CollectorStats
 	// ExportWaitTimeouts).
 	Stalls uint64
 	// Connected: the transport is up now (a UDP socket until it is
