@@ -121,6 +121,13 @@ func runChildInNetns() (int, error) {
 	// Pdeathsig fires when the thread that started the child exits: keep
 	// this goroutine on its thread until the process ends.
 	runtime.LockOSThread()
+	// Catch the signals before the child starts: one that comes while it
+	// starts (go test's SIGQUIT on timeout, a ^C) waits in the channel and
+	// is forwarded, instead of killing this process and leaving the child
+	// to Pdeathsig without its goroutine dump.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	var errs []error
 	var cmd *exec.Cmd
 	for _, way := range netnsWays() {
@@ -139,15 +146,12 @@ func runChildInNetns() (int, error) {
 	if cmd == nil {
 		return 0, errors.Join(errs...)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP)
 	go func() {
 		for s := range sigs {
 			_ = cmd.Process.Signal(s)
 		}
 	}()
 	err = cmd.Wait()
-	signal.Stop(sigs)
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		return 0, fmt.Errorf("wait for test process: %w", err)
