@@ -314,11 +314,11 @@ func TestIPFIXUDPRoundTrip(t *testing.T) {
 			// unreachable on a later write: counted by the
 			// transport, and the message is sent all the same.
 			l.Close()
-			for range 20 {
+			for deadline := time.Now().Add(20 * time.Second); ; { // a guard, not a speed check
 				if err := e.Export(flows[:3]); err != nil {
 					t.Fatalf("export with the listener closed: %v", err)
 				}
-				if u.Stats().Unreachable > 0 {
+				if u.Stats().Unreachable > 0 || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)

@@ -172,15 +172,15 @@ func testUDPNothingListening(t *testing.T, cfg UDPConfig) {
 	if st.Messages != n || st.Bytes != n*100 || st.Lost != 0 {
 		t.Errorf("stats %+v: want %d messages, none lost", st, n)
 	}
-	// Loopback answers at once: every message after the first meets the
-	// ICMP error of the one before. Single writes see each one. In a
-	// batch, sendmmsg returns only those that stop the first message of
-	// a call (the others cut it short, as a full buffer would): at least
-	// one, never more than occurred.
-	switch {
-	case !u.Batching() && st.Unreachable != n-1:
-		t.Errorf("unreachable %d, want %d", st.Unreachable, n-1)
-	case u.Batching() && (st.Unreachable == 0 || st.Unreachable > n-1):
+	// Loopback answers at once, mostly: a message after the first meets
+	// the ICMP error of one before. Single writes see each one that was
+	// queued before them, but the socket holds one pending error, and
+	// under load the softirq that makes it may run late: two errors fold
+	// into one, or the last comes after the last send. In a batch,
+	// sendmmsg returns only those that stop the first message of a call
+	// (the others cut it short, as a full buffer would). Either way: at
+	// least one, never more than occurred.
+	if st.Unreachable == 0 || st.Unreachable > n-1 {
 		t.Errorf("unreachable %d, want 1..%d", st.Unreachable, n-1)
 	}
 }
