@@ -325,10 +325,12 @@ func TestUDPBatchCloseDuringSend(t *testing.T) {
 	u.mu.Lock()
 	closed := make(chan error)
 	go func() { closed <- u.Close() }()
-	if !waitUntil(2*time.Second, func() bool { return u.closed.Load() }) {
-		t.Fatal("Close did not start")
+	// Close closes the socket only once past its TryLock, which the
+	// held lock made fail: it then waits for the lock.
+	sockClosed := func() bool { return errors.Is(u.conn.SetReadDeadline(time.Time{}), net.ErrClosed) }
+	if !waitUntil(20*time.Second, sockClosed) {
+		t.Fatal("Close did not close the socket")
 	}
-	time.Sleep(10 * time.Millisecond) // let it reach the socket close
 	u.mu.Unlock()
 	if err := <-closed; err != nil {
 		t.Errorf("close: %v", err)
