@@ -99,7 +99,7 @@ func rawExchange(t *testing.T, path, line string) []string {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := c.Write([]byte(line)); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestBusy(t *testing.T) {
 	}
 	// The slot is free again, once the first connection's goroutine
 	// has returned it (just after the client saw its answer end).
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, err := c.Stats(context.Background())
 		if err == nil {
@@ -158,7 +158,10 @@ func TestBusy(t *testing.T) {
 }
 
 func TestSlowClientTimesOut(t *testing.T) {
-	_, path := serve(t, &fakeHandler{}, ServerOptions{MaxClients: 1, Timeout: 200 * time.Millisecond})
+	// The timeout applies to the next client too: long enough that a
+	// stalled test goroutine does not time it out as well.
+	const timeout = 5 * time.Second
+	_, path := serve(t, &fakeHandler{}, ServerOptions{MaxClients: 1, Timeout: timeout})
 	slow, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -166,13 +169,13 @@ func TestSlowClientTimesOut(t *testing.T) {
 	defer slow.Close()
 	// It never sends its request: the server cuts it off, and its slot
 	// serves the next client.
-	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	slow.SetReadDeadline(time.Now().Add(6 * timeout))
 	if _, err := bufio.NewReader(slow).ReadString('\n'); !errors.Is(err, io.EOF) {
 		t.Fatalf("slow client: %v, want the connection closed (EOF)", err)
 	}
 	// The slot is freed just after the connection closes: a client that
 	// comes at once may still be told "busy", never anything else.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, err := (&Client{Path: path}).Stats(context.Background())
 		if err == nil {
