@@ -188,7 +188,7 @@ func TestEnrichNeverBlocksRingReader(t *testing.T) {
 			t.Errorf("loop: %v", err)
 		}
 	}()
-	guard := time.After(10 * time.Second) // a guard, not a speed check
+	guard := time.After(30 * time.Second) // a guard, not a speed check
 	send := func(i int) {
 		// Distinct flows, their last packet long ago: each tick
 		// expires those it took, one batch a tick.
@@ -209,10 +209,19 @@ func TestEnrichNeverBlocksRingReader(t *testing.T) {
 	send(0)
 	wait("first batch enriched", entered)
 	// More batches than the enrich stage holds, one a round: a record,
-	// then two ticks, the second expiring it.
+	// taken by the loop (not still on its way from the reader, or it
+	// would join the next round's batch), then two ticks, the second
+	// expiring it.
 	i := 1
 	for ; i <= enrichQueue+3; i++ {
 		send(i)
+		for d.Flows().DirectRecords < uint64(i+1) {
+			select {
+			case <-guard:
+				t.Fatalf("record %d not added: the loop stopped while enrichment was blocked", i)
+			case <-time.After(time.Millisecond):
+			}
+		}
 		wait("drain", f.drained)
 		wait("drain", f.drained)
 	}
