@@ -226,7 +226,7 @@ func testUDPCollectorStartsLate(t *testing.T, cfg UDPConfig) {
 	udpFlush(t, u)
 	var got []uint32
 	buf := make([]byte, 2000)
-	l.SetReadDeadline(time.Now().Add(2 * time.Second))
+	l.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for len(got) < 10 {
 		n, err := l.Read(buf)
 		if err != nil {

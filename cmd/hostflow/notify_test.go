@@ -33,7 +33,7 @@ func TestNotify(t *testing.T) {
 				t.Fatal(err)
 			}
 			buf := make([]byte, 1024)
-			_ = ln.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_ = ln.SetReadDeadline(time.Now().Add(20 * time.Second))
 			k, err := ln.Read(buf)
 			if err != nil {
 				t.Fatal(err)
