@@ -226,7 +226,7 @@ func TestCollectorCloseDeadlineCutsWrite(t *testing.T) {
 	// speed check); the error says which.
 	var err error
 	if !returnsWithin(25*time.Second, func() { err = c.Close() }) {
-		t.Fatal("close waits for the write timeout")
+		t.Fatal("close hangs")
 	}
 	// Not left behind: the write was cut and the goroutine finished.
 	if !errors.Is(err, ErrDrainTimeout) || strings.Contains(err.Error(), "still busy") {
