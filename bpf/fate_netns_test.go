@@ -342,7 +342,7 @@ func collect(t *testing.T, f *FlowFetcher, got map[NetFlowId]NetFlowMetrics, wan
 			got[id] = g
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		add()
 		done := true
@@ -570,7 +570,7 @@ func TestFateDropMalformed(t *testing.T) {
 	const n = 3
 	sendFramesTo(t, r.client, "c0", mac, frame, n)
 	var after KernelCounters
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if after = counters(t, f); after.FateMalformed-before.FateMalformed >= n {
 			break
 		}
