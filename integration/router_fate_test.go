@@ -41,7 +41,8 @@ func TestRouterFate(t *testing.T) {
 	const ipfixPort, v9Port = 4739, 2055
 	ipfix := newCollectorSocket(t, l.rtr, "127.0.0.1") // UDP and TCP 4739
 	dir := t.TempDir()
-	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(v9Port), "-t", "3600"))
+	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(v9Port), "-t", "3600", "-v"))
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	// Every packet the router's interfaces receive while the daemon runs
 	// must be in exactly one record: forwarded, dropped or consumed. The
 	// links' own chatter (IPv6 MLD reports after link-up) is over first.
