@@ -61,7 +61,9 @@ func gfRecords(t *testing.T, msgs [][]byte) (flows, options []map[uint16][]byte)
 // collectorSocket is a UDP and a TCP collector in a namespace that record
 // each datagram's and connection's source address.
 type collectorSocket struct {
+	ns      *namespace
 	udp     *net.UDPConn
+	udpDone chan struct{} // closed when the UDP reader has returned
 	tcp     *net.TCPListener
 	mu      sync.Mutex
 	msgs    [][]byte
@@ -71,7 +73,7 @@ type collectorSocket struct {
 
 func newCollectorSocket(t *testing.T, ns *namespace, addr string) *collectorSocket {
 	t.Helper()
-	c := &collectorSocket{sources: map[string]int{}}
+	c := &collectorSocket{ns: ns, udpDone: make(chan struct{}), sources: map[string]int{}}
 	ns.do(t, func() (err error) {
 		if c.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(addr), Port: 4739}); err != nil {
 			return err
@@ -86,6 +88,7 @@ func newCollectorSocket(t *testing.T, ns *namespace, addr string) *collectorSock
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
+		defer close(c.udpDone)
 		buf := make([]byte, 65536)
 		for {
 			n, from, err := c.udp.ReadFromUDPAddrPort(buf)
@@ -147,6 +150,16 @@ func (c *collectorSocket) snapshot() (map[string]int, [][]byte) {
 		src[k] = v
 	}
 	return src, append([][]byte(nil), c.msgs...)
+}
+
+// drainUDP waits until the UDP socket has nothing left to read, then
+// closes it and waits for its reader, so that snapshot holds every
+// datagram that reached it (the reader may hold the last one a moment).
+func (c *collectorSocket) drainUDP(t *testing.T, limit time.Duration) {
+	t.Helper()
+	c.ns.waitUDPQueueEmpty(t, 4739, limit)
+	c.udp.Close()
+	<-c.udpDone
 }
 
 // await runs check on what the collector has received until check finds

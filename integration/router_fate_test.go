@@ -188,7 +188,7 @@ func TestRouterFate(t *testing.T) {
 	ifAfter := quiet(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second) // the final export has every flow
 	l.rtr.waitUDPQueueEmpty(t, v9Port, 10*time.Second)
-	l.rtr.waitUDPQueueEmpty(t, ipfixPort, 10*time.Second)
+	ipfix.drainUDP(t, 10*time.Second)
 	nfcapd.stop(t, 10*time.Second)
 	_, msgs := ipfix.snapshot()
 
@@ -272,7 +272,7 @@ func TestRouterFateDroppedCounts(t *testing.T) {
 
 	time.Sleep(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second)
-	l.rtr.waitUDPQueueEmpty(t, ipfixPort, 10*time.Second)
+	ipfix.drainUDP(t, 10*time.Second)
 	_, msgs := ipfix.snapshot()
 	recs := tsharkRecords(t, msgs, ipfixPort)
 
