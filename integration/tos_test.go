@@ -360,6 +360,14 @@ func TestObservedBeforeExport(t *testing.T) {
 	if sent != n {
 		t.Fatalf("hfo0 sent %d frames, want %d: other traffic on the link", sent, n)
 	}
+	// The metrics follow the polls, which a busy machine delays: scrape
+	// until the packets show (bounded), then once more a while later
+	// for any excess.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if metricValue(scrapeMetrics(t, a, "127.0.0.1:9740"), "hostflow_observed_packets_total") >= n {
+			break
+		}
+	}
 	time.Sleep(2*poll + exporter.MaxUnread)
 	body := scrapeMetrics(t, a, "127.0.0.1:9740")
 	pk, by := metricValue(body, "hostflow_observed_packets_total"), metricValue(body, "hostflow_observed_bytes_total")
