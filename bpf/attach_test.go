@@ -107,7 +107,7 @@ func pingFrom(t *testing.T, ns *testutil.Netns, dst netip.Addr, count, payload i
 			return fmt.Errorf("raw ICMP socket: %w", err)
 		}
 		defer unix.Close(fd)
-		tv := unix.NsecToTimeval((2 * time.Second).Nanoseconds())
+		tv := unix.NsecToTimeval((20 * time.Second).Nanoseconds())
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			return err
 		}
@@ -118,7 +118,7 @@ func pingFrom(t *testing.T, ns *testutil.Netns, dst netip.Addr, count, payload i
 			if err := unix.Sendto(fd, icmpEcho(8, 0, id, uint16(seq), bytesN(payload)), 0, to); err != nil {
 				return fmt.Errorf("send echo %d: %w", seq, err)
 			}
-			deadline := time.Now().Add(3 * time.Second)
+			deadline := time.Now().Add(20 * time.Second)
 			for {
 				if time.Now().After(deadline) {
 					return fmt.Errorf("no reply to echo %d from %v", seq, dst)

@@ -137,7 +137,7 @@ func TestAttachL3Device(t *testing.T) {
 func readTun(t *testing.T, tun *os.File, n int) {
 	t.Helper()
 	buf := make([]byte, 2048)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	udp := 0
 	for udp < n && time.Now().Before(deadline) {
 		_ = tun.SetReadDeadline(time.Now().Add(500 * time.Millisecond))

@@ -92,7 +92,8 @@ func testEndToEnd(t *testing.T, bin, scheme, capture string) {
 	idx := ifindex(t, a, "hfp0")
 
 	dir := t.TempDir()
-	nfcapd := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "hostflow"))
+	nfcapd := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "hostflow", "-v"))
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	a.waitQuiet(t, "hfp0", time.Second, 20*time.Second)
 
 	hf := start(t, a.command(bin, daemonArgs(t, "--interfaces", "hfp0", "--collector", scheme+"://127.0.0.1:4739",

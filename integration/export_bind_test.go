@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -60,7 +61,9 @@ func gfRecords(t *testing.T, msgs [][]byte) (flows, options []map[uint16][]byte)
 // collectorSocket is a UDP and a TCP collector in a namespace that record
 // each datagram's and connection's source address.
 type collectorSocket struct {
+	ns      *namespace
 	udp     *net.UDPConn
+	udpDone chan struct{} // closed when the UDP reader has returned
 	tcp     *net.TCPListener
 	mu      sync.Mutex
 	msgs    [][]byte
@@ -70,7 +73,7 @@ type collectorSocket struct {
 
 func newCollectorSocket(t *testing.T, ns *namespace, addr string) *collectorSocket {
 	t.Helper()
-	c := &collectorSocket{sources: map[string]int{}}
+	c := &collectorSocket{ns: ns, udpDone: make(chan struct{}), sources: map[string]int{}}
 	ns.do(t, func() (err error) {
 		if c.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(addr), Port: 4739}); err != nil {
 			return err
@@ -85,6 +88,7 @@ func newCollectorSocket(t *testing.T, ns *namespace, addr string) *collectorSock
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
+		defer close(c.udpDone)
 		buf := make([]byte, 65536)
 		for {
 			n, from, err := c.udp.ReadFromUDPAddrPort(buf)
@@ -148,6 +152,31 @@ func (c *collectorSocket) snapshot() (map[string]int, [][]byte) {
 	return src, append([][]byte(nil), c.msgs...)
 }
 
+// drainUDP waits until the UDP socket has nothing left to read, then
+// closes it and waits for its reader, so that snapshot holds every
+// datagram that reached it (the reader may hold the last one a moment).
+func (c *collectorSocket) drainUDP(t *testing.T, limit time.Duration) {
+	t.Helper()
+	c.ns.waitUDPQueueEmpty(t, 4739, limit)
+	c.udp.Close()
+	<-c.udpDone
+}
+
+// await runs check on what the collector has received until check finds
+// nothing wrong or limit passes, and returns check's last findings. The
+// exporter may have exited while its last datagrams are still crossing the
+// veth or sit in the reader goroutines: a single early look can miss them.
+func (c *collectorSocket) await(limit time.Duration, check func(sources map[string]int, msgs [][]byte) []string) []string {
+	deadline := time.Now().Add(limit)
+	for {
+		problems := check(c.snapshot())
+		if len(problems) == 0 || time.Now().After(deadline) {
+			return problems
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestExportSourceAddress runs the daemon in a namespace whose veth holds
 // two addresses, bound to the second (not the one the kernel would pick):
 // the collector's recvfrom (UDP) and accept (TCP) see only that address.
@@ -176,43 +205,47 @@ func TestExportSourceAddress(t *testing.T) {
 	udpEcho(t, a, b, p.v4A, p.v4B, 5, 100)
 	time.Sleep(1500 * time.Millisecond) // an options refresh
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
 
-	sources, msgs := col.snapshot()
-	if len(sources) != 2 || sources["udp "+src] == 0 || sources["tcp "+src] != 1 {
-		t.Errorf("collector saw sources %v, want only %s, over UDP and one TCP connection", sources, src)
-	}
-	flows, options := gfRecords(t, msgs)
-	var named, echo int
-	for _, f := range flows {
-		idx := f[templates.IEIngressInterface]
-		if idx == nil {
-			idx = f[templates.IEEgressInterface]
+	problems := col.await(20*time.Second, func(sources map[string]int, msgs [][]byte) (problems []string) {
+		if len(sources) != 2 || sources["udp "+src] == 0 || sources["tcp "+src] != 1 {
+			problems = append(problems, fmt.Sprintf("collector saw sources %v, want only %s, over UDP and one TCP connection", sources, src))
 		}
-		name := string(bytes.TrimRight(f[templates.IEInterfaceName], "\x00"))
-		if len(idx) != 4 || binary.BigEndian.Uint32(idx) != 1234 || name != "hfs0" {
-			t.Errorf("flow record: interface %x named %q, want 1234 named hfs0", idx, name)
-			continue
-		}
-		named++
-		if f[templates.IEProtocolIdentifier][0] == 17 && net.IP(f[templates.IESourceIPv4Address]).String() == p.v4A {
-			echo++
-		}
-	}
-	if named == 0 || echo != 2 { // the echo request, once over UDP and once over TCP
-		t.Errorf("%d flow records on hfs0, %d of the UDP echo (want 2: one per collector)", named, echo)
-	}
-	var rows int
-	for _, o := range options {
-		if string(bytes.TrimRight(o[templates.IEInterfaceName], "\x00")) == "hfs0" {
-			rows++
-			if got := binary.BigEndian.Uint32(o[templates.IEIngressInterface]); got != 1234 {
-				t.Errorf("options: hfs0 has index %d, want 1234", got)
+		flows, options := gfRecords(t, msgs)
+		var named, echo int
+		for _, f := range flows {
+			idx := f[templates.IEIngressInterface]
+			if idx == nil {
+				idx = f[templates.IEEgressInterface]
+			}
+			name := string(bytes.TrimRight(f[templates.IEInterfaceName], "\x00"))
+			if len(idx) != 4 || binary.BigEndian.Uint32(idx) != 1234 || name != "hfs0" {
+				problems = append(problems, fmt.Sprintf("flow record: interface %x named %q, want 1234 named hfs0", idx, name))
+				continue
+			}
+			named++
+			if f[templates.IEProtocolIdentifier][0] == 17 && net.IP(f[templates.IESourceIPv4Address]).String() == p.v4A {
+				echo++
 			}
 		}
-	}
-	if rows < 2 {
-		t.Errorf("%d interface options rows for hfs0, want one or more per collector", rows)
+		if named == 0 || echo != 2 { // the echo request, once over UDP and once over TCP
+			problems = append(problems, fmt.Sprintf("%d flow records on hfs0, %d of the UDP echo (want 2: one per collector)", named, echo))
+		}
+		var rows int
+		for _, o := range options {
+			if string(bytes.TrimRight(o[templates.IEInterfaceName], "\x00")) == "hfs0" {
+				rows++
+				if got := binary.BigEndian.Uint32(o[templates.IEIngressInterface]); got != 1234 {
+					problems = append(problems, fmt.Sprintf("options: hfs0 has index %d, want 1234", got))
+				}
+			}
+		}
+		if rows < 2 {
+			problems = append(problems, fmt.Sprintf("%d interface options rows for hfs0, want one or more per collector", rows))
+		}
+		return problems
+	})
+	for _, msg := range problems {
+		t.Error(msg)
 	}
 }
 
@@ -272,14 +305,17 @@ func TestExportVRF(t *testing.T) {
 	hf.waitOutput(t, "msg=attached", 10*time.Second)
 	a.run(t, "ping", "-I", dev, "-c", "2", "-i", "0.2", "-W", "2", p.v4B)
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
 
-	sources, msgs := col.snapshot()
-	if sources["udp "+p.v4A] == 0 || sources["tcp "+p.v4A] != 1 {
-		t.Errorf("collector saw %v: want datagrams and a connection from %s", sources, p.v4A)
-	}
-	flows, _ := gfRecords(t, msgs)
-	if len(flows) == 0 {
-		t.Errorf("no flow record through the VRF (%d messages)", len(msgs))
+	problems := col.await(20*time.Second, func(sources map[string]int, msgs [][]byte) (problems []string) {
+		if sources["udp "+p.v4A] == 0 || sources["tcp "+p.v4A] != 1 {
+			problems = append(problems, fmt.Sprintf("collector saw %v: want datagrams and a connection from %s", sources, p.v4A))
+		}
+		if flows, _ := gfRecords(t, msgs); len(flows) == 0 {
+			problems = append(problems, fmt.Sprintf("no flow record through the VRF (%d messages)", len(msgs)))
+		}
+		return problems
+	})
+	for _, msg := range problems {
+		t.Error(msg)
 	}
 }

@@ -105,7 +105,10 @@ print_refresh_time[p]: 1
 		t.Errorf("nfacctd printed %d of the %d flows", len(seen), flows)
 	}
 
-	time.Sleep(200 * time.Millisecond)
+	// Every datagram read: the socket's queue empty, then its reader done.
+	a.waitUDPQueueEmpty(t, sockPort, 10*time.Second)
+	sock.Close()
+	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	// The flow messages (goflow2's decoder tells flow data sets from

@@ -71,6 +71,9 @@ func TestReloadDirectionChange(t *testing.T) {
 	if err := <-sendErr; err != nil {
 		t.Fatal(err)
 	}
+	// The last datagrams may still wait in the softirq backlog: let them
+	// reach hfp0 (or the veth's drop count) before hostflow's final drain.
+	a.waitQuiet(t, "hfp0", 500*time.Millisecond, 20*time.Second)
 	dropped := b.txDropped(t, "hfp1") - drops0
 	hf.stop(t, 20*time.Second)
 	if n := strings.Count(hf.output.String(), "msg=\"hooks changed\""); n != reloads {

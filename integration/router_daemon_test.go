@@ -31,7 +31,9 @@ func TestRouterModeDaemon(t *testing.T) {
 	bin := buildHostflow(t)
 	l := newRouterNet(t)
 	dir := t.TempDir()
-	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "2055", "-t", "3600"))
+	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "2055", "-t", "3600", "-v"))
+	// The daemon sends its templates first thing: nfcapd must be bound.
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second)
 	hf := start(t, l.rtr.command(bin, daemonArgs(t, "--mode", "router", "--interfaces", "rc0,rs0",
 		"--collector", "netflow9+udp://127.0.0.1:2055", "--poll-interval", "200ms")...))
 	hf.waitOutput(t, "msg=ready", 15*time.Second)
@@ -139,7 +141,9 @@ func TestHostModeOnRouter(t *testing.T) {
 	bin := buildHostflow(t)
 	l := newRouterNet(t)
 	dir := t.TempDir()
-	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "2055", "-t", "3600"))
+	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "2055", "-t", "3600", "-v"))
+	// The daemon sends its templates first thing: nfcapd must be bound.
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second)
 	hf := start(t, l.rtr.command(bin, daemonArgs(t, "--interfaces", "rc0,rs0",
 		"--collector", "netflow9+udp://127.0.0.1:2055", "--poll-interval", "200ms")...))
 	hf.waitOutput(t, "msg=ready", 15*time.Second)

@@ -142,7 +142,7 @@ func listenSink(t *testing.T, ns *namespace, addr string) *fateSink {
 // fails if it has received any other number.
 func (s *fateSink) wait(t *testing.T, what string, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a starved machine is slow; the wait ends as soon as want arrives
 	for s.n.Load() < want && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -245,7 +245,7 @@ func snmpCounter(t *testing.T, ns *namespace, file, table, name string) uint64 {
 
 // waitCounter waits (bounded) until counter reaches want and returns it.
 func waitCounter(read func() uint64, want uint64) uint64 {
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a starved machine is slow; the wait ends as soon as want arrives
 	n := read()
 	for n < want && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

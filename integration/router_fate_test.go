@@ -41,7 +41,8 @@ func TestRouterFate(t *testing.T) {
 	const ipfixPort, v9Port = 4739, 2055
 	ipfix := newCollectorSocket(t, l.rtr, "127.0.0.1") // UDP and TCP 4739
 	dir := t.TempDir()
-	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(v9Port), "-t", "3600"))
+	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", strconv.Itoa(v9Port), "-t", "3600", "-v"))
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	// Every packet the router's interfaces receive while the daemon runs
 	// must be in exactly one record: forwarded, dropped or consumed. The
 	// links' own chatter (IPv6 MLD reports after link-up) is over first.
@@ -187,7 +188,7 @@ func TestRouterFate(t *testing.T) {
 	ifAfter := quiet(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second) // the final export has every flow
 	l.rtr.waitUDPQueueEmpty(t, v9Port, 10*time.Second)
-	l.rtr.waitUDPQueueEmpty(t, ipfixPort, 10*time.Second)
+	ipfix.drainUDP(t, 10*time.Second)
 	nfcapd.stop(t, 10*time.Second)
 	_, msgs := ipfix.snapshot()
 
@@ -271,7 +272,7 @@ func TestRouterFateDroppedCounts(t *testing.T) {
 
 	time.Sleep(500 * time.Millisecond)
 	hf.stop(t, 20*time.Second)
-	l.rtr.waitUDPQueueEmpty(t, ipfixPort, 10*time.Second)
+	ipfix.drainUDP(t, 10*time.Second)
 	_, msgs := ipfix.snapshot()
 	recs := tsharkRecords(t, msgs, ipfixPort)
 

@@ -259,8 +259,8 @@ func exportToNfdump(t *testing.T, l *routerLab, proto templates.ExportProtocol, 
 	if proto == templates.NetFlowV9 {
 		port = "2055"
 	}
-	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", port, "-t", "3600", "-I", "hostflow"))
-	time.Sleep(300 * time.Millisecond) // let nfcapd bind
+	nfcapd := start(t, l.rtr.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", port, "-t", "3600", "-I", "hostflow", "-v"))
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	var w *exporter.UDPWriter
 	l.rtr.do(t, func() (err error) {
 		w, err = exporter.DialUDP("127.0.0.1:" + port)

@@ -219,7 +219,8 @@ func TestPackage(t *testing.T) {
 	b := newNamespace(t, "hf-pkg-b")
 	p := newVethPair(t, a, b, "hfk0", "hfk1")
 	dir := t.TempDir()
-	nf := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4741", "-t", "3600", "-I", "pkg"))
+	nf := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4741", "-t", "3600", "-I", "pkg", "-v"))
+	nf.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	a.waitQuiet(t, "hfk0", time.Second, 20*time.Second)
 	set := "-all,+bpf,+net_admin,+perfmon"
 	cmd := a.command("setpriv", "--reuid=hostflow", "--regid=hostflow", "--clear-groups", "--inh-caps="+set,
@@ -232,7 +233,7 @@ func TestPackage(t *testing.T) {
 	}
 	cport, sport := udpEcho(t, a, b, p.v4A, p.v4B, 10, 100)
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	a.waitUDPQueueEmpty(t, 4741, 10*time.Second) // nfcapd has read every datagram
 	nf.stop(t, 10*time.Second)
 	var found int
 	for _, r := range svcRecords(t, dir) {

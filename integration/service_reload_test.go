@@ -28,8 +28,10 @@ func TestReloadKeepsCounts(t *testing.T) {
 	a.run(t, "ip", "link", "set", "hfd1", "up")
 
 	dir1, dir2 := t.TempDir(), t.TempDir()
-	nf1 := start(t, a.command("nfcapd", "-w", dir1, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "one"))
-	nf2 := start(t, a.command("nfcapd", "-w", dir2, "-b", "127.0.0.1", "-p", "4740", "-t", "3600", "-I", "two"))
+	nf1 := start(t, a.command("nfcapd", "-w", dir1, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "one", "-v"))
+	nf2 := start(t, a.command("nfcapd", "-w", dir2, "-b", "127.0.0.1", "-p", "4740", "-t", "3600", "-I", "two", "-v"))
+	nf1.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
+	nf2.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	a.waitQuiet(t, "hfr0", time.Second, 20*time.Second)
 
 	conf := filepath.Join(t.TempDir(), "hostflow.yaml")
@@ -94,7 +96,8 @@ sampling: 1
 
 	after := a.waitQuiet(t, "hfr0", 500*time.Millisecond, 10*time.Second)
 	hf.stop(t, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	a.waitUDPQueueEmpty(t, 4739, 10*time.Second) // nfcapd has read every datagram
+	a.waitUDPQueueEmpty(t, 4740, 10*time.Second)
 	nf1.stop(t, 10*time.Second)
 	nf2.stop(t, 10*time.Second)
 

@@ -87,19 +87,21 @@ type tosBurst struct {
 // goflow2's decoder.
 type gfListener struct {
 	conn net.PacketConn
+	done chan struct{} // closed when the reader has returned
 	mu   sync.Mutex
 	msgs [][]byte
 }
 
 func newGFListener(t *testing.T, ns *namespace, addr string) *gfListener {
 	t.Helper()
-	l := &gfListener{}
+	l := &gfListener{done: make(chan struct{})}
 	ns.do(t, func() (err error) {
 		l.conn, err = net.ListenPacket("udp", addr)
 		return err
 	})
-	t.Cleanup(func() { l.conn.Close() })
+	t.Cleanup(func() { l.conn.Close(); <-l.done })
 	go func() {
+		defer close(l.done)
 		buf := make([]byte, 65536)
 		for {
 			n, _, err := l.conn.ReadFrom(buf)
@@ -125,10 +127,14 @@ func (f gfFlow) uint(typ uint16) uint64 {
 	return v
 }
 
-// records decodes every datagram received so far, in order, with one
-// goflow2 template system.
+// records closes the listener, waits for its reader (so that a datagram it
+// has read is not missed), and decodes every datagram received, in order,
+// with one goflow2 template system. Datagrams still queued on the socket
+// are lost: wait for its queue to empty first.
 func (l *gfListener) records(t *testing.T) []gfFlow {
 	t.Helper()
+	l.conn.Close()
+	<-l.done
 	l.mu.Lock()
 	msgs := slicesClone(l.msgs)
 	l.mu.Unlock()
@@ -179,7 +185,8 @@ func TestToSSplitsFlows(t *testing.T) {
 	p := newVethPair(t, a, b, "hft0", "hft1")
 
 	dir := t.TempDir()
-	nfcapd := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "hostflow"))
+	nfcapd := start(t, a.command("nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "4739", "-t", "3600", "-I", "hostflow", "-v"))
+	nfcapd.waitOutput(t, "Startup nfcapd.", 20*time.Second) // logged after the bind
 	gfIPFIX := newGFListener(t, a, "127.0.0.1:4740")
 	gfV9 := newGFListener(t, a, "127.0.0.1:4741")
 	a.waitQuiet(t, "hft0", time.Second, 20*time.Second)
@@ -200,6 +207,8 @@ func TestToSSplitsFlows(t *testing.T) {
 	hf.stop(t, 20*time.Second)                   // exports every cached flow
 	a.waitUDPQueueEmpty(t, 4739, 10*time.Second) // nfcapd has read every datagram
 	nfcapd.stop(t, 10*time.Second)
+	a.waitUDPQueueEmpty(t, 4740, 10*time.Second) // so have the goflow2 listeners
+	a.waitUDPQueueEmpty(t, 4741, 10*time.Second)
 
 	type want struct {
 		src, dst     string
@@ -350,6 +359,14 @@ func TestObservedBeforeExport(t *testing.T) {
 	sent := txAfter.TxPackets - txBefore.TxPackets
 	if sent != n {
 		t.Fatalf("hfo0 sent %d frames, want %d: other traffic on the link", sent, n)
+	}
+	// The metrics follow the polls, which a busy machine delays: scrape
+	// until the packets show (bounded), then once more a while later
+	// for any excess.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if metricValue(scrapeMetrics(t, a, "127.0.0.1:9740"), "hostflow_observed_packets_total") >= n {
+			break
+		}
 	}
 	time.Sleep(2*poll + exporter.MaxUnread)
 	body := scrapeMetrics(t, a, "127.0.0.1:9740")
