@@ -164,7 +164,9 @@ type Collector struct {
 	sink  Sink
 	tr    Transport
 	drain time.Duration
-	wait  time.Duration
+	// abortWait is closeAbortWait; tests of a starved machine lengthen it.
+	abortWait time.Duration
+	wait      time.Duration
 	// budget is ExportWaitBudget; waitMu guards the waits of the current
 	// second: they began at windowStart and took waited in all.
 	budget      time.Duration
@@ -226,18 +228,19 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Collector{
-		name:   cfg.Name,
-		sink:   cfg.Sink,
-		tr:     cfg.Transport,
-		drain:  cfg.DrainTimeout,
-		wait:   cfg.ExportWait,
-		budget: cfg.ExportWaitBudget,
-		log:    cfg.Logger.With("collector", cfg.Name),
-		queue:  make(chan []Flow, cfg.QueueLength),
-		free:   make(chan []Flow, inFlightBatches),
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
+		name:      cfg.Name,
+		sink:      cfg.Sink,
+		tr:        cfg.Transport,
+		drain:     cfg.DrainTimeout,
+		abortWait: closeAbortWait,
+		wait:      cfg.ExportWait,
+		budget:    cfg.ExportWaitBudget,
+		log:       cfg.Logger.With("collector", cfg.Name),
+		queue:     make(chan []Flow, cfg.QueueLength),
+		free:      make(chan []Flow, inFlightBatches),
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
 	}
 	go c.run()
 	return c, nil
@@ -468,7 +471,7 @@ func (c *Collector) Close() error {
 		case <-c.done:
 			errs = append(errs, fmt.Errorf("collector %s close: %w after %v: %d records dropped",
 				c.name, ErrDrainTimeout, c.drain, c.droppedRecords.Load()-before))
-		case <-time.After(closeAbortWait):
+		case <-time.After(c.abortWait):
 			c.log.Error("collector sink still busy after close; leaving it behind")
 			errs = append(errs, fmt.Errorf("collector %s close: %w after %v: sink still busy", c.name, ErrDrainTimeout, c.drain))
 			return errors.Join(errs...)
