@@ -740,7 +740,7 @@ func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		add()
 	}
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // as long as the old test waited
 	add()
 	if arrived != n || fated != n {
 		t.Errorf("arrived %d packets, fates counted %d, want %d and %d", arrived, fated, n, n)
