@@ -26,6 +26,17 @@ type fateRouter struct {
 	rc0, rs0               int // the router's ifindexes
 }
 
+// resolveNeighbours sends a UDP packet (source port 39999) each way
+// between client and server and waits for the replies' neighbour
+// resolution, so that no packet a test sends later waits in (or is
+// dropped from) a neighbour queue. Tests skip or drain these packets.
+func (r *fateRouter) resolveNeighbours(t *testing.T, client, server netip.Addr) {
+	t.Helper()
+	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
+	sendUDP(t, r.server, 39999, netip.AddrPortFrom(client, 4999), 64, 1, 10)
+	time.Sleep(200 * time.Millisecond)
+}
+
 func newFateRouter(t *testing.T, v6 bool) *fateRouter {
 	t.Helper()
 	r := &fateRouter{client: testutil.NewNetns(t), router: testutil.NewNetns(t), server: testutil.NewNetns(t)}
@@ -235,11 +246,7 @@ func TestFateRouterNetns(t *testing.T) {
 	f := r.fetcher(t, 1024, r.attachBoth)
 
 	server := netip.MustParseAddr("198.18.2.2")
-	// Resolve the neighbours both ways first, so that no packet below
-	// waits in (or is dropped from) a neighbour queue.
-	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
-	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), 4999), 64, 1, 10)
-	time.Sleep(100 * time.Millisecond)
+	r.resolveNeighbours(t, netip.MustParseAddr("198.18.1.2"), server)
 	drain(t, f)
 	before := counters(t, f)
 
@@ -445,10 +452,7 @@ func TestFateRouterNetnsIPv6(t *testing.T) {
 	r := newFateRouter(t, true)
 	f := r.fetcher(t, 1024, r.attachBoth)
 	server := netip.MustParseAddr("fd00:2::2")
-	// Neighbour discovery both ways first.
-	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
-	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("fd00:1::2"), 4999), 64, 1, 10)
-	time.Sleep(200 * time.Millisecond)
+	r.resolveNeighbours(t, netip.MustParseAddr("fd00:1::2"), server)
 	sendUDP(t, r.client, 39998, netip.AddrPortFrom(server, 4999), 64, 1, 10)
 	time.Sleep(100 * time.Millisecond)
 	drain(t, f)
@@ -712,9 +716,7 @@ func TestFateRouterFragmentsForwardedOnce(t *testing.T) {
 	r.router.IP(t, "link", "set", "rs0", "mtu", "1280")
 	f := r.fetcher(t, 1024, r.attachBoth)
 	server := netip.MustParseAddr("198.18.2.2")
-	sendUDP(t, r.client, 39999, netip.AddrPortFrom(server, 4999), 64, 1, 10)
-	sendUDP(t, r.server, 39999, netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), 4999), 64, 1, 10)
-	time.Sleep(100 * time.Millisecond)
+	r.resolveNeighbours(t, netip.MustParseAddr("198.18.1.2"), server)
 	drain(t, f)
 	const n = 3
 	sendFragmentable(t, r.client, 41000, server, slices.Repeat([]int{5000}, n))
